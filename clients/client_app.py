@@ -1,0 +1,83 @@
+"""Flower ClientApp: unpack the server's records, run local DARTS search, pack the reply.
+
+Reply layout (one ArrayRecord and one MetricRecord, as Flower's strategies expect):
+``arrays`` (α, and θ when the server sent θ), ``metrics`` (losses, accuracies,
+``num-examples``), ``client`` (ConfigRecord with ``partition-id``) and ``audit``
+(ConfigRecord with the D^α indices of every α step: read only by the simulation's scoring).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fednas.config import Config, fault_partitions, parse_config, search_from_record
+from fednas.federated import client_evaluate, client_train
+
+log = logging.getLogger(__name__)
+
+THETA_STATE_KEY = "fednas-theta"  # this client's θ between rounds when weights are not shared
+
+app = ClientApp()
+
+
+@functools.lru_cache(maxsize=4)
+def _parse(items: tuple) -> Config:
+    return parse_config(dict(items))
+
+
+def run_config(context: Context) -> Config:
+    """The run's config, parsed once per process."""
+    return _parse(tuple(sorted(context.run_config.items())))
+
+
+def _node(context: Context) -> tuple[int, int]:
+    return int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+
+
+def _local_theta(context: Context):
+    record = context.state.array_records.get(THETA_STATE_KEY)
+    return record.to_torch_state_dict() if record is not None else None
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Local search from the received global arrays; reply the new α (and θ)."""
+    cfg = run_config(context)
+    pid, num = _node(context)
+    train_cfg = msg.content["config"]
+    server_round = int(train_cfg.get("server-round", 0))
+    if pid in fault_partitions(cfg):
+        raise RuntimeError(f"fault injection: partition {pid} fails its train call (fault-partitions)")
+    result = client_train(
+        cfg,
+        search_from_record(train_cfg),
+        msg.content["arrays"].to_torch_state_dict(),
+        partition_id=pid,
+        num_clients=num,
+        server_round=server_round,
+        local_theta=_local_theta(context),
+    )
+    if result.theta:
+        context.state[THETA_STATE_KEY] = ArrayRecord(result.theta)
+    content = RecordDict({
+        "arrays": ArrayRecord(result.arrays),
+        "metrics": MetricRecord(result.metrics),
+        "client": ConfigRecord({"partition-id": pid}),
+        "audit": ConfigRecord(result.audit),
+    })
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the global model on this client's test split."""
+    cfg = run_config(context)
+    pid, num = _node(context)
+    metrics = client_evaluate(cfg, msg.content["arrays"].to_torch_state_dict(), partition_id=pid,
+                              num_clients=num, local_theta=_local_theta(context))
+    content = RecordDict({"metrics": MetricRecord(metrics), "client": ConfigRecord({"partition-id": pid})})
+    return Message(content=content, reply_to=msg)

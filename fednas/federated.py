@@ -1,0 +1,141 @@
+"""One client round and the server's helpers, as plain functions over ``{name: tensor}``.
+
+The Flower apps in ``clients/`` and ``server/`` only unpack records, call these and pack
+the results; everything here runs without Flower (tests and benchmarks call it directly).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from fednas.config import Config
+from fednas.data import client_data, dataset_from_config, make_pools
+from fednas.search import AlphaGradient, evaluate, local_search
+from fednas.spaces import Supernet, build_supernet
+
+log = logging.getLogger(__name__)
+
+Arrays = Mapping[str, torch.Tensor]
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: CUDA when this process can see a GPU, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device = 'cuda' but this process sees no GPU (give clients GPUs with --gpus-per-client)")
+    return torch.device(name)
+
+
+def round_seed(cfg: Config, server_round: int, partition_id: int) -> list[int]:
+    """The seed of one client's round: batch order depends on nothing else."""
+    return [cfg.run.seed, server_round, partition_id]
+
+
+def model_for(cfg: Config, spec: Any, device: torch.device) -> Supernet:
+    """The run's supernet at its seeded initial state, on ``device``."""
+    return build_supernet(cfg.space, spec, cfg.run.seed).to(device)
+
+
+def initial_arrays(cfg: Config) -> dict[str, torch.Tensor]:
+    """What the server sends in round 1: α, and θ when weights are shared."""
+    dataset = dataset_from_config(cfg.data, cfg.run.seed)
+    model = build_supernet(cfg.space, dataset.spec, cfg.run.seed)
+    arrays = dict(model.arch_state())
+    if cfg.search.share_weights:
+        arrays.update(model.weight_state())
+    return arrays
+
+
+@dataclass
+class ClientRound:
+    """What a client replies after its local search."""
+
+    arrays: dict[str, torch.Tensor]
+    metrics: dict[str, float]
+    audit: dict[str, Any]
+    theta: dict[str, torch.Tensor] = field(default_factory=dict)  # kept locally when not shared
+
+
+def client_train(cfg: Config, settings: Any, arrays: Arrays, *, partition_id: int, num_clients: int,
+                 server_round: int, local_theta: Arrays | None = None,
+                 alpha_gradient: AlphaGradient | None = None) -> ClientRound:
+    """Run one client's local search from the server's arrays.
+
+    Parameters
+    ----------
+    cfg : Config
+        The run configuration (data, space, seed).
+    settings : SearchConfig
+        The local-search settings the server sent for this round.
+    arrays : mapping
+        α, and θ when the server shares weights.
+    local_theta : mapping, optional
+        This client's own θ from earlier rounds (used when the server sent none).
+    alpha_gradient : callable, optional
+        A replacement α-gradient rule (the private one of the DP-SGD mod).
+    """
+    device = pick_device(cfg.run.device)
+    dataset, split = client_data(cfg.data, cfg.run.seed, partition_id, num_clients)
+    model = model_for(cfg, dataset.spec, device)
+    if local_theta:
+        model.load_arrays(local_theta)
+    model.load_arrays(arrays)
+    result = local_search(model, dataset, split, settings, round_seed(cfg, server_round, partition_id),
+                          device, alpha_gradient=alpha_gradient)
+    sent_theta = any(not k.startswith(model.alpha_prefix) for k in arrays)
+    reply = dict(model.arch_state())
+    theta = dict(model.weight_state())
+    if sent_theta:
+        reply.update(theta)
+    metrics = {**result.metrics, "num-examples": int(len(split.theta) + len(split.alpha)),
+               "local-steps": result.steps, "train-seconds": result.seconds}
+    audit = {
+        "partition-id": partition_id,
+        "server-round": server_round,
+        "alpha-batch-size": int(settings.alpha_batch_size),
+        "alpha-steps": result.steps,
+        # flat, step after step; each step holds alpha-batch-size indices (or all of a
+        # smaller D^α): global indices into the loaded dataset
+        "alpha-indices": [i for batch in result.alpha_batches for i in batch],
+        "alpha-step-sizes": [len(b) for b in result.alpha_batches],
+    }
+    return ClientRound(reply, metrics, audit, {} if sent_theta else theta)
+
+
+def client_evaluate(cfg: Config, arrays: Arrays, *, partition_id: int, num_clients: int,
+                    local_theta: Arrays | None = None) -> dict[str, float]:
+    """Evaluate the global α (with the shared or the client's own θ) on the client's test split."""
+    device = pick_device(cfg.run.device)
+    dataset, split = client_data(cfg.data, cfg.run.seed, partition_id, num_clients)
+    model = model_for(cfg, dataset.spec, device)
+    if local_theta:
+        model.load_arrays(local_theta)
+    model.load_arrays(arrays)
+    idx = split.test if len(split.test) else split.alpha
+    res = evaluate(model, dataset.x[idx], dataset.y[idx], device)
+    return {"eval-loss": res["loss"], "eval-acc": res["acc"], "num-examples": int(res["n"])}
+
+
+def central_evaluate(cfg: Config, arrays: Arrays) -> dict[str, float]:
+    """Evaluate the global model on the server's test pool."""
+    device = pick_device(cfg.run.device)
+    dataset = dataset_from_config(cfg.data, cfg.run.seed)
+    pools = make_pools(len(dataset), cfg.data, cfg.run.seed)
+    model = model_for(cfg, dataset.spec, device)
+    model.load_arrays(arrays)
+    res = evaluate(model, dataset.x[pools.test], dataset.y[pools.test], device)
+    return {"central-loss": res["loss"], "central-acc": res["acc"]}
+
+
+def genotype_of(cfg: Config, arrays: Arrays) -> Any:
+    """The genotype the α in ``arrays`` derives."""
+    dataset = dataset_from_config(cfg.data, cfg.run.seed)
+    model = build_supernet(cfg.space, dataset.spec, cfg.run.seed)
+    model.load_arrays({k: v for k, v in arrays.items() if k.startswith(model.alpha_prefix)})
+    return model.genotype(cfg.fed.genotype_k)

@@ -1,0 +1,101 @@
+"""What a run writes: ``config.json``, ``rounds.csv``, ``genotype.json``, ``summary.json``.
+
+Framework-free: the ServerApp feeds it plain dicts. Every write is atomic and happens as
+soon as the information exists, so a run that dies leaves the rounds it finished readable.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fednas import __version__
+from fednas.config import Config
+from fednas.data import resolve_path
+from fednas.rundir import atomic_save_npz, atomic_write_csv, atomic_write_json, new_run_dir
+
+log = logging.getLogger(__name__)
+
+ROUND_COLUMNS = (
+    "round", "sampled", "replied", "failed", "theta-loss", "theta-acc", "alpha-loss", "alpha-acc",
+    "eval-loss", "eval-acc", "central-loss", "central-acc", "genotype", "seconds",
+)
+
+
+def resolve_run_dir(cfg: Config) -> Path:
+    """The run directory the config asks for, created now (absolute)."""
+    if cfg.run.run_dir:
+        path = Path(cfg.run.run_dir).expanduser()
+        if not path.is_absolute():
+            raise ValueError(
+                f"'run-dir' = {cfg.run.run_dir!r} must be an absolute path: the ServerApp runs from an "
+                "installed copy with an unrelated working directory"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    return new_run_dir(resolve_path(cfg.run.output_dir), cfg.run.run_name, cfg.run.seed)
+
+
+class RunLog:
+    """Collects a run's per-round rows and final results and writes them to the run dir."""
+
+    def __init__(self, cfg: Config, run_dir: Path, extra: dict[str, Any] | None = None) -> None:
+        self.cfg, self.dir = cfg, run_dir
+        self.rows: list[dict[str, Any]] = []
+        self.genotypes: list[dict[str, Any]] = []
+        self.t0 = time.time()
+        self.summary: dict[str, Any] = {"status": "running", "run-dir": str(run_dir)}
+        atomic_write_json(run_dir / "config.json", {
+            "config": cfg.flat(),
+            "federation": extra or {},
+            "versions": {"fednas": __version__, "python": platform.python_version(), **_versions()},
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        self.write_summary()
+
+    def add_round(self, row: dict[str, Any], genotype: Any) -> None:
+        """Append one round's row (and genotype) and rewrite ``rounds.csv``/``genotype.json``."""
+        row = {**row, "genotype": genotype.pretty().replace("\n", "; ")}
+        self.rows.append(row)
+        self.genotypes.append({"round": row["round"], **genotype.to_dict()})
+        cols = list(ROUND_COLUMNS) + [k for k in row if k not in ROUND_COLUMNS]
+        atomic_write_csv(self.dir / "rounds.csv", self.rows, cols)
+        atomic_write_json(self.dir / "genotype.json", {"final": genotype.to_dict(), "pretty": genotype.pretty(),
+                                                       "rounds": self.genotypes})
+
+    def finish(self, arrays: dict[str, np.ndarray], **fields: Any) -> None:
+        """Save the final global arrays (``model.npz``) and a completed summary."""
+        atomic_save_npz(self.dir / "model.npz", arrays)
+        self.summary.update({k.replace("_", "-"): v for k, v in fields.items()})
+        self.summary["status"] = "completed"
+        self.write_summary()
+
+    def fail(self, error: BaseException) -> None:
+        self.summary.update({"status": "failed", "error": f"{type(error).__name__}: {error}"})
+        self.write_summary()
+
+    def write_summary(self) -> None:
+        last = self.rows[-1] if self.rows else {}
+        self.summary.update({
+            "rounds-completed": len(self.rows),
+            "failures": int(sum(r.get("failed", 0) for r in self.rows)),
+            "final-central-acc": last.get("central-acc"),
+            "final-eval-acc": last.get("eval-acc"),
+            "wall-seconds": round(time.time() - self.t0, 3),
+        })
+        atomic_write_json(self.dir / "summary.json", self.summary)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for mod in ("torch", "flwr", "numpy"):
+        try:
+            out[mod] = __import__(mod).__version__
+        except ImportError:
+            continue
+    return out

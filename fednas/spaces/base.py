@@ -1,0 +1,91 @@
+"""What every supernet shares: alpha as named parameters, theta as the rest, init, genotype."""
+
+from __future__ import annotations
+
+import abc
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fednas.spaces.genotype import Genotype
+
+# BatchNorm's step counters are integers that FedAvg would turn into floats and that
+# nothing reads (momentum is fixed): they never leave the client.
+_LOCAL_BUFFERS = ("num_batches_tracked",)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the dataset tells the supernet: input channels, image size, classes."""
+
+    channels: int
+    image_size: int
+    num_classes: int
+
+
+class Supernet(nn.Module, abc.ABC):
+    """Base class: α are the parameters whose names start with ``alpha``; θ is the rest."""
+
+    alpha_prefix = "alpha"
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        """The architecture parameters α, in a fixed order."""
+        return [p for _, p in self.named_arch_parameters()]
+
+    def named_arch_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if n.startswith(self.alpha_prefix)]
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        """The ordinary weights θ."""
+        return [p for n, p in self.named_parameters() if not n.startswith(self.alpha_prefix)]
+
+    def named_weight_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith(self.alpha_prefix)]
+
+    def arch_state(self) -> OrderedDict[str, torch.Tensor]:
+        """α as a detached CPU ``{name: tensor}`` (what a client sends)."""
+        return OrderedDict((n, p.detach().cpu().clone()) for n, p in self.named_arch_parameters())
+
+    def weight_state(self) -> OrderedDict[str, torch.Tensor]:
+        """θ and BatchNorm running statistics, detached on CPU (what FedNAS shares)."""
+        return OrderedDict(
+            (n, t.detach().cpu().clone())
+            for n, t in self.state_dict().items()
+            if not n.startswith(self.alpha_prefix) and not n.endswith(_LOCAL_BUFFERS)
+        )
+
+    def load_arrays(self, arrays: Mapping[str, torch.Tensor]) -> None:
+        """Copy α and/or θ from a ``{name: tensor}`` mapping; unknown names are an error."""
+        state = self.state_dict()
+        unknown = [k for k in arrays if k not in state]
+        if unknown:
+            raise KeyError(f"arrays hold names this supernet does not have: {unknown[:5]}")
+        with torch.no_grad():
+            for name, value in arrays.items():
+                target = state[name]
+                if tuple(value.shape) != tuple(target.shape):
+                    raise ValueError(
+                        f"array {name!r} has shape {tuple(value.shape)}, the supernet expects {tuple(target.shape)}"
+                    )
+                target.copy_(torch.as_tensor(value, dtype=target.dtype))
+
+    def alpha_weights(self) -> list[torch.Tensor]:
+        """Softmax over ops of every α tensor."""
+        return [torch.softmax(p, dim=-1) for p in self.arch_parameters()]
+
+    @abc.abstractmethod
+    def genotype(self, k: int = 2) -> Genotype:
+        """Derive the discrete architecture, keeping ``k`` inputs per node."""
+
+
+def init_weights(model: Supernet, scheme: str, bound: float, alpha_scale: float, generator: torch.Generator) -> None:
+    """Initialise θ (``uniform`` in [-bound, bound] or torch's ``default``) and α (scale·N(0,1))."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(model.alpha_prefix):
+                p.copy_(alpha_scale * torch.randn(p.shape, generator=generator))
+            elif scheme == "uniform":
+                p.uniform_(-bound, bound, generator=generator)

@@ -1,0 +1,92 @@
+"""Flower ServerApp: federated DARTS search with FedAvg over α (and θ), writing a run directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+
+from fednas.config import Config, parse_config, search_to_record
+from fednas.data import check_federation, dataset_from_config
+from fednas.federated import central_evaluate, genotype_of, initial_arrays
+from fednas.runlog import RunLog, resolve_run_dir
+from server import route_logs_to_flower
+from server.strategies import RoundBook, build_strategy
+
+log = logging.getLogger(__name__)
+
+app = ServerApp()
+
+
+def wait_for_nodes(grid: Grid, timeout: float = 120.0, settle: float = 2.0) -> list[int]:
+    """Node ids once the federation has connected (the count stable for ``settle`` s)."""
+    deadline = time.monotonic() + timeout
+    nodes: list[int] = []
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        now = list(grid.get_node_ids())
+        if len(now) != len(nodes):
+            nodes, stable_since = now, time.monotonic()
+        elif nodes and time.monotonic() - stable_since >= settle:
+            return nodes
+        time.sleep(0.2)
+    if not nodes:
+        raise RuntimeError(f"no client node connected within {timeout:.0f} s")
+    return nodes
+
+
+def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        state = arrays.to_torch_state_dict()
+        metrics = {}
+        if cfg.fed.central_eval and cfg.search.share_weights:
+            metrics = central_evaluate(cfg, state)
+        genotype = genotype_of(cfg, state)
+        if server_round == 0:
+            runlog.summary["initial-central-acc"] = metrics.get("central-acc")
+            return MetricRecord(metrics) if metrics else None
+        log.info("round %d genotype:\n%s", server_round, genotype.pretty())
+        row = {**book.current, **metrics, "round": server_round,
+               "seconds": round(time.time() - runlog.t0, 3)}
+        runlog.add_round(row, genotype)
+        runlog.write_summary()
+        return MetricRecord(metrics) if metrics else None
+
+    return evaluate_fn
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Validate the config, run the rounds, write the run directory."""
+    route_logs_to_flower()
+    cfg = parse_config(context.run_config)
+    run_dir = resolve_run_dir(cfg)
+    log.info("run directory: %s", run_dir)
+    nodes = wait_for_nodes(grid)
+    runlog = RunLog(cfg, run_dir, {"nodes": len(nodes), "run-id": context.run_id})
+    try:
+        # Fail before any training if a client would lack data.
+        check_federation(dataset_from_config(cfg.data, cfg.run.seed), cfg.data, cfg.run.seed, len(nodes))
+        book = RoundBook(build_strategy(cfg.fed, len(nodes)))
+        initial = ArrayRecord(initial_arrays(cfg))
+        result = book.start(
+            grid=grid,
+            initial_arrays=initial,
+            num_rounds=cfg.fed.num_server_rounds,
+            timeout=cfg.fed.round_timeout,
+            train_config=ConfigRecord(search_to_record(cfg.search)),
+            evaluate_config=ConfigRecord(),
+            evaluate_fn=_make_evaluate_fn(cfg, book, runlog),
+        )
+        # Without one successful aggregation the final model is the initial one.
+        final_record = result.arrays if result.arrays is not None else initial
+        final = final_record.to_torch_state_dict()
+        genotype = genotype_of(cfg, final)
+        log.info("final genotype:\n%s", genotype.pretty())
+        runlog.finish({k: v.numpy() for k, v in final.items()}, genotype=genotype.pretty())
+        log.info("run directory: %s", run_dir)
+    except BaseException as err:
+        runlog.fail(err)
+        raise

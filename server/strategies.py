@@ -1,0 +1,89 @@
+"""Strategies by name, node counts capped at the federation's size, and the round book."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg, FedAvgM, Strategy
+
+log = logging.getLogger(__name__)
+
+STRATEGIES: dict[str, type[FedAvg]] = {"fedavg": FedAvg, "fedavgm": FedAvgM}
+
+
+def build_strategy(fed: Any, num_nodes: int) -> Strategy:
+    """The named Flower strategy with minimum node counts that can be met by ``num_nodes``.
+
+    Flower waits for ``min_available_nodes`` before sampling; a minimum above the
+    federation's size would wait forever, so every minimum is capped (and said so).
+    """
+    try:
+        cls = STRATEGIES[fed.strategy]
+    except KeyError:
+        raise ValueError(f"unknown strategy {fed.strategy!r}; choose one of: {', '.join(STRATEGIES)}") from None
+    min_train = min(fed.min_train_clients, num_nodes)
+    min_eval = min(fed.min_evaluate_clients, num_nodes)
+    if (min_train, min_eval) != (fed.min_train_clients, fed.min_evaluate_clients):
+        log.warning("min-train-clients/min-evaluate-clients capped at the federation's %d nodes", num_nodes)
+    return cls(
+        fraction_train=fed.fraction_train,
+        fraction_evaluate=fed.fraction_evaluate,
+        min_train_nodes=min_train,
+        min_evaluate_nodes=min_eval,
+        min_available_nodes=min(max(min_train, min_eval, 1), num_nodes),
+    )
+
+
+def partition_of(msg: Message) -> int | None:
+    """The partition-id a client put in its reply (``client`` ConfigRecord), if any."""
+    if msg.has_error() or not msg.has_content():
+        return None
+    record = msg.content.config_records.get("client")
+    value = record.get("partition-id") if record is not None else None
+    return int(value) if value is not None else None
+
+
+class RoundBook(Strategy):
+    """Outermost wrapper of the server's strategy: counts what each round sent and got back.
+
+    It owns one change: replies are handed on sorted by partition-id (errors last), so
+    that FedAvg's floating-point sums, hence the α trajectory, do not depend on the order
+    in which clients happened to finish.
+    """
+
+    def __init__(self, strategy: Strategy) -> None:
+        self.strategy = strategy
+        self.current: dict[str, Any] = {}
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
+        self.current = {"round": server_round, "sampled": len(messages)}
+        return messages
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = sorted(replies, key=lambda m: (m.has_error(), partition_of(m) if partition_of(m) is not None else 1 << 62))
+        failed = [m for m in replies if m.has_error()]
+        for m in failed:
+            log.warning("round %d: client node %d failed: %s", server_round, m.metadata.src_node_id, m.error.reason)
+        self.current.update({"replied": len(replies) - len(failed),
+                             "failed": self.current.get("sampled", len(replies)) - (len(replies) - len(failed))})
+        arrays, metrics = self.strategy.aggregate_train(server_round, replies)
+        if metrics is not None:
+            self.current.update({k: v for k, v in metrics.items() if not isinstance(v, list)})
+        return arrays, metrics
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        metrics = self.strategy.aggregate_evaluate(server_round, list(replies))
+        if metrics is not None:
+            self.current.update({k: v for k, v in metrics.items() if not isinstance(v, list)})
+        return metrics
+
+    def summary(self) -> None:
+        self.strategy.summary()
