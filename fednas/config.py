@@ -156,7 +156,7 @@ KEYS: tuple[Key, ...] = (
     _k("md-student", "amia", "same", "Student architecture: same (the served architecture, fresh weights) or cnn (a small CNN).", choices=("same", "cnn")),
     _k("md-keep", "amia", 0.5, "Share of the reference set kept for the student: its lowest-entropy samples (DMP).", check=_unit, rule="in (0, 1]"),
     _k("md-temperature", "amia", 1.0, "Softmax temperature of the teacher's soft labels.", check=_pos, rule="> 0"),
-    _k("md-epochs", "amia", 30, "Epochs of the student's training on the kept reference samples.", check=_pos, rule="> 0"),
+    _k("md-epochs", "amia", 100, "Epochs of the student's training on the kept reference samples.", check=_pos, rule="> 0"),
 )
 # fmt: on
 

@@ -87,7 +87,7 @@ class MLPAttack:
         opt = torch.optim.SGD(self.net.parameters(), lr=self.lr, momentum=0.9)
         rng = np.random.default_rng([self.seed, 91])
         for _ in range(self.epochs):
-            for batch in np.array_split(rng.permutation(len(yt)), max(1, len(yt) // 64)):
+            for batch in np.array_split(rng.permutation(len(yt)), max(1, len(yt) // 128)):
                 loss = nn.functional.binary_cross_entropy_with_logits(self.net(xt[batch]).squeeze(1), yt[batch])
                 opt.zero_grad()
                 loss.backward()

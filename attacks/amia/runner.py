@@ -57,6 +57,28 @@ def _target_block(run: Run, served_probs: dict[str, np.ndarray], ys: dict[str, n
     }
 
 
+def score_attacks(attacks: list, outputs: dict[str, np.ndarray], ys: dict[str, np.ndarray],
+                  shadow_q: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], dict]:
+    """Score fitted attacks on each member set against the ``nonmembers`` (balanced).
+
+    ``outputs``/``ys``/``shadow_q``: API outputs, labels and the shadows' outputs per query
+    set, keyed ``nonmembers`` and one key per member set. Returns result rows and ROC curves.
+    """
+    rows, curves = [], {}
+    for attack in attacks:
+        s_non = attack.score(outputs["nonmembers"], ys["nonmembers"], shadow_q["nonmembers"])
+        for members in (k for k in outputs if k != "nonmembers"):
+            s_mem = attack.score(outputs[members], ys[members], shadow_q[members])
+            n = min(len(s_mem), len(s_non))
+            labels = np.r_[np.ones(n, int), np.zeros(n, int)]
+            scores = np.r_[s_mem[:n], s_non[:n]]
+            rows.append({"members": members, "attack": attack.name,
+                         **membership_metrics(labels, scores, scores >= attack.threshold),
+                         "threshold": float(attack.threshold)})
+            curves[(members, attack.name)] = roc_curve(labels, scores)[:2]
+    return rows, curves
+
+
 def run_amia(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Path:
     """Attack the final model of ``run_dir``; write ``<run_dir>/amia[-N]/``; return that folder."""
     t0 = time.time()
@@ -92,18 +114,10 @@ def run_amia(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Pa
                              a.amia_top_k, seed)
         shadows[kind] = bank.info
         shadow_q = {k: bank.outputs_on(x[idx], a.amia_output, a.amia_top_k, device) for k, idx in queries.items()}
-        for name in split_names(a.amia_attacks):
-            attack = make_attack(name, cfg, seed).fit(bank)
-            s_non = attack.score(outputs["nonmembers"], ys["nonmembers"], shadow_q["nonmembers"])
-            for members in ("alpha", "theta"):
-                s_mem = attack.score(outputs[members], ys[members], shadow_q[members])
-                n = min(len(s_mem), len(s_non))
-                labels = np.r_[np.ones(n, int), np.zeros(n, int)]
-                scores = np.r_[s_mem[:n], s_non[:n]]
-                rows.append({"members": members, "shadow": kind, "attack": name,
-                             **membership_metrics(labels, scores, scores >= attack.threshold),
-                             "threshold": float(attack.threshold)})
-                curves[(members, kind, name)] = roc_curve(labels, scores)[:2]
+        attacks = [make_attack(name, cfg, seed).fit(bank) for name in split_names(a.amia_attacks)]
+        new_rows, new_curves = score_attacks(attacks, outputs, ys, shadow_q)
+        rows += [{"shadow": kind, **r} for r in new_rows]
+        curves.update({(m, kind, name): c for (m, name), c in new_curves.items()})
         del bank
 
     metrics = {
