@@ -10,11 +10,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tomllib
 
 from attacks.amia.data import AMIAInputError
 from attacks.amia.runner import run_amia
 from fednas.data import DatasetMissing
-from simulations.launcher import parse_value
+
+
+def parse_value(text: str) -> object:
+    """A value as TOML reads it (``3``, ``0.5``, ``true``, ``"x"``); bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def parse_sets(items: list[str]) -> dict[str, object]:
