@@ -16,7 +16,7 @@ import numpy as np
 
 from attacks.amia.api import PredictionAPI
 from attacks.amia.attacks import make_attack
-from attacks.amia.data import attacker_data, membership_sets
+from attacks.amia.data import AttackerData, MembershipSets, attacker_data, membership_sets
 from attacks.amia.metrics import membership_metrics, roc_curve
 from attacks.amia.report import write_outputs
 from attacks.amia.shadows import Mimicry, train_shadows
@@ -79,6 +79,45 @@ def score_attacks(attacks: list, outputs: dict[str, np.ndarray], ys: dict[str, n
     return rows, curves
 
 
+def serve(run: Run, sets: MembershipSets, device: str) -> tuple[PredictionAPI, dict[str, Any]]:
+    """The owner's side: build the target (and its MD student), measure its accuracy, put
+    it behind the API. Returns the API and the target's description."""
+    cfg, a = run.cfg, run.cfg.amia
+    x, y = run.dataset.x, run.dataset.y.numpy()
+    holdout = make_pools(len(run.dataset), cfg.data, cfg.run.seed).holdout
+    teacher, info = build_target(run, device)
+    served = teacher
+    if a.md:
+        served, info["md"] = serve_with_md(run, teacher, device)
+        info["teacher-test-acc"] = accuracy(predict_proba(teacher, x[holdout], device), y[holdout])
+    owner_sets = {"alpha": sets.alpha, "theta": sets.theta, "holdout": holdout}
+    owner_view = {k: predict_proba(served, x[idx], device) for k, idx in owner_sets.items()}
+    target = _target_block(run, owner_view, {k: y[idx] for k, idx in owner_sets.items()}, info)
+    return PredictionAPI(served, run.dataset.spec, a.amia_output, a.amia_top_k, device), target
+
+
+def shadow_attacks(run: Run, attacker: AttackerData, queries: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                   mim: Mimicry) -> tuple[list[dict[str, Any]], dict, dict[str, Any]]:
+    """The attacker's side: per shadow kind, train the shadows, fit every attack on them
+    and score the API's outputs. Returns result rows, ROC curves and shadow summaries."""
+    cfg, a = run.cfg, run.cfg.amia
+    x, y = run.dataset.x, run.dataset.y.numpy()
+    ys = {k: y[idx] for k, idx in queries.items()}
+    seed = cfg.run.seed + 1  # the attacker's own randomness
+    rows, curves, shadows = [], {}, {}
+    for kind in split_names(a.amia_shadows):
+        log.info("AMIA: training %d %s shadow(s)", a.amia_num_shadows, kind)
+        bank = train_shadows(kind, attacker, run.dataset.spec, mim, a.amia_num_shadows, a.amia_output,
+                             a.amia_top_k, seed)
+        shadows[kind] = bank.info
+        shadow_q = {k: bank.outputs_on(x[idx], a.amia_output, a.amia_top_k, mim.device) for k, idx in queries.items()}
+        attacks = [make_attack(name, cfg, seed).fit(bank) for name in split_names(a.amia_attacks)]
+        new_rows, new_curves = score_attacks(attacks, outputs, ys, shadow_q)
+        rows += [{"shadow": kind, **r} for r in new_rows]
+        curves.update({(m, kind, name): c for (m, name), c in new_curves.items()})
+    return rows, curves, shadows
+
+
 def run_amia(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Path:
     """Attack the final model of ``run_dir``; write ``<run_dir>/amia[-N]/``; return that folder."""
     t0 = time.time()
@@ -87,39 +126,11 @@ def run_amia(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Pa
     device = str(pick_device(cfg.run.device))
     sets = membership_sets(run.dataset, cfg, run.num_clients, a.amia_members)
     attacker = attacker_data(run.dataset, cfg, a.amia_eta, a.amia_shift_source)
-    x, y = run.dataset.x, run.dataset.y.numpy()
-    holdout_all = make_pools(len(run.dataset), cfg.data, cfg.run.seed).holdout
-
-    teacher, info = build_target(run, device)
-    served = teacher
-    if a.md:
-        served, info["md"] = serve_with_md(run, teacher, device)
-        info["teacher-test-acc"] = accuracy(predict_proba(teacher, x[holdout_all], device), y[holdout_all])
-    owner_sets = {"alpha": sets.alpha, "theta": sets.theta, "holdout": holdout_all}
-    owner_view = {k: predict_proba(served, x[idx], device) for k, idx in owner_sets.items()}
-    target = _target_block(run, owner_view, {k: y[idx] for k, idx in owner_sets.items()}, info)
-    api = PredictionAPI(served, run.dataset.spec, a.amia_output, a.amia_top_k, device)
-    del teacher, served  # from here on the attacker reaches the target only through the API
-
+    api, target = serve(run, sets, device)  # from here on the target is reachable only through the API
     queries = {"alpha": sets.alpha, "theta": sets.theta, "nonmembers": sets.nonmembers}
-    outputs = {k: api.query(x[idx]) for k, idx in queries.items()}
-    ys = {k: y[idx] for k, idx in queries.items()}
-
+    outputs = {k: api.query(run.dataset.x[idx]) for k, idx in queries.items()}
     mim = mimicry(run, device)
-    seed = cfg.run.seed + 1  # the attacker's own randomness
-    rows, curves, shadows = [], {}, {}
-    for kind in split_names(a.amia_shadows):
-        log.info("AMIA: training %d %s shadow(s)", a.amia_num_shadows, kind)
-        bank = train_shadows(kind, attacker, run.dataset.spec, mim, a.amia_num_shadows, a.amia_output,
-                             a.amia_top_k, seed)
-        shadows[kind] = bank.info
-        shadow_q = {k: bank.outputs_on(x[idx], a.amia_output, a.amia_top_k, device) for k, idx in queries.items()}
-        attacks = [make_attack(name, cfg, seed).fit(bank) for name in split_names(a.amia_attacks)]
-        new_rows, new_curves = score_attacks(attacks, outputs, ys, shadow_q)
-        rows += [{"shadow": kind, **r} for r in new_rows]
-        curves.update({(m, kind, name): c for (m, name), c in new_curves.items()})
-        del bank
-
+    rows, curves, shadows = shadow_attacks(run, attacker, queries, outputs, mim)
     metrics = {
         "run-dir": str(run.dir),
         "settings": {k: v for k, v in cfg.flat().items() if k in _amia_keys()},
@@ -140,7 +151,7 @@ def run_amia(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Pa
 
 
 def _amia_keys() -> set[str]:
-    return {k.name for g in ("amia", "defense") for k in GROUP_KEYS[g]}
+    return {k.name for g in ("amia", "defense") for k in GROUP_KEYS[g]} | {"alpha-l2"}
 
 
 def amia_after_run(run_dir: str | Path) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import pytest
 
 from attacks.amia import amia_after_run
 from attacks.amia.__main__ import main
+from attacks.amia.compare import main as compare_main
 
 TINY = ["amia-num-shadows=2", "amia-shadow-steps=3", "amia-mlp-epochs=5", "amia-members=40"]
 
@@ -42,6 +43,18 @@ def test_the_cli_attacks_the_run_and_never_overwrites_an_earlier_result(mini_run
     assert m2["target"]["kind"] == "derived" and m2["target"]["md"]["kept"] > 0
     assert m2["attacker"]["shifted"] == m2["attacker"]["pool"] - m2["attacker"]["from-target"] > 0
     assert "MD" in (second / "report.md").read_text()
+
+    # the two side by side: deltas against the first
+    assert compare_main([str(first), str(second), "--labels", "none,md", "--out", str(mini_run / "cmp")]) == 0
+    rows = json.loads((mini_run / "cmp" / "comparison.json").read_text())["rows"]
+    base = {(r["members"], r["shadow"], r["attack"]): r for r in rows if r["defense"] == "none"}
+    assert all(r["d-attack-acc"] == 0 and r["d-test-acc"] == 0 for r in base.values())
+    for r in rows:
+        if r["defense"] == "md":
+            b = base[(r["members"], r["shadow"], r["attack"])]
+            assert r["d-attack-acc"] == pytest.approx(r["attack-acc"] - b["attack-acc"])
+            assert r["d-test-acc"] == pytest.approx(m2["target"]["test-acc"] - m["target"]["test-acc"])
+    assert "| md | cnn | mlp |" in (mini_run / "cmp" / "report.md").read_text()
 
 
 def test_a_run_directory_without_a_final_model_is_refused_before_any_work(mini_run, tmp_path, capsys):
