@@ -145,7 +145,7 @@ KEYS: tuple[Key, ...] = (
     _k("amia-members", "amia", 0, "Members (D^alpha samples) and as many non-members (holdout) to query. 0: as many as both pools allow.", check=_nonneg, rule=">= 0"),
     _k("amia-shadows", "amia", "resnet18,searched", "Shadow model kinds, comma-separated: resnet18, resnet50, cnn (fixed architectures), searched (DARTS search on the attacker's data: the paper's improved AMIA)."),
     _k("amia-num-shadows", "amia", 4, "Shadow models per kind (each trained on a random half of the attacker's data; LiRA needs >= 2).", check=_pos, rule="> 0"),
-    _k("amia-shadow-steps", "amia", 0, "SGD steps of a shadow model. 0: as many as the target took (rounds x local steps, or the retraining's epochs).", check=_nonneg, rule=">= 0"),
+    _k("amia-shadow-steps", "amia", 0, "SGD steps of a shadow (its search and its weights). 0: mimic the target: as many passes over its data as the target's weights made, as many search steps as one client made.", check=_nonneg, rule=">= 0"),
     _k("amia-attacks", "amia", "mlp,lira,loss", "Attacks, comma-separated: mlp (the paper's 3-layer MLP on sorted probabilities), lira (offline likelihood ratio), loss (loss threshold)."),
     _k("amia-eta", "amia", 1.0, "Share of the attacker's data drawn from the target's distribution (aux pool); the rest comes from amia-shift-source (Table 5).", check=lambda x: 0.0 <= x <= 1.0, rule="in [0, 1]"),
     _k("amia-shift-source", "amia", "patches", "Unrelated data for amia-eta < 1: patches (crops of scikit-learn's two sample photos, labelled by k-means) or fashion-mnist (from data-root).", choices=("patches", "fashion-mnist")),

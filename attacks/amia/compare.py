@@ -52,6 +52,7 @@ def compare(metrics: list[dict[str, Any]], labels: list[str]) -> list[dict[str, 
                 "defense": label, "members": key[0], "shadow": key[1], "attack": key[2],
                 "attack-acc": r["attack-acc"], "f1": r["f1"], "auc": r["auc"], "tpr@1%fpr": r["tpr@1%fpr"],
                 "test-acc": m["target"]["test-acc"], "train-acc-theta": m["target"]["train-acc-theta"],
+                "alpha-norm": m["target"].get("alpha-norm"),
                 "d-attack-acc": r["attack-acc"] - b["attack-acc"] if b else None,
                 "d-f1": r["f1"] - b["f1"] if b else None,
                 "d-test-acc": m["target"]["test-acc"] - base_acc,
@@ -60,10 +61,10 @@ def compare(metrics: list[dict[str, Any]], labels: list[str]) -> list[dict[str, 
 
 
 def render(rows: list[dict[str, Any]], sources: list[str], labels: list[str]) -> str:
-    cols = ["defense", "shadow", "attack", "attack-acc", "Δ", "f1", "Δ ", "auc", "tpr@1%fpr", "test-acc", "Δ  "]
+    cols = ["defense", "shadow", "attack", "attack-acc", "Δ", "f1", "Δ ", "auc", "tpr@1%fpr", "test-acc", "Δ  ", "‖α‖"]
     lines = ["# AMIA: defenses side by side", "",
              "Change (Δ) against the first row's target (no defense): attack acc = 2·P[correct] − 1, F1, "
-             "and the served model's test accuracy on held-out data.", ""]
+             "and the served model's test accuracy on held-out data; ‖α‖: norm of the final α.", ""]
     lines += [f"- **{lab}**: `{src}`" for lab, src in zip(labels, sources)] + [""]
     for members, title in (("alpha", "D^α members (architecture)"), ("theta", "D^θ members (weights, baseline)")):
         lines += [f"## {title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -71,7 +72,7 @@ def render(rows: list[dict[str, Any]], sources: list[str], labels: list[str]) ->
             lines.append("| " + " | ".join([r["defense"], r["shadow"], r["attack"], fmt(r["attack-acc"]),
                                              fmt(r["d-attack-acc"], True), fmt(r["f1"]), fmt(r["d-f1"], True),
                                              fmt(r["auc"]), fmt(r["tpr@1%fpr"]), fmt(r["test-acc"]),
-                                             fmt(r["d-test-acc"], True)]) + " |")
+                                             fmt(r["d-test-acc"], True), fmt(r["alpha-norm"])]) + " |")
         lines.append("")
     return "\n".join(lines)
 

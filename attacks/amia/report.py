@@ -62,7 +62,7 @@ def render_report(m: Mapping[str, Any]) -> str:
         f"Defenses: **{defenses}**; the attacker {'knows them (its shadows apply them too)' if at['defense-known'] else 'does not know them'}.", "",
         f"Target accuracy: train on D^α {fmt(t['train-acc-alpha'])}, on D^θ {fmt(t['train-acc-theta'])}, "
         f"test (held-out) {fmt(t['test-acc'])}" + (f"; the teacher's test {fmt(t['teacher-test-acc'])}" if "teacher-test-acc" in t else "")
-        + f". The weights made {fmt(t['weight-passes'])} passes over their data.",
+        + f". The weights made {fmt(t['weight-passes'])} passes over their data; ‖α‖ = {fmt(t.get('alpha-norm'))}.",
         f"Attacker: {at['pool']} samples, {at['from-target']} from the target's distribution and {at['shifted']} from "
         f"`{at['shift-source']}` (η = {at['eta']}).",
         f"Queries: {n_res.get('n-members', 0)} members and {n_res.get('n-nonmembers', 0)} non-members per set; "

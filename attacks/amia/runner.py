@@ -21,7 +21,7 @@ from attacks.amia.metrics import membership_metrics, roc_curve
 from attacks.amia.report import write_outputs
 from attacks.amia.shadows import Mimicry, train_shadows
 from attacks.amia.target import (Run, build_target, distillation, load_run, owner_recipe, serve_with_md,
-                                 target_passes)
+                                 target_passes, target_search_steps)
 from attacks.amia.training import accuracy, predict_proba
 from fednas.config import GROUP_KEYS, split_names
 from fednas.data import make_pools
@@ -40,7 +40,7 @@ def mimicry(run: Run, device: str) -> Mimicry:
     noise = InputNoise(d.input_noise_std, d.input_noise_mode, cfg.run.seed + 1) if known and d.input_noise_std > 0 else None
     return Mimicry(cfg, a.amia_target, target_passes(run), replace(recipe, noise=noise),
                    cfg.search.alpha_l2 if known else 0.0, distillation(cfg) if known else None,
-                   a.amia_shadow_steps, device)
+                   a.amia_shadow_steps, device, target_search_steps(run))
 
 
 def _target_block(run: Run, served_probs: dict[str, np.ndarray], ys: dict[str, np.ndarray],
@@ -54,6 +54,7 @@ def _target_block(run: Run, served_probs: dict[str, np.ndarray], ys: dict[str, n
         "train-acc-theta": accuracy(served_probs["theta"], ys["theta"]),
         "test-acc": accuracy(served_probs["holdout"], ys["holdout"]),
         "weight-passes": target_passes(run),
+        "search-steps": target_search_steps(run),
     }
 
 
@@ -138,7 +139,8 @@ def run_amia(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Pa
         "attacker": {"pool": len(attacker), "from-target": int(attacker.from_target.sum()),
                      "shifted": int((~attacker.from_target).sum()), "eta": a.amia_eta,
                      "shift-source": a.amia_shift_source, "defense-known": a.amia_defense_known,
-                     "shadow-passes": mim.passes if mim.steps == 0 else None, "shadow-steps": mim.steps or None},
+                     "shadow-passes": mim.passes if mim.steps == 0 else None,
+                     "shadow-search-steps": mim.search_steps_for(), "shadow-steps": mim.steps or None},
         "available": sets.available,
         "shadows": shadows,
         "results": rows,

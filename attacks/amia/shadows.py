@@ -2,8 +2,9 @@
 
 Each shadow trains on a random half of the attacker's data ("in") and never sees the
 other half ("out"); the halves are balanced as in LiRA: every sample is "in" for half of
-the shadows. A shadow mimics the target's recipe: the same number of passes over its
-training data (or ``amia-shadow-steps``), the run's optimiser settings and, when the
+the shadows. A shadow mimics the target's recipe (:class:`Mimicry`): as many passes over
+its training data as the target's weights made, as many search steps as a client of the
+target made (or ``amia-shadow-steps`` for both), the run's optimiser settings and, when the
 attacker knows them, the defenses (input noise, α penalty, distillation).
 
 Kinds (``SHADOW_KINDS``):
@@ -43,8 +44,10 @@ log = logging.getLogger(__name__)
 class Mimicry:
     """What the attacker copies of the target's training.
 
-    ``passes``: epochs over the training data (the target's, carried over to the shadow's
-    smaller set); ``steps`` > 0 overrides them with a fixed number of SGD steps.
+    ``passes``: epochs the target's weights made over their data, carried over to the
+    shadow's smaller set (weights train by epochs). ``search_steps``: local steps a client
+    of the target searched for (α's Adam trajectory is counted in steps, whatever the data
+    size, so a searched shadow searches as many). ``steps`` > 0 overrides both.
     """
 
     cfg: Any  # the run's Config (space, search settings, alpha-fraction)
@@ -55,12 +58,17 @@ class Mimicry:
     md: Distillation | None = None
     steps: int = 0
     device: str = "cpu"
+    search_steps: int = 1
 
     def steps_for(self, n: int) -> int:
-        """SGD steps of a shadow trained on ``n`` samples."""
+        """SGD steps of a shadow's weights trained on ``n`` samples."""
         if self.steps > 0:
             return self.steps
         return max(1, math.ceil(self.passes * n / self.recipe.batch_size))
+
+    def search_steps_for(self) -> int:
+        """Local steps of a searched shadow's DARTS search."""
+        return self.steps if self.steps > 0 else max(1, self.search_steps)
 
 
 @dataclass
@@ -104,7 +112,7 @@ def _searched(x: torch.Tensor, y: torch.Tensor, mim: Mimicry, spec: Any, seed: i
     perm = np.random.default_rng([seed, 82]).permutation(len(y))
     n_alpha = max(1, int(round(len(y) * cfg.data.alpha_fraction)))
     split = ClientSplit(0, np.sort(perm[n_alpha:]), np.sort(perm[:n_alpha]), np.zeros(0, dtype=np.int64))
-    settings = replace(cfg.search, local_steps=mim.steps_for(len(split.theta)), local_epochs=0,
+    settings = replace(cfg.search, local_steps=mim.search_steps_for(), local_epochs=0,
                        alpha_l2=mim.alpha_l2)
     model = build_supernet(cfg.space, spec, seed).to(mim.device)
     local_search(model, ImageSet("attacker", x, y, spec.num_classes), split, settings, [seed, 83],

@@ -101,15 +101,20 @@ def client_indices(run: Run) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([s.theta for s in splits]), np.concatenate([s.alpha for s in splits])
 
 
+def target_search_steps(run: Run) -> int:
+    """Local search steps one client of the run made in all (rounds x steps per round)."""
+    theta, _ = client_indices(run)
+    per_client = max(1, len(theta) // run.num_clients)
+    return run.cfg.fed.num_server_rounds * num_local_steps(run.cfg.search, per_client)
+
+
 def target_passes(run: Run) -> float:
     """Epochs the target's weights made over their data (what shadows mimic)."""
     cfg = run.cfg
-    theta, alpha = client_indices(run)
     if cfg.amia.amia_target == "derived":
         return float(cfg.amia.amia_retrain_epochs)
-    per_client = len(theta) / run.num_clients
-    steps = cfg.fed.num_server_rounds * num_local_steps(cfg.search, int(per_client))
-    return steps * cfg.search.batch_size / max(per_client, 1.0)
+    per_client = len(client_indices(run)[0]) / run.num_clients
+    return target_search_steps(run) * cfg.search.batch_size / max(per_client, 1.0)
 
 
 def owner_recipe(cfg: Config, steps: int = 1) -> Recipe:
@@ -119,9 +124,9 @@ def owner_recipe(cfg: Config, steps: int = 1) -> Recipe:
 
 def build_target(run: Run, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """The model the owner would serve before MD: the supernet, or the derived network retrained."""
-    supernet = final_supernet(run, device) if run.cfg.amia.amia_target == "supernet" else None
-    if supernet is not None:
-        return supernet, {"kind": "supernet"}
+    alpha_norm = float(torch.sqrt(sum((v.double() ** 2).sum() for k, v in run.arrays.items() if k.startswith("alpha"))))
+    if run.cfg.amia.amia_target == "supernet":
+        return final_supernet(run, device), {"kind": "supernet", "alpha-norm": alpha_norm}
     cfg = run.cfg
     search = build_supernet(cfg.space, run.dataset.spec, cfg.run.seed)
     search.load_arrays({k: v for k, v in run.arrays.items() if k.startswith(search.alpha_prefix)})
@@ -132,8 +137,9 @@ def build_target(run: Run, device: str = "cpu") -> tuple[nn.Module, dict[str, An
     recipe = owner_recipe(cfg).epochs_to_steps(cfg.amia.amia_retrain_epochs, len(on))
     fit = train_classifier(model, run.dataset.x[on], run.dataset.y[on], recipe, cfg.run.seed, ids=on, device=device)
     log.info("derived network retrained on %d samples for %d steps (loss %.3f)", len(on), recipe.steps, fit["loss"])
-    return model.eval(), {"kind": "derived", "genotype": genotype.pretty(), "retrain-on": cfg.amia.amia_retrain_on,
-                          "retrain-samples": int(len(on)), "retrain-steps": recipe.steps}
+    return model.eval(), {"kind": "derived", "alpha-norm": alpha_norm, "genotype": genotype.pretty(),
+                          "retrain-on": cfg.amia.amia_retrain_on, "retrain-samples": int(len(on)),
+                          "retrain-steps": recipe.steps}
 
 
 def make_student(cfg: Config, teacher: nn.Module, spec: InputSpec, seed: int) -> nn.Module:
