@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
+import torch
 
 from fednas.config import Config, parse_config
 from fednas.federated import client_train, initial_arrays
@@ -27,7 +29,26 @@ def make_run_dir(path: Path, cfg: Config, clients: int = 2) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def one_thread():
+    """These models are tiny: one intra-op thread each. On a shared 2-core machine the
+    default (one per core) oversubscribes the cores and runs these tests many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    with one_thread():
+        yield
+
+
 @pytest.fixture(scope="session")
 def mini_run(tmp_path_factory) -> Path:
     """A completed 2-client, 1-round run directory (digits, 3-node dag)."""
-    return make_run_dir(tmp_path_factory.mktemp("run"), parse_config(MINI_RUN))
+    with one_thread():
+        return make_run_dir(tmp_path_factory.mktemp("run"), parse_config(MINI_RUN))
