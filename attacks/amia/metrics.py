@@ -12,6 +12,9 @@ Labels: 1 = member, 0 = non-member. ``scores``: higher means "more likely a memb
 - TPR at a fixed FPR (LiRA's standard): the largest TPR among thresholds whose FPR does
   not exceed the target. With N non-members, FPRs below 1/N cannot be measured: the
   value is then the TPR at zero false positives.
+- chance spread: the standard deviation of attack acc (1/√n for n queries) and of AUC
+  (√((P+N+1)/(12PN)), Mann-Whitney) when the attack is guessing; a figure within about
+  two of them of chance (0 or 0.5) is not evidence of membership leakage.
 """
 
 from __future__ import annotations
@@ -94,6 +97,12 @@ def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(thresholds[k])
 
 
+def chance_spread(n_members: int, n_nonmembers: int) -> dict[str, float]:
+    """Standard deviations of attack acc and AUC for an attack that guesses (H0)."""
+    p, q = n_members, n_nonmembers
+    return {"attack-acc-chance-sd": 1.0 / np.sqrt(p + q), "auc-chance-sd": float(np.sqrt((p + q + 1) / (12.0 * p * q)))}
+
+
 def membership_metrics(labels: np.ndarray, scores: np.ndarray, decisions: np.ndarray) -> dict[str, Any]:
     """Every metric of one attack on one member/non-member set."""
     labels = np.asarray(labels).astype(int)
@@ -106,6 +115,7 @@ def membership_metrics(labels: np.ndarray, scores: np.ndarray, decisions: np.nda
         "tpr@1%fpr": tpr_at_fpr(labels, scores, 0.01),
         "tpr@0.1%fpr": tpr_at_fpr(labels, scores, 0.001),
         "fpr-resolution": 1.0 / max(n_neg, 1),
+        **chance_spread(int(labels.sum()), n_neg),
         "n-members": int(labels.sum()),
         "n-nonmembers": n_neg,
     }

@@ -67,7 +67,9 @@ def render_report(m: Mapping[str, Any]) -> str:
         f"`{at['shift-source']}` (η = {at['eta']}).",
         f"Queries: {n_res.get('n-members', 0)} members and {n_res.get('n-nonmembers', 0)} non-members per set; "
         f"FPRs below {fmt(n_res.get('fpr-resolution'))} cannot be measured (TPR at 0.1% FPR is then the TPR at no false positive).", "",
-        "attack acc = 2·P[correct] − 1 (the paper's; 0 = chance), F1 of the member class, AUC, balanced accuracy, TPR at fixed FPR.", "",
+        "attack acc = 2·P[correct] − 1 (the paper's; 0 = chance), F1 of the member class, AUC, balanced accuracy, TPR at fixed FPR. "
+        f"A guessing attack scatters by ±{fmt(n_res.get('attack-acc-chance-sd'))} in attack acc and ±{fmt(n_res.get('auc-chance-sd'))} "
+        "in AUC (one standard deviation) on these sets.", "",
     ]
     for members, title in MEMBER_SETS.items():
         lines += [f"## {title}", "", results_table(m["results"], members), ""]

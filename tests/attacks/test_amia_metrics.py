@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from attacks.amia.metrics import (attack_accuracy, auc, balanced_accuracy, best_threshold, f1_score,
+from attacks.amia.metrics import (attack_accuracy, auc, balanced_accuracy, best_threshold, chance_spread, f1_score,
                                   membership_metrics, roc_curve, tpr_at_fpr)
 
 LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0])
@@ -73,3 +73,16 @@ def test_membership_metrics_names_the_fpr_resolution_and_rejects_bad_labels():
         attack_accuracy(np.array([0, 2]), np.array([0, 1]))
     with pytest.raises(ValueError, match="both members and non-members"):
         auc(np.ones(3, int), np.arange(3.0))
+
+
+def test_chance_spread_matches_guessing():
+    spread = chance_spread(100, 100)
+    assert spread["attack-acc-chance-sd"] == pytest.approx(1 / np.sqrt(200))
+    assert spread["auc-chance-sd"] == pytest.approx(np.sqrt(201 / 120000))
+    rng = np.random.default_rng(1)
+    labels = np.r_[np.ones(100, int), np.zeros(100, int)]
+    guesses = rng.random((600, 200))
+    aucs = [auc(labels, g) for g in guesses]
+    accs = [attack_accuracy(labels, g > 0.5) for g in guesses]
+    assert np.std(aucs) == pytest.approx(spread["auc-chance-sd"], rel=0.15)
+    assert np.std(accs) == pytest.approx(spread["attack-acc-chance-sd"], rel=0.15)
