@@ -8,6 +8,7 @@ import time
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from fednas.accounting import dp_summary
 from fednas.config import Config, parse_config, search_to_record
 from fednas.data import check_federation, dataset_from_config
 from fednas.federated import central_evaluate, genotype_of, initial_arrays
@@ -51,6 +52,10 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
         row = {**book.current, **metrics, "round": server_round,
                "seconds": round(time.time() - runlog.t0, 3)}
         runlog.add_round(row, genotype)
+        if book.epsilons:  # the final ε: the largest cumulative ε any client reached
+            runlog.summary["dp"] = {**dp_summary(cfg.dp), "epsilon": max(book.epsilons.values()),
+                                    "epsilon-mean": sum(book.epsilons.values()) / len(book.epsilons),
+                                    "epsilon-by-client": {str(k): v for k, v in sorted(book.epsilons.items())}}
         runlog.write_summary()
         return MetricRecord(metrics) if metrics else None
 
@@ -69,7 +74,7 @@ def main(grid: Grid, context: Context) -> None:
     try:
         # Fail before any training if a client would lack data.
         check_federation(dataset_from_config(cfg.data, cfg.run.seed), cfg.data, cfg.run.seed, len(nodes))
-        book = RoundBook(build_strategy(cfg.fed, len(nodes)))
+        book = RoundBook(build_strategy(cfg.fed, len(nodes), cfg.dp))
         initial = ArrayRecord(initial_arrays(cfg))
         result = book.start(
             grid=grid,
