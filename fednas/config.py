@@ -72,7 +72,7 @@ def _k(name, group, default, help, choices=None, check=None, rule=""):  # noqa: 
 KEYS: tuple[Key, ...] = (
     # --- run -------------------------------------------------------------------------
     _k("seed", "run", 0, "Seed of everything: model init, pools, partitions, batches.", check=_nonneg, rule=">= 0"),
-    _k("output-dir", "run", "outputs", "Root of run directories. A relative path is taken from $FEDNAS_HOME (set by the launcher to the project root), else from the home directory."),
+    _k("output-dir", "run", "outputs", "Root of run directories. A relative path is taken from $FEDNAS_HOME (the launcher sets it to the project root), else from the current directory."),
     _k("run-dir", "run", "", "Exact run directory (absolute). Empty: a new folder under output-dir. The launcher sets it."),
     _k("run-name", "run", "", "Optional name put into the run directory's name."),
     _k("device", "run", "auto", "Torch device for clients and server: auto (cuda when the process has a GPU), cpu, cuda.", choices=("auto", "cpu", "cuda")),

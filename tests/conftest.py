@@ -19,3 +19,14 @@ def tiny_cfg():
     """Digits, a 4-node dag, 2 local steps: a whole client round in well under a second."""
     return parse_config({"nodes": 4, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 4,
                          "max-samples": 400})
+
+
+@pytest.fixture
+def server_identity():
+    """Messages built outside a Flower runtime need the sender's identity (the SuperLink's)."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    saved = (TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id)
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    yield
+    TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved

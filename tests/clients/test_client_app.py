@@ -1,0 +1,73 @@
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
+
+from clients.client_app import THETA_STATE_KEY, app
+from fednas.config import KEYS, parse_config, search_to_record
+from fednas.data import client_data
+from fednas.federated import initial_arrays
+
+pytestmark = pytest.mark.usefixtures("server_identity")
+
+RUN = {k.name: k.default for k in KEYS} | {"nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8,
+                                          "alpha-batch-size": 4, "max-samples": 300}
+
+
+def _context(pid=1, num=3, **overrides):
+    return Context(run_id=1, node_id=10 + pid, node_config={"partition-id": pid, "num-partitions": num},
+                   state=RecordDict(), run_config=RUN | overrides)
+
+
+def _train_message(cfg, arrays, server_round=1):
+    config = ConfigRecord({**search_to_record(cfg.search), "server-round": server_round})
+    return Message(RecordDict({"arrays": ArrayRecord(arrays), "config": config}), dst_node_id=11,
+                   message_type=MessageType.TRAIN)
+
+
+def test_train_handler_replies_alpha_theta_metrics_partition_and_audit():
+    cfg = parse_config(RUN)
+    arrays = initial_arrays(cfg)
+    ctx = _context()
+    reply = app(_train_message(cfg, arrays), ctx)
+    assert not reply.has_error()
+    content = reply.content
+    assert list(content.array_records) == ["arrays"] and list(content.metric_records) == ["metrics"]
+    out = content["arrays"].to_torch_state_dict()
+    assert set(out) == set(arrays)  # α and θ (share-weights)
+    assert not torch.equal(out["alpha"], arrays["alpha"])
+    metrics = content["metrics"]
+    assert metrics["num-examples"] > 0 and np.isfinite(metrics["alpha-loss"])
+    assert content["client"]["partition-id"] == 1
+    audit = content["audit"]
+    _, split = client_data(cfg.data, cfg.run.seed, 1, 3)
+    assert audit["alpha-steps"] == 2 and len(audit["alpha-indices"]) == sum(audit["alpha-step-sizes"]) == 8
+    assert set(audit["alpha-indices"]) <= set(split.alpha.tolist())
+
+
+def test_without_shared_weights_theta_stays_on_the_client_across_rounds():
+    cfg = parse_config(RUN | {"share-weights": False})
+    alpha_only = {k: v for k, v in initial_arrays(cfg).items() if k.startswith("alpha")}
+    ctx = _context(**{"share-weights": False})
+    reply = app(_train_message(cfg, alpha_only), ctx)
+    assert set(reply.content["arrays"].to_torch_state_dict()) == {"alpha"}
+    theta1 = ctx.state[THETA_STATE_KEY].to_torch_state_dict()
+    app(_train_message(cfg, alpha_only, server_round=2), ctx)
+    theta2 = ctx.state[THETA_STATE_KEY].to_torch_state_dict()
+    assert any(not torch.equal(theta1[k], theta2[k]) for k in theta1)  # round 2 started from round 1's θ
+
+
+def test_evaluate_handler_reports_on_the_client_test_split():
+    cfg = parse_config(RUN)
+    msg = Message(RecordDict({"arrays": ArrayRecord(initial_arrays(cfg)), "config": ConfigRecord({})}),
+                  dst_node_id=11, message_type=MessageType.EVALUATE)
+    reply = app(msg, _context())
+    metrics = reply.content["metrics"]
+    _, split = client_data(cfg.data, cfg.run.seed, 1, 3)
+    assert metrics["num-examples"] == len(split.test) and 0.0 <= metrics["eval-acc"] <= 1.0
+
+
+def test_fault_injection_makes_the_handler_raise():
+    cfg = parse_config(RUN)
+    with pytest.raises(Exception, match="fault injection"):
+        app(_train_message(cfg, initial_arrays(cfg)), _context(**{"fault-partitions": "1"}))
