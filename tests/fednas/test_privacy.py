@@ -44,11 +44,13 @@ def _loop_grads(model, x, y, training):
     return torch.stack(out)
 
 
+@pytest.mark.parametrize("fused", [False, True])  # the fused supernet must work under vmap too
 @pytest.mark.parametrize("mode, training, head", [("running", False, "gap"), ("example", True, "flatten")])
-def test_per_sample_grads_equal_a_one_example_at_a_time_loop(tiny_cfg, mode, training, head):
-    model, x, y = _model_and_batch(tiny_cfg.replace(head=head))
+def test_per_sample_grads_equal_a_one_example_at_a_time_loop(tiny_cfg, mode, training, head, fused):
+    model, x, y = _model_and_batch(tiny_cfg.replace(head=head, fused=fused))
     with torch.no_grad():  # move off the initial point so that running stats and α matter
-        model.alpha.normal_(0, 0.5)
+        for a in model.arch_parameters():
+            a.normal_(0, 0.5)
         for name, b in model.named_buffers():
             if name.endswith("running_mean"):
                 b.normal_(0, 0.1)
