@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
@@ -38,6 +39,11 @@ def wait_for_nodes(grid: Grid, timeout: float = 120.0, settle: float = 2.0) -> l
     return nodes
 
 
+def _json_eps(value: float) -> float | str:
+    """ε for JSON, which has no infinity: "inf" (no noise) rather than an ambiguous null."""
+    return value if math.isfinite(value) else "inf"
+
+
 def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         state = arrays.to_torch_state_dict()
@@ -53,9 +59,10 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
                "seconds": round(time.time() - runlog.t0, 3)}
         runlog.add_round(row, genotype)
         if book.epsilons:  # the final ε: the largest cumulative ε any client reached
-            runlog.summary["dp"] = {**dp_summary(cfg.dp), "epsilon": max(book.epsilons.values()),
-                                    "epsilon-mean": sum(book.epsilons.values()) / len(book.epsilons),
-                                    "epsilon-by-client": {str(k): v for k, v in sorted(book.epsilons.items())}}
+            eps = book.epsilons
+            runlog.summary["dp"] = {**dp_summary(cfg.dp), "epsilon": _json_eps(max(eps.values())),
+                                    "epsilon-mean": _json_eps(sum(eps.values()) / len(eps)),
+                                    "epsilon-by-client": {str(k): _json_eps(v) for k, v in sorted(eps.items())}}
         runlog.write_summary()
         return MetricRecord(metrics) if metrics else None
 

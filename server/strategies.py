@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,13 +47,15 @@ def build_strategy(fed: Any, num_nodes: int, dp: Any = None) -> Strategy:
 
 
 def dp_round_metrics(replies: Iterable[Message]) -> dict[str, float]:
-    """Max and mean over this round's replies of each client's cumulative ``dp-epsilon``."""
-    values = [float(m.content.metric_records["metrics"]["dp-epsilon"]) for m in replies
-              if not m.has_error() and "metrics" in m.content.metric_records
-              and "dp-epsilon" in m.content.metric_records["metrics"]]
-    if not values:
+    """Over this round's replies: max and mean of each client's cumulative ``dp-epsilon``,
+    and the max of this round's own ``dp-epsilon-round``."""
+    metrics = [m.content.metric_records["metrics"] for m in replies
+               if not m.has_error() and "dp-epsilon" in m.content.metric_records.get("metrics", {})]
+    if not metrics:
         return {}
-    return {"dp-epsilon-max": max(values), "dp-epsilon-mean": sum(values) / len(values)}
+    values = [float(r["dp-epsilon"]) for r in metrics]
+    return {"dp-epsilon-max": max(values), "dp-epsilon-mean": sum(values) / len(values),
+            "dp-epsilon-round-max": max(float(r.get("dp-epsilon-round", math.nan)) for r in metrics)}
 
 
 def partition_of(msg: Message) -> int | None:
