@@ -86,9 +86,11 @@ def row_for(name: str, variant: dict[str, Any], run_dir: Path, status: str) -> d
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     dp = summary.get("dp", {})
     leak = leakage_of(run_dir, summary)
-    mech = ", ".join(dp.get("mechanisms", {})) or "none"
+    mechanisms = dp.get("mechanisms", {})
+    mech = ", ".join(mechanisms) or "none"
     row = {"variant": name, "mechanism": mech, "status": status,
            "noise": variant.get("dp-update-noise-std", variant.get("dp-sgd-noise-multiplier", "")),
+           "clip": ", ".join(_fmt(m.get("clip")) for m in mechanisms.values()),
            "epsilon": dp.get("epsilon", 0.0 if mech == "none" else None), "delta": dp.get("delta", ""),
            "central-acc": summary.get("final-central-acc"), "run-dir": str(run_dir)}
     row.update({k: (leak or {}).get(k, NOT_MEASURED) if leak else NOT_MEASURED for k in ATTACK_COLUMNS})
@@ -104,7 +106,7 @@ def _fmt(v: Any) -> str:
 
 
 def markdown(rows: list[dict[str, Any]], note: str, command: str) -> str:
-    cols = ["variant", "mechanism", "noise", "epsilon", "central-acc", *ATTACK_COLUMNS]
+    cols = ["variant", "mechanism", "noise", "clip", "epsilon", "central-acc", *ATTACK_COLUMNS]
     base = next((r for r in rows if r["mechanism"] == "none"), None)
     lines = [f"Command: `{command}`", "", "| " + " | ".join(cols + ["Δ central-acc"]) + " |",
              "|" + "---|" * (len(cols) + 1)]
@@ -114,7 +116,8 @@ def markdown(rows: list[dict[str, Any]], note: str, command: str) -> str:
             delta = f"{r['central-acc'] - base['central-acc']:+.3f}"
         lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + f" | {delta} |")
     delta_note = rows[0]["delta"] if rows and rows[0]["delta"] != "" else next((r["delta"] for r in rows if r["delta"] != ""), "")
-    lines += ["", f"ε: the largest cumulative ε any client reached, at δ = {delta_note} (see docs/privacy.md for units)."]
+    lines += ["", f"noise: σ per coordinate (dp-update) or z (dp-sgd); ε: the largest cumulative ε any client "
+                  f"reached, at δ = {delta_note} (units and accountant: docs/privacy.md)."]
     if note:
         lines += ["", note + "."]
     return "\n".join(lines) + "\n"
