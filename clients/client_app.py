@@ -14,8 +14,10 @@ import logging
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients.dp_mods import dp_sgd_mod, update_dp_mod
 from fednas.config import Config, fault_partitions, parse_config, search_from_record
 from fednas.federated import client_evaluate, client_train
+from fednas.privacy import noise_seed, private_rule_from_record
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +45,21 @@ def _local_theta(context: Context):
     return record.to_torch_state_dict() if record is not None else None
 
 
-@app.train()
+# Train-only: DP mods registered on the whole app would also wrap evaluate messages.
+@app.train(mods=[dp_sgd_mod, update_dp_mod])
 def train(msg: Message, context: Context) -> Message:
-    """Local search from the received global arrays; reply the new α (and θ)."""
+    """Local search from the received global arrays; reply the new α (and θ).
+
+    When the DP-SGD mod has put its keys into the train config, α steps use the private
+    rule, and its report (sample rate, steps) goes into the metrics for the mod to account.
+    """
     cfg = run_config(context)
     pid, num = _node(context)
     train_cfg = msg.content["config"]
     server_round = int(train_cfg.get("server-round", 0))
     if pid in fault_partitions(cfg):
         raise RuntimeError(f"fault injection: partition {pid} fails its train call (fault-partitions)")
+    private = private_rule_from_record(train_cfg, noise_seed(cfg.run.seed, server_round, pid))
     result = client_train(
         cfg,
         search_from_record(train_cfg),
@@ -60,12 +68,13 @@ def train(msg: Message, context: Context) -> Message:
         num_clients=num,
         server_round=server_round,
         local_theta=_local_theta(context),
+        alpha_gradient=private,
     )
     if result.theta:
         context.state[THETA_STATE_KEY] = ArrayRecord(result.theta)
     content = RecordDict({
         "arrays": ArrayRecord(result.arrays),
-        "metrics": MetricRecord(result.metrics),
+        "metrics": MetricRecord({**result.metrics, **(private.report() if private else {})}),
         "client": ConfigRecord({"partition-id": pid}),
         "audit": ConfigRecord(result.audit),
     })

@@ -132,6 +132,20 @@ KEYS: tuple[Key, ...] = (
     _k("central-eval", "fed", True, "Evaluate the global model on the server's test pool after every round."),
     _k("genotype-k", "fed", 2, "Inputs kept per node when deriving the genotype.", check=_pos, rule="> 0"),
     _k("fault-partitions", "fed", "", "Fault injection for robustness tests: comma-separated partition ids whose train call raises."),
+    # --- differential privacy (clients/dp_mods.py, fednas/privacy.py, docs/privacy.md) ---
+    _k("dp-sgd", "dp", False, "DP-SGD on every local alpha step (example-level DP for D^alpha): Poisson sampling q = alpha-batch-size/|D^alpha|, per-example clipping, Gaussian noise."),
+    _k("dp-sgd-clip", "dp", 0.1, "DP-SGD: C, the L2 norm each example's alpha gradient is clipped to.", check=_pos, rule="> 0"),
+    _k("dp-sgd-noise-multiplier", "dp", 1.0, "DP-SGD: z; noise N(0, (zC)^2) is added to the sum of clipped gradients (0: clip only, epsilon = inf).", check=_nonneg, rule=">= 0"),
+    _k("dp-sgd-batchnorm", "dp", "running", "DP-SGD: how BatchNorm normalises in the per-example forward: running (running statistics, estimated on D^theta only) or example (each example's own statistics; constant logits behind the gap head).", choices=("running", "example")),
+    _k("dp-update", "dp", False, "Update-level mod (client-level DP): clip the round's update to dp-update-clip and add N(0, dp-update-noise-std^2) per coordinate."),
+    _k("dp-update-clip", "dp", 0.1, "Update mod: C, the L2 norm of the whole update (a server-sent clipping norm takes precedence).", check=_pos, rule="> 0"),
+    _k("dp-update-noise-std", "dp", 0.1, "Update mod: sigma, the noise standard deviation per coordinate (the paper's N(0, 0.01) read as variance 0.01: sigma = 0.1).", check=_nonneg, rule=">= 0"),
+    _k("dp-update-theta", "dp", False, "Update mod: privatise the theta update too (when weights are shared); off: alpha only, as the paper."),
+    _k("dp-delta", "dp", 1e-5, "delta at which epsilon is reported.", check=lambda x: 0.0 < x < 1.0, rule="in (0, 1)"),
+    _k("dp-accountant", "dp", "rdp", "Privacy accountant: rdp (Opacus RDPAccountant) or prv (Opacus PRVAccountant).", choices=("rdp", "prv")),
+    _k("dp-secure-rng", "dp", False, "Draw DP noise and sampling from OS entropy (not reproducible; what a deployment needs). Off: seeded from (seed, round, partition) for reproducible simulations."),
+    _k("dp-server", "dp", False, "Wrap the server strategy in Flower's DifferentialPrivacyClientSideFixedClipping (central noise on the aggregate; clients clip with the update mod, so dp-update must be on)."),
+    _k("dp-server-noise-multiplier", "dp", 1.0, "Central noise multiplier of the server wrapper (noise std = z * clip / sampled clients).", check=_nonneg, rule=">= 0"),
     # --- defense (training-time defenses against AMIA; LR is search's alpha-l2) --------
     _k("input-noise-std", "defense", 0.0, "The DP defense of AMIA: std of Gaussian noise added to every training input (clients' D^theta and D^alpha, and a retrained target). The paper's N(0, 0.01) is std 0.1. 0: off.", check=_nonneg, rule=">= 0"),
     _k("input-noise-mode", "defense", "fixed", "fixed: each sample perturbed once (seeded by its index), as the paper perturbs the training set; fresh: new noise at every use.", choices=("fixed", "fresh")),
@@ -250,6 +264,12 @@ def _cross_checks(flat: Mapping[str, Any]) -> list[str]:
                 "partition ids such as '0,2'"
             )
             break
+    if flat["dp-sgd"] and flat["alpha-order"] != "first":
+        errors.append("'dp-sgd' = true needs 'alpha-order' = \"first\": per-example clipping of the "
+                      "second-order (unrolled) alpha gradient is not defined here")
+    if flat["dp-server"] and not flat["dp-update"]:
+        errors.append("'dp-server' = true needs 'dp-update' = true: Flower's client-side-clipping wrapper "
+                      "relies on every client clipping its update (the update mod does)")
     errors.extend(_amia_checks(flat))
     return errors
 

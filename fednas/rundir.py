@@ -77,7 +77,7 @@ def _csv_value(v: Any) -> Any:
     if v is None:
         return ""
     if isinstance(v, float):
-        return f"{v:.6g}" if math.isfinite(v) else "nan"
+        return f"{v:.6g}"  # nan, inf and -inf as themselves (an ε without noise is inf, not nan)
     return v
 
 

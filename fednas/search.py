@@ -175,7 +175,9 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
     seed : int or sequence of int
         Seeds the batch order (e.g. ``[seed, round, partition_id]``).
     alpha_gradient : callable, optional
-        Overrides the rule named by ``settings.alpha_order``.
+        Overrides the rule named by ``settings.alpha_order``. A rule with a ``sampler``
+        attribute (``sampler(indices, batch_size, rng) -> iterator of index arrays``, e.g.
+        the Poisson sampler of the private rule) also draws the D^α batches.
     input_noise : InputNoise, optional
         Noise added to every training input, of D^θ and D^α alike (the DP defense of
         AMIA); the clean data never reaches the model.
@@ -186,7 +188,7 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
     # its own generator, so that noise leaves the batch order as it is without noise
     noise_rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 0x6E6F])
     theta_iter = batches(split.theta, settings.batch_size, rng)
-    alpha_iter = batches(split.alpha, settings.alpha_batch_size, rng)
+    alpha_iter = getattr(rule, "sampler", batches)(split.alpha, settings.alpha_batch_size, rng)
     w_opt = torch.optim.SGD(model.weight_parameters(), lr=settings.theta_lr,
                             momentum=settings.theta_momentum, weight_decay=settings.theta_weight_decay)
     a_opt = make_alpha_optimizer(model.arch_parameters(), settings)
@@ -194,6 +196,7 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
     steps = num_local_steps(settings, len(split.theta))
     sums = dict.fromkeys(("theta-loss", "theta-acc", "alpha-loss", "alpha-acc"), 0.0)
     alpha_batches = []
+    alpha_counted = 0
     model.train()
     for _ in range(steps):
         ia, it = next(alpha_iter), next(theta_iter)
@@ -220,9 +223,12 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
         w_opt.step()
         sums["theta-loss"] += loss.item()
         sums["theta-acc"] += (logits.argmax(1) == t_batch[1]).float().mean().item()
-        sums["alpha-loss"] += a_loss
-        sums["alpha-acc"] += a_acc
-    metrics = {k: v / steps for k, v in sums.items()}
+        if len(ia):  # an empty (Poisson) α batch has no loss to average
+            sums["alpha-loss"] += a_loss
+            sums["alpha-acc"] += a_acc
+            alpha_counted += 1
+    counts = {"theta-loss": steps, "theta-acc": steps, "alpha-loss": alpha_counted, "alpha-acc": alpha_counted}
+    metrics = {k: v / counts[k] if counts[k] else float("nan") for k, v in sums.items()}
     if not all(math.isfinite(v) for v in metrics.values()):
         log.warning("local search produced non-finite metrics: %s", metrics)
     return SearchResult(steps, metrics, alpha_batches, time.perf_counter() - t0)

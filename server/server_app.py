@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from attacks.amia import amia_after_run
+from fednas.accounting import dp_summary
 from fednas.config import Config, parse_config, search_to_record
 from fednas.data import check_federation, dataset_from_config
 from fednas.federated import central_evaluate, genotype_of, initial_arrays
@@ -38,6 +40,11 @@ def wait_for_nodes(grid: Grid, timeout: float = 120.0, settle: float = 2.0) -> l
     return nodes
 
 
+def _json_eps(value: float) -> float | str:
+    """ε for JSON, which has no infinity: "inf" (no noise) rather than an ambiguous null."""
+    return value if math.isfinite(value) else "inf"
+
+
 def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         state = arrays.to_torch_state_dict()
@@ -52,6 +59,11 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
         row = {**book.current, **metrics, "round": server_round,
                "seconds": round(time.time() - runlog.t0, 3)}
         runlog.add_round(row, genotype)
+        if book.epsilons:  # the final ε: the largest cumulative ε any client reached
+            eps = book.epsilons
+            runlog.summary["dp"] = {**dp_summary(cfg.dp), "epsilon": _json_eps(max(eps.values())),
+                                    "epsilon-mean": _json_eps(sum(eps.values()) / len(eps)),
+                                    "epsilon-by-client": {str(k): _json_eps(v) for k, v in sorted(eps.items())}}
         runlog.write_summary()
         return MetricRecord(metrics) if metrics else None
 
@@ -70,7 +82,7 @@ def main(grid: Grid, context: Context) -> None:
     try:
         # Fail before any training if a client would lack data.
         check_federation(dataset_from_config(cfg.data, cfg.run.seed), cfg.data, cfg.run.seed, len(nodes))
-        book = RoundBook(build_strategy(cfg.fed, len(nodes)))
+        book = RoundBook(build_strategy(cfg.fed, len(nodes), cfg.dp))
         initial = ArrayRecord(initial_arrays(cfg))
         result = book.start(
             grid=grid,

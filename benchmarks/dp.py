@@ -1,0 +1,68 @@
+"""One private α step (DP-SGD) against one plain α step, side by side.
+
+``python -m benchmarks.dp [--nodes 8 32] [--batch 1 8 32] [--repeats 3] [--fused auto|on|off]``
+
+Both steps start from the same model and batch: the plain step is the first-order rule
+(one batched forward and backward, BatchNorm with batch statistics); the private step is
+``PrivateAlphaGradient`` (per-example gradients by ``vmap(grad)``, clipping, noise). The
+ratio private/plain is the cost of DP-SGD; the aim is within 3x. Median of ``--repeats``
+timed calls after one warm-up, the two rules interleaved so that a busy machine slows both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from fednas.config import parse_config
+from fednas.data import dataset_from_config
+from fednas.privacy import PrivateAlphaGradient
+from fednas.search import FirstOrder, StepContext
+from fednas.spaces import build_supernet
+
+
+def time_steps(nodes: int, batch: int, repeats: int, fused: bool | None) -> tuple[float, float]:
+    """Median seconds of one plain and one private α step at P = ``nodes``, B = ``batch``."""
+    cfg = parse_config({"nodes": nodes, "alpha-batch-size": batch})
+    data = dataset_from_config(cfg.data, 0)
+    model = build_supernet(cfg.space, data.spec, 0, fused=fused)
+    model.train()
+    x, y = data.x[:batch], data.y[:batch]
+    ctx = StepContext((x, y), None, cfg.search)
+    rules = {"plain": FirstOrder(), "private": PrivateAlphaGradient(cfg.dp.dp_sgd_clip, cfg.dp.dp_sgd_noise_multiplier, seed=0)}
+    times: dict[str, list[float]] = {name: [] for name in rules}
+    for i in range(repeats + 1):
+        for name, rule in rules.items():
+            t0 = time.perf_counter()
+            rule(model, (x, y), ctx)
+            if i:  # the first call of each rule is a warm-up
+                times[name].append(time.perf_counter() - t0)
+    return statistics.median(times["plain"]), statistics.median(times["private"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.dp", description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[8, 32], help="P values (default 8 32)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="B values (default 1 8 32)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--fused", choices=("auto", "on", "off"), default="auto",
+                        help="supernet form: the config's default (auto), fused, or the per-edge reference")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fused = {"auto": None, "on": True, "off": False}[args.fused]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, supernet fused={args.fused}")
+    print(f"{'P':>4} {'B':>4} {'plain s':>10} {'private s':>10} {'private/plain':>14}")
+    for nodes in args.nodes:
+        for batch in args.batch:
+            plain, private = time_steps(nodes, batch, args.repeats, fused)
+            print(f"{nodes:>4} {batch:>4} {plain:>10.4f} {private:>10.4f} {private / plain:>13.2f}x", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Privacy accounting: ε at a stated δ for compositions of (subsampled) Gaussian mechanisms.
+
+The accountants are Opacus's (``opacus.accountants``), by name:
+
+* ``rdp``: Rényi DP of the Poisson-subsampled Gaussian (Mironov et al. 2019), converted
+  to (ε, δ) with the improved bound of Balle et al. 2020; Opacus's orders plus a few
+  larger ones (tighter for small ε).
+* ``prv``: the privacy random variable accountant (Gopi et al. 2021), numerically tight
+  (ε accurate to ``eps_error`` = 0.01).
+
+A :class:`Ledger` is a client's history of Gaussian events (z, q, steps); it serialises to
+JSON so that a client can keep it in Flower's ``context.state`` between rounds.
+Adjacency: add/remove one unit (an example for DP-SGD; for the update mechanism the
+sensitivity is folded into z, see ``clients/dp_mods.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from opacus.accountants import IAccountant, PRVAccountant, RDPAccountant
+
+from fednas.privacy import check_delta
+
+RDP_ORDERS: tuple[float, ...] = tuple(RDPAccountant.DEFAULT_ALPHAS) + (80.0, 128.0, 256.0, 512.0, 1024.0)
+
+
+@dataclass(frozen=True)
+class GaussianEvent:
+    """``steps`` releases of a Gaussian mechanism with noise multiplier z (std/sensitivity)
+    on a Poisson sample of rate q (q = 1: no subsampling)."""
+
+    noise_multiplier: float
+    sample_rate: float
+    steps: int
+
+    def __post_init__(self) -> None:
+        if not (self.noise_multiplier >= 0 and math.isfinite(self.noise_multiplier)):
+            raise ValueError(f"noise_multiplier must be a finite number >= 0, got {self.noise_multiplier!r}")
+        if not 0.0 < self.sample_rate <= 1.0:
+            raise ValueError(f"sample_rate must be in (0, 1], got {self.sample_rate!r}")
+        if int(self.steps) != self.steps or self.steps < 0:
+            raise ValueError(f"steps must be an integer >= 0, got {self.steps!r}")
+
+
+def _rdp(events: list[GaussianEvent], delta: float) -> float:
+    acc = RDPAccountant()
+    acc.history = [(e.noise_multiplier, e.sample_rate, e.steps) for e in events]
+    return float(acc.get_epsilon(delta, alphas=list(RDP_ORDERS)))
+
+
+def _prv(events: list[GaussianEvent], delta: float) -> float:
+    acc: IAccountant = PRVAccountant()
+    acc.history = [(e.noise_multiplier, e.sample_rate, e.steps) for e in events]
+    return float(acc.get_epsilon(delta, eps_error=0.01))
+
+
+ACCOUNTANTS: dict[str, Callable[[list[GaussianEvent], float], float]] = {"rdp": _rdp, "prv": _prv}
+ACCOUNTANT_NAMES = {"rdp": "Opacus RDPAccountant (Renyi DP, Poisson-subsampled Gaussian)",
+                    "prv": "Opacus PRVAccountant (privacy random variables, eps_error 0.01)"}
+
+
+def epsilon(events: Iterable[GaussianEvent], delta: float, accountant: str = "rdp") -> float:
+    """ε at ``delta`` of the composition of ``events``.
+
+    0 for no event (nothing released), ∞ when any event has z = 0 (clipping alone).
+    """
+    check_delta(delta)
+    try:
+        compute = ACCOUNTANTS[accountant]
+    except KeyError:
+        raise ValueError(f"unknown accountant {accountant!r}; choose one of: {', '.join(ACCOUNTANTS)}") from None
+    events = [e for e in events if e.steps > 0]
+    if not events:
+        return 0.0
+    if any(e.noise_multiplier == 0 for e in events):
+        return math.inf
+    return compute(events, delta)
+
+
+@dataclass
+class Ledger:
+    """One client's history of private releases, by mechanism name."""
+
+    events: dict[str, list[GaussianEvent]]
+
+    @classmethod
+    def empty(cls) -> Ledger:
+        return cls({})
+
+    def add(self, mechanism: str, event: GaussianEvent) -> None:
+        self.events.setdefault(mechanism, []).append(event)
+
+    def epsilon(self, mechanism: str, delta: float, accountant: str = "rdp") -> float:
+        """Cumulative ε of one mechanism's releases so far."""
+        return epsilon(self.events.get(mechanism, []), delta, accountant)
+
+    def to_json(self) -> str:
+        return json.dumps({m: [asdict(e) for e in evs] for m, evs in self.events.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> Ledger:
+        data = json.loads(text) if text else {}
+        return cls({m: [GaussianEvent(**e) for e in evs] for m, evs in data.items()})
+
+
+def dp_summary(dp: Any) -> dict[str, Any]:
+    """What a run's DP settings (the ``dp`` config section) protect, for summary.json."""
+    mechanisms: dict[str, Any] = {}
+    if dp.dp_sgd:
+        mechanisms["dp-sgd"] = {"unit": "one example of D^alpha (add/remove)",
+                                "sampling": "Poisson, q = alpha-batch-size / |D^alpha|",
+                                "clip": dp.dp_sgd_clip, "noise-multiplier": dp.dp_sgd_noise_multiplier,
+                                "batchnorm": dp.dp_sgd_batchnorm}
+    if dp.dp_update:
+        mechanisms["dp-update"] = {"unit": "one client's dataset (any two neighbours: sensitivity 2C)",
+                                   "sampling": "none: every round the client takes part counts",
+                                   "clip": dp.dp_update_clip, "noise-std": dp.dp_update_noise_std,
+                                   "covers-theta": bool(dp.dp_update_theta or dp.dp_server)}
+    return {"delta": dp.dp_delta, "accountant": ACCOUNTANT_NAMES[dp.dp_accountant], "mechanisms": mechanisms}

@@ -1,0 +1,93 @@
+"""The accountant against closed forms: the Gaussian mechanism's exact privacy profile and
+the subsampled Gaussian's RDP at integer orders (Mironov, Talwar, Zhang 2019)."""
+
+import math
+
+import numpy as np
+import pytest
+from opacus.accountants.analysis.rdp import compute_rdp
+from scipy.optimize import brentq
+from scipy.special import gammaln, logsumexp
+from scipy.stats import norm
+
+from fednas.accounting import RDP_ORDERS, GaussianEvent, Ledger, epsilon
+
+
+def exact_gaussian_epsilon(noise_multiplier: float, steps: int, delta: float) -> float:
+    """ε of ``steps`` Gaussian releases, no subsampling: the composition is one Gaussian with
+    μ = √steps / z, whose profile is δ(ε) = Φ(μ/2 − ε/μ) − e^ε Φ(−μ/2 − ε/μ) (Balle & Wang 2018)."""
+    mu = math.sqrt(steps) / noise_multiplier
+
+    def gap(eps: float) -> float:
+        return norm.cdf(mu / 2 - eps / mu) - math.exp(eps) * norm.cdf(-mu / 2 - eps / mu) - delta
+
+    return brentq(gap, 0.0, 500.0)
+
+
+def rdp_epsilon_closed_form(noise_multiplier: float, steps: int, delta: float) -> float:
+    """RDP of the Gaussian, α·T/(2z²), converted at the same orders with Balle et al. 2020's
+    bound ε = RDP(α) + log((α−1)/α) − (log δ + log α)/(α−1)."""
+    a = np.array(RDP_ORDERS)
+    rdp = a * steps / (2 * noise_multiplier**2)
+    return float(np.min(rdp + np.log((a - 1) / a) - (np.log(delta) + np.log(a)) / (a - 1)))
+
+
+def subsampled_rdp_binomial(q: float, noise_multiplier: float, order: int) -> float:
+    """RDP at integer order α of the Poisson-subsampled Gaussian:
+    log Σ_k C(α,k) (1−q)^{α−k} q^k exp((k²−k)/(2z²)) / (α−1)."""
+    k = np.arange(order + 1)
+    log_binom = gammaln(order + 1) - gammaln(k + 1) - gammaln(order - k + 1)
+    terms = log_binom + (order - k) * np.log1p(-q) + k * np.log(q) + (k * k - k) / (2 * noise_multiplier**2)
+    return float(logsumexp(terms) / (order - 1))
+
+
+@pytest.mark.parametrize("z, steps", [(0.5, 1), (1.0, 3), (5.0, 10), (0.05, 2)])
+def test_rdp_epsilon_without_subsampling_equals_the_closed_form(z, steps):
+    got = epsilon([GaussianEvent(z, 1.0, steps)], 1e-5, "rdp")
+    assert got == pytest.approx(rdp_epsilon_closed_form(z, steps, 1e-5), rel=1e-9)
+    if z >= 0.2:  # (the exact profile's root lies beyond floating point for tiny z)
+        assert got >= exact_gaussian_epsilon(z, steps, 1e-5) - 1e-9  # RDP is an upper bound
+
+
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # Opacus's PRV at q = 1
+@pytest.mark.parametrize("z, steps", [(1.0, 1), (2.0, 5), (0.8, 3)])
+def test_prv_epsilon_without_subsampling_matches_the_exact_gaussian(z, steps):
+    got = epsilon([GaussianEvent(z, 1.0, steps)], 1e-5, "prv")
+    assert got == pytest.approx(exact_gaussian_epsilon(z, steps, 1e-5), abs=0.03)
+
+
+@pytest.mark.parametrize("q, z", [(0.01, 1.0), (0.2, 1.1), (0.13, 0.7), (0.9, 2.0)])
+def test_subsampled_rdp_equals_the_binomial_expansion_at_integer_orders(q, z):
+    orders = [2, 3, 5, 8, 16, 32]
+    got = compute_rdp(q=q, noise_multiplier=z, steps=7, orders=orders)
+    want = [7 * subsampled_rdp_binomial(q, z, a) for a in orders]
+    np.testing.assert_allclose(got, want, rtol=1e-8)
+
+
+def test_subsampling_amplifies_and_prv_is_tighter_than_rdp():
+    full = epsilon([GaussianEvent(1.0, 1.0, 50)], 1e-5)
+    sub = epsilon([GaussianEvent(1.0, 0.05, 50)], 1e-5)
+    prv = epsilon([GaussianEvent(1.0, 0.05, 50)], 1e-5, "prv")
+    assert sub < full / 5 and prv <= sub
+
+
+def test_ledger_composes_rounds_as_one_longer_run_and_round_trips():
+    ledger = Ledger.empty()
+    for _ in range(3):
+        ledger.add("dp-sgd", GaussianEvent(1.1, 0.2, 5))
+    ledger.add("dp-update", GaussianEvent(0.5, 1.0, 1))
+    one = epsilon([GaussianEvent(1.1, 0.2, 15)], 1e-5)
+    assert ledger.epsilon("dp-sgd", 1e-5) == pytest.approx(one, rel=1e-12)
+    again = Ledger.from_json(ledger.to_json())
+    assert again == ledger and again.epsilon("dp-update", 1e-5) == epsilon([GaussianEvent(0.5, 1.0, 1)], 1e-5)
+
+
+def test_edge_cases():
+    assert epsilon([], 1e-5) == 0.0
+    assert epsilon([GaussianEvent(0.0, 0.1, 3)], 1e-5) == math.inf
+    with pytest.raises(ValueError, match="delta"):
+        epsilon([GaussianEvent(1.0, 0.1, 3)], 1.5)
+    with pytest.raises(ValueError, match="unknown accountant"):
+        epsilon([GaussianEvent(1.0, 0.1, 3)], 1e-5, "moments")
+    with pytest.raises(ValueError, match="sample_rate"):
+        GaussianEvent(1.0, 0.0, 3)
