@@ -56,6 +56,8 @@ class InputNoise:
         feeds the ``fresh`` mode."""
         if len(ids) != len(x):
             raise ValueError(f"{len(ids)} sample ids for a batch of {len(x)}")
+        if len(x) == 0:  # an empty (Poisson-sampled) batch
+            return x
         if self.mode == "fresh":
             noise = torch.from_numpy(rng.standard_normal(tuple(x.shape)).astype(np.float32))
         else:

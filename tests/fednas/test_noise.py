@@ -33,6 +33,12 @@ def test_fixed_noise_is_one_draw_per_sample_and_fresh_noise_is_not():
     assert big.std().item() == pytest.approx(0.1, rel=0.05) and abs(big.mean().item()) < 0.01
 
 
+def test_an_empty_batch_passes_through():
+    empty = torch.zeros(0, 1, 8, 8)
+    for mode in ("fixed", "fresh"):
+        assert InputNoise(0.1, mode)(empty, [], np.random.default_rng(0)).shape == (0, 1, 8, 8)
+
+
 def test_bad_noise_settings_are_refused():
     with pytest.raises(ValueError, match="std must be > 0"):
         InputNoise(0.0)
