@@ -21,6 +21,10 @@ SPACES = ("dag", "darts")
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
 PARTITIONERS = ("iid", "dirichlet")
 HEADS = ("gap", "flatten")
+# Names the AMIA registries hold (attacks.amia checks it agrees); listed here so that a
+# typo fails when the config is parsed, not after a long federated run.
+AMIA_SHADOW_KINDS = ("resnet18", "resnet50", "cnn", "searched")
+AMIA_ATTACKS = ("mlp", "lira", "loss")
 
 
 class ConfigError(ValueError):
@@ -142,6 +146,31 @@ KEYS: tuple[Key, ...] = (
     _k("dp-secure-rng", "dp", False, "Draw DP noise and sampling from OS entropy (not reproducible; what a deployment needs). Off: seeded from (seed, round, partition) for reproducible simulations."),
     _k("dp-server", "dp", False, "Wrap the server strategy in Flower's DifferentialPrivacyClientSideFixedClipping (central noise on the aggregate; clients clip with the update mod, so dp-update must be on)."),
     _k("dp-server-noise-multiplier", "dp", 1.0, "Central noise multiplier of the server wrapper (noise std = z * clip / sampled clients).", check=_nonneg, rule=">= 0"),
+    # --- defense (training-time defenses against AMIA; LR is search's alpha-l2) --------
+    _k("input-noise-std", "defense", 0.0, "The DP defense of AMIA: std of Gaussian noise added to every training input (clients' D^theta and D^alpha, and a retrained target). The paper's N(0, 0.01) is std 0.1. 0: off.", check=_nonneg, rule=">= 0"),
+    _k("input-noise-mode", "defense", "fixed", "fixed: each sample perturbed once (seeded by its index), as the paper perturbs the training set; fresh: new noise at every use.", choices=("fixed", "fresh")),
+    # --- amia (membership inference on the final model; python -m attacks.amia) ------
+    _k("amia", "amia", False, "Run the membership attack (AMIA) on the final model when the federated run ends (writes <run-dir>/amia/)."),
+    _k("amia-target", "amia", "supernet", "What the prediction API serves: the federated supernet as trained, or the derived genotype retrained by the model owner.", choices=("supernet", "derived")),
+    _k("amia-retrain-on", "amia", "theta", "Data of the derived network's retraining: theta (the clients' D^theta: D^alpha then only shaped the architecture) or all (D^theta and D^alpha, DARTS's usual final training).", choices=("theta", "all")),
+    _k("amia-retrain-epochs", "amia", 30, "Epochs of the derived network's retraining (and of the shadows that mimic it).", check=_pos, rule="> 0"),
+    _k("amia-output", "amia", "probs", "What the API returns: probs (the whole probability vector), top-k (the k largest, the rest 0) or label (one-hot).", choices=("probs", "top-k", "label")),
+    _k("amia-top-k", "amia", 3, "k of amia-output = top-k.", check=_pos, rule="> 0"),
+    _k("amia-members", "amia", 0, "Members (D^alpha samples) and as many non-members (holdout) to query. 0: as many as both pools allow.", check=_nonneg, rule=">= 0"),
+    _k("amia-shadows", "amia", "resnet18,searched", "Shadow model kinds, comma-separated: resnet18, resnet50, cnn (fixed architectures), searched (DARTS search on the attacker's data: the paper's improved AMIA)."),
+    _k("amia-num-shadows", "amia", 4, "Shadow models per kind (each trained on a random half of the attacker's data; LiRA needs >= 2).", check=_pos, rule="> 0"),
+    _k("amia-shadow-steps", "amia", 0, "SGD steps of a shadow (its search and its weights). 0: mimic the target: as many passes over its data as the target's weights made, as many search steps as one client made.", check=_nonneg, rule=">= 0"),
+    _k("amia-attacks", "amia", "mlp,lira,loss", "Attacks, comma-separated: mlp (the paper's 3-layer MLP on sorted probabilities), lira (offline likelihood ratio), loss (loss threshold)."),
+    _k("amia-eta", "amia", 1.0, "Share of the attacker's data drawn from the target's distribution (aux pool); the rest comes from amia-shift-source (Table 5).", check=lambda x: 0.0 <= x <= 1.0, rule="in [0, 1]"),
+    _k("amia-shift-source", "amia", "patches", "Unrelated data for amia-eta < 1: patches (crops of scikit-learn's two sample photos, labelled by k-means) or fashion-mnist (from data-root).", choices=("patches", "fashion-mnist")),
+    _k("amia-defense-known", "amia", True, "The attacker knows the defenses (LR, DP, MD) and applies them to its shadow models too."),
+    _k("amia-mlp-epochs", "amia", 100, "Epochs of the MLP attack model (SGD).", check=_pos, rule="> 0"),
+    _k("amia-mlp-lr", "amia", 0.05, "Learning rate of the MLP attack model.", check=_pos, rule="> 0"),
+    _k("md", "amia", False, "The MD defense (DMP-style distillation): the API serves a student trained on the target's soft labels of a reference set (the server's test pool)."),
+    _k("md-student", "amia", "same", "Student architecture: same (the served architecture, fresh weights) or cnn (a small CNN).", choices=("same", "cnn")),
+    _k("md-keep", "amia", 0.5, "Share of the reference set kept for the student: its lowest-entropy samples (DMP).", check=_unit, rule="in (0, 1]"),
+    _k("md-temperature", "amia", 1.0, "Softmax temperature of the teacher's soft labels.", check=_pos, rule="> 0"),
+    _k("md-epochs", "amia", 100, "Epochs of the student's training on the kept reference samples.", check=_pos, rule="> 0"),
 )
 # fmt: on
 
@@ -241,6 +270,26 @@ def _cross_checks(flat: Mapping[str, Any]) -> list[str]:
     if flat["dp-server"] and not flat["dp-update"]:
         errors.append("'dp-server' = true needs 'dp-update' = true: Flower's client-side-clipping wrapper "
                       "relies on every client clipping its update (the update mod does)")
+    errors.extend(_amia_checks(flat))
+    return errors
+
+
+def split_names(text: str) -> list[str]:
+    """A comma-separated list key as its names (blanks dropped)."""
+    return [p.strip() for p in str(text).split(",") if p.strip()]
+
+
+def _amia_checks(flat: Mapping[str, Any]) -> list[str]:
+    errors = []
+    for key, allowed in (("amia-shadows", AMIA_SHADOW_KINDS), ("amia-attacks", AMIA_ATTACKS)):
+        names = split_names(flat[key])
+        bad = [n for n in names if n not in allowed]
+        if bad or not names:
+            errors.append(f"'{key}' = {flat[key]!r}: expected a comma-separated list of: {', '.join(allowed)}"
+                          + (f" (unknown: {', '.join(bad)})" if bad else ""))
+    if "lira" in split_names(flat["amia-attacks"]) and flat["amia-num-shadows"] < 2:
+        errors.append(f"'amia-num-shadows' = {flat['amia-num-shadows']}: the lira attack fits each example's "
+                      "out-distribution over shadows and needs at least 2 (or drop lira from 'amia-attacks')")
     return errors
 
 

@@ -15,6 +15,7 @@ import torch
 
 from fednas.config import Config
 from fednas.data import client_data, dataset_from_config, make_pools
+from fednas.noise import input_noise_from_config
 from fednas.search import AlphaGradient, evaluate, local_search
 from fednas.spaces import Supernet, build_supernet
 
@@ -87,7 +88,7 @@ def client_train(cfg: Config, settings: Any, arrays: Arrays, *, partition_id: in
         model.load_arrays(local_theta)
     model.load_arrays(arrays)
     result = local_search(model, dataset, split, settings, round_seed(cfg, server_round, partition_id),
-                          device, alpha_gradient=alpha_gradient)
+                          device, alpha_gradient=alpha_gradient, input_noise=input_noise_from_config(cfg))
     sent_theta = any(not k.startswith(model.alpha_prefix) for k in arrays)
     reply = dict(model.arch_state())
     theta = dict(model.weight_state())

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from fednas.data import ClientSplit, ImageSet, batches
+from fednas.noise import InputNoise
 from fednas.spaces import Supernet
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,8 @@ class SearchResult:
 
 
 def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, settings: Any, seed: Any,
-                 device: torch.device | str = "cpu", alpha_gradient: AlphaGradient | None = None) -> SearchResult:
+                 device: torch.device | str = "cpu", alpha_gradient: AlphaGradient | None = None,
+                 input_noise: InputNoise | None = None) -> SearchResult:
     """Run one round of bilevel search in place on ``model``.
 
     Parameters
@@ -176,10 +178,15 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
         Overrides the rule named by ``settings.alpha_order``. A rule with a ``sampler``
         attribute (``sampler(indices, batch_size, rng) -> iterator of index arrays``, e.g.
         the Poisson sampler of the private rule) also draws the D^α batches.
+    input_noise : InputNoise, optional
+        Noise added to every training input, of D^θ and D^α alike (the DP defense of
+        AMIA); the clean data never reaches the model.
     """
     t0 = time.perf_counter()
     rule = alpha_gradient or make_alpha_gradient(settings.alpha_order)
     rng = np.random.default_rng(seed)
+    # its own generator, so that noise leaves the batch order as it is without noise
+    noise_rng = np.random.default_rng([*np.atleast_1d(seed).tolist(), 0x6E6F])
     theta_iter = batches(split.theta, settings.batch_size, rng)
     alpha_iter = getattr(rule, "sampler", batches)(split.alpha, settings.alpha_batch_size, rng)
     w_opt = torch.optim.SGD(model.weight_parameters(), lr=settings.theta_lr,
@@ -193,8 +200,11 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
     model.train()
     for _ in range(steps):
         ia, it = next(alpha_iter), next(theta_iter)
-        a_batch = (x_all[ia].to(device), y_all[ia].to(device))
-        t_batch = (x_all[it].to(device), y_all[it].to(device))
+        xa, xt = x_all[ia], x_all[it]
+        if input_noise is not None:
+            xa, xt = input_noise(xa, ia, noise_rng), input_noise(xt, it, noise_rng)
+        a_batch = (xa.to(device), y_all[ia].to(device))
+        t_batch = (xt.to(device), y_all[it].to(device))
         alpha_batches.append([int(i) for i in ia])
         # α step on D^α
         grads, a_loss, a_acc = rule(model, a_batch, StepContext(t_batch, w_opt, settings))

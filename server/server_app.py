@@ -9,6 +9,7 @@ import time
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from attacks.amia import amia_after_run
 from fednas.accounting import dp_summary
 from fednas.config import Config, parse_config, search_to_record
 from fednas.data import check_federation, dataset_from_config
@@ -98,7 +99,10 @@ def main(grid: Grid, context: Context) -> None:
         genotype = genotype_of(cfg, final)
         log.info("final genotype:\n%s", genotype.pretty())
         runlog.finish({k: v.numpy() for k, v in final.items()}, genotype=genotype.pretty())
-        log.info("run directory: %s", run_dir)
     except BaseException as err:
         runlog.fail(err)
         raise
+    if cfg.amia.amia:  # after the run is complete and saved; a failure is recorded, never raised
+        runlog.summary["amia"] = amia_after_run(run_dir)
+        runlog.write_summary()
+    log.info("run directory: %s", run_dir)
