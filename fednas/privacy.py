@@ -127,8 +127,12 @@ def per_sample_norms(grads: Mapping[str, torch.Tensor]) -> torch.Tensor:
 
 
 def clip_factors(norms: torch.Tensor, clip: float) -> torch.Tensor:
-    """min(1, C/‖g‖) without dividing by zero (a zero gradient keeps factor 1)."""
-    return clip / norms.clamp_min(clip)
+    """min(1, C/‖g‖) without dividing by zero (a zero gradient keeps factor 1).
+
+    Gradients within the bound keep a factor of exactly 1: ``C / max(‖g‖, C)`` alone can
+    round to 1 + ulp when C is not representable in the norms' dtype.
+    """
+    return torch.where(norms <= clip, torch.ones_like(norms), clip / norms.clamp_min(clip))
 
 
 def clipped_sum(grads: Mapping[str, torch.Tensor], clip: float) -> dict[str, torch.Tensor]:
