@@ -8,10 +8,11 @@ registry so that a private variant (per-example clipping and noise) can plug in.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,21 @@ def alpha_loss(model: Supernet, logits: torch.Tensor, y: torch.Tensor, l2: float
     if l2 > 0:
         loss = loss + l2 * sum((a**2).sum() for a in model.arch_parameters())
     return loss
+
+
+_RUNNING = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@contextlib.contextmanager
+def frozen_running_statistics(model: Supernet) -> Iterator[None]:
+    """Leave BatchNorm running statistics as they were before the block."""
+    saved = [(b, b.clone()) for n, b in model.named_buffers() if n.endswith(_RUNNING)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)  # in place: views of packed buffers stay views
 
 
 def _buffers(model: Supernet) -> dict[str, torch.Tensor]:
@@ -206,8 +222,11 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
         a_batch = (xa.to(device), y_all[ia].to(device))
         t_batch = (xt.to(device), y_all[it].to(device))
         alpha_batches.append([int(i) for i in ia])
-        # α step on D^α
-        grads, a_loss, a_acc = rule(model, a_batch, StepContext(t_batch, w_opt, settings))
+        # α step on D^α. BatchNorm still normalises by batch statistics, but its running
+        # statistics must not learn from D^α: they are weights, and would carry D^α into
+        # θ (a weight-level channel beside the architecture).
+        with frozen_running_statistics(model):
+            grads, a_loss, a_acc = rule(model, a_batch, StepContext(t_batch, w_opt, settings))
         a_opt.zero_grad(set_to_none=True)
         for p, g in zip(model.arch_parameters(), grads):
             p.grad = g.detach()

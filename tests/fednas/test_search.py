@@ -94,3 +94,19 @@ def test_second_order_search_runs_and_leaves_bn_statistics_to_the_real_steps():
     cfg, ds, split, model = _setup({"local-steps": 2, "alpha-order": "second"})
     r = local_search(model, ds, split, cfg.search, seed=0)
     assert r.steps == 2 and np.isfinite(list(r.metrics.values())).all()
+
+
+def test_alpha_steps_leave_batchnorm_running_statistics_alone():
+    """D^α reaches the model only through α: BN running statistics learn from D^θ alone."""
+    cfg, ds, split, model = _setup({"local-steps": 3})
+    from fednas.search import FirstOrder, StepContext, frozen_running_statistics
+
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    opt = torch.optim.SGD(model.weight_parameters(), lr=0.1)
+    batch = (ds.x[split.alpha[:8]], ds.y[split.alpha[:8]])
+    with frozen_running_statistics(model):
+        FirstOrder()(model, batch, StepContext(batch, opt, cfg.search))
+    for n, b in model.named_buffers():
+        assert torch.equal(b, before[n]), n
+    model(batch[0])  # outside the block a train-mode forward does update them
+    assert any(not torch.equal(b, before[n]) for n, b in model.named_buffers() if n.endswith("running_mean"))
