@@ -1,11 +1,11 @@
-"""``python -m benchmarks [supernet|federation|scaling|all] [--device cpu|cuda] [--quick] [...]``.
+"""``python -m benchmarks [supernet] [federation] [scaling] [all] [--device cpu|cuda] [--quick] [...]``.
 
 - ``supernet``: forward, backward and the attack's inner step (forward + double backward),
   fused against reference, P x image size x batch size;
 - ``federation``: a federated run through ``flwr run`` (1 Ray CPU) against the same work in
   a plain loop: the overhead ratio, start-up shown apart;
 - ``scaling``: client rounds per minute with 1 and 2 Ray CPUs;
-- ``all``: the three (``federation`` and ``scaling`` share their 1-CPU run).
+- ``all`` (the default): the three. ``federation`` and ``scaling`` together share their 1-CPU run.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 import torch
 
 from benchmarks import federation, supernet
-from benchmarks.common import machine, resolve_device, write_results
+from benchmarks.common import RESULTS, machine, resolve_device, write_results
 
 
 def _ints(text: str) -> list[int]:
@@ -30,12 +31,14 @@ def _ints(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("what", nargs="?", default="all", choices=("supernet", "federation", "scaling", "all"))
+    p.add_argument("what", nargs="*", default=["all"], choices=("supernet", "federation", "scaling", "all"),
+                   help="which benchmarks (several allowed)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (an error when torch sees no GPU)")
     p.add_argument("--quick", action="store_true", help="a small grid and a 2-round federation (a smoke run)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for the supernet benchmark (default 1: on a shared 2-core machine a "
                         "second OpenMP thread mostly waits; try 2 on an idle one)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results (default benchmarks/results)")
     s = p.add_argument_group("supernet")
     s.add_argument("--space", default="dag", choices=("dag", "darts"))
     s.add_argument("--nodes", type=_ints, default=[8, 16, 32, 64], help="P values (dag), e.g. 8,16,32,64")
@@ -65,14 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         args.clients, args.rounds, args.local_steps = 2, 2, 2
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
-    if args.what in ("supernet", "all"):
+    what = {"supernet", "federation", "scaling"} if "all" in args.what else set(args.what)
+    if "supernet" in what:
         info = machine()
         payload = supernet.run(args, device)
-        print("results:", write_results(f"supernet-{args.space}", {"machine": info, "quick": args.quick, **payload}))
-    if args.what in ("federation", "scaling", "all"):
+        print("results:", write_results(f"supernet-{args.space}", {"machine": info, "quick": args.quick, **payload},
+                                       args.results))
+    if what & {"federation", "scaling"}:
         info = machine()
-        payload = federation.run(args, overhead=args.what != "scaling", scaling=args.what != "federation")
-        print("results:", write_results("federation", {"machine": info, "quick": args.quick, **payload}))
+        payload = federation.run(args, overhead="federation" in what, scaling="scaling" in what)
+        print("results:", write_results("federation", {"machine": info, "quick": args.quick, **payload}, args.results))
     return 0
 
 

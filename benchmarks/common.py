@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -24,6 +26,7 @@ from fednas.rundir import atomic_write_json, unique_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,13 +46,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    """Seconds one call of ``fn`` takes (the device drained before and after)."""
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
+    """Wall-clock and process CPU seconds of one call of ``fn`` (the device drained before and after).
+
+    On a machine shared with other work, CPU time is the steadier measure of the work
+    itself: time spent waiting for a core does not count.
+    """
     synchronize(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
     synchronize(device)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def median(values: Sequence[float]) -> float | None:
@@ -101,13 +108,14 @@ def pss(pid: int) -> int:
     return 0
 
 
-def _environ(pid: int) -> dict[str, str]:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process has used so far (None if it is gone)."""
     try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            items = f.read().split(b"\0")
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return {}
-    return dict(i.decode(errors="replace").split("=", 1) for i in items if b"=" in i)
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def process_name(pid: int) -> str:
@@ -132,13 +140,13 @@ class PeakMemory:
 
     ``tree=False``: this process's RSS (``peak``, bytes, and ``baseline`` at entry).
     ``tree=True``: PSS summed over this process (unless ``include_self`` is False) and its
-    descendants, with the peak of each process name (``by_name``) and the
-    ``OMP_NUM_THREADS`` seen in Ray workers (``worker_threads``).
+    descendants, with the peak of each process name (``by_name``), and the CPU seconds
+    each process used, as last seen (``cpu_seconds``, by process name).
     """
 
     def __init__(self, tree: bool = False, interval: float | None = None, include_self: bool = True) -> None:
         self.tree, self.include_self = tree, include_self
-        self.worker_threads: set[str] = set()
+        self._cpu: dict[int, tuple[str, float]] = {}
         self.interval = interval if interval is not None else (0.5 if tree else 0.02)
         self.peak = self.baseline = 0
         self.by_name: dict[str, int] = {}
@@ -155,8 +163,9 @@ class PeakMemory:
             total += size
             name = process_name(pid)
             names[name] = names.get(name, 0) + size
-            if name == "ray-worker":
-                self.worker_threads.add(_environ(pid).get("OMP_NUM_THREADS", "unset"))
+            used = cpu_seconds(pid)
+            if used is not None:
+                self._cpu[pid] = (name, used)
         for name, size in names.items():
             self.by_name[name] = max(self.by_name.get(name, 0), size)
         return total
@@ -175,6 +184,49 @@ class PeakMemory:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._sample())
+
+    @property
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds by process name (processes that ended between samples lose their last interval)."""
+        out: dict[str, float] = {}
+        for name, used in self._cpu.values():
+            out[name] = out.get(name, 0.0) + used
+        return out
+
+
+_PROBE = """
+import sys, time, torch
+torch.set_num_threads(1)
+a, limit, n = torch.randn(256, 256), float(sys.argv[2]), 0
+t = time.perf_counter()
+if sys.argv[1] == "count":
+    while time.perf_counter() - t < limit:
+        a @ a
+        n += 1
+    print(n)
+else:
+    while n < limit:
+        a @ a
+        n += 1
+    print(time.perf_counter() - t)
+"""
+
+
+def parallelism_probe(seconds: float = 2.0) -> float:
+    """How much faster two CPU-bound one-thread processes get through fixed work than one.
+
+    2.0 on an idle 2-core machine; on a machine busy with other work it shows how much of
+    a second core is there to be had: the ceiling of any 1 -> 2 CPU scaling measured now.
+    """
+    work = _probe("count", seconds, 1)[0]  # matrix products in `seconds`
+    single = _probe("run", work, 1)[0]
+    return 2 * single / max(_probe("run", work, 2))
+
+
+def _probe(mode: str, limit: float, copies: int) -> list[float]:
+    procs = [subprocess.Popen([sys.executable, "-c", _PROBE, mode, str(limit)], stdout=subprocess.PIPE, text=True)
+             for _ in range(copies)]
+    return [float(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
 
 
 def mb(n: float | None) -> float | None:

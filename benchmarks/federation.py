@@ -21,7 +21,10 @@ So the overhead ratio (the target: "Ray start-up excluded") compares rounds 2..R
 sum of per-round seconds (``rounds.csv``) over the loop's. The ratios with round 1 and
 with everything are printed beside it. The loop runs before and after the Flower runs and
 their mean is used, so that load drifting on a shared machine hits both sides alike.
-Scaling compares client rounds per minute over rounds 2..R with 1 and 2 Ray CPUs.
+Scaling compares client rounds per minute over rounds 2..R with 1 and 2 Ray CPUs; a
+probe before and after (two CPU-bound one-thread processes against one) shows how much of
+a second core the machine had to give meanwhile. ``CPU s`` sums the CPU time of every
+process of a side (Flower: all processes it started, start-up included).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, PeakMemory, mb, median, table
+from benchmarks.common import RESULTS, PeakMemory, mb, median, parallelism_probe, table
 from fednas.rundir import read_rows
 from simulations.launcher import PROJECT_ROOT, launch
 
@@ -56,7 +59,8 @@ def plain_loop(args: Any) -> dict[str, Any]:
     rounds = data["round-seconds"]
     return {"side": "plain loop", "in-run-s": sum(rounds), "round1-s": rounds[0],
             "later-rounds-s": median(rounds[1:]), "round-seconds": rounds, "peak-mb": mb(mem.peak),
-            "peak-rss-mb": round(data["peak-rss-mb"], 1), "torch-threads": data["threads"]}
+            "peak-rss-mb": round(data["peak-rss-mb"], 1), "torch-threads": data["threads"],
+            "cpu-s": sum(mem.cpu_seconds.values())}
 
 
 def flower_run(args: Any, ray_cpus: int) -> dict[str, Any]:
@@ -77,7 +81,9 @@ def flower_run(args: Any, ray_cpus: int) -> dict[str, Any]:
             "superlink-start-s": result.timings.get("superlink-start"), "in-run-s": seconds[-1],
             "round1-s": rounds[0], "later-rounds-s": median(rounds[1:]), "round-seconds": rounds,
             "peak-mb": mb(mem.peak), "peak-mb-by-process": {k: mb(v) for k, v in sorted(mem.by_name.items())},
-            "ray-worker-omp-threads": sorted(mem.worker_threads), "run-dir": str(result.run_dir), "log": str(log_path)}
+            "cpu-s": sum(mem.cpu_seconds.values()),
+            "cpu-s-by-process": {k: round(v, 1) for k, v in sorted(mem.cpu_seconds.items())},
+            "run-dir": str(result.run_dir), "log": str(log_path)}
 
 
 def run(args: Any, overhead: bool = True, scaling: bool = True) -> dict[str, Any]:
@@ -85,17 +91,21 @@ def run(args: Any, overhead: bool = True, scaling: bool = True) -> dict[str, Any
     if args.rounds < 2:
         raise SystemExit("error: --rounds must be >= 2 (round 1 holds the Ray workers' start-up and is shown apart)")
     sides: list[dict[str, Any]] = []
+    probes = [parallelism_probe()] if scaling else []
     loops = [plain_loop(args)] if overhead else []
     one = flower_run(args, 1)
     two = flower_run(args, 2) if scaling else None
     if overhead:
         loops.append(plain_loop(args))
+    if scaling:
+        probes.append(parallelism_probe())
     sides = [*loops[:1], one, *([two] if two else []), *loops[1:]]
     print(f"\nfederated search: {args.clients} clients x {args.rounds} rounds, dag P={args.fed_nodes}, "
           f"{args.local_steps} local steps, {args.device}; seconds")
     print(table(([s["side"], s.get("total-s"), s.get("startup-teardown-s"), s["in-run-s"], s["round1-s"],
-                  s["later-rounds-s"], s["peak-mb"]] for s in sides),
-                ["", "total", "start-up+teardown", "in-run", "round 1", "later rounds (median)", "peak MB"]))
+                  s["later-rounds-s"], s["cpu-s"], s["peak-mb"]] for s in sides),
+                ["", "total", "start-up+teardown", "in-run", "round 1", "later rounds (median)", "CPU s",
+                 "peak MB"]))
     out: dict[str, Any] = {"clients": args.clients, "rounds": args.rounds, "nodes": args.fed_nodes,
                            "local-steps": args.local_steps, "sides": sides}
     if overhead:
@@ -113,6 +123,9 @@ def run(args: Any, overhead: bool = True, scaling: bool = True) -> dict[str, Any
         out["scaling"] = _later(one) / _later(two)
         out["scaling-with-round1"] = one["in-run-s"] / two["in-run-s"]
         out["scaling-with-startup"] = one["total-s"] / two["total-s"]
+        out["machine-parallelism"] = probes
+        print(f"machine check: two CPU-bound 1-thread processes run {min(probes):.2f}-{max(probes):.2f}x as fast "
+              "as one right now (2.0 when the second core is free): the ceiling of the scaling below")
         print(f"scaling: {out['clients-per-minute']['1']:.1f} -> {out['clients-per-minute']['2']:.1f} client rounds "
               f"per minute with 1 -> 2 Ray CPUs over rounds 2-{args.rounds}: {out['scaling']:.2f}x "
               f"({out['scaling-with-round1']:.2f}x with round 1, {out['scaling-with-startup']:.2f}x with start-up)")

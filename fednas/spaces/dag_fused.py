@@ -44,18 +44,18 @@ class FusedDagSupernet(DagSupernet):
         weights = weights.index_select(0, self._order.to(weights.device)).t().split(bank.sizes, dim=1)
         conv_weights = bank.weights()
         running = None if self.training else bank.running_stats()
-        state = self.stem(x)
+        state = self.stem(x).transpose(0, 1).contiguous()  # channel-major, see node_forward
         incoming: list[list[torch.Tensor]] = [[] for _ in range(self.nodes)]
         batch_stats = []
         for i in range(self.nodes - 1):
             out, stats = node_forward(bank, state, weights[i], conv_weights[i], None if running is None else running[i])
             if stats is not None:
                 batch_stats.append(stats)
-            for j, part in enumerate(out.unbind(1), start=i + 1):
+            for j, part in enumerate(out.unbind(0), start=i + 1):
                 incoming[j].append(part)
             parts, incoming[i + 1] = incoming[i + 1], []
             state = parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
         if batch_stats:
             b, _, h, w = x.shape
             bank.update_running_stats(batch_stats, [b * h * w] * len(batch_stats))
-        return state
+        return state.transpose(0, 1)

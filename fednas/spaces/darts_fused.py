@@ -79,13 +79,14 @@ class FusedDartsSupernet(DartsSupernet):
                         incoming[target].append(cell.ops[e](h, w[e]))
                 else:
                     c, g = where
-                    out, stats = node_forward(banks[c], h, columns[cell.reduction][src], conv_weights[c][g],
+                    out, stats = node_forward(banks[c], h.transpose(0, 1).contiguous(), columns[cell.reduction][src],
+                                              conv_weights[c][g],
                                               None if running is None else running[c][g])
                     if stats is not None:
                         batch_stats[c].append(stats)
                         counts[c].append(h.shape[0] * h.shape[2] * h.shape[3])
-                    for (target, _), part in zip(edges, out.unbind(1)):
-                        incoming[target].append(part)
+                    for (target, _), part in zip(edges, out.unbind(0)):
+                        incoming[target].append(part.transpose(0, 1))
                 if src >= 1:  # state src + 1 has all its inputs now
                     parts = incoming[src + 1]
                     states.append(parts[0] if len(parts) == 1 else torch.stack(parts).sum(0))

@@ -61,12 +61,13 @@ def _weights(mods: Sequence[nn.Module], pad: int = 0) -> torch.Tensor:
 
 @dataclass
 class NodeWeights:
-    """The conv weights of the m edges leaving one node, kind-major."""
+    """The conv weights of the m edges leaving one node; groups are (kind, edge), kind-major."""
 
-    dw1: torch.Tensor  # [2m, C, 25] sep3 (padded to 5x5), sep5: dilation 1
-    dw1d: torch.Tensor  # [2m, C, 25] dil3 (padded), dil5: dilation 2
-    pw1: torch.Tensor  # [4m, C, C]
-    dw2: torch.Tensor  # [2mC, 1, 5, 5]
+    dw1: torch.Tensor  # [C, 2m, 25] sep3 (padded to 5x5), sep5: first stage, dilation 1
+    dw1d: torch.Tensor  # [C, 2m, 25] dil3 (padded), dil5: dilation 2
+    pw1: torch.Tensor  # [2m, C, C] sep3, sep5
+    pw1d: torch.Tensor  # [2m, C, C] dil3, dil5
+    dw2: torch.Tensor  # [2mC, 1, 5, 5] sep3 (padded), sep5: second stage
     pw2: torch.Tensor  # [2m, C, C]
 
 
@@ -115,15 +116,20 @@ class EdgeBank:
         """The conv weights of every group, stacked across all edges once and split per group."""
         dw1 = torch.stack([_weights(self.dw1[0], 1), _weights(self.dw1[1])])  # [2, E, C, 1, 5, 5]
         dw1d = torch.stack([_weights(self.dw1[2], 1), _weights(self.dw1[3])])
-        pw1 = torch.stack([_weights(mods) for mods in self.pw1])  # [4, E, C, C, 1, 1]
+        pw1 = torch.stack([_weights(self.pw1[0]), _weights(self.pw1[1])])  # [2, E, C, C, 1, 1]
+        pw1d = torch.stack([_weights(self.pw1[2]), _weights(self.pw1[3])])
         dw2 = torch.stack([_weights(self.dw2[0], 1), _weights(self.dw2[1])])
         pw2 = torch.stack([_weights(mods) for mods in self.pw2])
         out = []
-        for parts in zip(*(t.split(self.sizes, dim=1) for t in (dw1, dw1d, pw1, dw2, pw2))):
-            k, m, c = parts[0].shape[:3]
-            out.append(NodeWeights(parts[0].reshape(2 * m, c, 25), parts[1].reshape(2 * m, c, 25),
-                                   parts[2].reshape(4 * m, c, c), parts[3].reshape(2 * m * c, 1, 5, 5),
-                                   parts[4].reshape(2 * m, c, c)))
+        for parts in zip(*(t.split(self.sizes, dim=1) for t in (dw1, dw1d, pw1, pw1d, dw2, pw2))):
+            _, m, c = parts[0].shape[:3]
+
+            def taps(t: torch.Tensor) -> torch.Tensor:  # [2, m, C, 1, 5, 5] -> [C, 2m, 25]
+                return t.reshape(2 * m, c, 25).transpose(0, 1).contiguous()
+
+            out.append(NodeWeights(taps(parts[0]), taps(parts[1]), parts[2].reshape(2 * m, c, c),
+                                   parts[3].reshape(2 * m, c, c), parts[4].reshape(2 * m * c, 1, 5, 5),
+                                   parts[5].reshape(2 * m, c, c)))
         return out
 
     def running_stats(self) -> list[dict[str, torch.Tensor]]:
@@ -151,35 +157,36 @@ class EdgeBank:
             bank.update(torch.cat(means), torch.cat(variances))
 
 
-def _mean(y: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    # sum then scale: the backward is a broadcast, where mean's would divide the whole tensor
-    n = 1
-    for d in dims:
-        n *= y.shape[d]
-    return y.sum(dims, keepdim=True) * (1.0 / n)
+def _centre(y: torch.Tensor, running: tuple[torch.Tensor, torch.Tensor] | None):
+    """BatchNorm's statistics of ``y`` [G, C, N] over its last dim: ``(y - mean, var, mean)``.
 
-
-def _centre(y: torch.Tensor, dims: tuple[int, ...], running: tuple[torch.Tensor, torch.Tensor] | None):
-    """``(y - mean, var, mean)``: batch statistics over ``dims`` (train; mean None in eval) or running ones."""
+    Train mode: batch statistics (the mean as a sum scaled afterwards, so that its backward
+    is a broadcast, where ``mean``'s would divide the whole tensor). Eval mode: ``running``
+    = (mean, var) of shape [G, C]; the returned mean is then None.
+    """
     if running is None:
-        mean = _mean(y, dims)
+        scale = 1.0 / y.shape[-1]
+        mean = y.sum(-1, keepdim=True) * scale
         centred = y - mean
-        return centred, _mean(centred * centred, dims), mean
+        return centred, (centred * centred).sum(-1, keepdim=True) * scale, mean
     mean, var = running
-    shape = [1, *mean.shape, 1]  # [1, kinds, m, C, 1]
-    return y - mean.view(shape), var.view(shape), None
+    return y - mean.reshape(*y.shape[:2], 1), var.reshape(*y.shape[:2], 1), None
 
 
 def node_forward(bank: EdgeBank, x: torch.Tensor, w: torch.Tensor, p: NodeWeights,
                  running: dict[str, tuple[torch.Tensor, torch.Tensor]] | None):
-    """Every mixed op leaving one node, weighted: ``out[:, e] = sum_k w[e, k] op_k,e(x)``.
+    """Every mixed op leaving one node, weighted: ``out[e] = sum_k w[k, e] op_k,e(x)``.
+
+    Tensors are channel-major, [C, B, H, W], so that every per-group product is a batched
+    matrix product over contiguous (B, H, W) and every BatchNorm statistic a reduction
+    over the last dimension.
 
     Parameters
     ----------
     bank : EdgeBank
         The bank the node's edges belong to (activation, BatchNorm eps).
-    x : tensor [B, C, H, W]
-        The node's value.
+    x : tensor [C, B, H, W]
+        The node's value, channel-major.
     w : tensor [len(PRIMITIVES), m]
         Softmax weights of the m edges leaving the node (one column per edge).
     p : NodeWeights
@@ -190,48 +197,52 @@ def node_forward(bank: EdgeBank, x: torch.Tensor, w: torch.Tensor, p: NodeWeight
 
     Returns
     -------
-    out : tensor [B, m, C, H, W]
+    out : tensor [m, C, B, H, W]
     batch_stats : dict or None
-        Train mode: the detached batch means and biased variances, ``{bn: (mean, var)}``.
+        Train mode: the detached batch means and biased variances, ``{bn: (mean, var)}``
+        with shapes [kinds, m, C] (pools: [2, 1, C], shared by every edge).
     """
-    b, c, h, wd = x.shape
-    m, l, eps = w.shape[1], h * wd, bank.eps
+    c, b, h, wd = x.shape
+    m, n, eps = w.shape[1], b * h * wd, bank.eps
     train = running is None
-    if train and b * l <= 1:
+    if train and n <= 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
-    a = bank.act(x)
-    # stage 1 of the four convs of all m edges, from the node's patches
-    u1 = F.unfold(a, 5, padding=2).view(b, c, 25, l)
-    u2 = F.unfold(a, 5, dilation=2, padding=4).view(b, c, 25, l)
-    d = torch.cat([torch.einsum("gct,bctl->bgcl", p.dw1, u1), torch.einsum("gct,bctl->bgcl", p.dw1d, u2)], 1)
-    y1 = torch.matmul(p.pw1, d).view(b, 4, m, c, l)
-    c1, var1, mean1 = _centre(y1, (0, 4), None if train else running["bn1"])
-    r1 = (var1 + eps).rsqrt()
-    # stage 2 of the separable convs
-    s = bank.act(c1[:, :2] * r1[:, :2]).reshape(b, 2 * m * c, h, wd)
-    d3 = depthwise(s, p.dw2, 1).view(b, 2 * m, c, l)
-    y2 = torch.matmul(p.pw2, d3).view(b, 2, m, c, l)
-    c2, var2, mean2 = _centre(y2, (0, 4), None if train else running["bn2"])
-    r2 = (var2 + eps).rsqrt()
+    run = (lambda name: None) if train else (lambda name: running[name])  # noqa: E731
+    a = bank.act(x).view(c * b, 1, h, wd)
+
+    def patches(dilation: int) -> torch.Tensor:  # [C, 25, B*H*W]
+        u = F.unfold(a, 5, dilation=dilation, padding=2 * dilation).view(c, b, 25, h * wd)
+        return u.transpose(1, 2).reshape(c, 25, n)
+
+    # stage 1 of the four convs of all m edges: depthwise over channels, pointwise over groups
+    ya = torch.bmm(p.pw1, torch.bmm(p.dw1, patches(1)).transpose(0, 1))  # [2m, C, N] sep3, sep5
+    yb = torch.bmm(p.pw1d, torch.bmm(p.dw1d, patches(2)).transpose(0, 1))  # [2m, C, N] dil3, dil5
+    bn1 = run("bn1")
+    ca, var_a, mean_a = _centre(ya, None if bn1 is None else (bn1[0][:2], bn1[1][:2]))
+    cb, var_b, mean_b = _centre(yb, None if bn1 is None else (bn1[0][2:], bn1[1][2:]))
+    # stage 2 of the separable convs: one depthwise conv over (group, channel, sample) planes
+    s = bank.act(ca * (var_a + eps).rsqrt()).view(1, 2 * m * c * b, h, wd)
+    d3 = depthwise(s, p.dw2.repeat_interleave(b, 0) if b > 1 else p.dw2, 1).view(2 * m, c, n)
+    c2, var2, mean2 = _centre(torch.bmm(p.pw2, d3), run("bn2"))
     # parameter-free ops, once for the node
-    pooled = torch.stack([F.max_pool2d(x, 3, 1, 1), F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)], 1)
-    pooled = pooled.view(b, 2, c, l)
+    pooled = torch.stack([F.max_pool2d(x, 3, 1, 1), F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)])
     if train:
-        pc, pvar, pmean = _centre(pooled, (0, 3), None)
-        pmean, pvar = pmean[0, :, :, 0], pvar[0, :, :, 0]  # [2, C]
-        pmean_e, pvar_e = pmean[:, None], pvar[:, None]  # [2, 1, C]
+        _, pvar, pmean = _centre(pooled.view(2, c, n), None)
+        pmean_e, pvar_e = pmean.view(2, 1, c), pvar.view(2, 1, c)
     else:
         pmean_e, pvar_e = running["pool"]  # [2, m, C]
     # the weighted sum: softmax weights folded into the final normalisations
-    scale = w[_W_CONV, :, None] * torch.cat([r2, r1[:, 2:]], 1)[0, ..., 0]  # [4, m, C]
+    sep = w[_W_CONV][:2, :, None] * (var2.view(2, m, c) + eps).rsqrt()  # [2, m, C]
+    dil = w[_W_CONV][2:, :, None] * (var_b.view(2, m, c) + eps).rsqrt()
     pscale = w[_W_POOL, :, None] * (pvar_e + eps).rsqrt()  # [2, m, C]
+    out = (c2.view(2, m, c, n) * sep[..., None]).sum(0) + (cb.view(2, m, c, n) * dil[..., None]).sum(0)
     free_scale = torch.cat([pscale, w[_W_SKIP, :, None].expand(1, m, c)])  # [3, m, C]
-    free = torch.cat([pooled, x.view(b, 1, c, l)], 1)  # [B, 3, C, L]
-    out = (torch.cat([c2, c1[:, 2:]], 1) * scale[None, :, :, :, None]).sum(1)
-    out = out + torch.einsum("kmc,bkcl->bmcl", free_scale, free) - (pscale * pmean_e).sum(0)[None, :, :, None]
-    out = out.view(b, m, c, h, wd)
+    free = torch.cat([pooled.view(2, c, n), x.view(1, c, n)])  # [3, C, N]
+    out = out + torch.einsum("kmc,kcn->mcn", free_scale, free) - (pscale * pmean_e).sum(0)[..., None]
+    out = out.view(m, c, b, h, wd)
     if not train:
         return out, None
-    squeeze = lambda t: t.detach()[0, ..., 0]  # noqa: E731  [1, kinds, m, C, 1] -> [kinds, m, C]
-    return out, {"pool": (pmean.detach()[:, None], pvar.detach()[:, None]),
-                 "bn1": (squeeze(mean1), squeeze(var1)), "bn2": (squeeze(mean2), squeeze(var2))}
+    stats = lambda t, kinds: t.detach().view(kinds, m, c)  # noqa: E731
+    return out, {"pool": (pmean.detach().view(2, 1, c), pvar.detach().view(2, 1, c)),
+                 "bn1": (torch.cat([stats(mean_a, 2), stats(mean_b, 2)]), torch.cat([stats(var_a, 2), stats(var_b, 2)])),
+                 "bn2": (stats(mean2, 2), stats(var2, 2))}
