@@ -10,7 +10,8 @@ Three steps, all in train mode (BatchNorm on batch statistics, as in local searc
 Both forms hold the same θ and α; calls alternate between them (fused first on even
 repeats, reference first on odd ones) so that load from other processes hits both alike.
 The reference is skipped where it would exceed ``--ref-cap`` seconds per call (estimated
-from the previous P: time grows with the number of edges, P(P−1)/2).
+from the previous P: time grows with the number of edges, P(P−1)/2). With ``--space darts``
+there is one case per size and batch (the config's default cells; P is shown as 0).
 """
 
 from __future__ import annotations
@@ -95,7 +96,10 @@ def peak_memory(fn: Callable[[], Any], device: torch.device) -> int:
 def build_pair(space: str, nodes: int, channels: int, size: int, device: torch.device,
                activation: str = "elu") -> dict[str, torch.nn.Module]:
     """Fused and reference supernets with the same seeded θ and α, in train mode."""
-    cfg = parse_config({"space": space, "nodes": nodes, "channels": channels, "activation": activation}).space
+    keys = {"space": space, "channels": channels, "activation": activation}
+    if space == "dag":
+        keys["nodes"] = nodes  # darts: the default cells (layers, steps) of the config
+    cfg = parse_config(keys).space
     spec = InputSpec(channels=1, image_size=size, num_classes=10)
     models = {side: build_supernet(cfg, spec, seed=0, fused=side == "fused").to(device) for side in SIDES}
     models["reference"].load_state_dict(models["fused"].state_dict())
@@ -148,7 +152,7 @@ def run(args: Any, device: torch.device) -> dict[str, Any]:
         for size in args.sizes:
             for batch in args.batches:
                 last: dict[str, Any] | None = None
-                for nodes in sorted(args.nodes):
+                for nodes in sorted(args.nodes) if args.space == "dag" else [0]:
                     estimate = None
                     if last is not None and last.get("reference-s"):
                         estimate = last["reference-s"] * (nodes * (nodes - 1)) / (last["nodes"] * (last["nodes"] - 1))
