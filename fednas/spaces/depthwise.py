@@ -33,21 +33,27 @@ class DepthwiseConv(torch.autograd.Function):
     """``F.conv2d(x, w, padding=p, dilation=d, groups=C)`` with ``w`` of shape [C, 1, k, k], odd
     k, stride 1 and ``p = d (k - 1) / 2`` (output as large as the input)."""
 
+    generate_vmap_rule = True  # torch.func.vmap (per-sample gradients) works through it
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w: torch.Tensor, dilation: int) -> torch.Tensor:  # noqa: D102
-        padding = dilation * (w.shape[-1] - 1) // 2
+    def forward(x: torch.Tensor, w: torch.Tensor, dilation: int) -> torch.Tensor:  # noqa: D102
+        return F.conv2d(x, w, None, 1, dilation * (w.shape[-1] - 1) // 2, dilation, w.shape[0])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # noqa: D102
+        x, w, dilation = inputs
         ctx.save_for_backward(x, w)
-        ctx.dilation, ctx.padding = dilation, padding
-        return F.conv2d(x, w, None, 1, padding, dilation, w.shape[0])
+        ctx.dilation = dilation
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # noqa: D102
         x, w = ctx.saved_tensors
+        d = ctx.dilation
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = DepthwiseConv.apply(gy, w.flip(2, 3), ctx.dilation)
+            gx = DepthwiseConv.apply(gy, w.flip(2, 3), d)
         if ctx.needs_input_grad[1] and _needed(w):
-            d, p = ctx.dilation, ctx.padding
+            p = d * (w.shape[-1] - 1) // 2
             gw = torch.ops.aten.convolution_backward(
                 gy, x, w, None, [1, 1], [p, p], [d, d], False, [0, 0], w.shape[0], [False, True, False])[1]
         return gx, gw, None

@@ -208,7 +208,7 @@ def node_forward(bank: EdgeBank, x: torch.Tensor, w: torch.Tensor, p: NodeWeight
     if train and n <= 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
     run = (lambda name: None) if train else (lambda name: running[name])  # noqa: E731
-    a = bank.act(x).view(c * b, 1, h, wd)
+    a = bank.act(x).view(1, c * b, h, wd)  # one image of C*B planes: im2col loops over images
 
     def patches(dilation: int) -> torch.Tensor:  # [C, 25, B*H*W]
         u = F.unfold(a, 5, dilation=dilation, padding=2 * dilation).view(c, b, 25, h * wd)

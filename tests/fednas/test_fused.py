@@ -11,7 +11,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call
+from torch.func import functional_call, grad, vmap
 
 from fednas.config import ACTIVATIONS, parse_config
 from fednas.spaces import (DagSupernet, DartsSupernet, FusedDagSupernet, FusedDartsSupernet, InputSpec,
@@ -63,13 +63,16 @@ def _input(spec: InputSpec, batch: int = 3, seed: int = 1) -> tuple[torch.Tensor
     return x, torch.randint(0, spec.num_classes, (batch,), generator=g)
 
 
-def _derivatives(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 2) -> list[torch.Tensor]:
-    """Logits; ∇ of the loss w.r.t. α, θ and x; and ∇_{x, θ, α} of <∇_α loss, v>, v random."""
+def _derivatives(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int = 2,
+                 second: bool = True) -> list[torch.Tensor]:
+    """Logits; ∇ of the loss w.r.t. α, θ and x; and (``second``) ∇_{x, θ, α} of <∇_α loss, v>, v random."""
     x = x.clone().requires_grad_(True)
     alphas, thetas = model.arch_parameters(), model.weight_parameters()
     logits = model(x)
     loss = F.cross_entropy(logits, y)
-    first = torch.autograd.grad(loss, [*alphas, *thetas, x], create_graph=True)
+    first = torch.autograd.grad(loss, [*alphas, *thetas, x], create_graph=second)
+    if not second:
+        return [logits.detach(), *first]
     g = torch.Generator().manual_seed(seed)
     inner = sum((d * torch.randn(d.shape, generator=g, dtype=d.dtype)).sum() for d in first[: len(alphas)])
     second = torch.autograd.grad(inner, [x, *thetas, *alphas])
@@ -94,7 +97,7 @@ def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
 @pytest.mark.parametrize("nodes", [2, 3, 5, 8])
 def test_dag_fused_equals_reference_train_mode(nodes, activation):
     ref, fused = _pair("dag", seed=nodes, nodes=nodes, activation=activation)
-    x, y = _input(DAG_SPEC)
+    x, y = _input(DAG_SPEC, batch=2)
     _assert_same(_derivatives(fused, x, y), _derivatives(ref, x, y))
     _assert_same_state(fused, ref)  # BatchNorm running statistics, step counters included
 
@@ -122,7 +125,7 @@ def test_darts_fused_equals_reference(activation):
 def test_darts_fused_equals_reference_default_cells():
     ref, fused = _pair("darts", seed=4, layers=3, steps=4, head="flatten")
     x, y = _input(DARTS_SPEC, batch=2)
-    _assert_same(_derivatives(fused, x, y)[:4], _derivatives(ref, x, y)[:4])
+    _assert_same(_derivatives(fused, x, y, second=False), _derivatives(ref, x, y, second=False))
     _assert_same_state(fused, ref)
 
 
@@ -179,6 +182,25 @@ def test_copies_and_conversions_keep_running_statistics_right():
     fresh.load_state_dict(ref.state_dict(), assign=True)  # assign replaces them too
     fresh(x), ref(x)
     _assert_same_state(fresh, ref)
+
+
+def test_per_sample_gradients_through_torch_func():
+    """vmap(grad(...)), the usual route to per-example gradients for DP-SGD, in eval mode."""
+    ref, fused = _pair("dag", seed=8, nodes=3)
+    ref.eval(), fused.eval()
+    x, y = _input(DAG_SPEC, batch=2)
+
+    def per_sample(model):
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        buffers = dict(model.named_buffers())
+
+        def loss(p, xi, yi):
+            return F.cross_entropy(functional_call(model, {**p, **buffers}, (xi[None],)), yi[None])
+
+        return vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+
+    want, got = per_sample(ref), per_sample(fused)
+    _assert_same([got[k] for k in want], [want[k] for k in want])
 
 
 @pytest.mark.parametrize("kernel,dilation", [(3, 1), (5, 1), (3, 2), (5, 2)])
