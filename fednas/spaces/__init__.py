@@ -9,7 +9,9 @@ import torch
 
 from fednas.spaces.base import InputSpec, Supernet, init_weights
 from fednas.spaces.darts import DartsSupernet
+from fednas.spaces.darts_fused import FusedDartsSupernet
 from fednas.spaces.dag import DagSupernet, dag_edges
+from fednas.spaces.dag_fused import FusedDagSupernet
 from fednas.spaces.genotype import Genotype, derive_edges
 
 Builder = Callable[[Any, InputSpec], Supernet]
@@ -19,9 +21,11 @@ Builder = Callable[[Any, InputSpec], Supernet]
 SPACES: dict[str, dict[str, Builder]] = {
     "dag": {
         "reference": lambda c, spec: DagSupernet(spec, c.nodes, c.channels, c.activation, c.head),
+        "fused": lambda c, spec: FusedDagSupernet(spec, c.nodes, c.channels, c.activation, c.head),
     },
     "darts": {
         "reference": lambda c, spec: DartsSupernet(spec, c.layers, c.steps, c.channels, c.activation, c.head),
+        "fused": lambda c, spec: FusedDartsSupernet(spec, c.layers, c.steps, c.channels, c.activation, c.head),
     },
 }
 
@@ -54,6 +58,7 @@ def build_supernet(space: Any, spec: InputSpec, seed: int, fused: bool | None = 
 
 
 __all__ = [
-    "SPACES", "InputSpec", "Supernet", "Genotype", "DagSupernet", "DartsSupernet",
+    "SPACES", "InputSpec", "Supernet", "Genotype", "DagSupernet", "DartsSupernet", "FusedDagSupernet",
+    "FusedDartsSupernet",
     "build_supernet", "dag_edges", "derive_edges",
 ]

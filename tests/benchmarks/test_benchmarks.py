@@ -1,0 +1,52 @@
+"""The benchmark CLI: a tiny supernet run writes its results; a missing GPU is a clear error.
+
+No timing is asserted (speed is what the benchmark prints, not what a test checks).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.__main__ import main
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_supernet_benchmark_writes_both_forms(tmp_path, capsys):
+    assert main(["supernet", "--nodes", "2,3", "--sizes", "5", "--batches", "2", "--modes", "forward,inner",
+                 "--repeats", "1", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[inner]" in out and "[forward]" in out
+    (path,) = tmp_path.glob("supernet-dag-*.json")
+    data = json.loads(path.read_text())
+    assert data["machine"]["torch-threads"] == 1
+    rows = data["rows"]
+    assert [(r["mode"], r["nodes"]) for r in rows] == [("forward", 2), ("forward", 3), ("inner", 2), ("inner", 3)]
+    for r in rows:
+        assert r["fused-runs"] == r["reference-runs"] == 1  # one timed call each after the warm-up
+        assert r["fused-s"] > 0 and r["reference-s"] > 0 and r["ratio"] > 0
+        assert r["fused-peak-mb"] is not None and r["reference-peak-mb"] is not None
+
+
+def test_reference_is_skipped_past_its_cap(tmp_path):
+    main(["supernet", "--nodes", "2,8", "--sizes", "5", "--batches", "1", "--modes", "forward", "--repeats", "1",
+          "--ref-cap", "0", "--no-memory", "--results", str(tmp_path)])
+    (path,) = tmp_path.glob("supernet-dag-*.json")
+    first, second = json.loads(path.read_text())["rows"]
+    assert first["reference-runs"] == 1 and "ran once" in first["note"]  # over the cap: one call only
+    assert second["reference-runs"] == 0 and second["reference-s"] is None and "skipped" in second["note"]
+    assert second["fused-runs"] == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        main(["supernet", "--device", "cuda", "--quick"])
