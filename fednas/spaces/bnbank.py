@@ -75,6 +75,9 @@ class BatchNormBank:
             base = self._base(name)
             if base is not None:
                 base.mul_(keep).add_(batch, alpha=self.momentum)
+            elif _transformed(batch):  # foreach ops have no vmap batching rule: one module at a time
+                for r, b in zip(self._current(name), batch.unbind(0)):
+                    r.mul_(keep).add_(b, alpha=self.momentum)
             else:
                 running = self._current(name)
                 torch._foreach_mul_(running, keep)
@@ -82,5 +85,13 @@ class BatchNormBank:
         base = self._base("num_batches_tracked")
         if base is not None:
             base.add_(1)
+        elif _transformed(batch):
+            for t in self._current("num_batches_tracked"):
+                t.add_(1)
         else:
             torch._foreach_add_(self._current("num_batches_tracked"), 1)
+
+
+def _transformed(t: torch.Tensor) -> bool:
+    """Whether ``t`` is wrapped by a torch.func transform (vmap, grad), where foreach ops fail."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
