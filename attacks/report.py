@@ -87,6 +87,13 @@ def truth_samples(truth: Mapping[str, Any]) -> list[tuple[int, int, int]]:
 
 def identifiability_job(run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> dict[str, Any]:
     """Numerical rank of ∂(∇_α L)/∂x at the true first-step batch, over the input's size."""
+    from attacks.runner import one_thread
+
+    with one_thread():
+        return _identifiability(run_dir, capture_id, flat)
+
+
+def _identifiability(run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> dict[str, Any]:
     import torch
 
     from attacks.adra.attack import ADRA, CaptureError

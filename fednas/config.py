@@ -143,6 +143,7 @@ KEYS: tuple[Key, ...] = (
     _k("adra-optimizer", "attack", "auto", "Optimiser of the dummy: adam, lbfgs, or auto (paper: lbfgs as DLG; strong: adam).", choices=("auto", "adam", "lbfgs")),
     _k("adra-lr", "attack", 0.1, "Learning rate of the dummy's optimiser (adam; lbfgs uses 1 with a line search).", check=_pos, rule="> 0"),
     _k("adra-distance", "attack", "cosine", "strong: distance between observed and predicted delta-alpha: cosine, l2 (scale-aware, normalised by the observed norm).", choices=("cosine", "l2")),
+    _k("adra-init", "attack", "aux", "strong: starting points: aux (the attacker's aux images whose predicted update best matches, a learned prior; labels inferred from them) or noise (uniform noise, every label tried).", choices=("aux", "noise")),
     _k("adra-labels", "attack", "auto", "strong: labels: try-all (every class per sample, B=1), joint (soft labels optimised with the images), auto (try-all when one sample per step, else joint).", choices=("auto", "try-all", "joint")),
     _k("adra-unroll", "attack", True, "strong: replay the client's known local procedure (every alpha step, the optimizer's state) instead of reading delta-alpha as one gradient."),
     _k("adra-tv", "attack", 0.02, "strong: weight of the total-variation prior.", check=_nonneg, rule=">= 0"),

@@ -126,9 +126,10 @@ class ADRA:
         if self.s.adra_mode == "paper":
             sol = solve_paper(problem, self.s, gen, self.progress)
         else:
-            if self.s.adra_prior == "pca" and knowledge.aux_images is None:
-                raise CaptureError("adra-prior = 'pca' needs the attacker's aux pool (Knowledge.aux_images)")
-            sol = solve_strong(problem, self.s, gen, knowledge.aux_images, self.progress)
+            needs_aux = self.s.adra_prior == "pca" or self.s.adra_init == "aux"
+            if needs_aux and knowledge.aux_images is None:
+                raise CaptureError("adra-init = 'aux' and adra-prior = 'pca' need the attacker's aux pool (Knowledge.aux_images)")
+            sol = solve_strong(problem, self.s, gen, knowledge.aux_images, knowledge.aux_labels, self.progress)
         k, b = sol.labels.shape
         # which local step each image is for: known when every step is modelled
         known = problem.steps == problem.local_steps

@@ -20,13 +20,13 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 
 
 class Pixels:
-    """Dummy images as free pixels in [0, 1] (uniform noise at the start)."""
+    """Dummy images as free pixels, projected into [0, 1] after every step."""
 
     def __init__(self, shape: tuple[int, ...]) -> None:
         self.shape = shape
 
-    def init(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.rand((n, *self.shape), generator=generator)
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images.clone()
 
     def images(self, params: torch.Tensor) -> torch.Tensor:
         return params
@@ -37,7 +37,7 @@ class Pixels:
 
 
 class PCA:
-    """Dummy images as aux-pool mean + Σ c_i σ_i v_i, c ~ N(0, 1) at the start."""
+    """Dummy images as aux-pool mean + Σ c_i σ_i v_i (clamped to [0, 1])."""
 
     def __init__(self, shape: tuple[int, ...], aux_images: np.ndarray, components: int) -> None:
         flat = np.asarray(aux_images, np.float64).reshape(len(aux_images), -1)
@@ -53,8 +53,10 @@ class PCA:
         self.mean = torch.tensor(mean, dtype=torch.float32)
         self.basis = torch.tensor(vt[:k] * scale[:, None], dtype=torch.float32)  # (k, D)
 
-    def init(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        return torch.randn((n, *self.shape[:-3], self.k), generator=generator)
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Least-squares coefficients of images (..., C, H, W) in the basis."""
+        flat = images.reshape(*images.shape[:-3], -1) - self.mean
+        return torch.linalg.lstsq(self.basis.T, flat.reshape(-1, flat.shape[-1]).T).solution.T.reshape(*flat.shape[:-1], self.k)
 
     def images(self, params: torch.Tensor) -> torch.Tensor:
         flat = self.mean + params @ self.basis

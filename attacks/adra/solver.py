@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from attacks.adra.client_model import AlphaProcedure, replay
 from attacks.adra.priors import PCA, Pixels, total_variation
+from attacks.adra.screen import screen
 from attacks.adra.victim import Victim
 
 log = logging.getLogger(__name__)
@@ -81,32 +82,52 @@ def _match(problem: Problem, x: torch.Tensor, y: torch.Tensor, distance: str, te
     return _distance(distance, pred, problem.observed).view(h, draws).mean(1)
 
 
-def solve_strong(problem: Problem, s: Any, generator: torch.Generator, aux_images=None,
-                 progress: Progress | None = None) -> Solution:
-    """Strong mode (see the module docstring). ``s`` is the ``attack`` config section."""
+def _starts(problem: Problem, s: Any, generator: torch.Generator, aux_images, aux_labels) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Initial images (H, K, B, C, h, w), and fixed labels (H, K, B) or label logits (H, K, B, classes)."""
     k, b, c = problem.steps, problem.batch, problem.classes
-    shape = (k, b, *problem.image_shape)
-    param = PCA(shape, aux_images, s.adra_prior_components) if s.adra_prior == "pca" else Pixels(shape)
     labels_mode = s.adra_labels
     if labels_mode == "auto":
         labels_mode = "try-all" if k * b == 1 else "joint"
     if labels_mode == "try-all" and k * b != 1:
         raise ValueError(f"adra-labels = 'try-all' needs one sample per capture, this one has {k} steps x B={b}; use joint or auto")
-    restarts = s.adra_restarts
+    if s.adra_init == "aux":
+        if aux_images is None:
+            raise ValueError("adra-init = 'aux' needs the attacker's aux pool (Knowledge.aux_images)")
+        starts = screen(problem.victim, problem.proc, problem.observed, torch.as_tensor(aux_images),
+                        torch.as_tensor(aux_labels), c, k, b, s.adra_restarts,
+                        LABELS_KEPT if labels_mode == "try-all" else 1, generator)
+        if labels_mode == "try-all":
+            return starts.images, starts.labels, None
+        return starts.images, None, LABEL_CONFIDENCE * F.one_hot(starts.labels, c).float()
+    shape = (k, b, *problem.image_shape)
     if labels_mode == "try-all":
-        fixed = torch.arange(c).repeat_interleave(restarts).view(-1, 1, 1)  # (H, 1, 1)
-        label_params = None
-    else:
-        fixed = None
-        label_params = (0.1 * torch.randn((restarts, k, b, c), generator=generator)).requires_grad_(True)
-    n = c * restarts if fixed is not None else restarts
-    params = param.init(n, generator).requires_grad_(True)
+        n = c * s.adra_restarts
+        fixed = torch.arange(c).repeat_interleave(s.adra_restarts).view(-1, 1, 1)
+        return torch.rand((n, *shape), generator=generator), fixed, None
+    n = s.adra_restarts
+    return torch.rand((n, *shape), generator=generator), None, 0.1 * torch.randn((n, k, b, c), generator=generator)
+
+
+LABELS_KEPT = 2  # aux screening, one sample per capture: labels whose best aux images start hypotheses
+LABEL_CONFIDENCE = 4.0  # joint labels start as softmax(4 * one-hot): 0.86 on the screened label
+
+
+def solve_strong(problem: Problem, s: Any, generator: torch.Generator, aux_images=None, aux_labels=None,
+                 progress: Progress | None = None) -> Solution:
+    """Strong mode (see the module docstring). ``s`` is the ``attack`` config section."""
+    k, b, c = problem.steps, problem.batch, problem.classes
+    shape = (k, b, *problem.image_shape)
+    x0, fixed, logits0 = _starts(problem, s, generator, aux_images, aux_labels)
+    param = PCA(shape, aux_images, s.adra_prior_components) if s.adra_prior == "pca" else Pixels(shape)
+    params = param.encode(x0).requires_grad_(True)
+    label_params = logits0.clone().requires_grad_(True) if logits0 is not None else None
+    n = len(x0)
     total = s.adra_iterations
-    stages = [int(total * 0.25), int(total * 0.5)] if fixed is not None else []
+    # successive halving: the best half of the hypotheses at 25% of the run, the best quarter at 50%
+    stages = {int(total * 0.25): max(1, n // 2), int(total * 0.5): max(1, n // 4)}
     opt = torch.optim.Adam([params] + ([label_params] if label_params is not None else []), lr=s.adra_lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
     adam = problem.proc.optimizer == "adam"
-    dist = None
     for it in range(total):
         temp = _temperature(it, total) if adam else 0.0
         y = F.one_hot(fixed.expand(-1, k, b), c).float() if fixed is not None else torch.softmax(label_params, -1)
@@ -118,37 +139,41 @@ def solve_strong(problem: Problem, s: Any, generator: torch.Generator, aux_image
         opt.step()
         sched.step()
         param.project(params)
-        if it in stages and fixed is not None:
-            keep_labels = 3 if it == stages[0] else 1
-            params, fixed = _prune(opt, params, fixed, dist.detach(), keep_labels)
+        if it in stages and stages[it] < len(dist):
+            params, fixed, label_params = _prune(opt, [params, fixed, label_params], dist.detach(), stages[it])
         if progress is not None:
             progress(it + 1, total)
     with torch.no_grad():
         x = param.images(params)
     y = F.one_hot(fixed.expand(-1, k, b), c).float() if fixed is not None else torch.softmax(label_params, -1).detach()
-    final = _match(problem, x, y, s.adra_distance, 0.0 if not adam else _temperature(total - 1, total)).detach()
+    final = _match(problem, x, y, s.adra_distance, _temperature(total - 1, total) if adam else 0.0).detach()
     best = int(torch.argmin(torch.nan_to_num(final, nan=math.inf)))
     return Solution(x[best].detach(), y[best].argmax(-1), float(final[best]), n, total)
 
 
-def _prune(opt: torch.optim.Optimizer, params: torch.Tensor, fixed: torch.Tensor, dist: torch.Tensor,
-           keep_labels: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keep every restart of the ``keep_labels`` labels whose best restart matches best."""
-    labels = fixed.view(-1)
-    best_per_label = {int(lab): float(dist[labels == lab].min()) for lab in labels.unique()}
-    if len(best_per_label) <= keep_labels:
-        return params, fixed
-    kept = sorted(best_per_label, key=best_per_label.get)[:keep_labels]
-    rows = torch.nonzero(torch.isin(labels, torch.tensor(kept))).flatten()
-    new = params.detach()[rows].clone().requires_grad_(True)
-    state = opt.state.pop(params, {})
-    for key in ("exp_avg", "exp_avg_sq"):
-        if key in state:
-            state[key] = state[key][rows].clone()
-    opt.param_groups[0]["params"][0] = new
-    if state:
-        opt.state[new] = state
-    return new, fixed[rows]
+def _prune(opt: torch.optim.Optimizer, tensors: list[torch.Tensor | None], dist: torch.Tensor,
+           keep: int) -> list[torch.Tensor | None]:
+    """Keep the ``keep`` best-matching hypotheses (rows) of every tensor, optimizer state included."""
+    rows = torch.argsort(torch.nan_to_num(dist, nan=math.inf))[:keep]
+    out: list[torch.Tensor | None] = []
+    group = opt.param_groups[0]["params"]
+    for t in tensors:
+        if t is None:
+            out.append(None)
+            continue
+        if not t.requires_grad:  # fixed labels
+            out.append(t[rows])
+            continue
+        new = t.detach()[rows].clone().requires_grad_(True)
+        state = opt.state.pop(t, {})
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in state:
+                state[key] = state[key][rows].clone()
+        group[[i for i, p in enumerate(group) if p is t][0]] = new
+        if state:
+            opt.state[new] = state
+        out.append(new)
+    return out
 
 
 # --------------------------------------------------------------------------- paper
