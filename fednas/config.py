@@ -171,6 +171,28 @@ KEYS: tuple[Key, ...] = (
     _k("md-keep", "amia", 0.5, "Share of the reference set kept for the student: its lowest-entropy samples (DMP).", check=_unit, rule="in (0, 1]"),
     _k("md-temperature", "amia", 1.0, "Softmax temperature of the teacher's soft labels.", check=_pos, rule="> 0"),
     _k("md-epochs", "amia", 100, "Epochs of the student's training on the kept reference samples.", check=_pos, rule="> 0"),
+    # --- attack: the eavesdropper and ADRA (attacks/adra, docs/adra.md) --------------
+    _k("eavesdrop", "attack", False, "Wrap the server's strategy with the eavesdropper: record each client's alpha before/after its round (captures/), attack it, write leakage/."),
+    _k("attack", "attack", "adra", "Attack run on every capture, by name (attacks.ATTACKS).", choices=("adra",)),
+    _k("attack-online", "attack", True, "Attack captures while the run goes on (worker processes) and report at its end. Off: only record captures; attack later with python -m attacks.adra RUN_DIR."),
+    _k("attack-workers", "attack", 1, "Worker processes attacking captures during the run (0: attack in the server process after the last round).", check=_nonneg, rule=">= 0"),
+    _k("attack-identifiability", "attack", True, "Score each capture's identifiability (rank of d(alpha-gradient)/dx at the true batch over the input size; costs about one attack iteration per input pixel)."),
+    _k("alpha-pattern", "attack", "^alpha", "Regular expression (re.search) naming the alpha arrays among a message's arrays; the rest is theta."),
+    _k("adra-mode", "attack", "strong", "paper: L2 matching of the raw gradient over a dummy image and soft label, kappa denoise (Li et al. 2024). strong: the known client optimizer unrolled, cosine distance, label search, TV/box priors, restarts.", choices=("paper", "strong")),
+    _k("knows-weights", "attack", True, "The attacker uses the server's theta_t1 (on the wire when share-weights). Off, or when no theta was sent: surrogate theta from U(-bound, bound)."),
+    _k("surrogate-draws", "attack", 1, "Surrogate theta draws whose matching losses are averaged (when theta is not known).", check=_pos, rule="> 0"),
+    _k("adra-iterations", "attack", 300, "Optimisation steps of the reconstruction (strong: per label hypothesis stage schedule in docs/adra.md).", check=_pos, rule="> 0"),
+    _k("adra-restarts", "attack", 2, "strong: random restarts per label hypothesis; the best gradient match is kept (paper: 1).", check=_pos, rule="> 0"),
+    _k("adra-optimizer", "attack", "auto", "Optimiser of the dummy: adam, lbfgs, or auto (paper: lbfgs as DLG; strong: adam).", choices=("auto", "adam", "lbfgs")),
+    _k("adra-lr", "attack", 0.1, "Learning rate of the dummy's optimiser (adam; lbfgs uses 1 with a line search).", check=_pos, rule="> 0"),
+    _k("adra-distance", "attack", "cosine", "strong: distance between observed and predicted delta-alpha: cosine, l2 (scale-aware, normalised by the observed norm).", choices=("cosine", "l2")),
+    _k("adra-init", "attack", "aux", "strong: starting points: aux (the attacker's aux images whose predicted update best matches, a learned prior; labels inferred from them) or noise (uniform noise, every label tried).", choices=("aux", "noise")),
+    _k("adra-labels", "attack", "auto", "strong: labels: try-all (every class per sample, B=1), joint (soft labels optimised with the images), auto (try-all when one sample per step, else joint).", choices=("auto", "try-all", "joint")),
+    _k("adra-unroll", "attack", True, "strong: replay the client's known local procedure (every alpha step, the optimizer's state) instead of reading delta-alpha as one gradient."),
+    _k("adra-tv", "attack", 0.02, "strong: weight of the total-variation prior.", check=_nonneg, rule=">= 0"),
+    _k("adra-prior", "attack", "none", "strong: learned prior from the attacker's aux pool: none, or pca (optimise coefficients of its principal components).", choices=("none", "pca")),
+    _k("adra-prior-components", "attack", 12, "strong: principal components of the pca prior.", check=_pos, rule="> 0"),
+    _k("adra-kappa", "attack", 0.96, "paper: denoise, pixels above kappa (of 1; the paper's 245/255) are set to 0.", check=_unit, rule="in (0, 1]"),
 )
 # fmt: on
 

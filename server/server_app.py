@@ -16,6 +16,7 @@ from fednas.data import check_federation, dataset_from_config
 from fednas.federated import central_evaluate, genotype_of, initial_arrays
 from fednas.runlog import RunLog, resolve_run_dir
 from server import route_logs_to_flower
+from server.eavesdrop import Eavesdropper
 from server.strategies import RoundBook, build_strategy
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,26 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
     return evaluate_fn
 
 
+def eavesdropping(cfg: Config, run_dir, strategy):
+    """Wrap ``strategy`` with the eavesdropper; attack online when asked (see attacks.leakage)."""
+    from attacks.captures import CaptureStore
+    from attacks.leakage import LeakageAudit
+
+    audit = LeakageAudit(run_dir, cfg.flat()) if cfg.attack.attack_online else None
+    store = CaptureStore(run_dir)
+    return Eavesdropper(strategy, store, cfg.attack.alpha_pattern,
+                        on_capture=audit.submit if audit is not None else None), audit
+
+
+def finish_leakage(audit, run_dir, strategy: Eavesdropper) -> dict:
+    """The leakage summary for summary.json (never raises)."""
+    if audit is None:
+        log.info("eavesdropper: %d captures in %s; attack them with: python -m attacks.adra %s",
+                 len(strategy.captures), strategy.store.dir, run_dir)
+        return {"status": "captured", "captures": len(strategy.captures)}
+    return audit.finish()
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Validate the config, run the rounds, write the run directory."""
@@ -79,10 +100,14 @@ def main(grid: Grid, context: Context) -> None:
     log.info("run directory: %s", run_dir)
     nodes = wait_for_nodes(grid)
     runlog = RunLog(cfg, run_dir, {"nodes": len(nodes), "run-id": context.run_id})
+    audit = None
     try:
         # Fail before any training if a client would lack data.
         check_federation(dataset_from_config(cfg.data, cfg.run.seed), cfg.data, cfg.run.seed, len(nodes))
-        book = RoundBook(build_strategy(cfg.fed, len(nodes), cfg.dp))
+        strategy = build_strategy(cfg.fed, len(nodes), cfg.dp)
+        if cfg.attack.eavesdrop:
+            strategy, audit = eavesdropping(cfg, run_dir, strategy)
+        book = RoundBook(strategy)
         initial = ArrayRecord(initial_arrays(cfg))
         result = book.start(
             grid=grid,
@@ -98,9 +123,13 @@ def main(grid: Grid, context: Context) -> None:
         final = final_record.to_torch_state_dict()
         genotype = genotype_of(cfg, final)
         log.info("final genotype:\n%s", genotype.pretty())
+        if cfg.attack.eavesdrop:
+            runlog.summary["leakage"] = finish_leakage(audit, run_dir, strategy)
         runlog.finish({k: v.numpy() for k, v in final.items()}, genotype=genotype.pretty())
     except BaseException as err:
         runlog.fail(err)
+        if audit is not None:
+            audit.close()
         raise
     if cfg.amia.amia:  # after the run is complete and saved; a failure is recorded, never raised
         runlog.summary["amia"] = amia_after_run(run_dir)

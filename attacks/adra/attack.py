@@ -1,0 +1,149 @@
+"""ADRA as an attack object: captures and public knowledge in, reconstructions out."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from attacks.adra.client_model import AlphaProcedure
+from attacks.adra.solver import Problem, solve_paper, solve_strong
+from attacks.adra.victim import Victim, surrogate_theta
+from attacks.base import Knowledge, Reconstruction
+from attacks.captures import Capture
+from fednas.config import ConfigError, search_from_record
+from fednas.search import num_local_steps
+from fednas.spaces import build_supernet
+
+log = logging.getLogger(__name__)
+
+
+class CaptureError(ValueError):
+    """A capture the attack cannot use; the message is the reason reported."""
+
+
+def _check_arrays(what: str, arrays: dict[str, np.ndarray], names: list[str], shapes: list[tuple[int, ...]]) -> None:
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise CaptureError(f"{what} lacks {missing} (has {sorted(arrays)[:5]})")
+    for n, shape in zip(names, shapes):
+        a = arrays[n]
+        if tuple(a.shape) != tuple(shape):
+            raise CaptureError(f"{what} {n!r} has shape {tuple(a.shape)}, the search space has {tuple(shape)}")
+        if not np.all(np.isfinite(a)):
+            raise CaptureError(f"{what} {n!r} holds NaN or Inf")
+
+
+def local_alpha_steps(search: Any, metrics: dict[str, Any]) -> int:
+    """How many α steps the client took: its reply says so, else the train config does."""
+    if "local-steps" in metrics:
+        return int(metrics["local-steps"])
+    if search.local_epochs > 0:
+        raise CaptureError("local-epochs > 0 and the reply does not say how many local steps were taken")
+    return num_local_steps(search, 0)
+
+
+class ADRA:
+    """The architectural dataset reconstruction attack, in ``paper`` or ``strong`` mode.
+
+    Parameters
+    ----------
+    settings : AttackConfig
+        The ``attack`` section of the config (``adra-*``, ``knows-weights``, ...).
+    seed : int
+        Seeds dummies, restarts and surrogate θ (with each capture's id).
+    """
+
+    name = "adra"
+
+    def __init__(self, settings: Any, seed: int = 0) -> None:
+        if settings.adra_mode not in ("paper", "strong"):
+            raise ValueError(f"unknown adra-mode {settings.adra_mode!r}; choose paper or strong")
+        self.s, self.seed = settings, seed
+        self.progress: Callable[[int, int], None] | None = None
+
+    def reconstruct(self, captures: Sequence[Capture], knowledge: Knowledge) -> list[Reconstruction]:
+        """One reconstruction per capture; a capture it cannot use comes back ``failed``."""
+        out = []
+        for capture in captures:
+            t0 = time.perf_counter()
+            try:
+                out.append(self._one(capture, knowledge, t0))
+            except CaptureError as err:
+                out.append(Reconstruction.failed(capture.id, str(err), time.perf_counter() - t0))
+            except (RuntimeError, ValueError, KeyError) as err:  # a numerical or shape problem deep inside
+                log.exception("ADRA failed on capture %s", capture.id)
+                out.append(Reconstruction.failed(capture.id, f"attack error: {type(err).__name__}: {err}",
+                                                 time.perf_counter() - t0))
+        return out
+
+    # ------------------------------------------------------------------ one capture
+    def problem(self, capture: Capture, knowledge: Knowledge) -> tuple[Problem, str]:
+        """Check the capture and build what the solvers need (and the θ source used)."""
+        if capture.status != "ok":
+            raise CaptureError(capture.reason or "the capture is marked failed")
+        try:
+            search = search_from_record(capture.train_config)
+        except ConfigError as err:
+            raise CaptureError(f"the train config cannot be read: {err}") from None
+        cfg = knowledge.config
+        ref = build_supernet(cfg.space, knowledge.spec, 0)
+        names = [n for n, _ in ref.named_arch_parameters()]
+        shapes = [tuple(p.shape) for _, p in ref.named_arch_parameters()]
+        _check_arrays("alpha_t1", capture.alpha_t1, names, shapes)
+        _check_arrays("alpha_t2", capture.alpha_t2, names, shapes)
+        if self.s.knows_weights and capture.theta_t1:
+            weights = ref.named_weight_parameters()
+            _check_arrays("theta_t1", capture.theta_t1, [n for n, _ in weights], [tuple(p.shape) for _, p in weights])
+            theta_source = "server"
+            thetas = [{k: torch.as_tensor(v) for k, v in capture.theta_t1.items()}]
+        else:
+            theta_source = f"surrogate x{self.s.surrogate_draws}"
+            thetas = surrogate_theta(ref, cfg.space.theta_init_bound, self.s.surrogate_draws, self._seed(capture))
+        delta = torch.cat([torch.as_tensor(capture.delta_alpha[n], dtype=torch.float64).reshape(-1) for n in names])
+        if float(delta.abs().max()) == 0.0:
+            raise CaptureError("delta-alpha is zero: the client's round did not change alpha")
+        steps = local_alpha_steps(search, capture.metrics)
+        proc = AlphaProcedure.from_settings(search, steps)
+        if not (self.s.adra_mode == "strong" and self.s.adra_unroll):
+            proc = dataclasses.replace(proc, steps=1)  # Δα read as one step
+        alpha_t1 = {k: torch.as_tensor(v) for k, v in capture.alpha_t1.items()}
+        victim = Victim(cfg.space, knowledge.spec, alpha_t1, thetas, alpha_l2=search.alpha_l2)
+        spec = knowledge.spec
+        problem = Problem(victim, proc, delta.float(), proc.steps, proc.batch_size, steps, spec.num_classes,
+                          (spec.channels, spec.image_size, spec.image_size))
+        return problem, theta_source
+
+    def _one(self, capture: Capture, knowledge: Knowledge, t0: float) -> Reconstruction:
+        problem, theta_source = self.problem(capture, knowledge)
+        gen = torch.Generator().manual_seed(self._seed(capture) + 1)
+        if self.s.adra_mode == "paper":
+            sol = solve_paper(problem, self.s, gen, self.progress)
+        else:
+            needs_aux = self.s.adra_prior == "pca" or self.s.adra_init == "aux"
+            if needs_aux and knowledge.aux_images is None:
+                raise CaptureError("adra-init = 'aux' and adra-prior = 'pca' need the attacker's aux pool (Knowledge.aux_images)")
+            sol = solve_strong(problem, self.s, gen, knowledge.aux_images, knowledge.aux_labels, self.progress)
+        k, b = sol.labels.shape
+        # which local step each image is for: known when every step is modelled
+        known = problem.steps == problem.local_steps
+        steps = np.repeat(np.arange(k), b) if known else np.full(k * b, -1)
+        return Reconstruction(
+            capture.id, "ok", "",
+            images=sol.images.reshape(k * b, *problem.image_shape).numpy().astype(np.float32),
+            labels=sol.labels.reshape(-1).numpy().astype(np.int64),
+            steps=steps.astype(np.int64), positions=np.tile(np.arange(b), k).astype(np.int64),
+            match=sol.match, seconds=time.perf_counter() - t0,
+            details={"theta-source": theta_source, "hypotheses": sol.hypotheses, "iterations": sol.iterations,
+                     "modelled-steps": problem.steps, "local-steps": problem.local_steps, "B": problem.batch,
+                     "alpha-optimizer": problem.proc.optimizer},
+        )
+
+    def _seed(self, capture: Capture) -> int:
+        return (self.seed * 1_000_003 + zlib.crc32(capture.id.encode())) % (2**31)

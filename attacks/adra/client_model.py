@@ -1,0 +1,81 @@
+"""The client's known local α procedure, replayed on dummy batches (the optimizer model).
+
+The server's train config tells the attacker how the client turns gradients into Δα:
+the optimizer (SGD, or Adam with β1, β2 = 0.999 and ε = 1e-8 as ``torch.optim.Adam``),
+its learning rate and L2 weight decay, the number of α steps, B. ADRA in strong mode
+replays exactly that, step after step, on K dummy batches, so that the predicted Δα is
+comparable to the observed one whatever the optimizer. θ between the client's α steps
+moves by θ steps on data the attacker never sees; the replay keeps θ at θ_t1 (the one
+approximation left, exact for one local step).
+
+Adam's first step is lr·g/(|g| + ε): a sign, whose derivative is zero. The replay
+replaces ε by ``temperature`` × the mean |g| of the dummy's own gradient, a smooth sign
+that tends to the real one as the temperature goes to 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+ADAM_BETA2 = 0.999
+ADAM_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class AlphaProcedure:
+    """What the attacker knows of the client's α updates (from the train config)."""
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    beta1: float
+    steps: int
+    batch_size: int
+
+    @classmethod
+    def from_settings(cls, search: Any, steps: int) -> AlphaProcedure:
+        return cls(search.alpha_optimizer, float(search.alpha_lr), float(search.alpha_weight_decay),
+                   float(search.alpha_beta1), int(steps), int(search.alpha_batch_size))
+
+    def gradient_estimate(self, delta: torch.Tensor, alpha_t1: torch.Tensor) -> torch.Tensor:
+        """Δα read as one plain gradient step: −Δα/lr (the paper's 'architecture gradient')."""
+        return -delta / self.lr
+
+
+def replay(proc: AlphaProcedure, alpha_t1: torch.Tensor,
+           grad_fn: Callable[[int, torch.Tensor], torch.Tensor], temperature: float = 0.0) -> torch.Tensor:
+    """Predicted Δα of ``proc.steps`` α steps.
+
+    Parameters
+    ----------
+    proc : AlphaProcedure
+    alpha_t1 : tensor (N, n_alpha)
+        α at the round's start, one row per hypothesis.
+    grad_fn : callable (step, alpha) -> tensor (N, n_alpha)
+        ∇_α L of the hypothesis' dummy batch of that step at the given α.
+    temperature : float
+        > 0 smooths Adam's sign-like normalisation (see the module docstring).
+    """
+    alpha = alpha_t1
+    m = v = None
+    for k in range(1, proc.steps + 1):
+        g = grad_fn(k - 1, alpha) + proc.weight_decay * alpha
+        if proc.optimizer == "sgd":
+            alpha = alpha - proc.lr * g
+            continue
+        if proc.optimizer != "adam":
+            raise ValueError(f"unknown alpha-optimizer {proc.optimizer!r}; the replay knows adam and sgd")
+        m = (1 - proc.beta1) * g if m is None else proc.beta1 * m + (1 - proc.beta1) * g
+        v = (1 - ADAM_BETA2) * g * g if v is None else ADAM_BETA2 * v + (1 - ADAM_BETA2) * g * g
+        m_hat = m / (1 - proc.beta1**k)
+        v_hat = v / (1 - ADAM_BETA2**k)
+        eps = ADAM_EPS
+        if temperature > 0:
+            eps = eps + temperature * g.detach().abs().mean(-1, keepdim=True)
+        # clamp: sqrt's derivative at an exactly-zero second moment is infinite
+        alpha = alpha - proc.lr * m_hat / (v_hat.clamp_min(1e-30).sqrt() + eps)
+    return alpha - alpha_t1

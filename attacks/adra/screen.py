@@ -1,0 +1,101 @@
+"""Starting points from the attacker's auxiliary pool (a learned prior), cheap to compute.
+
+For every aux image (with its own label) the attacker computes the architecture gradient
+it would produce at α_t1 and the update the client's optimizer would make of it: a table
+of first-order quantities, one batched pass, no double backward. Then:
+
+- one sample per capture (B = 1, one local step): rank the aux images by the cosine
+  between their predicted Δα and the observed one. The labels of the best matches infer
+  the label; the best images of the best labels are the restarts' starting points;
+- several samples (B > 1 or several steps): a greedy matching pursuit picks, slot after
+  slot, the aux image whose gradient added to the chosen ones best explains Δα
+  (the batch gradient read as the sum of per-sample gradients), randomised among the top
+  three for restarts after the first.
+
+The refinement (``solver.solve_strong``) then moves these images, exactly modelled, to
+the observed Δα; a starting point is an aux image, never a client's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from attacks.adra.client_model import AlphaProcedure, replay
+
+MAX_AUX = 128  # aux images screened (a seeded subset of a larger pool)
+CHUNK = 64  # aux images per batched gradient call
+
+
+@dataclass
+class Starts:
+    """Initial hypotheses: images (H, K, B, C, h, w) and labels (H, K, B)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    scores: torch.Tensor  # screening cosine per hypothesis (higher is better)
+
+
+def _one_step(proc: AlphaProcedure, g: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The optimizer's first step on gradient rows g (N, n_alpha): a predicted Δα per row."""
+    one = AlphaProcedure(proc.optimizer, proc.lr, 0.0, proc.beta1, 1, proc.batch_size)
+    return replay(one, torch.zeros_like(g), lambda k, a: g, temperature)
+
+
+@torch.no_grad()
+def gradient_table(victim, aux_x: torch.Tensor, aux_y: torch.Tensor, classes: int) -> torch.Tensor:
+    """Per aux image (alone, its own label), ∇_α L at α_t1 averaged over the θ draws: (N, n_alpha)."""
+    rows = []
+    for start in range(0, len(aux_x), CHUNK):
+        x = aux_x[start : start + CHUNK].unsqueeze(1)  # (n, B=1, C, H, W)
+        y = F.one_hot(aux_y[start : start + CHUNK], classes).float().unsqueeze(1)
+        per_draw = [victim.grads(x, y, draw=torch.full((len(x),), d, dtype=torch.long)) for d in range(victim.draws)]
+        rows.append(torch.stack(per_draw).mean(0))
+    return torch.cat(rows)
+
+
+def screen(victim, proc: AlphaProcedure, observed: torch.Tensor, aux_x: torch.Tensor, aux_y: torch.Tensor,
+           classes: int, steps: int, batch: int, restarts: int, labels_kept: int, generator: torch.Generator,
+           temperature: float = 0.05) -> Starts:
+    """Starting hypotheses for a capture of ``steps`` × ``batch`` samples (module docstring)."""
+    if len(aux_x) > MAX_AUX:
+        keep = torch.randperm(len(aux_x), generator=generator)[:MAX_AUX]
+        aux_x, aux_y = aux_x[keep], aux_y[keep]
+    table = gradient_table(victim, aux_x, aux_y, classes)
+    temp = temperature if proc.optimizer == "adam" else 0.0
+    if steps * batch == 1:
+        score = F.cosine_similarity(_one_step(proc, table, temp), observed[None], dim=-1)
+        best_label = {int(c): float(score[aux_y == c].max()) for c in aux_y.unique()}
+        chosen: list[int] = []
+        for c in sorted(best_label, key=best_label.get, reverse=True)[:labels_kept]:
+            rows = torch.nonzero(aux_y == c).flatten()
+            chosen += rows[torch.argsort(score[rows], descending=True)[:restarts]].tolist()
+        idx = torch.tensor(chosen)
+        return Starts(aux_x[idx].view(len(idx), 1, 1, *aux_x.shape[1:]), aux_y[idx].view(-1, 1, 1), score[idx])
+    return _pursuit(proc, table, observed, aux_x, aux_y, steps, batch, restarts, generator, temp)
+
+
+def _pursuit(proc, table, observed, aux_x, aux_y, steps, batch, restarts, generator, temp) -> Starts:
+    n = steps * batch
+    images, labels, scores = [], [], []
+    for r in range(restarts):
+        chosen: list[int] = []
+        total = torch.zeros_like(table[0])
+        score = torch.tensor(0.0)
+        for _ in range(n):
+            cand = total[None] + table
+            s = F.cosine_similarity(_one_step(proc, cand, temp), observed[None], dim=-1)
+            if chosen:
+                s[torch.tensor(chosen)] = -2.0  # each aux image once
+            top = torch.argsort(s, descending=True)[:3]
+            pick = int(top[0]) if r == 0 else int(top[torch.randint(len(top), (1,), generator=generator)])
+            chosen.append(pick)
+            total = total + table[pick]
+            score = s[pick]
+        idx = torch.tensor(chosen)
+        images.append(aux_x[idx].view(steps, batch, *aux_x.shape[1:]))
+        labels.append(aux_y[idx].view(steps, batch))
+        scores.append(score)
+    return Starts(torch.stack(images), torch.stack(labels), torch.stack(scores))

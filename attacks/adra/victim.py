@@ -1,0 +1,170 @@
+"""The attacker's replica of a client's model, and batched architecture gradients.
+
+ADRA compares the observed Δα with the architecture gradient of dummy inputs. This module
+rebuilds the supernet the client trained (``build_supernet`` from the public config, so a
+fused supernet speeds the attack up for free), loads the round's α_t1 and a θ (the server's
+θ_t1, or surrogate draws), and computes ∇_α L for many independent dummy batches at once
+with ``torch.func.vmap``: restarts, label hypotheses and θ draws are one batched call, each
+element a separate batch of B images with its own BatchNorm statistics, exactly as the
+client's train-mode forward pass sees its own batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
+
+from fednas.spaces import InputSpec, Supernet, build_supernet
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy against soft (or one-hot) targets of shape (B, classes)."""
+    return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+def surrogate_theta(model: Supernet, bound: float, draws: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """``draws`` surrogate θ from U(−bound, bound) (the paper's assumption), seeded."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(draws):
+        out.append({n: torch.empty_like(p).uniform_(-bound, bound, generator=gen)
+                    for n, p in model.named_weight_parameters()})
+    return out
+
+
+class Victim:
+    """A client's model as the attacker rebuilds it at the start of a round.
+
+    Parameters
+    ----------
+    space : SpaceConfig
+        The public ``space`` section of the run's config.
+    spec : InputSpec
+        Input shape and classes (public: the dataset's).
+    alpha : mapping
+        α_t1 by parameter name (what the server sent).
+    thetas : sequence of mappings
+        One or more θ (by name): the server's θ_t1, or surrogate draws. Gradients are
+        computed under each; the attack averages its loss over them.
+    alpha_l2 : float
+        The ``alpha-l2`` penalty the server's train config asks the client to add.
+    """
+
+    def __init__(self, space: Any, spec: InputSpec, alpha: Mapping[str, torch.Tensor],
+                 thetas: Sequence[Mapping[str, torch.Tensor]] | None, alpha_l2: float = 0.0,
+                 seed: int = 0, device: torch.device | str = "cpu") -> None:
+        model = build_supernet(space, spec, seed).to(device)
+        model.train()  # the client's α step runs in train mode: BatchNorm uses batch statistics
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.model, self.spec, self.device, self.alpha_l2 = model, spec, torch.device(device), alpha_l2
+        self.alpha_names = [n for n, _ in model.named_arch_parameters()]
+        self.alpha_shapes = [tuple(p.shape) for _, p in model.named_arch_parameters()]
+        missing = [n for n in self.alpha_names if n not in alpha]
+        if missing:
+            raise KeyError(f"α_t1 lacks {missing}")
+        self.alpha = {n: torch.as_tensor(alpha[n], dtype=torch.float32).to(device) for n in self.alpha_names}
+        for n, shape in zip(self.alpha_names, self.alpha_shapes):
+            if tuple(self.alpha[n].shape) != shape:
+                raise ValueError(f"α_t1 {n!r} has shape {tuple(self.alpha[n].shape)}, the supernet expects {shape}")
+        own = dict(model.named_weight_parameters())
+        if not thetas:
+            thetas = [{n: p.detach() for n, p in own.items()}]
+        stacked = {}
+        for n, p in own.items():
+            vals = []
+            for t in thetas:
+                if n not in t:
+                    raise KeyError(f"θ lacks {n!r}")
+                v = torch.as_tensor(t[n], dtype=p.dtype).to(device)
+                if v.shape != p.shape:
+                    raise ValueError(f"θ {n!r} has shape {tuple(v.shape)}, the supernet expects {tuple(p.shape)}")
+                vals.append(v)
+            stacked[n] = torch.stack(vals)
+        self.thetas = stacked  # name -> (draws, *shape)
+        self.draws = len(thetas)
+        self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
+        self.n_alpha = sum(int(torch.tensor(s).prod()) for s in self.alpha_shapes)
+        self.batch_gradient = self._build()  # (theta, buffers, alpha_flat, x, y) -> ∇_α L of one batch
+
+    @property
+    def alpha_flat(self) -> torch.Tensor:
+        return torch.cat([self.alpha[n].reshape(-1) for n in self.alpha_names])
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        out, i = {}, 0
+        for n, s in zip(self.alpha_names, self.alpha_shapes):
+            k = int(torch.tensor(s).prod())
+            out[n] = flat[..., i : i + k].reshape(*flat.shape[:-1], *s)
+            i += k
+        return out
+
+    def _build(self):
+        model, names, l2 = self.model, self.alpha_names, self.alpha_l2
+
+        def one(theta, buffers, alpha_flat, x, y):
+            def loss(a_flat, bufs):
+                alphas = {}
+                i = 0
+                for n, s in zip(names, self.alpha_shapes):
+                    k = 1
+                    for d in s:
+                        k *= d
+                    alphas[n] = a_flat[i : i + k].reshape(s)
+                    i += k
+                logits = functional_call(model, {**theta, **bufs, **alphas}, (x,))
+                value = soft_cross_entropy(logits, y)
+                if l2 > 0:
+                    value = value + l2 * (a_flat**2).sum()
+                return value
+
+            # buffers are passed in (not captured): BatchNorm's in-place running-stat update
+            # is only allowed on inputs of the transformed function
+            return grad(loss)(alpha_flat, buffers)
+
+        return one
+
+    def grads(self, x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor | None = None,
+              draw: torch.Tensor | None = None) -> torch.Tensor:
+        """∇_α L for N independent batches.
+
+        Parameters
+        ----------
+        x : tensor (N, B, C, H, W)
+            N dummy batches of B images.
+        y : tensor (N, B, classes)
+            Their (soft) labels.
+        alpha : tensor (N, n_alpha), optional
+            α at which to take each gradient (default α_t1 for all): unrolled steps move it.
+        draw : long tensor (N,), optional
+            Which θ draw each batch uses (default 0).
+
+        Returns
+        -------
+        tensor (N, n_alpha), differentiable with respect to ``x`` and ``y``.
+        """
+        n = x.shape[0]
+        if alpha is None:
+            alpha = self.alpha_flat.expand(n, -1)
+        if draw is None:
+            draw = torch.zeros(n, dtype=torch.long, device=x.device)
+        # BatchNorm updates its running statistics in place: give every batch its own copy
+        buffers = {k: v.unsqueeze(0).repeat(n, *([1] * v.dim())) for k, v in self.buffers.items()}
+        out = torch.empty(n, self.n_alpha, dtype=x.dtype, device=x.device)
+        parts = []
+        for d in range(self.draws):
+            rows = (draw == d).nonzero().flatten()
+            if len(rows) == 0:
+                continue
+            theta = {k: v[d] for k, v in self.thetas.items()}
+            # θ enters unbatched (in_dims None): a batched weight would turn every convolution
+            # into a grouped one whose double backward loops over the groups
+            fn = vmap(self.batch_gradient, in_dims=(None, 0, 0, 0, 0))
+            parts.append((rows, fn(theta, {k: v[rows] for k, v in buffers.items()}, alpha[rows], x[rows], y[rows])))
+        if len(parts) == 1 and len(parts[0][0]) == n:
+            return parts[0][1]
+        return out.index_put((torch.cat([r for r, _ in parts]),), torch.cat([g for _, g in parts]))

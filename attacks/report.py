@@ -1,0 +1,364 @@
+"""Scoring reconstructions against the truth and writing the per-client leakage report.
+
+Simulation only: this module reads ``truth/`` (which samples each client used) and the
+clients' data. Output, in a leakage folder (``<run-dir>/leakage/`` online,
+``leakage-N/`` for offline re-runs): ``clients.csv`` (one row per captured (round,
+client, sample)), ``report.md``, ``client-<id>.png`` and ``summary.json``. Metric
+definitions: :mod:`attacks.metrics`.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import logging
+import math
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attacks import metrics as M
+from attacks.base import Reconstruction
+from attacks.captures import CaptureStore
+from fednas.config import parse_config
+from fednas.rundir import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+COLUMNS = (
+    "round", "partition-id", "node-id", "capture", "sample", "step", "position", "status", "reason",
+    "success", "identified", "psnr", "ssim", "mse", "label-correct", "true-label", "predicted-label",
+    "oracle-label", "nearest-sample", "pool-size", "attack-seconds", "identifiability", "identifiability-rank",
+    "input-size", "match", "dp-epsilon",
+)
+SETTING_KEYS = ("attack", "adra-mode", "knows-weights", "surrogate-draws", "adra-iterations", "adra-restarts",
+                "adra-optimizer", "adra-lr", "adra-distance", "adra-labels", "adra-unroll", "adra-tv", "adra-prior")
+SPACE_KEYS = ("nodes", "head", "activation", "channels", "dataset")
+
+
+# ---------------------------------------------------------------------------- context
+
+
+class ScoringContext:
+    """The truth side of a run: dataset, clients' D^α and the oracle (built once)."""
+
+    def __init__(self, run_dir: str | Path, flat: Mapping[str, Any]) -> None:
+        from fednas.data import dataset_from_config, make_pools, partition_clients
+
+        self.run_dir = Path(run_dir)
+        self.cfg = parse_config(dict(flat))
+        self.store = CaptureStore(run_dir)
+        self.dataset = dataset_from_config(self.cfg.data, self.cfg.run.seed)
+        nodes = _federation_size(self.run_dir)
+        self.splits = {s.partition_id: s for s in partition_clients(self.dataset, self.cfg.data, self.cfg.run.seed, nodes)} if nodes else {}
+        self.x = self.dataset.x.numpy()
+        self.y = self.dataset.y.numpy()
+        pools = make_pools(len(self.dataset), self.cfg.data, self.cfg.run.seed)
+        outside = np.concatenate([pools.holdout, pools.aux, pools.test])
+        self.oracle = M.Oracle(self.x[outside], self.y[outside], seed=self.cfg.run.seed)
+
+
+def _federation_size(run_dir: Path) -> int | None:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        return None
+    nodes = json.loads(path.read_text()).get("federation", {}).get("nodes")
+    return int(nodes) if nodes else None
+
+
+def truth_samples(truth: Mapping[str, Any]) -> list[tuple[int, int, int]]:
+    """(step, position, global index) of every sample a capture's client used."""
+    indices = list(truth.get("alpha-indices", []))
+    sizes = list(truth.get("alpha-step-sizes", [])) or [len(indices)]
+    out, start = [], 0
+    for step, size in enumerate(sizes):
+        for pos in range(int(size)):
+            out.append((step, pos, int(indices[start + pos])))
+        start += int(size)
+    return out
+
+
+# ---------------------------------------------------------------------------- identifiability
+
+
+def identifiability_job(run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Numerical rank of ∂(∇_α L)/∂x at the true first-step batch, over the input's size."""
+    from attacks.runner import one_thread
+
+    with one_thread():
+        return _identifiability(run_dir, capture_id, flat)
+
+
+def _identifiability(run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from attacks.adra.attack import ADRA, CaptureError
+    from attacks.adra.identifiability import jacobian_rank
+    from attacks.runner import knowledge_for
+
+    knowledge = knowledge_for(flat)
+    store = CaptureStore(run_dir)
+    truth = store.truth(capture_id)
+    if truth is None:
+        return {"error": "no truth record"}
+    capture = store.load(capture_id)
+    try:
+        problem, _ = ADRA(knowledge.config.attack, seed=knowledge.config.run.seed).problem(capture, knowledge)
+    except CaptureError as err:
+        return {"error": str(err)}
+    ctx_x, ctx_y = _dataset_arrays(tuple(sorted(flat.items())))
+    first = [i for step, _, i in truth_samples(truth) if step == 0]
+    x = torch.as_tensor(ctx_x[first])
+    y = torch.nn.functional.one_hot(torch.as_tensor(ctx_y[first]), knowledge.spec.num_classes).float()
+    rank, size = jacobian_rank(problem.victim, x, y)
+    return {"identifiability": rank / size, "identifiability-rank": rank, "input-size": size}
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset_arrays(flat_items: tuple) -> tuple[np.ndarray, np.ndarray]:
+    from fednas.data import dataset_from_config
+
+    cfg = parse_config(dict(flat_items))
+    d = dataset_from_config(cfg.data, cfg.run.seed)
+    return d.x.numpy(), d.y.numpy()
+
+
+# ---------------------------------------------------------------------------- scoring
+
+
+def _assign(recon: np.ndarray, truth: np.ndarray) -> list[tuple[int, int]]:
+    """Optimal one-to-one assignment of reconstructions to true samples by MSE."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = ((recon.reshape(len(recon), 1, -1) - truth.reshape(1, len(truth), -1)) ** 2).mean(-1)
+    r, t = linear_sum_assignment(cost)
+    return list(zip(r.tolist(), t.tolist()))
+
+
+def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, extra: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """clients.csv rows of one capture (one per true sample; one row when none is known)."""
+    meta = ctx.store.meta(cid)
+    base = {"round": meta.get("round"), "partition-id": meta.get("partition-id"), "node-id": meta.get("node-id"),
+            "capture": cid, **{k: v for k, v in meta.get("metrics", {}).items() if str(k).startswith("dp-")},
+            **extra}
+    if rec is None:
+        rec = Reconstruction.failed(cid, "not attacked")
+    base.update({"attack-seconds": round(rec.seconds, 3), "match": rec.match,
+                 "theta-source": rec.details.get("theta-source")})
+    truth = ctx.store.truth(cid)
+    if truth is None:
+        reason = rec.reason if rec.status != "ok" else "no truth (audit record) for this capture: cannot score"
+        return [{**base, "status": "failed", "reason": reason, "success": False, "identified": False}]
+    samples = truth_samples(truth)
+    if rec.status != "ok":
+        return [{**base, "sample": g, "step": s, "position": p, "status": "failed", "reason": rec.reason,
+                 "success": False, "identified": False, "true-label": int(ctx.y[g])} for s, p, g in samples]
+    pid = meta.get("partition-id")
+    split = ctx.splits.get(pid) if pid is not None else None
+    pool_idx = split.alpha if split is not None else np.array([g for _, _, g in samples])
+    pool = ctx.x[pool_idx]
+    pairs: dict[int, int] = {}  # truth row -> reconstruction row
+    steps = sorted({s for s, _, _ in samples})
+    groups = [(list(range(len(rec.images))), list(range(len(samples))))] if (rec.steps < 0).any() else [
+        ([i for i, st in enumerate(rec.steps) if st == s], [j for j, (st, _, _) in enumerate(samples) if st == s])
+        for s in steps]
+    for r_rows, t_rows in groups:
+        if r_rows and t_rows:
+            truth_imgs = ctx.x[[samples[j][2] for j in t_rows]]
+            for a, b in _assign(rec.images[r_rows], truth_imgs):
+                pairs[t_rows[b]] = r_rows[a]
+    oracle_labels = ctx.oracle.predict(rec.images) if len(rec.images) else np.zeros(0, np.int64)
+    rows = []
+    for j, (s, p, g) in enumerate(samples):
+        row = {**base, "sample": g, "step": s, "position": p, "true-label": int(ctx.y[g]), "pool-size": len(pool_idx)}
+        if j not in pairs:
+            rows.append({**row, "status": "failed", "success": False, "identified": False,
+                         "reason": f"no reconstruction for this sample ({len(rec.images)} rebuilt for {len(samples)})"})
+            continue
+        r = pairs[j]
+        img, true = rec.images[r], ctx.x[g]
+        e = M.mse(img, true)
+        ss = M.ssim(img, true)
+        nn = int(pool_idx[M.nearest(img, pool)])
+        identified = nn == g
+        oracle_ok = int(oracle_labels[r]) == int(ctx.y[g])
+        rows.append({**row, "status": "ok", "reason": "", "mse": e, "psnr": M.psnr(e), "ssim": ss,
+                     "label-correct": int(rec.labels[r]) == int(ctx.y[g]), "predicted-label": int(rec.labels[r]),
+                     "oracle-label": int(oracle_labels[r]), "nearest-sample": nn, "identified": identified,
+                     "success": M.is_success(identified, oracle_ok, ss), "_image": img})
+    return rows
+
+
+def settings_of(flat: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: flat.get(k) for k in (*SETTING_KEYS, *SPACE_KEYS)}
+
+
+def score_run(ctx: ScoringContext, capture_ids: Sequence[str], recs: Mapping[str, Reconstruction],
+              scores: Mapping[str, Any], flat: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every row of clients.csv, in capture order (every capture appears)."""
+    settings = settings_of(flat)
+    rows = []
+    for cid in capture_ids:
+        rec = recs.get(cid)
+        ident = scores.get(cid) or {}
+        extra = {**{k: ident.get(k) for k in ("identifiability", "identifiability-rank", "input-size")},
+                 **settings}
+        if rec is not None:
+            extra.update({"B": rec.details.get("B"), "local-steps": rec.details.get("local-steps"),
+                          "alpha-optimizer": rec.details.get("alpha-optimizer")})
+        try:
+            rows.extend(score_capture(ctx, cid, rec, extra))
+        except (OSError, ValueError, KeyError, IndexError) as err:  # one bad capture must not lose the report
+            log.warning("scoring capture %s failed: %s: %s", cid, type(err).__name__, err)
+            rows.append({"capture": cid, "status": "failed", "reason": f"scoring error: {type(err).__name__}: {err}",
+                         "success": False, "identified": False, **extra})
+    return rows
+
+
+# ---------------------------------------------------------------------------- summaries
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    vals = [float(v) for v in values if v is not None and isinstance(v, (int, float)) and math.isfinite(float(v))]
+    return float(np.mean(vals)) if vals else None
+
+
+def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Overall figures. Rates count every scored sample (a failed attack is no success);
+    means are over samples that were rebuilt; seconds are per capture."""
+    known = [r for r in rows if r.get("sample") is not None]
+    ok = [r for r in known if r.get("status") == "ok"]
+    per_capture = {r["capture"]: r.get("attack-seconds") for r in rows}
+    return {
+        "captures": len(per_capture),
+        "samples": len(known),
+        "failed": sum(1 for r in rows if r.get("status") != "ok"),
+        "success-rate": _mean([bool(r.get("success")) for r in known]),
+        "identified-rate": _mean([bool(r.get("identified")) for r in known]),
+        "label-accuracy": _mean([bool(r.get("label-correct")) for r in ok]),
+        "mean-psnr": _mean([r.get("psnr") for r in ok]),
+        "mean-ssim": _mean([r.get("ssim") for r in ok]),
+        "mean-mse": _mean([r.get("mse") for r in ok]),
+        "mean-identifiability": _mean([r.get("identifiability") for r in rows]),
+        "attack-seconds-per-capture": _mean(list(per_capture.values())),
+    }
+
+
+def per_client(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One summary per partition-id, ranked by leakage (success, identified, PSNR)."""
+    groups: dict[Any, list] = defaultdict(list)
+    for r in rows:
+        groups[r.get("partition-id")].append(r)
+    out = []
+    for pid, rs in groups.items():
+        s = summarize(rs)
+        eps = [r.get("dp-epsilon") for r in rs if r.get("dp-epsilon") is not None]
+        out.append({"partition-id": pid, **s, "dp-epsilon": max(eps) if eps else None})
+    return sorted(out, key=lambda s: (-(s["success-rate"] or 0), -(s["identified-rate"] or 0), -(s["mean-psnr"] or -1e9)))
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if pct:
+        return f"{100 * v:.1f}%"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def summary_table(summary: Mapping[str, Any], clients: Sequence[Mapping[str, Any]]) -> str:
+    """The end-of-run table (Markdown, also readable in a log)."""
+    lines = ["| client | samples | success | identified | PSNR dB | SSIM | label acc | identifiability | dp-epsilon |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in clients:
+        lines.append(f"| {_fmt(c['partition-id'])} | {c['samples']} | {_fmt(c['success-rate'], True)} | "
+                     f"{_fmt(c['identified-rate'], True)} | {_fmt(c['mean-psnr'])} | {_fmt(c['mean-ssim'])} | "
+                     f"{_fmt(c['label-accuracy'], True)} | {_fmt(c['mean-identifiability'])} | {_fmt(c['dp-epsilon'])} |")
+    s = summary
+    lines.append(f"| **all** | {s['samples']} | {_fmt(s['success-rate'], True)} | {_fmt(s['identified-rate'], True)} | "
+                 f"{_fmt(s['mean-psnr'])} | {_fmt(s['mean-ssim'])} | {_fmt(s['label-accuracy'], True)} | "
+                 f"{_fmt(s['mean-identifiability'])} | |")
+    return "\n".join(lines)
+
+
+def _png(rows: Sequence[Mapping[str, Any]], ctx: ScoringContext, title: str, limit: int = 16) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r.get("_image") is not None][:limit]
+    n = max(len(shown), 1)
+    fig, axes = plt.subplots(n, 3, figsize=(4.2, 1.5 * n + 0.4), squeeze=False)
+    for ax, name in zip(axes[0], ("truth", "rebuilt", "nearest in D^α")):
+        ax.set_title(name, fontsize=8)
+    for row_axes, r in zip(axes, shown):
+        imgs = (ctx.x[r["sample"]], r["_image"], ctx.x[r["nearest-sample"]])
+        for ax, img in zip(row_axes, imgs):
+            ax.imshow(np.transpose(img, (1, 2, 0)).squeeze(), cmap="gray", vmin=0, vmax=1)
+        row_axes[1].set_xlabel(f"r{r['round']} y={r['predicted-label']} {r['psnr']:.1f} dB"
+                               f"{' ✓' if r['identified'] else ''}", fontsize=6)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, Any]], flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Write clients.csv, report.md, client-<id>.png, summary.json; return the summary."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(rows)
+    clients = per_client(rows)
+    columns = list(COLUMNS) + [k for k in dict.fromkeys(k for r in rows for k in r) if k not in COLUMNS and not k.startswith("_")]
+    atomic_write_csv(out_dir / "clients.csv", rows, columns)
+    by_client: dict[Any, list] = defaultdict(list)
+    for r in rows:
+        by_client[r.get("partition-id")].append(r)
+    for pid, rs in by_client.items():
+        try:
+            atomic_write_bytes(out_dir / f"client-{pid}.png", _png(rs, ctx, f"client {pid}: truth, rebuilt, nearest"))
+        except (ValueError, KeyError, IndexError, TypeError) as err:
+            log.warning("could not draw client %s: %s", pid, err)
+    settings = settings_of(flat)
+    failures = Counter(r.get("reason") for r in rows if r.get("status") != "ok")
+    md = [f"# Leakage report\n\nRun: `{ctx.run_dir}`\n",
+          "## Overall\n", _overall_table(summary), "",
+          "## Per client, ranked by leakage\n", summary_table(summary, clients), "",
+          "## Settings\n", "\n".join(f"- `{k}` = `{v}`" for k, v in settings.items()), "",
+          "## Definitions\n", M.DEFINITIONS, "",
+          "Rates count every sample whose truth is known (a failed attack counts as no success); means are over "
+          "rebuilt samples; attack seconds are per capture.", ""]
+    if failures:
+        md += ["## Failed rows\n", "| reason | rows |", "|---|---|"]
+        md += [f"| {reason} | {n} |" for reason, n in failures.most_common()]
+    atomic_write_text(out_dir / "report.md", "\n".join(md) + "\n")
+    full = {**summary, "dir": str(out_dir), "settings": settings, "clients": clients}
+    atomic_write_json(out_dir / "summary.json", full)
+    return full
+
+
+def _overall_table(s: Mapping[str, Any]) -> str:
+    return ("| captures | samples | failed | success | identified | mean PSNR dB | mean SSIM | label acc | "
+            "identifiability | attack s/capture |\n|---|---|---|---|---|---|---|---|---|---|\n"
+            f"| {s['captures']} | {s['samples']} | {s['failed']} | {_fmt(s['success-rate'], True)} | "
+            f"{_fmt(s['identified-rate'], True)} | {_fmt(s['mean-psnr'])} | {_fmt(s['mean-ssim'])} | "
+            f"{_fmt(s['label-accuracy'], True)} | {_fmt(s['mean-identifiability'])} | "
+            f"{_fmt(s['attack-seconds-per-capture'])} |")
+
+
+def leakage_dict(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``leakage`` entry of the run's summary.json."""
+    keys = ("success-rate", "identified-rate", "mean-psnr", "label-accuracy", "mean-ssim", "mean-mse", "captures",
+            "samples", "failed", "mean-identifiability", "attack-seconds-per-capture", "dir")
+    return {k: summary.get(k) for k in keys}

@@ -1,0 +1,159 @@
+"""The eavesdropping strategy wrapper: records what crosses the wire, changes nothing.
+
+``Eavesdropper(strategy, store)`` wraps any Flower ``Strategy`` the way Flower's DP
+wrappers do: it holds ``self.strategy`` and forwards every method. On the way out
+(``configure_train``) it records, per destination node, the arrays the server sent (α_t1,
+and θ_t1 when sent) and the train ConfigRecord (lr, local steps, B, optimizer, round). On
+the way back (``aggregate_train``) it records each reply's α_t2, the partition-id from
+the reply's ``client`` ConfigRecord, the reply's metrics and, kept apart for scoring only,
+its optional ``audit`` record; then it hands the very same replies to the inner strategy.
+α is found among a message's arrays by a regular expression on the names, so the wrapper
+needs nothing from this project's ClientApp. Recording never raises into the federation:
+a problem is logged and, where a reply is concerned, stored as a failed capture.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from attacks.captures import CaptureStore, split_arrays
+
+log = logging.getLogger(__name__)
+
+CLIENT_RECORD = "client"  # the reply's ConfigRecord holding "partition-id"
+AUDIT_RECORD = "audit"  # the reply's ConfigRecord of truth (simulation only)
+
+
+def message_arrays(msg: Message) -> dict[str, np.ndarray]:
+    """Every array of every ArrayRecord in a message, by name (first record wins on a clash)."""
+    out: dict[str, np.ndarray] = {}
+    for record in msg.content.array_records.values():
+        for name, array in record.items():
+            out.setdefault(name, array.numpy())
+    return out
+
+
+def message_configs(msg: Message, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The values of a message's ConfigRecords (copied: the server reuses its record)."""
+    out: dict[str, Any] = {}
+    for key, record in msg.content.config_records.items():
+        if key not in skip:
+            out.update(dict(record))
+    return out
+
+
+def message_metrics(msg: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for record in msg.content.metric_records.values():
+        out.update(dict(record))
+    return out
+
+
+class Eavesdropper(Strategy):
+    """Strategy wrapper that records each client's α before and after its round.
+
+    Parameters
+    ----------
+    strategy : Strategy
+        The strategy to wrap; it sees and returns exactly what it would alone.
+    store : CaptureStore
+        Where captures go (``<run-dir>/captures``, truth in ``<run-dir>/truth``).
+    alpha_pattern : str
+        Regular expression (``re.search``) naming the α arrays; every other array is θ.
+    on_capture : callable, optional
+        Called with each new capture's id (e.g. to schedule its attack).
+    """
+
+    def __init__(self, strategy: Strategy, store: CaptureStore, alpha_pattern: str = "^alpha",
+                 on_capture: Callable[[str], None] | None = None) -> None:
+        self.strategy = strategy
+        self.store = store
+        self.alpha_pattern = alpha_pattern
+        self.on_capture = on_capture
+        self.captures: list[str] = []
+        self._sent: dict[tuple[int, int], dict[str, Any]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        # Anything else the inner strategy offers (e.g. a DP wrapper's privacy_spent).
+        if name == "strategy":
+            raise AttributeError(name)
+        return getattr(self.strategy, name)
+
+    def __repr__(self) -> str:
+        return f"Eavesdropper({self.strategy!r})"
+
+    # ------------------------------------------------------------------ train
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
+        self._sent = {}
+        for msg in messages:
+            try:
+                self._record_sent(server_round, msg)
+            except Exception as err:  # recording must never stop the federation
+                log.warning("eavesdropper: round %d: could not record the message to node %s: %s: %s",
+                            server_round, msg.metadata.dst_node_id, type(err).__name__, err)
+        return messages
+
+    def _record_sent(self, server_round: int, msg: Message) -> None:
+        alpha, theta = split_arrays(message_arrays(msg), self.alpha_pattern)
+        sent = self.store.write_sent(server_round, alpha, theta) if alpha else None
+        self._sent[(server_round, msg.metadata.dst_node_id)] = {
+            "sent": sent, "config": message_configs(msg), "has-theta": bool(theta),
+        }
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        for msg in replies:
+            try:
+                self._record_reply(server_round, msg)
+            except Exception as err:  # recording must never stop the federation
+                log.warning("eavesdropper: round %d: could not record the reply of node %s: %s: %s",
+                            server_round, msg.metadata.src_node_id, type(err).__name__, err)
+        return self.strategy.aggregate_train(server_round, replies)
+
+    def _record_reply(self, server_round: int, msg: Message) -> None:
+        node = int(msg.metadata.src_node_id)
+        if msg.has_error():
+            log.info("eavesdropper: round %d: node %d replied an error (%s); nothing to capture",
+                     server_round, node, msg.error.reason)
+            return
+        sent = self._sent.get((server_round, node), {})
+        alpha_t2, _ = split_arrays(message_arrays(msg), self.alpha_pattern)
+        client = dict(msg.content.config_records.get(CLIENT_RECORD, {}))
+        audit = msg.content.config_records.get(AUDIT_RECORD)
+        pid = client.get("partition-id")
+        status, reason = "ok", ""
+        if not sent.get("sent"):
+            status, reason = "failed", f"no alpha (pattern {self.alpha_pattern!r}) was recorded going to node {node}"
+        elif not alpha_t2:
+            status, reason = "failed", f"the reply has no array matching alpha-pattern {self.alpha_pattern!r}"
+        cid = self.store.write(
+            server_round=server_round, node_id=node, sent=sent.get("sent"), alpha_t2=alpha_t2,
+            partition_id=None if pid is None else int(pid), train_config=sent.get("config", {}),
+            metrics=message_metrics(msg), status=status, reason=reason,
+            truth=dict(audit) if audit is not None else None,
+            extra={"has-theta": sent.get("has-theta", False), "alpha-pattern": self.alpha_pattern},
+        )
+        if status != "ok":
+            log.warning("eavesdropper: capture %s failed: %s", cid, reason)
+        self.captures.append(cid)
+        if self.on_capture is not None:
+            self.on_capture(cid)
+
+    # ------------------------------------------------------------------ evaluate
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return self.strategy.aggregate_evaluate(server_round, replies)
+
+    def summary(self) -> None:
+        log.info("\t├──> Eavesdropper: recording alpha (pattern %r) into %s", self.alpha_pattern, self.store.dir)
+        self.strategy.summary()

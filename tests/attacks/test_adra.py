@@ -1,0 +1,110 @@
+"""ADRA on captures made by the real local search, in small set-ups that run in seconds."""
+
+import copy
+import dataclasses
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+from attacks import metrics as M
+from attacks.adra.attack import ADRA
+from attacks.base import Knowledge
+from attacks.captures import Capture
+from fednas.config import parse_config, search_to_record
+from fednas.data import ClientSplit, ImageSet
+from fednas.search import local_search
+from fednas.spaces import InputSpec, build_supernet
+
+SPEC = InputSpec(1, 4, 4)  # small images (4x4), four classes
+
+
+def _blobs(n, gen):
+    """Smooth images in [0, 1]: two Gaussian blobs each."""
+    size = SPEC.image_size
+    r = torch.arange(float(size))
+    out = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        for _ in range(2):
+            cy, cx = torch.rand(2, generator=gen) * (size - 1)
+            out[i, 0] += torch.exp(-((r[:, None] - cy) ** 2 + (r[None, :] - cx) ** 2) / 1.5)
+    return (out / out.amax((1, 2, 3), keepdim=True)).clamp(0, 1)
+
+
+def make_capture(cfg, data, split, seed=0, round_=1, theta=True):
+    """A capture as the eavesdropper records it, from a real local search."""
+    model = build_supernet(cfg.space, SPEC, seed)
+    start = copy.deepcopy(model)
+    result = local_search(model, data, split, cfg.search, [seed], "cpu")
+    cap = Capture(id=f"r{round_:03d}-n{seed}", round=round_, node_id=seed, partition_id=0,
+                  alpha_t1={k: v.numpy() for k, v in start.arch_state().items()},
+                  alpha_t2={k: v.numpy() for k, v in model.arch_state().items()},
+                  theta_t1={k: v.numpy() for k, v in start.weight_state().items()} if theta else {},
+                  train_config={**search_to_record(cfg.search), "server-round": round_},
+                  metrics={"local-steps": result.steps})
+    return cap, [i for b in result.alpha_batches for i in b]
+
+
+@pytest.fixture(scope="module")
+def easy():
+    """P = 6 on 4x4 images (15 edges x 8 = 120 alpha entries for 16 pixels), SGD, B = 1, one step."""
+    cfg = parse_config({"nodes": 6, "channels": 4, "head": "flatten", "alpha-optimizer": "sgd", "alpha-lr": 0.01,
+                        "local-steps": 1, "alpha-batch-size": 1, "adra-iterations": 50, "adra-restarts": 4,
+                        "adra-lr": 0.05, "adra-tv": 0.0})
+    gen = torch.Generator().manual_seed(0)
+    x = _blobs(60, gen)
+    data = ImageSet("blobs", x, torch.randint(0, 4, (60,), generator=gen), 4)
+    split = ClientSplit(0, np.arange(0, 20), np.arange(20, 40), np.arange(0))
+    aux = np.arange(40, 60)
+    knowledge = Knowledge(cfg, SPEC, data.x[aux].numpy(), data.y[aux].numpy())
+    return cfg, data, split, knowledge
+
+
+def test_strong_mode_rebuilds_the_sample_in_an_easy_setup(easy):
+    cfg, data, split, knowledge = easy
+    cap, used = make_capture(cfg, data, split)
+    rec = ADRA(cfg.attack).reconstruct([cap], knowledge)[0]
+    assert rec.status == "ok", rec.reason
+    truth = data.x[used[0]].numpy()
+    assert rec.images.shape == (1, 1, 4, 4)
+    assert M.psnr(M.mse(rec.images[0], truth)) > 17.0
+    assert int(rec.labels[0]) == int(data.y[used[0]])
+    pool = data.x[split.alpha].numpy()
+    assert int(split.alpha[M.nearest(rec.images[0], pool)]) == used[0]
+
+
+def test_paper_mode_returns_denoised_images_in_the_box(easy):
+    cfg, data, split, knowledge = easy
+    paper = cfg.replace(adra_mode="paper", adra_iterations=5, knows_weights=False)
+    cap, _ = make_capture(paper, data, split)
+    rec = ADRA(paper.attack).reconstruct([cap], knowledge)[0]
+    assert rec.status == "ok", rec.reason
+    assert rec.images.min() >= 0.0 and rec.images.max() <= paper.attack.adra_kappa
+    assert rec.details["theta-source"].startswith("surrogate")
+
+
+def test_the_attack_interface_cannot_receive_the_truth():
+    params = list(inspect.signature(ADRA.reconstruct).parameters)
+    assert params == ["self", "captures", "knowledge"]
+    fields = {f.name for f in dataclasses.fields(Capture)} | {f.name for f in dataclasses.fields(Knowledge)}
+    assert not fields & {"truth", "audit", "alpha_indices", "indices", "data", "split"}
+    with pytest.raises(TypeError):
+        ADRA(parse_config().attack).reconstruct([], None, truth={})  # no way to pass it
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda c: dataclasses.replace(c, alpha_t2={k: np.full_like(v, np.nan) for k, v in c.alpha_t2.items()}), "NaN or Inf"),
+    (lambda c: dataclasses.replace(c, alpha_t2={k: v[:-1] for k, v in c.alpha_t2.items()}), "has shape"),
+    (lambda c: dataclasses.replace(c, alpha_t2={}), "lacks"),
+    (lambda c: dataclasses.replace(c, alpha_t2=c.alpha_t1), "zero"),
+    (lambda c: dataclasses.replace(c, status="failed", reason="the reply has no alpha"), "no alpha"),
+    (lambda c: dataclasses.replace(c, train_config={"alpha-lr": -1}), "train config"),
+])
+def test_a_bad_capture_is_reported_not_fatal(easy, damage, words):
+    cfg, data, split, knowledge = easy
+    good, _ = make_capture(cfg, data, split)
+    quick = cfg.replace(adra_iterations=1, adra_restarts=1)
+    recs = ADRA(quick.attack).reconstruct([damage(good), good], knowledge)
+    assert recs[0].status == "failed" and words in recs[0].reason
+    assert recs[1].status == "ok"

@@ -1,0 +1,85 @@
+"""The leakage audit on a small eavesdropped federation run in this process."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord
+from flwr.serverapp.strategy import FedAvg
+
+from attacks.adra.__main__ import main as adra_cli
+from attacks.captures import CaptureStore
+from attacks.leakage import LeakageAudit
+from clients.client_app import train
+from fednas.config import parse_config, search_to_record
+from fednas.federated import initial_arrays
+from fednas.rundir import atomic_save_npz, load_npz
+from fednas.runlog import RunLog
+from server.eavesdrop import Eavesdropper
+from tests.server.inprocess_grid import InProcessGrid
+
+CLIENTS = 2
+FLAT = {"nodes": 3, "channels": 4, "head": "flatten", "local-steps": 1, "alpha-batch-size": 1, "max-samples": 300,
+        "eavesdrop": True, "adra-iterations": 2, "adra-restarts": 1, "attack-workers": 0}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """Two clients, two rounds, every capture in ``captures/``; one capture corrupted."""
+    path = tmp_path_factory.mktemp("run")
+    cfg = parse_config({**FLAT, "run-dir": str(path)})
+    RunLog(cfg, path, {"nodes": CLIENTS})
+    store = CaptureStore(path)
+    strategy = Eavesdropper(FedAvg(fraction_evaluate=0.0, min_train_nodes=CLIENTS, min_available_nodes=CLIENTS), store)
+    strategy.start(grid=InProcessGrid(cfg.flat(), CLIENTS, train), initial_arrays=ArrayRecord(initial_arrays(cfg)),
+                   num_rounds=2, train_config=ConfigRecord(search_to_record(cfg.search)))
+    bad = store.ids()[-1]
+    arrays = load_npz(path / "captures" / f"{bad}.npz")
+    atomic_save_npz(path / "captures" / f"{bad}.npz", {k: np.full_like(v, np.nan) for k, v in arrays.items()})
+    return path
+
+
+def _rows(folder):
+    with open(folder / "clients.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_capture_gets_rows_files_and_a_summary(run_dir):
+    cfg = parse_config({**FLAT, "run-dir": str(run_dir)})
+    summary = LeakageAudit(run_dir, cfg.flat(), run_dir / "leakage").finish()
+    out = run_dir / "leakage"
+    rows = _rows(out)
+    ids = CaptureStore(run_dir).ids()
+    assert len(ids) == 2 * CLIENTS
+    assert [r["capture"] for r in rows] == ids  # one sample per capture here, none dropped
+    for col in ("round", "partition-id", "sample", "status", "success", "identified", "psnr", "ssim", "mse",
+                "label-correct", "attack-seconds", "identifiability", "adra-mode", "knows-weights"):
+        assert col in rows[0], col
+    ok = [r for r in rows if r["status"] == "ok"]
+    bad = [r for r in rows if r["status"] != "ok"]
+    assert len(ok) == 3 and len(bad) == 1
+    assert "NaN or Inf" in bad[0]["reason"] and bad[0]["capture"] == ids[-1]
+    assert all(0.0 <= float(r["identifiability"]) <= 1.0 for r in ok)
+    assert all(float(r["psnr"]) > 0 for r in ok)
+    for name in ("report.md", "summary.json", "client-0.png", "client-1.png"):
+        assert (out / name).is_file(), name
+    report = (out / "report.md").read_text()
+    assert "Per client, ranked by leakage" in report and "identified" in report and "NaN or Inf" in report
+    for key in ("success-rate", "identified-rate", "mean-psnr", "label-accuracy"):
+        assert key in summary
+    assert summary["captures"] == len(ids) and summary["failed"] == 1
+    assert json.loads((out / "summary.json").read_text())["samples"] == len(ids)
+    assert len(list((out / "reconstructions").glob("*.npz"))) == len(ids)
+
+
+def test_the_offline_cli_writes_a_new_folder_and_refuses_other_keys(run_dir, capsys):
+    (run_dir / "leakage").mkdir(exist_ok=True)
+    assert adra_cli([str(run_dir), "--set", "adra-mode=paper", "--set", "adra-iterations=1", "--workers", "0",
+                     "--limit", "1", "--set", "attack-identifiability=false"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert out.endswith("leakage-1")
+    rows = _rows(run_dir / "leakage-1")
+    assert len(rows) == 1 and rows[0]["adra-mode"] == "paper"
+    assert adra_cli([str(run_dir), "--set", "nodes=5"]) == 2
+    assert "only attack keys" in capsys.readouterr().err
