@@ -50,13 +50,17 @@ class LeakageAudit:
     def finish(self, emit: Callable[[str], None] | None = None, only: list[str] | None = None) -> dict[str, Any]:
         """Wait for the attacks, score them, write the report; return the summary.
 
-        Every stored capture gets its rows, attacked or not, unless ``only`` names the
-        ones to report (an offline run on a subset).
+        Every stored capture (or each one ``only`` names, for an offline run on a subset)
+        is attacked if it was not submitted yet, and gets its rows.
         """
         emit = emit or log.info
         try:
-            recs, scores = self.runner.finish(self.score_job, emit)
             ids = self.store.ids() if only is None else list(only)
+            submitted = set(self.runner.order)
+            for cid in ids:  # stored but never submitted (offline, or attack-workers = 0): attack now
+                if cid not in submitted:
+                    self.submit(cid)
+            recs, scores = self.runner.finish(self.score_job, emit)
             ctx = ScoringContext(self.run_dir, self.flat)
             rows = score_run(ctx, ids, recs, scores, self.flat)
             summary = write_report(self.out_dir, ctx, rows, self.flat)

@@ -43,7 +43,19 @@ class DepthwiseConv(torch.autograd.Function):
     def setup_context(ctx, inputs, output) -> None:  # noqa: D102
         x, w, dilation = inputs
         ctx.save_for_backward(x, w)
+        ctx.save_for_forward(x, w)
         ctx.dilation = dilation
+
+    @staticmethod
+    def jvp(ctx, dx: torch.Tensor | None, dw: torch.Tensor | None, _: None) -> torch.Tensor:  # noqa: D102
+        # Bilinear in (x, w): the tangent is conv(dx, w) + conv(x, dw) (forward mode: jacfwd).
+        x, w = ctx.saved_tensors
+        d = ctx.dilation
+        out = DepthwiseConv.apply(dx, w, d) if dx is not None else None
+        if dw is not None:
+            term = DepthwiseConv.apply(x, dw, d)
+            out = term if out is None else out + term
+        return out if out is not None else torch.zeros_like(DepthwiseConv.forward(x, w, d))
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # noqa: D102

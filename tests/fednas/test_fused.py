@@ -219,3 +219,23 @@ def test_depthwise_matches_conv2d_to_second_order(kernel, dilation):
     _assert_same(derivatives(lambda a, b: depthwise(a, b, dilation)),
                  derivatives(lambda a, b: F.conv2d(a, b, padding=pad, dilation=dilation, groups=2)))
     assert torch.autograd.gradgradcheck(lambda a, b: depthwise(a, b, dilation), (x, w))
+
+
+def test_forward_over_reverse_jacobian_equals_reference():
+    """jacfwd of the α-gradient with respect to the input (the identifiability figure's Jacobian)."""
+    from torch.func import jacfwd
+
+    ref, fused = _pair("dag", seed=5, nodes=3)
+    ref.eval(), fused.eval()
+    x, y = _input(DAG_SPEC, batch=1)
+
+    def jacobian(model):
+        params = {k: v.detach() for k, v in model.named_parameters()}
+        buffers = dict(model.named_buffers())
+
+        def loss(alpha, xi):
+            return F.cross_entropy(functional_call(model, {**params, **buffers, "alpha": alpha}, (xi,)), y)
+
+        return jacfwd(lambda xi: grad(loss)(params["alpha"], xi))(x)
+
+    torch.testing.assert_close(jacobian(fused), jacobian(ref), rtol=1e-4, atol=1e-6)
