@@ -91,7 +91,7 @@ def row_for(name: str, variant: dict[str, Any], run_dir: Path, status: str) -> d
     row = {"variant": name, "mechanism": mech, "status": status,
            "noise": variant.get("dp-update-noise-std", variant.get("dp-sgd-noise-multiplier", "")),
            "clip": ", ".join(_fmt(m.get("clip")) for m in mechanisms.values()),
-           "epsilon": dp.get("epsilon", 0.0 if mech == "none" else None), "delta": dp.get("delta", ""),
+           "epsilon": dp.get("epsilon", math.inf if mech == "none" else None), "delta": dp.get("delta", ""),  # no DP: no bound
            "central-acc": summary.get("final-central-acc"), "run-dir": str(run_dir)}
     row.update({k: (leak or {}).get(k, NOT_MEASURED) if leak else NOT_MEASURED for k in ATTACK_COLUMNS})
     return row

@@ -1,6 +1,7 @@
 """The effect table reads the leakage contract of the eavesdropper's runs, or says why not."""
 
 import json
+import math
 
 import pytest
 
@@ -48,6 +49,6 @@ def test_rows_read_leakage_from_clients_csv_and_epsilon_from_summary(tmp_path):
     bare.mkdir()
     (bare / "summary.json").write_text(json.dumps({"final-central-acc": 0.6}))
     none_row = row_for("none", {}, bare, "completed")
-    assert none_row["success-rate"] == NOT_MEASURED and none_row["epsilon"] == 0.0
+    assert none_row["success-rate"] == NOT_MEASURED and none_row["epsilon"] == math.inf
     text = markdown([none_row, row], "attack columns not measured: why", "python -m simulations.dp_effect")
     assert "not measured: why" in text and "-0.100" in text
