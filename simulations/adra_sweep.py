@@ -16,6 +16,7 @@ Example (the documented figures): ``python -m simulations.adra_sweep --nodes 8,1
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import sys
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     runs: dict[str, str] = json.loads((out / "runs.json").read_text()) if (out / "runs.json").is_file() else {}
     extra = dict(item.split("=", 1) for item in args.sets)
-    rows: list[dict[str, Any]] = []
+    rows = _previous_rows(out / "figures.csv")  # sweeps into one --out add up; a repeated row is replaced
     opt = args.alpha_optimizer
     plan = [(n, 1, mode, knows) for n in _csv_list(args.nodes) for mode in _csv_list(args.modes, str)
             for knows in _csv_list(args.knows, str)]
@@ -97,13 +98,29 @@ def main(argv: list[str] | None = None) -> int:
         summary = attack(run, {**extra, "adra-mode": mode, "knows-weights": knows}, args.limit, args.workers)
         row = {"P": nodes, "B": batch, "alpha-optimizer": opt, "mode": mode, "knows-weights": knows,
                **{k: summary.get(k) for k in COLUMNS if k in summary}}
-        rows.append(row)
+        rows = [r for r in rows if _key(r) != _key(row)] + [row]
         atomic_write_csv(out / "figures.csv", rows, COLUMNS)
         atomic_write_text(out / "figures.md", table(rows))
         print(table([row]).splitlines()[-1], flush=True)
     print(table(rows))
     print(out)
     return 0
+
+
+def _key(row: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(str(row[k]).lower() for k in ("P", "B", "alpha-optimizer", "mode", "knows-weights"))
+
+
+def _previous_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k, v in r.items():
+            if k not in ("alpha-optimizer", "mode", "knows-weights", "leakage"):
+                r[k] = None if v == "" else float(v) if "." in v or "e" in v else int(v)
+    return rows
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -206,7 +206,7 @@ def solve_paper(problem: Problem, s: Any, generator: torch.Generator, progress: 
             return value
 
         if optimizer == "lbfgs":
-            value = float(opt.step(closure))
+            value = float(opt.step(closure).detach())
         else:
             value = float(closure())
             opt.step()
