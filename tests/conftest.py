@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attacks.runner import one_thread
 from fednas.config import parse_config
 
 
@@ -12,6 +13,14 @@ from fednas.config import parse_config
 def _seed_everything():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Every model in the suite is tiny: one intra-op thread. On a shared 2-core machine the
+    default (one per core) mostly waits, and several times slower."""
+    with one_thread():
+        yield
 
 
 @pytest.fixture

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import pytest
-import torch
 
+from attacks.runner import one_thread  # the session fixture runs before the autouse one
 from fednas.config import Config, parse_config
 from fednas.federated import client_train, initial_arrays
 from fednas.runlog import RunLog
@@ -28,23 +27,6 @@ def make_run_dir(path: Path, cfg: Config, clients: int = 2) -> Path:
     log.finish({k: v.numpy() for k, v in arrays.items()})
     return path
 
-
-@contextlib.contextmanager
-def one_thread():
-    """These models are tiny: one intra-op thread each. On a shared 2-core machine the
-    default (one per core) oversubscribes the cores and runs these tests many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="session")

@@ -21,14 +21,6 @@ from fednas.spaces.depthwise import depthwise
 TOL = {"rtol": 1e-9, "atol": 1e-11}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny float64 ops: a second intra-op thread only adds waiting on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 DAG_SPEC = InputSpec(channels=2, image_size=5, num_classes=3)  # odd size: padding edges matter
 DARTS_SPEC = InputSpec(channels=1, image_size=8, num_classes=3)
 

@@ -10,14 +10,6 @@ from fednas.noise import InputNoise
 from fednas.search import local_search
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread (the default oversubscribes a shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_fixed_noise_is_one_draw_per_sample_and_fresh_noise_is_not():
     x = torch.zeros(3, 1, 8, 8)
