@@ -11,7 +11,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, jacfwd, vmap
 
 from fednas.config import ACTIVATIONS, parse_config
 from fednas.spaces import (DagSupernet, DartsSupernet, FusedDagSupernet, FusedDartsSupernet, InputSpec,
@@ -176,6 +176,17 @@ def test_copies_and_conversions_keep_running_statistics_right():
     _assert_same_state(fresh, ref)
 
 
+def _functional_loss(model: torch.nn.Module):
+    """The model's detached parameters, and ``loss(params, x, y)`` through ``functional_call``."""
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+
+    def loss(p, x, y):
+        return F.cross_entropy(functional_call(model, {**p, **buffers}, (x,)), y)
+
+    return params, loss
+
+
 def test_per_sample_gradients_through_torch_func():
     """vmap(grad(...)), the usual route to per-example gradients for DP-SGD, in eval mode."""
     ref, fused = _pair("dag", seed=8, nodes=3)
@@ -183,13 +194,8 @@ def test_per_sample_gradients_through_torch_func():
     x, y = _input(DAG_SPEC, batch=2)
 
     def per_sample(model):
-        params = {k: v.detach() for k, v in model.named_parameters()}
-        buffers = dict(model.named_buffers())
-
-        def loss(p, xi, yi):
-            return F.cross_entropy(functional_call(model, {**p, **buffers}, (xi[None],)), yi[None])
-
-        return vmap(grad(loss), in_dims=(None, 0, 0))(params, x, y)
+        params, loss = _functional_loss(model)
+        return vmap(grad(lambda p, xi, yi: loss(p, xi[None], yi[None])), in_dims=(None, 0, 0))(params, x, y)
 
     want, got = per_sample(ref), per_sample(fused)
     _assert_same([got[k] for k in want], [want[k] for k in want])
@@ -215,19 +221,13 @@ def test_depthwise_matches_conv2d_to_second_order(kernel, dilation):
 
 def test_forward_over_reverse_jacobian_equals_reference():
     """jacfwd of the α-gradient with respect to the input (the identifiability figure's Jacobian)."""
-    from torch.func import jacfwd
-
     ref, fused = _pair("dag", seed=5, nodes=3)
     ref.eval(), fused.eval()
     x, y = _input(DAG_SPEC, batch=1)
 
     def jacobian(model):
-        params = {k: v.detach() for k, v in model.named_parameters()}
-        buffers = dict(model.named_buffers())
-
-        def loss(alpha, xi):
-            return F.cross_entropy(functional_call(model, {**params, **buffers, "alpha": alpha}, (xi,)), y)
-
-        return jacfwd(lambda xi: grad(loss)(params["alpha"], xi))(x)
+        params, loss = _functional_loss(model)
+        alpha_grad = grad(lambda alpha, xi: loss({**params, "alpha": alpha}, xi, y))
+        return jacfwd(lambda xi: alpha_grad(params["alpha"], xi))(x)
 
     torch.testing.assert_close(jacobian(fused), jacobian(ref), rtol=1e-4, atol=1e-6)
