@@ -1,0 +1,351 @@
+"""``tables.md`` and one CSV per table: the paper's value beside ours, cell by cell.
+
+Every row says what it is: our figure with n and its 95% interval, or why there is none
+(not runnable here, not run yet, or failed with its error). Never a blank.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fednas.rundir import atomic_write_csv, atomic_write_text
+from simulations.tables import figures as F
+from simulations.tables import plots
+from simulations.tables import stats
+from simulations.tables.plan import Plan, Row
+from simulations.tables.runner import current, human
+
+TITLES = {
+    1: "Table 1: ADRA success rate and MSE by activation and P (B = 1)",
+    2: "Table 2: ADRA success rate and MSE by batch size B and P (elu)",
+    3: "Table 3: AMIA attack accuracy and F1 by P (DARTS)",
+    4: "Table 4: AMIA by NAS paradigm",
+    5: "Table 5: AMIA when a share η of the attacker's data follows the target's distribution",
+    6: "Table 6: defenses against both attacks, their accuracy cost and the ε each reaches",
+}
+PENDING = "not run yet: rerun the same command to compute it"
+
+
+# ---------------------------------------------------------------------------- formatting
+
+
+def pct(f: F.Fig, digits: int = 1) -> str:
+    if not f.ok:
+        return "–"
+    ci = f" [{100 * f.lo:.{digits}f}, {100 * f.hi:.{digits}f}]" if math.isfinite(f.lo) else ""
+    return f"{100 * f.value:.{digits}f}%{ci}"
+
+
+def num(f: F.Fig | float | None, digits: int = 3, signed: bool = False) -> str:
+    if f is None:
+        return "–"
+    if not isinstance(f, F.Fig):
+        f = F.Fig(float(f))
+    if not f.ok:
+        return "–"
+    s = "+" if signed else ""
+    ci = f" [{f.lo:{s}.{digits}f}, {f.hi:{s}.{digits}f}]" if math.isfinite(f.lo) else ""
+    return f"{f.value:{s}.{digits}f}{ci}"
+
+
+def paper_num(v: float | None, digits: int = 2, signed: bool = False) -> str:
+    if v is None:
+        return "– (not in the paper)"
+    if isinstance(v, float) and math.isnan(v):
+        return "–"
+    return f"{v:{'+' if signed else ''}.{digits}f}"
+
+
+def eps_text(eps: float | None) -> str:
+    if eps is None:
+        return "∞ (no DP)"
+    return "∞" if not math.isfinite(eps) else f"{eps:.3g}"
+
+
+def _fields(prefix: str, f: F.Fig | None) -> dict[str, Any]:
+    f = f or F.Fig.none()
+    return {prefix: f.value, f"{prefix}-lo": f.lo, f"{prefix}-hi": f.hi}
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+class Evaluator:
+    """Reads the result files behind each row and computes its figures (or says why not)."""
+
+    def __init__(self, plan: Plan, out: Path) -> None:
+        self.plan, self.out = plan, out
+        self.m = plan.scale.amia
+
+    def results(self, row: Row) -> tuple[dict[str, list[dict[str, Any]]] | None, str]:
+        if row.reason:
+            return None, row.reason
+        got: dict[str, list[dict[str, Any]]] = {}
+        for role, keys in row.cells.items():
+            recs = [current(self.out, self.plan.tasks[k]) for k in keys]
+            if any(r is None for r in recs):
+                return None, PENDING
+            bad = next((r for r in recs if r.get("status") != "ok"), None)
+            if bad is not None:
+                return None, f"failed: {bad.get('error', '?')}"
+            got[role] = [r["result"] for r in recs]
+        return got, ""
+
+    def adra(self, res: list[dict[str, Any]]) -> dict[str, Any]:
+        return F.adra(res[0])
+
+    def amia(self, res: list[dict[str, Any]]) -> dict[str, Any]:
+        return F.amia(res, self.m.primary_shadow, self.m.primary_attack, self.m.fit_threshold)
+
+
+def _guard(fn: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    try:
+        return fn(), ""
+    except (KeyError, ValueError, TypeError, ZeroDivisionError) as err:
+        return {}, f"failed to summarise: {type(err).__name__}: {err}"
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def adra_row(ev: Evaluator, row: Row) -> dict[str, Any]:
+    got, note = ev.results(row)
+    paper = row.paper or {}
+    out = {**row.labels, "paper-sr-%": paper.get("sr"), "paper-mse": paper.get("mse")}
+    fig, note = _guard(lambda: ev.adra(got["ours"])) if got else ({}, note)
+    if fig:
+        out.update({**_fields("success", fig["success"]), **_fields("identified", fig["identified"]),
+                    **_fields("label-acc", fig["label-acc"]), **_fields("mse", fig["mse"]),
+                    **_fields("psnr", fig["psnr"]), **_fields("ssim", fig["ssim"]), "n": fig["n"],
+                    "captures": fig["captures"], "failed-rows": fig["failed-rows"],
+                    "seconds-per-capture": fig["seconds-per-capture"], "theta-source": fig["theta-source"]})
+        if fig["failed-rows"]:
+            note = f"{fig['failed-rows']} of {fig['n']} samples not rebuilt (count as failures)"
+    out["note"] = note
+    out["_labels"] = list(row.labels)
+    out["_md"] = [paper_num(paper.get("sr"), 1) if row.paper else paper_num(None), paper_num(paper.get("mse")),
+                  pct(fig["success"]) if fig else "–", pct(fig["identified"]) if fig else "–",
+                  num(fig["mse"]) if fig else "–", num(fig["psnr"], 1) if fig else "–",
+                  str(fig["n"]) if fig else "–", human(fig["seconds-per-capture"]) if fig else "–", note]
+    return out
+
+
+ADRA_HEAD = ["paper SR %", "paper MSE", "success [95% CI]", "identified [95% CI]", "MSE [95% CI]",
+             "PSNR dB [95% CI]", "n", "s/capture", "note"]
+
+
+def amia_row(ev: Evaluator, row: Row) -> dict[str, Any]:
+    got, note = ev.results(row)
+    paper = row.paper or {}
+    out = {**row.labels, "paper-acc": paper.get("acc"), "paper-f1": paper.get("f1")}
+    fig, note = _guard(lambda: ev.amia(got["ours"])) if got else ({}, note)
+    md = ["–"] * 10
+    if fig:
+        p, th = fig["primary"], fig["theta"]
+        best = fig["best"]
+        out.update({**_fields("attack-acc", p["attack-acc"]), **_fields("f1", p["f1"]), **_fields("auc", p["auc"]),
+                    **_fields("tpr@1%fpr", p["tpr@1%fpr"]), **_fields("tpr@0.1%fpr", p["tpr@0.1%fpr"]),
+                    "fpr-resolution": p["fpr-resolution"], "best-auc": best[2].value if best else None,
+                    "best-auc-by": f"{best[0]}/{best[1]}" if best else "", "theta-auc": th["auc"].value if th else None,
+                    **_fields("train-acc-alpha", fig["train-acc-alpha"]), **_fields("train-acc-theta", fig["train-acc-theta"]),
+                    **_fields("test-acc", fig["test-acc"]), "fitted": fig["fitted"], "n": p["attack-acc"].n,
+                    "target": fig["target-kind"], "shadow": fig["shadow"], "attack": fig["attack"]})
+        if not fig["fitted"]:
+            note = (f"target has not fitted its data (train acc on D^θ {fig['train-acc-theta'].value:.2f} < "
+                    f"{ev.m.fit_threshold}): says little about membership")
+        md = [num(p["attack-acc"]), num(p["f1"]), num(p["auc"]), _tpr(p, "tpr@1%fpr", 0.01),
+              _tpr(p, "tpr@0.1%fpr", 0.001),
+              f"{best[2].value:.3f} ({best[0]}/{best[1]})" if best else "–", num(th["auc"]) if th else "–",
+              f"{fig['train-acc-alpha'].value:.3f} / {fig['train-acc-theta'].value:.3f}",
+              pct(fig["test-acc"]), str(p["attack-acc"].n)]
+    out["note"] = note
+    out["_labels"] = list(row.labels)
+    out["_md"] = [paper_num(paper.get("acc")) if row.paper else paper_num(None), paper_num(paper.get("f1")), *md, note]
+    return out
+
+
+AMIA_HEAD = ["paper acc", "paper F1", "attack acc [95% CI]", "F1 [95% CI]", "AUC [95% CI]", "TPR@1%FPR",
+             "TPR@0.1%FPR", "best AUC (shadow/attack)", "D^θ AUC", "target train acc D^α / D^θ", "target test acc",
+             "n members", "note"]
+
+
+def defense_adra_row(ev: Evaluator, row: Row) -> dict[str, Any]:
+    got, note = ev.results(row)
+    paper = row.paper or {}
+    out = {**row.labels, "paper-dsr-pp": paper.get("dsr"), "paper-dmse": paper.get("dmse"),
+           "paper-accuracy-cost": paper.get("cost")}
+    md = ["–"] * 7
+
+    def compute() -> dict[str, Any]:
+        d, b = ev.adra(got["defended"]), ev.adra(got["base"])
+        acc_d, eps = F.utility(got["utility-defended"])
+        acc_b, _ = F.utility(got["utility-base"])
+        return {"d": d, "b": b, "delta": F.adra_delta(d, b), "cost": F.accuracy_delta(acc_d, acc_b), "eps": eps}
+
+    fig, note = _guard(compute) if got else ({}, note)
+    if fig:
+        delta, cost = fig["delta"], fig["cost"]
+        cost_pos = F.Fig(-cost.value, -cost.hi, -cost.lo, cost.n)
+        out.update({**_fields("dsuccess", delta["success"]), **_fields("didentified", delta["identified"]),
+                    **_fields("dmse", delta["mse"]), "success-defended": fig["d"]["success"].value,
+                    "success-base": fig["b"]["success"].value, **_fields("accuracy-cost", cost_pos),
+                    "epsilon-capture": fig["d"]["epsilon"], "epsilon-training": fig["eps"], "n": fig["d"]["n"]})
+        md = [_pp(delta["success"]), _pp(delta["identified"]), num(delta["mse"], signed=True),
+              f"{pct(F.Fig(fig['d']['success'].value))} / {pct(F.Fig(fig['b']['success'].value))}",
+              _pp(cost_pos, signed=False), f"{eps_text(fig['eps'])} (capture: {eps_text(fig['d']['epsilon'])})",
+              str(fig["d"]["n"])]
+    out["note"] = note
+    out["_labels"] = list(row.labels)
+    out["_md"] = [paper_num(paper.get("dsr"), 1, True) if row.paper else paper_num(None),
+                  paper_num(paper.get("dmse"), 2, True), _paper_cost(paper.get("cost")), *md, note]
+    return out
+
+
+def _tpr(p: dict[str, Any], key: str, target: float) -> str:
+    """TPR at a fixed FPR; with fewer than 1/FPR non-members it is the TPR at zero false positives."""
+    return pct(p[key]) + (" (at 0 FP: too few non-members)" if p["fpr-resolution"] > target else "")
+
+
+def _pp(f: F.Fig, signed: bool = True) -> str:
+    """A change in a rate, in percentage points with its interval."""
+    if not f.ok:
+        return "–"
+    s = "+" if signed else ""
+    return f"{100 * f.value:{s}.1f} [{100 * f.lo:{s}.1f}, {100 * f.hi:{s}.1f}]"
+
+
+def _paper_cost(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.0f} pp"
+
+
+def defense_amia_row(ev: Evaluator, row: Row) -> dict[str, Any]:
+    got, note = ev.results(row)
+    paper = row.paper or {}
+    out = {**row.labels, "paper-dacc": paper.get("dacc"), "paper-df1": paper.get("df1"),
+           "paper-accuracy-cost": paper.get("cost")}
+    md = ["–"] * 6
+    fig, note = _guard(lambda: {"d": ev.amia(got["defended"]), "b": ev.amia(got["base"])}) if got else ({}, note)
+    if fig:
+        delta = F.amia_delta(fig["d"], fig["b"])
+        cost = delta["test-acc"]
+        cost_pos = F.Fig(-cost.value, -cost.hi, -cost.lo, cost.n)
+        out.update({**_fields("dattack-acc", delta["attack-acc"]), **_fields("df1", delta["f1"]),
+                    "dauc": delta["auc"].value, **_fields("accuracy-cost", cost_pos),
+                    "n": fig["d"]["primary"]["attack-acc"].n})
+        md = [num(delta["attack-acc"], signed=True), num(delta["f1"], signed=True), num(delta["auc"], signed=True),
+              _pp(cost_pos, signed=False), "none: no (ε, δ) guarantee", str(out["n"])]
+    out["note"] = note
+    out["_labels"] = list(row.labels)
+    out["_md"] = [paper_num(paper.get("dacc"), 2, True) if row.paper else paper_num(None),
+                  paper_num(paper.get("df1"), 2, True), _paper_cost(paper.get("cost")), *md, note]
+    return out
+
+
+DEF_ADRA_HEAD = ["paper ΔSR pp", "paper ΔMSE", "paper acc cost", "Δsuccess pp [95% CI]", "Δidentified pp [95% CI]",
+                 "ΔMSE [95% CI]", "success defended / undefended", "acc cost pp [95% CI]", "ε (training; capture)",
+                 "n", "note"]
+DEF_AMIA_HEAD = ["paper Δacc", "paper ΔF1", "paper acc cost", "Δattack acc [95% CI]", "ΔF1 [95% CI]", "ΔAUC",
+                 "acc cost pp [95% CI]", "ε", "n members", "note"]
+
+
+def table_rows(ev: Evaluator, table: int) -> list[tuple[str, dict[str, Any]]]:
+    """(part, row dict) for every row of one table."""
+    out = []
+    for row in ev.plan.rows[table]:
+        if table in (1, 2):
+            out.append(("adra", adra_row(ev, row)))
+        elif table in (3, 4, 5):
+            out.append(("amia", amia_row(ev, row)))
+        elif "activation" in row.labels:
+            out.append(("defense-adra", defense_adra_row(ev, row)))
+        else:
+            out.append(("defense-amia", defense_amia_row(ev, row)))
+    return out
+
+
+HEADS = {"adra": ADRA_HEAD, "amia": AMIA_HEAD, "defense-adra": DEF_ADRA_HEAD, "defense-amia": DEF_AMIA_HEAD}
+
+
+def markdown_table(rows: list[dict[str, Any]], head: list[str]) -> str:
+    labels = rows[0]["_labels"]
+    lines = ["| " + " | ".join([*labels, *head]) + " |", "|" + "---|" * (len(labels) + len(head))]
+    for r in rows:
+        lines.append("| " + " | ".join([str(r[k]) for k in labels] + [str(c) for c in r["_md"]]) + " |")
+    return "\n".join(lines)
+
+
+def commit() -> str:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def definitions(plan: Plan) -> str:
+    from attacks import metrics as adra_metrics
+    from attacks.amia import metrics as amia_metrics
+
+    d = plan.paper["definitions"]
+    amia_defs = amia_metrics.__doc__.split("\n\n", 1)[1].strip()
+    return "\n\n".join([
+        "**The paper's set-up.** " + " ".join(d["setup"].split()),
+        "**The paper's ADRA figures.** " + " ".join(d["sr"].split()),
+        "**Ours (ADRA).** " + adra_metrics.DEFINITIONS
+        + "\nThe paper's SR stands beside our **success** (its closest reading); **identified** is the stricter, "
+          "attack-independent check. Our MSE is on [0, 1] pixels; the paper's scale is not stated, so compare "
+          "MSE within a column, not across.",
+        "**The paper's AMIA figures.** " + " ".join(d["attack-acc"].split()),
+        "**Ours (AMIA)**: members are the clients' D^α samples, non-members the held-out pool. " + amia_defs
+        + "\nBeside the paper's attack acc and F1 we report what the field now expects (LiRA's standard): AUC, TPR "
+          "at 1% and 0.1% FPR, and the target's train and test accuracy (a target that has not fitted its data says "
+          "nothing about membership); D^θ AUC is the weight-level baseline.",
+        "**Defenses.** The paper: " + " ".join(d["defenses"].split())
+        + " Ours: `dp-update` is the paper's DP_SGD (noise on the architecture update, σ = 0.1 reads N(0, 0.01) as "
+          "a variance), with client-level ε; `dp-sgd` is DP-SGD on every α step (example-level ε); LR = `alpha-l2`, "
+          "DP = `input-noise-std` (no formal guarantee), MD = `md` (docs/privacy.md, docs/amia.md). Accuracy cost = "
+          "undefended minus defended test accuracy.",
+        "**Intervals (95%).**\n\n" + stats.__doc__.split("\n\n", 1)[1].strip(),
+    ])
+
+
+def write(plan: Plan, out: Path, command: str, wall: float | None) -> Path:
+    """Write ``tables.md`` and ``table<N>.csv`` for the plan's tables; return tables.md."""
+    ev = Evaluator(plan, out)
+    s = plan.scale
+    parts = [f"# Tables 1–6 of Li et al. (2024) beside this project's ({s.name} scale)", "",
+             f"Command: `{command}`  ",
+             f"Scale: `{s.path.name}`: {' '.join(s.about.split())}  ",
+             f"Seeds: {', '.join(map(str, s.seeds))}; datasets run: {', '.join(plan.datasets)}  ",
+             f"Commit: `{commit()}`; written {time.strftime('%Y-%m-%d %H:%M')}"
+             + (f"; wall time of this invocation {human(wall)}" if wall is not None else ""), ""]
+    counts = {"computed": 0, "not runnable here": 0, "not run yet": 0, "failed": 0}
+    body, all_rows = [], {}
+    for t in sorted(plan.rows):
+        rows = all_rows[t] = table_rows(ev, t)
+        body += [f"## {TITLES[t]}", ""]
+        for part in dict.fromkeys(p for p, _ in rows):
+            these = [r for p, r in rows if p == part]
+            body += [markdown_table(these, HEADS[part]), ""]
+        atomic_write_csv(out / f"table{t}.csv", [{k: v for k, v in r.items() if not k.startswith("_")} for _, r in rows])
+        for _, r in rows:
+            key = ("not run yet" if r["note"] == PENDING else "failed" if r["note"].startswith("failed")
+                   else "computed" if r.get("n") is not None else "not runnable here")
+            counts[key] += 1
+    made = plots.write_all(all_rows, out)
+    parts += ["Rows: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".  ",
+              "CSV: " + ", ".join(f"`table{t}.csv`" for t in sorted(plan.rows)) + "; plots: "
+              + (", ".join(f"`{p.name}`" for p in made) or "none yet (nothing computed)") + ".", ""]
+    if plan.notes:
+        parts += ["Datasets not available here: " + "; ".join(f"`{d}`: {r}" for d, r in plan.notes.items()), ""]
+    parts += ["## Definitions, the paper's and ours", "", definitions(plan), "", *body]
+    return atomic_write_text(out / "tables.md", "\n".join(parts) + "\n")
