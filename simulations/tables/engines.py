@@ -49,12 +49,15 @@ def config_reason(overrides: Mapping[str, Any]) -> str:
     return ""
 
 
+EMBEDDED = frozenset({"digits", "mnist-5k"})  # shipped inside packages: data-root plays no part
+
+
 def dataset_reason(name: str, data_root: str = "") -> str:
     """Empty when the dataset loads here; else the loader's own explanation."""
     from fednas.data import load_dataset
 
     try:
-        load_dataset(name, data_root)
+        load_dataset(name, "" if name in EMBEDDED else data_root)  # cached per process
     except (FileNotFoundError, ConfigError, ValueError, RuntimeError) as err:
         return str(err).splitlines()[0].split(". ")[0]  # the loader's first sentence says where it looked
     return ""

@@ -73,32 +73,35 @@ def load_paper(path: Path = PAPER_VALUES) -> dict[str, Any]:
 class Planner:
     """Builds the rows and tasks of the selected tables for one scale."""
 
-    def __init__(self, scale: Scale, datasets: tuple[str, ...], data_root: str) -> None:
-        self.s, self.datasets, self.root = scale, datasets, data_root
+    def __init__(self, scale: Scale, datasets: tuple[str, ...] | None, data_root: str) -> None:
+        self.s, self.root = scale, data_root
+        self.adra_ds = tuple(datasets or scale.adra.datasets or scale.datasets)
+        self.amia_ds = tuple(datasets or scale.amia.datasets or scale.datasets)
+        self.datasets = tuple(dict.fromkeys(self.adra_ds + self.amia_ds))
         self.paper = load_paper()
         self.tasks: dict[str, Task] = {}
-        wanted = set(datasets) | {"cifar10", "cifar100"}
+        wanted = set(self.datasets) | {"cifar10", "cifar100"}
         self.absent = {d: r for d in sorted(wanted) if (r := engines.dataset_reason(d, data_root))}
         self.paradigms = engines.paradigm_reasons(scale.amia.paradigms)
 
     # -------------------------------------------------------------- datasets
-    def ours_for(self, paper_ds: str) -> list[str]:
+    @staticmethod
+    def ours_for(paper_ds: str, ours: tuple[str, ...]) -> list[str]:
         """Our datasets standing for one of the paper's (or the paper's own name when none does)."""
-        ours = [d for d in self.datasets if PAPER_DATASET.get(d) == paper_ds]
-        return ours or [paper_ds]
+        return [d for d in ours if PAPER_DATASET.get(d) == paper_ds] or [paper_ds]
 
-    def dataset_reason(self, d: str) -> str:
+    def dataset_reason(self, d: str, ours: tuple[str, ...]) -> str:
         if d in self.absent:
             return f"dataset absent: {self.absent[d]}"
-        if d not in self.datasets:
-            return f"out of this scale's budget (datasets: {', '.join(self.datasets)})"
+        if d not in ours:
+            return f"out of this scale's budget (datasets: {', '.join(ours)})"
         return ""
 
-    def row_datasets(self, paper_ds: tuple[str, ...]) -> list[str]:
+    def row_datasets(self, paper_ds: tuple[str, ...], ours: tuple[str, ...]) -> list[str]:
         """Every dataset a table shows: the run's, then the paper's that none of them stands for."""
-        out = list(self.datasets)
+        out = list(ours)
         for p in paper_ds:
-            out += [d for d in self.ours_for(p) if d not in out]
+            out += [d for d in self.ours_for(p, ours) if d not in out]
         return out
 
     # -------------------------------------------------------------- config
@@ -144,7 +147,7 @@ class Planner:
     def adra_rows(self, table: int, d: str, grid_ok: bool, budget: str, labels: dict[str, Any],
                   paper: dict[str, float] | None, point: dict[str, Any], defense: str = "none") -> list[Row]:
         """One row per (θ mode, attack mode) when the cell runs; one explained row otherwise."""
-        reason = self.dataset_reason(d) or ("" if grid_ok else f"out of this scale's budget ({budget})")
+        reason = self.dataset_reason(d, self.adra_ds) or ("" if grid_ok else f"out of this scale's budget ({budget})")
         if reason:
             return [Row(table, {**labels, "θ": self.s.adra.theta[0], "mode": "–"}, paper, reason=reason)]
         rows = []
@@ -160,7 +163,7 @@ class Planner:
     def table1(self) -> list[Row]:
         t, a = self.paper["table1"], self.s.adra
         rows = []
-        for d in self.row_datasets((t["dataset"],)):
+        for d in self.row_datasets((t["dataset"],), self.adra_ds):
             paper_here = PAPER_DATASET.get(d) == t["dataset"]
             acts = list(dict.fromkeys([*a.activations, *(t["sr"] if paper_here else [])]))
             for act in acts:
@@ -179,7 +182,7 @@ class Planner:
     def table2(self) -> list[Row]:
         t, a = self.paper["table2"], self.s.adra
         rows = []
-        for d in self.row_datasets((t["dataset"],)):
+        for d in self.row_datasets((t["dataset"],), self.adra_ds):
             paper_here = PAPER_DATASET.get(d) == t["dataset"]
             for b in sorted(set(a.batches) | (set(t["B"]) if paper_here else set())):
                 for p in sorted(set(a.batch_nodes) | (set(t["P"]) if paper_here else set())):
@@ -225,7 +228,7 @@ class Planner:
 
     def amia_row(self, table: int, d: str, labels: dict[str, Any], paper: dict[str, float] | None, reason: str,
                  **cell: Any) -> Row:
-        reason = self.dataset_reason(d) or reason
+        reason = self.dataset_reason(d, self.amia_ds) or reason
         row = Row(table, labels, paper, reason=reason)
         if not reason:
             row.cells["ours"] = self.amia_cells(d, **cell)
@@ -234,7 +237,7 @@ class Planner:
     def table3(self) -> list[Row]:
         t, m = self.paper["table3"], self.s.amia
         rows = []
-        for d in self.row_datasets(tuple(t["acc"])):
+        for d in self.row_datasets(tuple(t["acc"]), self.amia_ds):
             pd = PAPER_DATASET.get(d)
             for p in sorted(set(m.nodes) | (set(t["P"]) if pd in t["acc"] else set())):
                 paper = None
@@ -248,7 +251,7 @@ class Planner:
     def table4(self) -> list[Row]:
         t, m = self.paper["table4"], self.s.amia
         rows = []
-        for d in self.row_datasets(tuple(t["acc"])):
+        for d in self.row_datasets(tuple(t["acc"]), self.amia_ds):
             pd = PAPER_DATASET.get(d)
             for name in dict.fromkeys([*t["paradigm"], *m.paradigms]):
                 paper = None
@@ -264,7 +267,7 @@ class Planner:
     def table5(self) -> list[Row]:
         t, m = self.paper["table5"], self.s.amia
         rows = []
-        for d in self.row_datasets(tuple(t["acc"])):
+        for d in self.row_datasets(tuple(t["acc"]), self.amia_ds):
             pd = PAPER_DATASET.get(d)
             for eta in sorted(set(m.etas) | set(t["eta"]), reverse=True):
                 paper = None
@@ -293,7 +296,7 @@ class Planner:
     def table6_adra(self) -> list[Row]:
         t, g = self.paper["table6"]["adra"], self.s.defenses
         rows = []
-        for d in self.row_datasets((t["dataset"],)):
+        for d in self.row_datasets((t["dataset"],), self.adra_ds):
             paper_here = PAPER_DATASET.get(d) == t["dataset"]
             for defense in dict.fromkeys([t["defense"], *g.adra]):
                 for act in dict.fromkeys([*g.adra_activations, *(t["sr"] if paper_here else [])]):
@@ -312,7 +315,7 @@ class Planner:
         pb = t["points"][i] if i < len(t["points"]) else None
         point = (f"B={ours[0]}, P={ours[1]}" if ours else "–") + (f" (paper: B={pb[0]}, P={pb[1]})" if pb else "")
         labels = {"dataset": d, "defense": defense, "activation": act, "point": point}
-        reason = self.dataset_reason(d)
+        reason = self.dataset_reason(d, self.adra_ds)
         if not reason and (ours is None or act not in g.adra_activations):
             reason = ("out of this scale's budget (" + (f"(B, P) in {list(g.adra_points)}" if ours is None
                                                         else f"activations {list(g.adra_activations)}") + ")")
@@ -335,7 +338,7 @@ class Planner:
     def table6_amia(self) -> list[Row]:
         t, g = self.paper["table6"]["amia"], self.s.defenses
         rows = []
-        for d in self.row_datasets(tuple(t["acc"])):
+        for d in self.row_datasets(tuple(t["acc"]), self.amia_ds):
             pd = PAPER_DATASET.get(d)
             for defense in dict.fromkeys([*t["defenses"], *g.amia]):
                 for i in range(max(len(t["P"]), len(g.amia_nodes))):
@@ -347,7 +350,7 @@ class Planner:
                                  "cost": t["accuracy-cost"][defense]}
                     p_label = (str(ours) if ours else "–") + (f" (paper: {t['P'][i]})" if i < len(t["P"]) else "")
                     labels = {"dataset": d, "defense": defense, "P": p_label}
-                    reason = self.dataset_reason(d)
+                    reason = self.dataset_reason(d, self.amia_ds)
                     if not reason and ours is None:
                         reason = f"out of this scale's budget (P in {list(g.amia_nodes)})"
                     if not reason and defense not in g.amia:
@@ -368,7 +371,7 @@ def _vs(ours: int, paper: int) -> str:
 def make_plan(scale: Scale, tables: tuple[int, ...], datasets: tuple[str, ...] | None = None,
               data_root: str | None = None) -> Plan:
     """Rows and tasks of ``tables`` for ``scale`` (``datasets`` overrides the scale's)."""
-    planner = Planner(scale, tuple(datasets or scale.datasets), scale.data_root if data_root is None else data_root)
+    planner = Planner(scale, datasets, scale.data_root if data_root is None else data_root)
     builders = {1: planner.table1, 2: planner.table2, 3: planner.table3, 4: planner.table4, 5: planner.table5,
                 6: planner.table6}
     rows = {t: builders[t]() for t in tables}

@@ -30,7 +30,8 @@ class ScaleError(ConfigError):
 class AdraGrid:
     """Tables 1-2 (and the ADRA half of Table 6): captures and attacks."""
 
-    samples: int  # rebuilt images scored per cell (captures = samples / B)
+    datasets: tuple[str, ...] | None  # None: the scale's
+    samples: int  # rebuilt images scored per cell and seed (captures = samples / B)
     clients: int  # clients of a capture run; rounds follow from the captures needed
     theta: tuple[str, ...]  # θ-knowledge modes run; the first is the paper's threat model
     modes: tuple[str, ...]  # adra-mode values
@@ -47,6 +48,7 @@ class AdraGrid:
 class AmiaGrid:
     """Tables 3-5: targets searched to convergence, then AMIA through its prediction API."""
 
+    datasets: tuple[str, ...] | None  # None: the scale's
     clients: int
     nodes: tuple[int, ...]  # Table 3 columns (P)
     paradigm_nodes: int  # Table 4's P (the paper's 64)
@@ -220,6 +222,14 @@ def load_scale(name_or_path: str) -> Scale:
     return Scale(name, path, about, tuple(seeds), datasets, data_root, base, adra, amia, defenses, raw)
 
 
+def _datasets(sec: _Section) -> tuple[str, ...] | None:
+    """An attack's own dataset list (the paper's ADRA is MNIST only), else the scale's."""
+    names = sec.strings("datasets", None) if "datasets" in sec.data else None
+    for d in names or ():
+        check_config({"dataset": d}, f"{sec.path}: {sec.where}.datasets")
+    return names
+
+
 def _adra(sec: _Section) -> AdraGrid:
     t1, t2 = sec.section("table1"), sec.section("table2")
     theta_modes = _named_overrides(sec, "theta-modes")
@@ -228,7 +238,7 @@ def _adra(sec: _Section) -> AdraGrid:
     if not theta or missing:
         raise ScaleError(f"{sec.path}: 'adra.theta' = {list(theta)!r}: each name needs an entry in [adra.theta-modes]")
     grid = AdraGrid(
-        samples=sec.positive("samples"), clients=sec.positive("clients"), theta=theta,
+        datasets=_datasets(sec), samples=sec.positive("samples"), clients=sec.positive("clients"), theta=theta,
         modes=sec.strings("modes", allowed=("paper", "strong")),
         activations=t1.strings("activations", allowed=("elu", "tanh", "sigmoid", "relu")), nodes=t1.ints("P"),
         batches=t2.ints("B"), batch_nodes=t2.ints("P"),
@@ -251,7 +261,7 @@ def _amia(sec: _Section) -> AmiaGrid:
     if runner not in ("inprocess", "flower"):
         raise ScaleError(f"{sec.path}: 'amia.runner' = {runner!r}; choose inprocess or flower")
     grid = AmiaGrid(
-        clients=sec.positive("clients"), nodes=t3.ints("P"), paradigm_nodes=t4.positive("P"),
+        datasets=_datasets(sec), clients=sec.positive("clients"), nodes=t3.ints("P"), paradigm_nodes=t4.positive("P"),
         paradigms=t4.strings("paradigms"), eta_nodes=t5.positive("P"), etas=tuple(float(e) for e in etas),
         target=sec.config("target"), attack=sec.config("attack", AMIA_KEYS), shift_source=dict(shift),
         primary_shadow=sec.get("primary-shadow", str), primary_attack=sec.get("primary-attack", str, "mlp"),
