@@ -2,7 +2,7 @@
 
     python -m simulations.tables [--scale smoke|cpu|gpu|FILE] [--tables 1,2,3,4,5,6]
         [--datasets mnist-5k,fashion-mnist] [--workers N] [--out DIR] [--data-root DIR]
-        [--cells GLOB ...] [--plan] [--render]
+        [--cells GLOB ...] [--plan] [--render] [--publish DIR]
 
 Plans the cells of the chosen tables at the chosen scale, runs those not done yet (a
 rerun of the same command resumes: finished cells are skipped, failed ones retried),
@@ -10,7 +10,8 @@ then writes ``<out>/tables.md``, ``<out>/table<N>.csv`` and the plots. ``--plan`
 what would run and how long it should take (from the cells already measured in
 ``<out>``, else from priors); ``--render`` only rewrites the outputs from the results
 there; ``--cells`` runs only the tasks whose key matches a pattern (and what they need),
-e.g. ``--cells 'adra/mnist-5k/elu/P8/*'``. Exit status: 0 every planned task ok, 1 some
+e.g. ``--cells 'adra/mnist-5k/elu/P8/*'``; ``--publish DIR`` copies tables.md, the CSVs
+and the plots there (e.g. ``docs/results``). Exit status: 0 every planned task ok, 1 some
 failed (the tables say which and why), 2 a bad argument or scale file, 130 interrupted
 (rerun the same command to resume).
 """
@@ -21,6 +22,7 @@ import argparse
 import fnmatch
 import logging
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,6 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cells", nargs="+", metavar="GLOB", help="run only the tasks whose key matches (and their inputs)")
     p.add_argument("--plan", action="store_true", help="print the plan and the time estimate; run nothing")
     p.add_argument("--render", action="store_true", help="only rewrite tables.md, CSVs and plots from the results")
+    p.add_argument("--publish", metavar="DIR", help="copy tables.md, the CSVs and the plots to DIR when done")
     return p.parse_args(argv)
 
 
@@ -94,9 +97,10 @@ def print_plan(plan: Plan, sched: Scheduler, emit) -> None:
         emit(f"Table {t}: {len(rows)} rows ({explained} not runnable here), {len(keys)} tasks, {len(todo)} to run "
              f"({', '.join(f'{v} {k}' for k, v in sorted(kinds.items())) or 'none'}); estimated "
              f"{human(sched.remaining_seconds(todo))} with {max(1, sched.workers)} worker(s) "
-             f"({measured} of {len(todo)} estimated from measured tasks of the same kind and size)")
+             f"({measured} of {len(todo)} from measured tasks of the same kind and size)")
     emit(f"All tables: {len(sched.todo)} tasks to run, {len(sched.done)} done; estimated "
-         f"{human(sched.remaining_seconds(sched.todo))} with {max(1, sched.workers)} worker(s)")
+         f"{human(sched.remaining_seconds(sched.todo))} with {max(1, sched.workers)} worker(s), each on a core of "
+         "its own (CPU seconds of measured tasks / workers; longer on a machine shared with other work)")
 
 
 def _progress(console):
@@ -104,6 +108,13 @@ def _progress(console):
 
     return Progress(TextColumn("[bold]tables"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("ETA {task.fields[eta]}"), console=console, transient=False)
+
+
+def publish(out: Path, dest: Path) -> None:
+    """Copy the outputs a reader needs (not the runs and results behind them) to ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in [out / "tables.md", *sorted(out.glob("table*.csv")), *sorted(out.glob("table*.png"))]:
+        shutil.copyfile(path, dest / path.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.monotonic() - t0
     out.mkdir(parents=True, exist_ok=True)
     md = render.write(plan, out, command, wall if not args.render else None)
+    if args.publish:
+        publish(out, Path(args.publish))
     emit(f"{counts['ok']} tasks ok, {counts['failed']} failed this time ({human(wall)})")
     print(md)
     return 1 if counts["failed"] else 0

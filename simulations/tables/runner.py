@@ -122,7 +122,7 @@ def execute(task: Task, out: str) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     record: dict[str, Any] = {"key": task.key, "kind": task.kind, "spec": task.spec,
                               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid()}
     try:
@@ -131,6 +131,9 @@ def execute(task: Task, out: str) -> dict[str, Any]:
         record.update(status="failed", error=f"{type(err).__name__}: {err}",
                       traceback=traceback.format_exc()[-4000:])
     record["seconds"] = round(time.perf_counter() - t0, 2)
+    # CPU time of this process (one torch thread): what the task costs on a core of its own,
+    # whatever else the machine was doing meanwhile; the ETA is made from it
+    record["cpu-seconds"] = round(time.process_time() - c0, 2)
     record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     atomic_write_json(result_path(Path(out), task.key), record)
     return record
@@ -144,6 +147,11 @@ def _init_worker() -> None:
 # ---------------------------------------------------------------------------- cost model
 
 
+def cost_of(record: dict[str, Any]) -> float:
+    """A finished task's cost: its CPU seconds (its wall seconds for older results)."""
+    return float(record.get("cpu-seconds") or record.get("seconds") or 0.0)
+
+
 class CostModel:
     """Expected seconds of a task, from results already measured (same class, else scaled)."""
 
@@ -151,8 +159,8 @@ class CostModel:
         self.by_class: dict[tuple, list[float]] = defaultdict(list)
         for t in tasks:
             r = current(out, t)
-            if r and r.get("status") == "ok" and r.get("seconds"):
-                self.by_class[t.cost_class].append(float(r["seconds"]))
+            if r and r.get("status") == "ok" and cost_of(r):
+                self.by_class[t.cost_class].append(cost_of(r))
 
     def add(self, task: Task, seconds: float) -> None:
         self.by_class[task.cost_class].append(seconds)
@@ -218,7 +226,12 @@ class Scheduler:
         return record
 
     def run(self, progress: Any = None) -> dict[str, int]:
-        """Run everything pending; returns counts (ok, failed, skipped as already done)."""
+        """Run everything pending; returns counts (ok, failed, skipped as already done).
+
+        Artifacts left half-built by a killed run (``*.partial-<pid>``) are removed first:
+        one invocation at a time per output folder."""
+        for partial in sorted((self.out / "runs").rglob("*.partial-*")) if (self.out / "runs").is_dir() else []:
+            shutil.rmtree(partial, ignore_errors=True)
         waiting = list(self.todo)
         counts = {"ok": 0, "failed": 0, "already done": len(self.done)}
         total = len(waiting)
@@ -279,7 +292,7 @@ class Scheduler:
         ok = record.get("status") == "ok"
         if ok:
             self.done.add(key)
-            self.costs.add(task, float(record.get("seconds") or 0.0))
+            self.costs.add(task, cost_of(record))
             counts["ok"] += 1
         else:
             self.failed[key] = record.get("error", "?")
@@ -288,7 +301,7 @@ class Scheduler:
         eta = self.remaining_seconds(left)
         n = counts["ok"] + counts["failed"]
         status = "ok" if ok else f"FAILED: {record.get('error', '')[:200]}"
-        self.emit(f"[{n}/{total}] {key} {status} ({human(float(record.get('seconds') or 0))}); "
-                  f"about {human(eta)} left")
+        self.emit(f"[{n}/{total}] {key} {status} ({human(float(record.get('seconds') or 0))}, "
+                  f"{human(float(record.get('cpu-seconds') or 0))} CPU); about {human(eta)} left")
         if progress is not None:
             progress(n, total, eta)
