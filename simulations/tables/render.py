@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fednas.config import toml_value
 from fednas.rundir import atomic_write_csv, atomic_write_text
 from simulations.tables import figures as F
 from simulations.tables import plots
@@ -189,8 +190,7 @@ def defense_adra_row(ev: Evaluator, row: Row) -> dict[str, Any]:
 
     fig, note = _guard(compute) if got else ({}, note)
     if fig:
-        delta, cost = fig["delta"], fig["cost"]
-        cost_pos = F.Fig(-cost.value, -cost.hi, -cost.lo, cost.n)
+        delta, cost_pos = fig["delta"], _cost(fig["cost"])
         out.update({**_fields("dsuccess", delta["success"]), **_fields("didentified", delta["identified"]),
                     **_fields("dmse", delta["mse"]), "success-defended": fig["d"]["success"].value,
                     "success-base": fig["b"]["success"].value, **_fields("accuracy-cost", cost_pos),
@@ -219,6 +219,11 @@ def _pp(f: F.Fig, signed: bool = True) -> str:
     return f"{100 * f.value:{s}.1f} [{100 * f.lo:{s}.1f}, {100 * f.hi:{s}.1f}]"
 
 
+def _cost(change: F.Fig) -> F.Fig:
+    """An accuracy cost: the change in accuracy, negated (positive: the defense costs accuracy)."""
+    return F.Fig(-change.value, -change.hi, -change.lo, change.n)
+
+
 def _paper_cost(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.0f} pp"
 
@@ -232,8 +237,7 @@ def defense_amia_row(ev: Evaluator, row: Row) -> dict[str, Any]:
     fig, note = _guard(lambda: {"d": ev.amia(got["defended"]), "b": ev.amia(got["base"])}) if got else ({}, note)
     if fig:
         delta = F.amia_delta(fig["d"], fig["b"])
-        cost = delta["test-acc"]
-        cost_pos = F.Fig(-cost.value, -cost.hi, -cost.lo, cost.n)
+        cost_pos = _cost(delta["test-acc"])
         out.update({**_fields("dattack-acc", delta["attack-acc"]), **_fields("df1", delta["f1"]),
                     "dauc": delta["auc"].value, **_fields("accuracy-cost", cost_pos),
                     "n": fig["d"]["primary"]["attack-acc"].n})
@@ -275,7 +279,9 @@ def markdown_table(rows: list[dict[str, Any]], head: list[str]) -> str:
     labels = rows[0]["_labels"]
     lines = ["| " + " | ".join([*labels, *head]) + " |", "|" + "---|" * (len(labels) + len(head))]
     for r in rows:
-        lines.append("| " + " | ".join([str(r[k]) for k in labels] + [str(c) for c in r["_md"]]) + " |")
+        cells = [str(r[k]) for k in labels] + [str(c) for c in r["_md"]]
+        cells[-1] = cells[-1] if len(cells[-1]) <= 400 else cells[-1][:400] + "… (the CSV has it all)"
+        lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -318,6 +324,37 @@ def definitions(plan: Plan) -> str:
     ])
 
 
+def setup(plan: Plan) -> str:
+    """What this scale's cells are made of, in words (from the scale file)."""
+    s = plan.scale
+    a, m, g = s.adra, s.amia, s.defenses
+
+    def kv(d: dict[str, Any]) -> str:
+        return ", ".join(f"`{k} = {toml_value(v)}`" for k, v in d.items()) or "the defaults"
+
+    def named(d: dict[str, dict[str, Any]]) -> str:
+        return "; ".join(f"{k}: {kv(v)}" for k, v in d.items()) or "none"
+
+    rounds = -(-a.samples // a.clients)
+    return "\n".join([
+        f"- Every run: {kv(s.base)}.",
+        f"- ADRA captures: {a.clients} clients of an in-process federation over the real ClientApp; each "
+        f"(round, client) update is one capture; {a.samples} images per cell and seed, i.e. ⌈{a.samples}/B⌉ captures "
+        f"from the first {rounds} round(s) at B = 1"
+        + (" (all from round 1: θ_t1 is the server's initial θ_0, drawn from U(−0.25, 0.25) as in the paper)"
+           if rounds == 1 else "") + f"; the clients' procedure: {kv(a.capture)}.",
+        f"- ADRA attack: {kv(a.attack)}; attack modes {', '.join(a.modes)}; θ knowledge: "
+        + "; ".join(f"`{n}` = {kv(v)}" + (" (the paper's threat model)" if i == 0 else "")
+                    for i, (n, v) in enumerate((n, a.theta_modes[n]) for n in a.theta)) + ".",
+        f"- AMIA targets: {m.clients} clients, {kv(m.target)} ({m.runner}); attack: {kv(m.attack)}; the figures "
+        f"beside the paper's are the `{m.primary_attack}` attack with `{m.primary_shadow}` shadows on D^α members; "
+        f"a target whose train accuracy on D^θ is below {m.fit_threshold} is flagged as not fitted.",
+        f"- Table 6: ADRA defenses ({named(g.adra)}), accuracy cost from a search at "
+        f"P = {g.utility_nodes} with {kv(g.utility)} with and without each; AMIA defenses "
+        f"({named(g.amia)}; amia-group keys act when attacking, the rest when training).",
+    ])
+
+
 def write(plan: Plan, out: Path, command: str, wall: float | None) -> Path:
     """Write ``tables.md`` and ``table<N>.csv`` for the plan's tables; return tables.md."""
     ev = Evaluator(plan, out)
@@ -347,5 +384,6 @@ def write(plan: Plan, out: Path, command: str, wall: float | None) -> Path:
               + (", ".join(f"`{p.name}`" for p in made) or "none yet (nothing computed)") + ".", ""]
     if plan.notes:
         parts += ["Datasets not available here: " + "; ".join(f"`{d}`: {r}" for d, r in plan.notes.items()), ""]
-    parts += ["## Definitions, the paper's and ours", "", definitions(plan), "", *body]
+    parts += ["## This scale's set-up", "", setup(plan), "", "## Definitions, the paper's and ours", "",
+              definitions(plan), "", *body]
     return atomic_write_text(out / "tables.md", "\n".join(parts) + "\n")
