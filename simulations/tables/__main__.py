@@ -97,7 +97,8 @@ def print_plan(plan: Plan, sched: Scheduler, emit) -> None:
         emit(f"Table {t}: {len(rows)} rows ({explained} not runnable here), {len(keys)} tasks, {len(todo)} to run "
              f"({', '.join(f'{v} {k}' for k, v in sorted(kinds.items())) or 'none'}); estimated "
              f"{human(sched.remaining_seconds(todo))} with {max(1, sched.workers)} worker(s) "
-             f"({measured} of {len(todo)} from measured tasks of the same kind and size)")
+             f"({measured} of {len(todo)} from measured tasks of the same kind and size; tasks shared with another "
+             "table count in each)")
     emit(f"All tables: {len(sched.todo)} tasks to run, {len(sched.done)} done; estimated "
          f"{human(sched.remaining_seconds(sched.todo))} with {max(1, sched.workers)} worker(s), each on a core of "
          "its own (CPU seconds of measured tasks / workers; longer on a machine shared with other work)")

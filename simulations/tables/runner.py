@@ -31,10 +31,18 @@ from simulations.tables.plan import Task
 
 log = logging.getLogger(__name__)
 
-# seconds per task before anything was measured (the ETA's starting point; replaced by
-# measured figures of the same kind as soon as there are any)
-PRIORS = {"captures": 30.0, "target": 600.0, "adra": 120.0, "amia": 300.0}
+# CPU seconds per unit of a task at P = 8 before anything was measured (the ETA's starting
+# point, replaced by measured figures as soon as there are any). Measured here on 28x28
+# mnist-5k, 4 channels, one torch thread: an ADRA capture with the engine's default attack
+# (300 iterations) ~170 s; a capture run ~10 s; a target searched 20 epochs by 2 clients
+# over 2,000 images ~560 s (160 s at P = 4); an AMIA cell with 4 CNN shadows ~60 s.
+PRIORS = {"captures": 10.0, "target": 560.0, "adra": 170.0, "amia": 60.0}
 P_EXPONENT = 1.8  # cost ~ P^1.8 when a size was not measured (attack: 93, 315, 962 s at P = 8, 16, 32)
+
+
+def units(task: Task) -> int:
+    """What a task's cost is proportional to at a given size: captures for an ADRA cell."""
+    return int(task.spec.get("captures", 1)) * len(task.spec.get("runs", [None])) if task.kind == "adra" else 1
 
 
 def result_path(out: Path, key: str) -> Path:
@@ -156,30 +164,31 @@ class CostModel:
     """Expected seconds of a task, from results already measured (same class, else scaled)."""
 
     def __init__(self, out: Path, tasks: Iterable[Task]) -> None:
-        self.by_class: dict[tuple, list[float]] = defaultdict(list)
+        self.by_class: dict[tuple, list[float]] = defaultdict(list)  # CPU seconds per unit
         for t in tasks:
             r = current(out, t)
             if r and r.get("status") == "ok" and cost_of(r):
-                self.by_class[t.cost_class].append(cost_of(r))
+                self.add(t, cost_of(r))
 
     def add(self, task: Task, seconds: float) -> None:
-        self.by_class[task.cost_class].append(seconds)
+        self.by_class[task.cost_class].append(seconds / units(task))
 
     def measured(self, task: Task) -> bool:
         return task.cost_class in self.by_class
 
     def seconds(self, task: Task) -> float:
+        """Expected CPU seconds: measured ones of the same class, else the nearest measured size
+        of the same kind scaled as P^1.8, else the prior."""
         c = task.cost_class
         if c in self.by_class:
-            return sum(self.by_class[c]) / len(self.by_class[c])
+            return units(task) * sum(self.by_class[c]) / len(self.by_class[c])
         kind, dataset, p, b = c[:4]
         same = [(k, sum(v) / len(v)) for k, v in self.by_class.items() if k[0] == kind and k[4:] == c[4:] and k[2]]
         same.sort(key=lambda kv: (kv[0][1] != dataset, kv[0][3] != b, abs(math.log((kv[0][2] or 1) / (p or 1)))))
         if same and p:
-            (k, secs) = same[0]
-            scale = (p / k[2]) ** P_EXPONENT
-            return secs * scale
-        return PRIORS[kind] * ((p or 8) / 8) ** P_EXPONENT
+            (k, per_unit) = same[0]
+            return units(task) * per_unit * (p / k[2]) ** P_EXPONENT
+        return units(task) * PRIORS[kind] * ((p or 8) / 8) ** P_EXPONENT
 
 
 def human(seconds: float) -> str:
