@@ -100,9 +100,14 @@ class ForeignTarget:
         """A fresh victim network from the factory (torch seeded, for factories that draw their init)."""
         import torch
 
+        factory = load_callable(self.model)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = load_callable(self.model)()
+            try:
+                model = factory()
+            except Exception as err:  # the user's code: whatever it raises, say which call failed
+                raise TargetError(f"--model {self.model!r}: calling it with no argument failed: "
+                                  f"{type(err).__name__}: {err}") from None
         if not isinstance(model, torch.nn.Module):
             raise TargetError(f"--model {self.model!r} returned {type(model).__name__}, not a torch.nn.Module")
         alpha, _ = arch_split(model, self.alpha_pattern)

@@ -73,7 +73,7 @@ def client_procedure(capture: Capture, foreign: bool = False) -> tuple[Any, dict
     try:
         return search_from_record(record), metrics
     except ConfigError as err:
-        raise CaptureError(f"the client's settings cannot be read: {err}") from None
+        raise CaptureError(f"the client's settings (train config) cannot be read: {err}") from None
 
 
 class ADRA:

@@ -8,12 +8,7 @@ import pytest
 
 from fednas.config import ConfigError
 from simulations.__main__ import main
-from simulations.launcher import PROJECT_ROOT, launch, load_experiment, parse_value, prepare
-
-
-def test_set_values_are_read_as_toml():
-    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
-    assert parse_value("elu") == "elu" and parse_value('"x y"') == "x y"
+from simulations.launcher import PROJECT_ROOT, launch, load_experiment, prepare
 
 
 @pytest.mark.parametrize("sets, words", [

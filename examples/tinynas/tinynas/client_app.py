@@ -42,7 +42,7 @@ def train(msg: Message, context: Context) -> Message:
         weight_opt.step()
     content = RecordDict({
         "arrays": ArrayRecord(model.state_dict()),
-        "metrics": MetricRecord({"loss": float(loss), "num-examples": len(weight_idx)}),
+        "metrics": MetricRecord({"loss": float(loss.detach()), "num-examples": len(weight_idx)}),
         "client": ConfigRecord({"partition-id": pid}),
         # Which images each α step used, for the simulation's scoring only (optional).
         "audit": ConfigRecord({"alpha-indices": [int(i) for b in used for i in b],

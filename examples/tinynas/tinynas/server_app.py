@@ -14,8 +14,8 @@ from tinynas.model import build
 app = ServerApp()
 
 
-class FiniteFedAvg(FedAvg):
-    """A user-defined strategy: FedAvg that drops replies holding NaN or Inf."""
+class FiniteMedian(FedMedian):
+    """A user-defined strategy: Flower's robust FedMedian, after dropping replies holding NaN or Inf."""
 
     def aggregate_train(self, server_round: int, replies) -> tuple[ArrayRecord | None, MetricRecord | None]:
         kept = [m for m in replies if m.has_error() or _finite(m)]
@@ -28,7 +28,7 @@ def _finite(msg: Message) -> bool:
     return all(np.isfinite(a.numpy()).all() for r in msg.content.array_records.values() for a in r.values())
 
 
-STRATEGIES = {"fedavg": FedAvg, "custom": FiniteFedAvg, "fedmedian": FedMedian}
+STRATEGIES = {"fedavg": FedAvg, "fedmedian": FedMedian, "custom": FiniteMedian}
 
 
 @app.main()
