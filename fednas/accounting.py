@@ -169,10 +169,19 @@ def dp_summary(dp: Any) -> dict[str, Any]:
         mechanisms["dp-sgd"] = {"unit": "one example of D^alpha (add/remove)",
                                 "sampling": "Poisson, q = alpha-batch-size / |D^alpha|",
                                 "clip": dp.dp_sgd_clip, "noise-multiplier": dp.dp_sgd_noise_multiplier,
-                                "batchnorm": dp.dp_sgd_batchnorm}
+                                "batchnorm": dp.dp_sgd_batchnorm,
+                                "covers": "every array sent (theta and statistics are post-processing as far as D^alpha is concerned)"}
     if dp.dp_update:
         mechanisms["dp-update"] = {"unit": "one client's dataset (any two neighbours: sensitivity 2C)",
                                    "sampling": "none: every round the client takes part counts",
                                    "clip": dp.dp_update_clip, "noise-std": dp.dp_update_noise_std,
-                                   "covers-theta": bool(dp.dp_update_theta or dp.dp_server)}
-    return {"delta": dp.dp_delta, "accountant": ACCOUNTANT_NAMES[dp.dp_accountant], "mechanisms": mechanisms}
+                                   "covers-theta": bool(dp.dp_update_theta or dp.dp_server),
+                                   "covers": "every array sent" if (dp.dp_update_theta or dp.dp_server)
+                                   else "alpha only (with shared weights theta is sent without noise)"}
+    other = [name for name in ACCOUNTANTS if name != dp.dp_accountant]
+    noise = ("os-entropy: not reproducible" if dp.dp_secure_rng else
+             "seeded from (seed, round, partition) (dp-secure-rng = false): reproducible, and removable by "
+             "anyone who knows the seed")
+    return {"delta": dp.dp_delta, "accountant": ACCOUNTANT_NAMES[dp.dp_accountant],
+            "also-reported": {name: ACCOUNTANT_NAMES[name] for name in other},
+            "noise": noise, "secure-rng": bool(dp.dp_secure_rng), "mechanisms": mechanisms}

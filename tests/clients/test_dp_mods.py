@@ -229,6 +229,7 @@ def test_a_run_with_the_mods_on_reports_epsilon(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     dp = summary["dp"]
     assert dp["delta"] == 1e-5 and set(dp["mechanisms"]) == {"dp-sgd", "dp-update"}
+    assert dp["secure-rng"] is False and "removable by anyone who knows the seed" in dp["noise"]
     assert 0 < dp["epsilon"] < math.inf and len(dp["epsilon-by-client"]) == 2
     rows = (run_dir / "rounds.csv").read_text().splitlines()
     header = rows[0].split(",")
