@@ -7,7 +7,8 @@ Both steps start from the same model and batch: the plain step is the first-orde
 (one batched forward and backward, BatchNorm with batch statistics); the private step is
 ``PrivateAlphaGradient`` (per-example gradients by ``vmap(grad)``, clipping, noise). The
 ratio private/plain is the cost of DP-SGD; the aim is within 3x. Median of ``--repeats``
-timed calls after one warm-up, the two rules interleaved so that a busy machine slows both.
+timed calls after one warm-up, the two rules interleaved so that a busy machine slows both;
+beside it the range of the ratios of the back-to-back pairs.
 The table goes to stdout, the figures to ``DIR/dp-<time>.json``.
 """
 
@@ -30,8 +31,8 @@ from fednas.spaces import build_supernet
 
 
 def time_steps(nodes: int, batch: int, repeats: int, fused: bool | None,
-               device: torch.device | str = "cpu") -> tuple[float, float]:
-    """Median seconds of one plain and one private α step at P = ``nodes``, B = ``batch``."""
+               device: torch.device | str = "cpu") -> dict[str, list[float]]:
+    """Seconds of ``repeats`` plain and private α steps at P = ``nodes``, B = ``batch``, interleaved."""
     device = torch.device(device)
     cfg = parse_config({"nodes": nodes, "alpha-batch-size": batch})
     data = dataset_from_config(cfg.data, 0)
@@ -49,7 +50,7 @@ def time_steps(nodes: int, batch: int, repeats: int, fused: bool | None,
             synchronize(device)
             if i:  # the first call of each rule is a warm-up
                 times[name].append(time.perf_counter() - t0)
-    return statistics.median(times["plain"]), statistics.median(times["private"])
+    return times
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,14 +76,18 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     fused = {"auto": None, "on": True, "off": False}[args.fused]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, supernet fused={args.fused}, device {device}")
-    print(f"{'P':>4} {'B':>4} {'plain s':>10} {'private s':>10} {'private/plain':>14}")
+    print(f"{'P':>4} {'B':>4} {'plain s':>10} {'private s':>10} {'private/plain':>14} {'pairs (min-max)':>16}")
     rows: list[dict[str, Any]] = []
     for nodes in args.nodes:
         for batch in args.batch:
-            plain, private = time_steps(nodes, batch, args.repeats, fused, device)
+            times = time_steps(nodes, batch, args.repeats, fused, device)
+            plain, private = statistics.median(times["plain"]), statistics.median(times["private"])
+            pairs = [b / a for a, b in zip(times["plain"], times["private"])]  # each timed back to back
             rows.append({"nodes": nodes, "batch": batch, "plain-s": plain, "private-s": private,
-                         "ratio": private / plain, "runs": args.repeats})
-            print(f"{nodes:>4} {batch:>4} {plain:>10.4f} {private:>10.4f} {private / plain:>13.2f}x", flush=True)
+                         "ratio": private / plain, "pair-ratio-min": min(pairs), "pair-ratio-max": max(pairs),
+                         "runs": args.repeats, "plain-all-s": times["plain"], "private-all-s": times["private"]})
+            print(f"{nodes:>4} {batch:>4} {plain:>10.4f} {private:>10.4f} {private / plain:>13.2f}x "
+                  f"{min(pairs):>6.2f}-{max(pairs):.2f}x", flush=True)
     payload = {"machine": machine(), "quick": args.quick, "device": str(device), "fused": args.fused, "rows": rows}
     print("results:", write_results("dp", payload, args.results))
     return 0
