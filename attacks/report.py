@@ -24,6 +24,7 @@ import numpy as np
 from attacks import metrics as M
 from attacks.base import Reconstruction
 from attacks.captures import CaptureStore
+from attacks.privacy_report import dp_section
 from fednas.config import parse_config
 from fednas.rundir import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
 
@@ -335,6 +336,7 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
     md = [f"# Leakage report\n\nRun: `{ctx.run_dir}`\n",
           "## Overall\n", _overall_table(summary), "",
           "## Per client, ranked by leakage\n", summary_table(summary, clients), "",
+          *dp_section(rows),
           "## Settings\n", "\n".join(f"- `{k}` = `{v}`" for k, v in settings.items()), "",
           "## Definitions\n", M.DEFINITIONS, "",
           "Rates count every sample whose truth is known (a failed attack counts as no success); means are over "
