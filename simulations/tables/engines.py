@@ -90,8 +90,8 @@ def attack_captures(run_dirs: Sequence[str | Path], attack: Mapping[str, Any], p
     from fednas.rundir import read_rows
 
     samples: dict[str, list[Any]] = {k: [] for k in SAMPLE_FIELDS}
-    info: dict[str, Any] = {"captures": 0, "failed-rows": 0, "seconds": [], "reasons": {}, "epsilon": [],
-                            "theta-source": set(), "leakage": []}
+    info: dict[str, Any] = {"captures": 0, "failed-rows": 0, "seconds": [], "reasons": {}, "theta-source": set(),
+                            "leakage": []}
     for run in map(Path, run_dirs):
         flat = {**json.loads((run / "config.json").read_text())["config"], **attack}
         flat = parse_config({k: v for k, v in flat.items() if k in KEY_BY_NAME}).flat()
@@ -119,8 +119,6 @@ def attack_captures(run_dirs: Sequence[str | Path], attack: Mapping[str, Any], p
             if r["capture"] not in seen:
                 seen.add(r["capture"])
                 info["seconds"].append(_value(r.get("attack-seconds")))
-                if r.get("dp-epsilon") not in (None, ""):
-                    info["epsilon"].append(_value(r["dp-epsilon"]))
                 if r.get("theta-source"):
                     info["theta-source"].add(r["theta-source"])
     info["theta-source"] = sorted(info["theta-source"])

@@ -53,7 +53,6 @@ def adra(result: dict[str, Any]) -> dict[str, Any]:
     n = len(s["success"])
     ok = [i for i, v in enumerate(s["mse"]) if v is not None]
     secs = [v for v in result.get("seconds", []) if v is not None]
-    eps = [v for v in result.get("epsilon", []) if v is not None]
     return {
         "n": n,
         "success": rate(sum(bool(v) for v in s["success"]), n),
@@ -62,7 +61,7 @@ def adra(result: dict[str, Any]) -> dict[str, Any]:
         "mse": mean(s["mse"]), "psnr": mean(s["psnr"]), "ssim": mean(s["ssim"]),
         "captures": result.get("captures"), "failed-rows": result.get("failed-rows", 0),
         "seconds-per-capture": float(np.mean(secs)) if secs else math.nan,
-        "epsilon": max(eps) if eps else None, "theta-source": ", ".join(result.get("theta-source", [])),
+        "theta-source": ", ".join(result.get("theta-source", [])),
         "samples": s,
     }
 
@@ -150,9 +149,26 @@ def accuracy_delta(defended: Fig, base: Fig) -> Fig:
     return Fig(defended.value - base.value, lo, hi, defended.n)
 
 
-def utility(results: list[dict[str, Any]]) -> tuple[Fig, float | None]:
-    """Central test accuracy of utility runs (pooled over seeds) and the largest ε reached."""
+def utility(results: list[dict[str, Any]]) -> Fig:
+    """Central test accuracy of utility runs, pooled over seeds."""
     accs = [(r["central-acc"], r["n-test"]) for r in results if r.get("central-acc") is not None]
-    n = sum(k for _, k in accs)
-    eps = [r["epsilon"] for r in results if r.get("epsilon") is not None]
-    return rate(sum(a * k for a, k in accs), n), (max(eps) if eps else None)
+    return rate(sum(a * k for a, k in accs), sum(k for _, k in accs))
+
+
+def _eps(value: Any) -> float | None:
+    return math.inf if value == "inf" else (None if value is None else float(value))
+
+
+def dp(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ε runs reached (their ``dp`` records, pooled over seeds by the largest): per
+    mechanism with what it covers, and for the whole reply (None: no DP)."""
+    mechanisms: dict[str, dict[str, Any]] = {}
+    replies = []
+    for r in results:
+        d = r.get("dp") or {}
+        if d.get("reply") is not None:
+            replies.append(_eps(d["reply"]))
+        for name, m in (d.get("mechanisms") or {}).items():
+            entry = mechanisms.setdefault(name, {"epsilon": 0.0, "covers": m.get("covers", "")})
+            entry["epsilon"] = max(entry["epsilon"], _eps(m["epsilon"]))
+    return {"mechanisms": mechanisms, "reply": max(replies) if replies else None}

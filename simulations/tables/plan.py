@@ -126,11 +126,12 @@ class Planner:
     def capture_run(self, d: str, act: str, p: int, b: int, defense: str, seed: int) -> str:
         a = self.s.adra
         overrides = self.s.defenses.adra.get(defense, {})
-        cfg = self.config(a.capture, overrides, dataset=d, nodes=p, activation=act, alpha_batch_size=b, seed=seed)
         captures = -(-a.samples // b)
+        cfg = self.config(a.capture, overrides, dataset=d, nodes=p, activation=act, alpha_batch_size=b, seed=seed,
+                          num_server_rounds=-(-captures // a.clients))  # every (round, client) update is a capture
         key = f"captures/{d}/{act}/P{p}/B{b}/{defense}/s{seed}"
         return self.add(Task(key, "captures", {"config": cfg, "clients": a.clients, "captures": captures,
-                                               "dataset": d, "P": p, "B": b}))
+                                               "runner": self.s.runner, "dataset": d, "P": p, "B": b}))
 
     def adra_cell(self, d: str, act: str, p: int, b: int, theta: str, mode: str, defense: str = "none") -> list[str]:
         a = self.s.adra
@@ -203,10 +204,9 @@ class Planner:
         base = m.target if recipe == "amia" else self.s.defenses.utility
         para = {"paradigm": paradigm} if paradigm != "darts" or engines.has_key("paradigm") else {}
         cfg = self.config(base, overrides, para, dataset=d, nodes=p, seed=seed)
-        runner = m.runner if paradigm == "darts" else "flower"  # a paradigm's server side lives in the ServerApp
         key = f"targets/{recipe}/{d}/P{p}/{paradigm}/{defense}/s{seed}"
-        return self.add(Task(key, "target", {"config": cfg, "clients": m.clients, "runner": runner, "dataset": d,
-                                             "P": p, "recipe": recipe}))
+        return self.add(Task(key, "target", {"config": cfg, "clients": m.clients, "runner": self.s.runner,
+                                             "dataset": d, "P": p, "recipe": recipe}))
 
     def amia_cells(self, d: str, p: int, paradigm: str = "darts", eta: float = 1.0, defense: str = "none") -> list[str]:
         m = self.s.amia
@@ -330,8 +330,9 @@ class Planner:
             for mode in self.s.adra.modes:
                 row = Row(6, {**labels, "θ": theta, "mode": mode}, paper, reason=self.theta_reason(theta))
                 if not row.reason:
-                    row.cells = {"defended": self.adra_cell(d, act, p, b, theta, mode, defense),
-                                 "base": self.adra_cell(d, act, p, b, theta, mode), **self.utility(d, defense)}
+                    defended = self.adra_cell(d, act, p, b, theta, mode, defense)
+                    row.cells = {"defended": defended, "base": self.adra_cell(d, act, p, b, theta, mode),
+                                 "captures-defended": list(self.tasks[defended[0]].deps), **self.utility(d, defense)}
                 rows.append(row)
         return rows
 

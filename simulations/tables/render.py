@@ -62,10 +62,19 @@ def paper_num(v: float | None, digits: int = 2, signed: bool = False) -> str:
     return f"{v:{'+' if signed else ''}.{digits}f}"
 
 
-def eps_text(eps: float | None) -> str:
-    if eps is None:
+def eps_text(dp: dict[str, Any]) -> str:
+    """Each mechanism's ε and what it covers, and the whole reply's when that differs."""
+    def fmt(e: float) -> str:
+        return "∞" if not math.isfinite(e) else f"{e:.3g}"
+
+    if not dp["mechanisms"]:
         return "∞ (no DP)"
-    return "∞" if not math.isfinite(eps) else f"{eps:.3g}"
+    parts = [f"{name} {fmt(m['epsilon'])}" + (f" ({m['covers']})" if m["covers"] else "")
+             for name, m in dp["mechanisms"].items()]
+    mech = max(m["epsilon"] for m in dp["mechanisms"].values())
+    if dp["reply"] is not None and dp["reply"] != mech:
+        parts.append(f"whole reply {fmt(dp['reply'])}")
+    return "; ".join(parts)
 
 
 def _fields(prefix: str, f: F.Fig | None) -> dict[str, Any]:
@@ -184,9 +193,9 @@ def defense_adra_row(ev: Evaluator, row: Row) -> dict[str, Any]:
 
     def compute() -> dict[str, Any]:
         d, b = ev.adra(got["defended"]), ev.adra(got["base"])
-        acc_d, eps = F.utility(got["utility-defended"])
-        acc_b, _ = F.utility(got["utility-base"])
-        return {"d": d, "b": b, "delta": F.adra_delta(d, b), "cost": F.accuracy_delta(acc_d, acc_b), "eps": eps}
+        cost = F.accuracy_delta(F.utility(got["utility-defended"]), F.utility(got["utility-base"]))
+        return {"d": d, "b": b, "delta": F.adra_delta(d, b), "cost": cost, "eps": F.dp(got["utility-defended"]),
+                "eps-capture": F.dp(got["captures-defended"])}
 
     fig, note = _guard(compute) if got else ({}, note)
     if fig:
@@ -194,10 +203,12 @@ def defense_adra_row(ev: Evaluator, row: Row) -> dict[str, Any]:
         out.update({**_fields("dsuccess", delta["success"]), **_fields("didentified", delta["identified"]),
                     **_fields("dmse", delta["mse"]), "success-defended": fig["d"]["success"].value,
                     "success-base": fig["b"]["success"].value, **_fields("accuracy-cost", cost_pos),
-                    "epsilon-capture": fig["d"]["epsilon"], "epsilon-training": fig["eps"], "n": fig["d"]["n"]})
+                    "epsilon-training": eps_text(fig["eps"]), "epsilon-captures": eps_text(fig["eps-capture"]),
+                    "n": fig["d"]["n"]})
         md = [_pp(delta["success"]), _pp(delta["identified"]), num(delta["mse"], signed=True),
               f"{pct(F.Fig(fig['d']['success'].value))} / {pct(F.Fig(fig['b']['success'].value))}",
-              _pp(cost_pos, signed=False), f"{eps_text(fig['eps'])} (capture: {eps_text(fig['d']['epsilon'])})",
+              _pp(cost_pos, signed=False),
+              f"training: {eps_text(fig['eps'])}. attacked updates: {eps_text(fig['eps-capture'])}",
               str(fig["d"]["n"])]
     out["note"] = note
     out["_labels"] = list(row.labels)
@@ -216,7 +227,8 @@ def _pp(f: F.Fig, signed: bool = True) -> str:
     if not f.ok:
         return "–"
     s = "+" if signed else ""
-    return f"{100 * f.value:{s}.1f} [{100 * f.lo:{s}.1f}, {100 * f.hi:{s}.1f}]"
+    v, lo, hi = (100 * x + 0.0 for x in (f.value, f.lo, f.hi))  # + 0.0: no "-0.0"
+    return f"{v:{s}.1f} [{lo:{s}.1f}, {hi:{s}.1f}]"
 
 
 def _cost(change: F.Fig) -> F.Fig:
@@ -251,7 +263,7 @@ def defense_amia_row(ev: Evaluator, row: Row) -> dict[str, Any]:
 
 
 DEF_ADRA_HEAD = ["paper ΔSR pp", "paper ΔMSE", "paper acc cost", "Δsuccess pp [95% CI]", "Δidentified pp [95% CI]",
-                 "ΔMSE [95% CI]", "success defended / undefended", "acc cost pp [95% CI]", "ε (training; capture)",
+                 "ΔMSE [95% CI]", "success defended / undefended", "acc cost pp [95% CI]", "ε (training; attacked updates)",
                  "n", "note"]
 DEF_AMIA_HEAD = ["paper Δacc", "paper ΔF1", "paper acc cost", "Δattack acc [95% CI]", "ΔF1 [95% CI]", "ΔAUC",
                  "acc cost pp [95% CI]", "ε", "n members", "note"]
@@ -319,7 +331,9 @@ def definitions(plan: Plan) -> str:
         + " Ours: `dp-update` is the paper's DP_SGD (noise on the architecture update, σ = 0.1 reads N(0, 0.01) as "
           "a variance), with client-level ε; `dp-sgd` is DP-SGD on every α step (example-level ε); LR = `alpha-l2`, "
           "DP = `input-noise-std` (no formal guarantee), MD = `md` (docs/privacy.md, docs/amia.md). Accuracy cost = "
-          "undefended minus defended test accuracy.",
+          "undefended minus defended test accuracy. ε is at each run's `dp-delta` (1e-5 unless the scale sets it), "
+          "by the RDP accountant, per mechanism with what it covers; with weights shared and only α noised, "
+          "the whole reply has no bound (∞), as the project's DP reporting rule says (docs/privacy.md).",
         "**Intervals (95%).**\n\n" + stats.__doc__.split("\n\n", 1)[1].strip(),
     ])
 
@@ -337,8 +351,9 @@ def setup(plan: Plan) -> str:
 
     rounds = -(-a.samples // a.clients)
     return "\n".join([
-        f"- Every run: {kv(s.base)}.",
-        f"- ADRA captures: {a.clients} clients of an in-process federation over the real ClientApp; each "
+        f"- Every run: {kv(s.base)}; the real ServerApp and ClientApp "
+        + ("in one process (an in-process Grid, no Ray)." if s.runner == "inprocess" else "through `flwr run`."),
+        f"- ADRA captures: {a.clients} clients, eavesdropped (the real eavesdropper); each "
         f"(round, client) update is one capture; {a.samples} images per cell and seed, i.e. ⌈{a.samples}/B⌉ captures "
         f"from the first {rounds} round(s) at B = 1"
         + (" (all from round 1: θ_t1 is the server's initial θ_0, drawn from U(−0.25, 0.25) as in the paper)"
@@ -346,7 +361,7 @@ def setup(plan: Plan) -> str:
         f"- ADRA attack: {kv(a.attack)}; attack modes {', '.join(a.modes)}; θ knowledge: "
         + "; ".join(f"`{n}` = {kv(v)}" + (" (the paper's threat model)" if i == 0 else "")
                     for i, (n, v) in enumerate((n, a.theta_modes[n]) for n in a.theta)) + ".",
-        f"- AMIA targets: {m.clients} clients, {kv(m.target)} ({m.runner}); attack: {kv(m.attack)}; the figures "
+        f"- AMIA targets: {m.clients} clients, {kv(m.target)}; attack: {kv(m.attack)}; the figures "
         f"beside the paper's are the `{m.primary_attack}` attack with `{m.primary_shadow}` shadows on D^α members; "
         f"a target whose train accuracy on D^θ is below {m.fit_threshold} is flagged as not fitted.",
         f"- Table 6: ADRA defenses ({named(g.adra)}), accuracy cost from a search at "

@@ -96,7 +96,7 @@ def _captures(task: Task, out: Path) -> dict[str, Any]:
     from simulations.tables.federation import build_captures
 
     s = task.spec
-    return _build(task, out, lambda d: build_captures(d, s["config"], s["clients"], s["captures"]))
+    return _build(task, out, lambda d: build_captures(d, s["config"], s["clients"], s["captures"], s["runner"]))
 
 
 def _target(task: Task, out: Path) -> dict[str, Any]:

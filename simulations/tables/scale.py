@@ -61,7 +61,6 @@ class AmiaGrid:
     primary_shadow: str  # the shadow kind whose figures stand beside the paper's
     primary_attack: str
     fit_threshold: float  # a target below this train accuracy "has not fitted its data"
-    runner: str  # "inprocess" (the real ClientApp, FedAvg in this process) or "flower"
 
 
 @dataclass(frozen=True)
@@ -86,6 +85,7 @@ class Scale:
     seeds: tuple[int, ...]
     datasets: tuple[str, ...]
     data_root: str
+    runner: str  # "inprocess" (the real ServerApp and ClientApp in one process) or "flower" (flwr run)
     base: dict[str, Any]
     adra: AdraGrid
     amia: AmiaGrid
@@ -214,12 +214,15 @@ def load_scale(name_or_path: str) -> Scale:
     for d in datasets:
         check_config({"dataset": d}, f"{path}: datasets")
     data_root = top.get("data-root", str, "")
+    runner = top.get("runner", str, "inprocess")
+    if runner not in ("inprocess", "flower"):
+        raise ScaleError(f"{path}: 'runner' = {runner!r}; choose inprocess or flower")
     base = top.config("base")
     adra = _adra(top.section("adra"))
     amia = _amia(top.section("amia"))
     defenses = _defenses(top.section("table6"), adra)
     top.done()
-    return Scale(name, path, about, tuple(seeds), datasets, data_root, base, adra, amia, defenses, raw)
+    return Scale(name, path, about, tuple(seeds), datasets, data_root, runner, base, adra, amia, defenses, raw)
 
 
 def _datasets(sec: _Section) -> tuple[str, ...] | None:
@@ -257,15 +260,12 @@ def _amia(sec: _Section) -> AmiaGrid:
     shift = sec.get("shift-source", dict, {})
     for d, source in shift.items():
         check_config({"amia-shift-source": source}, f"{sec.path}: [amia.shift-source] {d}")
-    runner = sec.get("runner", str, "inprocess")
-    if runner not in ("inprocess", "flower"):
-        raise ScaleError(f"{sec.path}: 'amia.runner' = {runner!r}; choose inprocess or flower")
     grid = AmiaGrid(
         datasets=_datasets(sec), clients=sec.positive("clients"), nodes=t3.ints("P"), paradigm_nodes=t4.positive("P"),
         paradigms=t4.strings("paradigms"), eta_nodes=t5.positive("P"), etas=tuple(float(e) for e in etas),
         target=sec.config("target"), attack=sec.config("attack", AMIA_KEYS), shift_source=dict(shift),
         primary_shadow=sec.get("primary-shadow", str), primary_attack=sec.get("primary-attack", str, "mlp"),
-        fit_threshold=sec.get("fit-threshold", float, 0.8), runner=runner)
+        fit_threshold=sec.get("fit-threshold", float, 0.8))
     shadows = [s.strip() for s in str(grid.attack.get("amia-shadows", "resnet18,searched")).split(",")]
     if grid.primary_shadow not in shadows:
         raise ScaleError(f"{sec.path}: 'amia.primary-shadow' = {grid.primary_shadow!r} is not among amia-shadows {shadows}")
