@@ -2,18 +2,21 @@
 
     python -m simulations.tables [--scale smoke|cpu|gpu|FILE] [--tables 1,2,3,4,5,6]
         [--datasets mnist-5k,fashion-mnist] [--workers N] [--out DIR] [--data-root DIR]
-        [--cells GLOB ...] [--plan] [--render] [--publish DIR]
+        [--cells GLOB ...] [--plan] [--costs-from DIR ...] [--render] [--publish DIR]
 
 Plans the cells of the chosen tables at the chosen scale, runs those not done yet (a
 rerun of the same command resumes: finished cells are skipped, failed ones retried),
-then writes ``<out>/tables.md``, ``<out>/table<N>.csv`` and the plots. ``--plan`` prints
-what would run and how long it should take (from the cells already measured in
-``<out>``, else from priors); ``--render`` only rewrites the outputs from the results
-there; ``--cells`` runs only the tasks whose key matches a pattern (and what they need),
-e.g. ``--cells 'adra/mnist-5k/elu/P8/*'``; ``--publish DIR`` copies tables.md, the CSVs
-and the plots there (e.g. ``docs/results``). Exit status: 0 every planned task ok, 1 some
-failed (the tables say which and why), 2 a bad argument or scale file, 130 interrupted
-(rerun the same command to resume).
+then writes ``<out>/tables.md``, ``<out>/table<N>.csv`` and the plots.
+
+- ``--plan``: print what would run and how long it should take (from the tasks measured
+  in ``<out>`` and in the ``--costs-from`` folders, else from priors); run nothing.
+- ``--cells``: run only the tasks whose key matches a pattern (and what they need), e.g.
+  ``--cells 'adra/mnist-5k/elu/P8/*'``.
+- ``--render``: only rewrite the outputs from the results in ``<out>``.
+- ``--publish DIR``: copy tables.md, the CSVs and the plots there (e.g. ``docs/results``).
+
+Exit status: 0 every planned task ok, 1 some failed (the tables say which and why), 2 a
+bad argument or scale file, 130 interrupted (rerun the same command to resume).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-root", help="where CIFAR-10/100 (and MNIST) files are (default: the scale's)")
     p.add_argument("--cells", nargs="+", metavar="GLOB", help="run only the tasks whose key matches (and their inputs)")
     p.add_argument("--plan", action="store_true", help="print the plan and the time estimate; run nothing")
+    p.add_argument("--costs-from", nargs="+", default=[], metavar="DIR",
+                   help="also estimate from the tasks measured in these output folders (e.g. a slice run elsewhere)")
     p.add_argument("--render", action="store_true", help="only rewrite tables.md, CSVs and plots from the results")
     p.add_argument("--publish", metavar="DIR", help="copy tables.md, the CSVs and the plots to DIR when done")
     return p.parse_args(argv)
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     command = "python -m simulations.tables " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    sched = Scheduler(tasks, out, args.workers, emit)
+    sched = Scheduler(tasks, out, args.workers, emit, [Path(d) for d in args.costs_from])
     print_plan(plan, sched, emit)
     if args.plan:
         return 0

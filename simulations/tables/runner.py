@@ -163,12 +163,17 @@ def cost_of(record: dict[str, Any]) -> float:
 class CostModel:
     """Expected seconds of a task, from results already measured (same class, else scaled)."""
 
-    def __init__(self, out: Path, tasks: Iterable[Task]) -> None:
+    def __init__(self, out: Path, tasks: Iterable[Task], also: Iterable[Path] = ()) -> None:
         self.by_class: dict[tuple, list[float]] = defaultdict(list)  # CPU seconds per unit
         for t in tasks:
             r = current(out, t)
             if r and r.get("status") == "ok" and cost_of(r):
                 self.add(t, cost_of(r))
+        for folder in also:  # another run's measurements (e.g. a slice with fewer samples per cell)
+            for path in sorted((Path(folder) / "results").rglob("*.json")):
+                r = json.loads(path.read_text())
+                if r.get("status") == "ok" and cost_of(r) and r.get("kind") in PRIORS:
+                    self.add(Task(r["key"], r["kind"], r["spec"]), cost_of(r))
 
     def add(self, task: Task, seconds: float) -> None:
         self.by_class[task.cost_class].append(seconds / units(task))
@@ -207,12 +212,13 @@ def human(seconds: float) -> str:
 class Scheduler:
     """Runs the tasks not done yet, each once its dependencies are done, ``workers`` at a time."""
 
-    def __init__(self, tasks: dict[str, Task], out: Path, workers: int, emit: Callable[[str], None]) -> None:
+    def __init__(self, tasks: dict[str, Task], out: Path, workers: int, emit: Callable[[str], None],
+                 costs_from: Iterable[Path] = ()) -> None:
         self.tasks, self.out, self.workers, self.emit = tasks, out, workers, emit
         self.done = {k for k, t in tasks.items() if is_done(out, t)}
         self.todo = [k for k in tasks if k not in self.done]
         self.failed: dict[str, str] = {}
-        self.costs = CostModel(out, tasks.values())
+        self.costs = CostModel(out, tasks.values(), costs_from)
 
     def remaining_seconds(self, keys: Iterable[str]) -> float:
         return sum(self.costs.seconds(self.tasks[k]) for k in keys) / max(1, self.workers)

@@ -119,3 +119,22 @@ def test_a_result_made_with_other_settings_is_stale(tmp_path, root):
     plan2 = make_plan(load_scale(str(tmp_path / "other.toml")), (2,), data_root=root)
     assert plan2.tasks[task.key].spec["inputs"] != task.spec["inputs"]
     assert Path(result_path(tmp_path, task.key)).is_file()
+
+
+def test_the_estimate_is_per_capture_scaled_by_p_and_reads_other_folders(tmp_path, root):
+    from simulations.tables.runner import P_EXPONENT, CostModel, units
+
+    plan = make_plan(SMOKE, (2,), data_root=root)
+    cells = {(t.spec["B"], t.spec["theta"]): t for t in plan.tasks.values() if t.kind == "adra"}
+    measured, other = cells[(1, "unknown")], cells[(2, "unknown")]
+    elsewhere = tmp_path / "slice"
+    path = result_path(elsewhere, measured.key)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"key": measured.key, "kind": "adra", "status": "ok", "spec": measured.spec,
+                                "seconds": 999.0, "cpu-seconds": 40.0}))
+    costs = CostModel(tmp_path / "empty", plan.tasks.values(), [elsewhere])
+    assert costs.measured(measured) and costs.seconds(measured) == pytest.approx(40.0)  # CPU seconds, not wall
+    per_capture = 40.0 / units(measured)
+    assert costs.seconds(other) == pytest.approx(per_capture * units(other))  # B = 2: half the captures
+    bigger = type(measured)(measured.key + "-P6", "adra", {**measured.spec, "P": 6}, measured.deps)
+    assert costs.seconds(bigger) == pytest.approx(40.0 * 2 ** P_EXPONENT)
