@@ -159,11 +159,14 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 counts = sched.run(lambda n, total, eta: bar.update(job, completed=n, eta=human(eta)))
             except KeyboardInterrupt:
+                render.log_invocation(out, command, time.monotonic() - t0, {**counts, "interrupted": True})
                 emit("interrupted: finished cells are kept; rerun the same command to resume")
                 return 130
     wall = time.monotonic() - t0
     out.mkdir(parents=True, exist_ok=True)
-    md = render.write(plan, out, command, wall if not args.render else None)
+    if not args.render:
+        render.log_invocation(out, command, wall, counts)
+    md = render.write(plan, out)
     if args.publish:
         publish(out, Path(args.publish))
     emit(f"{counts['ok']} tasks ok, {counts['failed']} failed this time ({human(wall)})")

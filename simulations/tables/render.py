@@ -6,6 +6,7 @@ Every row says what it is: our figure with n and its 95% interval, or why there 
 
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fednas.config import toml_value
-from fednas.rundir import atomic_write_csv, atomic_write_text
+from fednas.rundir import atomic_write_csv, atomic_write_json, atomic_write_text
 from simulations.tables import figures as F
 from simulations.tables import plots
 from simulations.tables import stats
@@ -370,16 +371,41 @@ def setup(plan: Plan) -> str:
     ])
 
 
-def write(plan: Plan, out: Path, command: str, wall: float | None) -> Path:
+INVOCATIONS = "invocations.json"
+
+
+def log_invocation(out: Path, command: str, wall: float, counts: dict[str, Any]) -> None:
+    """Append one run of the harness on ``out`` (a resumed run has several) to its log."""
+    path = out / INVOCATIONS
+    log = json.loads(path.read_text()) if path.is_file() else []
+    log.append({"command": command, "commit": commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S",
+                time.localtime(time.time() - wall)), "wall-seconds": round(wall, 1), **counts})
+    atomic_write_json(path, log)
+
+
+def provenance(out: Path) -> list[str]:
+    """The commands, commits and wall time of every invocation that computed these results."""
+    path = out / INVOCATIONS
+    log = json.loads(path.read_text()) if path.is_file() else []
+    if not log:
+        return ["Command: none recorded (results made by an older version of the harness)  "]
+    commands = list(dict.fromkeys(e["command"] for e in log))
+    commits = list(dict.fromkeys(e["commit"] for e in log))
+    total = sum(e["wall-seconds"] for e in log)
+    return [f"Command: {' ; '.join(f'`{c}`' for c in commands)}  ",
+            f"Commit: {', '.join(f'`{c}`' for c in commits)}; wall time {human(total)} over {len(log)} "
+            f"invocation(s) (first started {log[0]['started']})  "]
+
+
+def write(plan: Plan, out: Path) -> Path:
     """Write ``tables.md`` and ``table<N>.csv`` for the plan's tables; return tables.md."""
     ev = Evaluator(plan, out)
     s = plan.scale
     parts = [f"# Tables 1–6 of Li et al. (2024) beside this project's ({s.name} scale)", "",
-             f"Command: `{command}`  ",
+             *provenance(out),
              f"Scale: `{s.path.name}`: {' '.join(s.about.split())}  ",
-             f"Seeds: {', '.join(map(str, s.seeds))}; datasets run: {', '.join(plan.datasets)}  ",
-             f"Commit: `{commit()}`; written {time.strftime('%Y-%m-%d %H:%M')}"
-             + (f"; wall time of this invocation {human(wall)}" if wall is not None else ""), ""]
+             f"Seeds: {', '.join(map(str, s.seeds))}; datasets run: {', '.join(plan.datasets)}; "
+             f"written {time.strftime('%Y-%m-%d %H:%M')}", ""]
     counts = {"computed": 0, "not runnable here": 0, "not run yet": 0, "failed": 0}
     body, all_rows = [], {}
     for t in sorted(plan.rows):

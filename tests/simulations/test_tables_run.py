@@ -84,6 +84,7 @@ def test_the_smoke_scale_writes_every_table_with_both_columns(resumed):
         assert (out / f"{name}.png").stat().st_size > 1000
     assert "paradigm not built" in md or "paradigm" in md
     assert "Wilson" in md and "2·P[decision = label] − 1" in md  # both sides' definitions are stated
+    assert "--scale smoke --workers 2" in md and "invocation(s)" in md  # the command, commit and wall time
 
 
 def test_a_failing_cell_is_recorded_with_its_error_and_the_rest_go_on(tmp_path):
