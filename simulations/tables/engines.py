@@ -64,14 +64,15 @@ def dataset_reason(name: str, data_root: str = "") -> str:
 
 
 def paradigm_reasons(names: Sequence[str]) -> dict[str, str]:
-    """Per NAS paradigm: empty when the ``paradigm`` key offers it, else why it cannot run."""
+    """Per NAS paradigm: empty when this checkout's config accepts ``paradigm = name``
+    (DARTS, the search this project has always had, needs no key), else why it cannot run."""
     out = {}
-    key = KEY_BY_NAME.get("paradigm")
-    offered = tuple(key.choices or ()) if key is not None else ("darts",)
     for name in dict.fromkeys(["darts", "enas", "pdarts", "smash", *names]):
-        out[name] = "" if name in offered else (
-            "paradigm not built: this checkout has no 'paradigm' config key" if key is None
-            else f"paradigm not built: 'paradigm' offers {', '.join(offered)}")
+        if not has_key("paradigm"):
+            out[name] = "" if name == "darts" else "paradigm not built: this checkout has no 'paradigm' config key"
+        else:
+            reason = config_reason({"paradigm": name})
+            out[name] = f"paradigm not built: {reason}" if reason else ""
     return out
 
 

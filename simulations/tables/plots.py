@@ -79,13 +79,31 @@ def _group(rows: Rows, keys: tuple[str, ...], need: str) -> dict[Any, Rows]:
     out: dict[Any, Rows] = defaultdict(list)
     for r in rows:
         out[tuple(r.get(k) for k in keys)].append(r)
-    return {k: v for k, v in out.items() if any(_finite(r.get(need)) or _finite(r.get(f"paper-{need}")) or
-                                                 any(_finite(r.get(p)) for p in r if p.startswith("paper-"))
-                                                 for r in v)}
+    return {k: v for k, v in out.items()
+            if any(_finite(r.get(need)) or any(_finite(r.get(p)) for p in r if p.startswith("paper-")) for r in v)}
+
+
+def _adra_groups(rows: Rows) -> dict[Any, Rows]:
+    """One panel per (dataset, θ, attack mode) we computed, each with the paper's lines of
+    that dataset (the paper's figures are for its own threat model: θ unknown)."""
+    paper: dict[str, Rows] = defaultdict(list)
+    for r in rows:
+        if _finite(r.get("paper-sr-%")):
+            paper[r["dataset"]].append(r)
+    groups: dict[Any, Rows] = defaultdict(list)
+    for r in rows:
+        if _finite(r.get("success")):
+            groups[(r["dataset"], r["θ"], r["mode"])].append(r)
+    for key in groups:
+        groups[key] += [{k: v for k, v in r.items() if not k.startswith("success")} for r in paper[key[0]]]
+    for d, rs in paper.items():
+        if not any(k[0] == d for k in groups):
+            groups[(d, "unknown", "the paper's only")] = rs
+    return dict(groups)
 
 
 def sr_vs_p(rows: Rows, path: Path) -> Path | None:
-    groups = _group(rows, ("dataset", "θ", "mode"), "success")
+    groups = _adra_groups(rows)
 
     def draw(ax: Any, rs: Rows) -> None:
         by_act: dict[str, Rows] = defaultdict(list)
@@ -93,6 +111,7 @@ def sr_vs_p(rows: Rows, path: Path) -> Path | None:
             by_act[r["activation"]].append(r)
         for act, ar in by_act.items():
             _series(ax, ar, "P", "success", act, "paper-sr-%", 100.0, {})
+        ax.set_xscale("log", base=2)
         ax.set_xlabel("P")
         ax.set_ylabel("success / SR (%)")
 
@@ -100,7 +119,7 @@ def sr_vs_p(rows: Rows, path: Path) -> Path | None:
 
 
 def sr_vs_b(rows: Rows, path: Path) -> Path | None:
-    groups = _group(rows, ("dataset", "θ", "mode"), "success")
+    groups = _adra_groups(rows)
 
     def draw(ax: Any, rs: Rows) -> None:
         by_p: dict[int, Rows] = defaultdict(list)
@@ -123,6 +142,8 @@ def amia_vs(rows: Rows, x: str, table: int, path: Path) -> Path | None:
         _series(ax, rs, x, "auc", "AUC", None, 1.0, {})
         ax.axhline(0.0, color="grey", linewidth=0.8)
         ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+        if x == "P":
+            ax.set_xscale("log", base=2)
         ax.set_xlabel(x)
 
     return _grid(groups, draw, lambda k: f"Table {table}: {k[0]} (chance: acc 0, AUC 0.5)", path)
@@ -132,13 +153,14 @@ def defense_deltas(adra_rows: Rows, amia_rows: Rows, path: Path) -> Path | None:
     """Bars of our change (with its interval) beside the paper's, per Table 6 row."""
     panels = [(adra_rows, "dsuccess", "paper-dsr-pp", 100.0, "ADRA: Δ success / SR (pp)"),
               (amia_rows, "dattack-acc", "paper-dacc", 1.0, "AMIA: Δ attack acc")]
-    panels = [p for p in panels if any(_finite(r.get(p[1])) or _finite(r.get(p[2])) for r in p[0])]
+    panels = [p for p in panels if any(_finite(r.get(p[1])) for r in p[0])]
     if not panels:
         return None
     plt = _plt()
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.8 * len(panels)), squeeze=False)
     for ax, (rows, key, paper_key, scale, title) in zip(axes[:, 0], panels):
-        shown = [r for r in rows if _finite(r.get(key)) or _finite(r.get(paper_key))]
+        ran = {r["dataset"] for r in rows if _finite(r.get(key))}  # the paper's bars only where we have ours too
+        shown = [r for r in rows if _finite(r.get(key)) or (_finite(r.get(paper_key)) and r["dataset"] in ran)]
         xs = range(len(shown))
         ours = [scale * r[key] if _finite(r.get(key)) else 0.0 for r in shown]
         err = [[scale * (r[key] - r[f"{key}-lo"]) if _finite(r.get(f"{key}-lo")) else 0 for r in shown],
