@@ -32,11 +32,12 @@ from simulations.tables.plan import Task
 log = logging.getLogger(__name__)
 
 # CPU seconds per unit of a task at P = 8 before anything was measured (the ETA's starting
-# point, replaced by measured figures as soon as there are any). Measured here on 28x28
-# mnist-5k, 4 channels, one torch thread: an ADRA capture with the engine's default attack
-# (300 iterations) ~170 s; a capture run ~10 s; a target searched 20 epochs by 2 clients
-# over 2,000 images ~560 s (160 s at P = 4); an AMIA cell with 4 CNN shadows ~60 s.
-PRIORS = {"captures": 10.0, "target": 560.0, "adra": 170.0, "amia": 60.0}
+# point, replaced by measured figures as soon as there are any). Measured here (cpu scale's
+# settings: 28x28 mnist-5k, 4 channels, one torch thread, a loaded machine): an ADRA capture
+# with the engine's default attack (300 iterations) 110-117 s; a capture run 8 s; a target
+# searched 20 epochs by 2 clients over 2,000 images 181 s at P = 4 (so ~630 s at P = 8);
+# an AMIA cell with 4 CNN shadows 23-24 s.
+PRIORS = {"captures": 8.0, "target": 630.0, "adra": 115.0, "amia": 24.0}
 P_EXPONENT = 1.8  # cost ~ P^1.8 when a size was not measured (attack: 93, 315, 962 s at P = 8, 16, 32)
 
 
