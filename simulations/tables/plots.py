@@ -1,4 +1,4 @@
-"""The plots: SR vs P per activation, SR vs B, AMIA vs P, AMIA vs η, defense deltas.
+"""The plots: SR vs P per activation, SR vs B per P, AMIA vs P, AMIA vs η, defense deltas.
 
 Ours are solid lines with 95% error bars, the paper's dashed, from the same row dicts
 that make ``tables.md`` and the CSVs (so a plot never shows a figure the tables do not).
@@ -102,36 +102,19 @@ def _adra_groups(rows: Rows) -> dict[Any, Rows]:
     return dict(groups)
 
 
-def sr_vs_p(rows: Rows, path: Path) -> Path | None:
-    groups = _adra_groups(rows)
-
+def sr_vs(rows: Rows, x: str, line: str, table: int, path: Path) -> Path | None:
+    """ADRA success (ours) and SR (the paper's) against ``x`` (P or B), one line per ``line``."""
     def draw(ax: Any, rs: Rows) -> None:
-        by_act: dict[str, Rows] = defaultdict(list)
+        by_line: dict[Any, Rows] = defaultdict(list)
         for r in rs:
-            by_act[r["activation"]].append(r)
-        for act, ar in by_act.items():
-            _series(ax, ar, "P", "success", act, "paper-sr-%", 100.0, {})
+            by_line[r[line]].append(r)
+        for value, lr in sorted(by_line.items(), key=lambda kv: (str(type(kv[0])), kv[0])):
+            _series(ax, lr, x, "success", f"{line}={value}", "paper-sr-%", 100.0, {})
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("P")
+        ax.set_xlabel(x)
         ax.set_ylabel("success / SR (%)")
 
-    return _grid(groups, draw, lambda k: f"Table 1: {k[0]}, θ {k[1]}, {k[2]}", path)
-
-
-def sr_vs_b(rows: Rows, path: Path) -> Path | None:
-    groups = _adra_groups(rows)
-
-    def draw(ax: Any, rs: Rows) -> None:
-        by_p: dict[int, Rows] = defaultdict(list)
-        for r in rs:
-            by_p[r["P"]].append(r)
-        for p, pr in sorted(by_p.items()):
-            _series(ax, pr, "B", "success", f"P={p}", "paper-sr-%", 100.0, {})
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("B")
-        ax.set_ylabel("success / SR (%)")
-
-    return _grid(groups, draw, lambda k: f"Table 2: {k[0]}, θ {k[1]}, {k[2]}", path)
+    return _grid(_adra_groups(rows), draw, lambda k: f"Table {table}: {k[0]}, θ {k[1]}, {k[2]}", path)
 
 
 def amia_vs(rows: Rows, x: str, table: int, path: Path) -> Path | None:
@@ -182,7 +165,8 @@ def write_all(table_rows: dict[int, list[tuple[str, dict[str, Any]]]], out: Path
     def part(t: int, name: str) -> Rows:
         return [r for p, r in table_rows.get(t, []) if p == name]
 
-    made = [sr_vs_p(part(1, "adra"), out / "table1-sr-vs-p.png"), sr_vs_b(part(2, "adra"), out / "table2-sr-vs-b.png"),
+    made = [sr_vs(part(1, "adra"), "P", "activation", 1, out / "table1-sr-vs-p.png"),
+            sr_vs(part(2, "adra"), "B", "P", 2, out / "table2-sr-vs-b.png"),
             amia_vs(part(3, "amia"), "P", 3, out / "table3-amia-vs-p.png"),
             amia_vs(part(5, "amia"), "η", 5, out / "table5-amia-vs-eta.png"),
             defense_deltas(part(6, "defense-adra"), part(6, "defense-amia"), out / "table6-defense-deltas.png")]
