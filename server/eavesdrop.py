@@ -9,7 +9,9 @@ the reply's ``client`` ConfigRecord, the reply's metrics and, kept apart for sco
 its optional ``audit`` record; then it hands the very same replies to the inner strategy.
 α is found among a message's arrays by a regular expression on the names, so the wrapper
 needs nothing from this project's ClientApp. Recording never raises into the federation:
-a problem is logged and, where a reply is concerned, stored as a failed capture.
+a problem is logged and, where a reply is concerned, stored as a failed capture. With a
+``judge`` (e.g. ``ReplyGuard.judge`` of a guard inside it) a reply the server will leave
+out of the aggregate is still recorded, as a ``rejected`` capture with the guard's reason.
 """
 
 from __future__ import annotations
@@ -69,14 +71,18 @@ class Eavesdropper(Strategy):
         Regular expression (``re.search``) naming the α arrays; every other array is θ.
     on_capture : callable, optional
         Called with each new capture's id (e.g. to schedule its attack).
+    judge : callable, optional
+        ``judge(server_round, replies)`` -> each reply's reason to be rejected, or None.
     """
 
     def __init__(self, strategy: Strategy, store: CaptureStore, alpha_pattern: str = "^alpha",
-                 on_capture: Callable[[str], None] | None = None) -> None:
+                 on_capture: Callable[[str], None] | None = None,
+                 judge: Callable[[int, list[Message]], list[str | None]] | None = None) -> None:
         self.strategy = strategy
         self.store = store
         self.alpha_pattern = alpha_pattern
         self.on_capture = on_capture
+        self.judge = judge
         self.captures: list[str] = []
         self._sent: dict[tuple[int, int], dict[str, Any]] = {}
 
@@ -110,15 +116,24 @@ class Eavesdropper(Strategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        for msg in replies:
+        for msg, rejected in zip(replies, self._verdicts(server_round, replies)):
             try:
-                self._record_reply(server_round, msg)
+                self._record_reply(server_round, msg, rejected)
             except Exception as err:  # recording must never stop the federation
                 log.warning("eavesdropper: round %d: could not record the reply of node %s: %s: %s",
                             server_round, msg.metadata.src_node_id, type(err).__name__, err)
         return self.strategy.aggregate_train(server_round, replies)
 
-    def _record_reply(self, server_round: int, msg: Message) -> None:
+    def _verdicts(self, server_round: int, replies: list[Message]) -> list[str | None]:
+        if self.judge is None:
+            return [None] * len(replies)
+        try:
+            return list(self.judge(server_round, replies))
+        except Exception as err:  # recording must never stop the federation
+            log.warning("eavesdropper: round %d: the judge failed: %s: %s", server_round, type(err).__name__, err)
+            return [None] * len(replies)
+
+    def _record_reply(self, server_round: int, msg: Message, rejected: str | None = None) -> None:
         node = int(msg.metadata.src_node_id)
         if msg.has_error():
             log.info("eavesdropper: round %d: node %d replied an error (%s); nothing to capture",
@@ -134,6 +149,8 @@ class Eavesdropper(Strategy):
             status, reason = "failed", f"no alpha (pattern {self.alpha_pattern!r}) was recorded going to node {node}"
         elif not alpha_t2:
             status, reason = "failed", f"the reply has no array matching alpha-pattern {self.alpha_pattern!r}"
+        if rejected is not None:  # kept for the record; the attack refuses it (status is not ok)
+            status, reason = "rejected", f"rejected by the server: {rejected}"
         cid = self.store.write(
             server_round=server_round, node_id=node, sent=sent.get("sent"), alpha_t2=alpha_t2,
             partition_id=None if pid is None else int(pid), train_config=sent.get("config", {}),
@@ -142,7 +159,7 @@ class Eavesdropper(Strategy):
             extra={"has-theta": sent.get("has-theta", False), "alpha-pattern": self.alpha_pattern},
         )
         if status != "ok":
-            log.warning("eavesdropper: capture %s failed: %s", cid, reason)
+            log.warning("eavesdropper: capture %s %s: %s", cid, status, reason)
         self.captures.append(cid)
         if self.on_capture is not None:
             self.on_capture(cid)
