@@ -195,8 +195,9 @@ class SuperLink:
     def healthy(self) -> bool:
         return self.proc.poll() is None and _healthy(self.port)
 
-    def stop(self, grace: float = 3.0) -> None:
-        """Stop the SuperLink and everything it started (SuperExec, ServerApp, Ray)."""
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop the SuperLink and everything it started (SuperExec, ServerApp, Ray): SIGTERM,
+        and SIGKILL after ``grace`` s (Ray's busy workers let SIGTERM wait for their task)."""
         left = stop_run_processes([self.proc.pid], self.tag, grace)
         if left:
             log.warning("processes of the run that would not stop: %s", [p.pid for p in left])
@@ -291,7 +292,8 @@ def launch(experiment: str | Path | None = None, sets: list[str] | None = None, 
     cmd = ["flwr", "run", ".", "--stream", "--run-config", str(override_file),
            "--federation-config", federation.flower_args()]
     timings: dict[str, float] = {}
-    run_id, returncode, status = None, 1, "not started"
+    returncode, status = 1, "not started"
+    output = RunOutput(stream or sys.stdout)
     with StopSignals() as signals:
         link = proc = None
         try:
@@ -301,13 +303,13 @@ def launch(experiment: str | Path | None = None, sets: list[str] | None = None, 
             # its own session: a Ctrl-C in the terminal reaches the launcher only, which stops it in order
             proc = subprocess.Popen(cmd, env=link.env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, bufsize=1, start_new_session=True)
-            run_id = stream_run(proc, stream or sys.stdout)
+            output.copy(proc)
             returncode = proc.wait()
             timings["flwr-run"] = time.monotonic() - t_run
         except Interrupted:
             pass  # signals.received says which; stopped below
         finally:
-            t_stop = time.monotonic()
+            t_stop, run_id = time.monotonic(), output.run_id
             with signals.shield():
                 if signals.received is not None and link is not None:
                     log.warning("%s: stopping run %s: %s", signals.interrupted.name, run_id,
@@ -332,13 +334,18 @@ def launch(experiment: str | Path | None = None, sets: list[str] | None = None, 
     return LaunchResult(run_dir, run_id, status, 0 if ok else 1, time.monotonic() - t0, timings)
 
 
-def stream_run(proc: subprocess.Popen, out) -> int | None:
-    """Copy ``flwr run --stream``'s output to ``out``; return the run id it announced."""
-    run_id = None
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        out.write(line)
-        m = re.search(r"Successfully started run (\d+)", line)
-        if m:
-            run_id = int(m.group(1))
-    return run_id
+class RunOutput:
+    """Copies ``flwr run --stream``'s output to ``out`` and keeps the run id it announces
+    (kept even when a signal cuts the copy short)."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.run_id: int | None = None
+
+    def copy(self, proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.out.write(line)
+            m = re.search(r"Successfully started run (\d+)", line)
+            if m:
+                self.run_id = int(m.group(1))

@@ -115,10 +115,18 @@ def terminate(procs: Iterable[psutil.Process | int], grace: float = 3.0) -> list
     _signal(procs, signal.SIGTERM)
     _, left = psutil.wait_procs(procs, timeout=grace)
     if left:
-        log.info("%d process(es) still running %.0f s after SIGTERM: SIGKILL", len(left), grace)
+        log.info("%d process(es) still running %.0f s after SIGTERM, SIGKILL: %s", len(left), grace,
+                 ", ".join(_name(p) for p in left))
         _signal(left, signal.SIGKILL)
         _, left = psutil.wait_procs(left, timeout=grace)
     return alive(left)
+
+
+def _name(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} {os.path.basename((proc.cmdline() or [proc.name()])[0])}"
+    except psutil.Error:
+        return str(proc.pid)
 
 
 def _signal(procs: Iterable[psutil.Process], sig: int) -> None:
