@@ -130,8 +130,9 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_config=ConfigRecord(),
             evaluate_fn=_make_evaluate_fn(cfg, book, runlog),
         )
-        # Without one successful aggregation the final model is the initial one.
-        final_record = result.arrays if result.arrays is not None else initial
+        # Without one successful aggregation the final model is the initial one (Flower's
+        # Result then holds an empty ArrayRecord).
+        final_record = result.arrays if result.arrays is not None and len(result.arrays) else initial
         final = final_record.to_torch_state_dict()
         genotype = genotype_of(cfg, final)
         log.info("final genotype:\n%s", genotype.pretty())
