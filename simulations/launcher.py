@@ -311,17 +311,9 @@ def launch(experiment: str | Path | None = None, sets: list[str] | None = None, 
         finally:
             t_stop, run_id = time.monotonic(), output.run_id
             with signals.shield():
-                if signals.received is not None and link is not None:
-                    log.warning("%s: stopping run %s: %s", signals.interrupted.name, run_id,
-                                stop_flower_run(link, run_id, project))
-                elif run_id is not None and link is not None:
-                    status = run_status(link.env, run_id, project)
-                if proc is not None and proc.poll() is None:
-                    terminate([proc.pid])
-                if link is not None:
-                    link.stop()
-            timings["stop"] = time.monotonic() - t_stop
-        stopped = signals.interrupted
+                status = close_run(link, proc, run_id, project, stopped_by=signals.interrupted) or status
+                timings["stop"] = time.monotonic() - t_stop
+                stopped = signals.interrupted
     if stopped is not None:
         summary = mark_interrupted(run_dir, stopped.name)
         result = LaunchResult(run_dir, run_id, "interrupted", stopped.exit_code, time.monotonic() - t0, timings)
@@ -332,6 +324,22 @@ def launch(experiment: str | Path | None = None, sets: list[str] | None = None, 
         run_dir.rmdir()  # reserved for a run that never started: leave no empty folder behind
     ok = returncode == 0 and status.endswith("completed") and (run_dir / "summary.json").is_file()
     return LaunchResult(run_dir, run_id, status, 0 if ok else 1, time.monotonic() - t0, timings)
+
+
+def close_run(link: SuperLink | None, proc: subprocess.Popen | None, run_id: int | None, project: Path,
+              stopped_by: Interrupted | None = None) -> str | None:
+    """End a run, in order: ``flwr stop`` it when a signal came (else read its final status,
+    returned), then the ``flwr run`` client, then the SuperLink and everything it started."""
+    status = None
+    if link is not None and stopped_by is not None:
+        log.warning("%s: stopping run %s: %s", stopped_by.name, run_id, stop_flower_run(link, run_id, project))
+    elif link is not None and run_id is not None:
+        status = run_status(link.env, run_id, project)
+    if proc is not None and proc.poll() is None:
+        terminate([proc.pid])
+    if link is not None:
+        link.stop()
+    return status
 
 
 class RunOutput:
