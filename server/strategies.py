@@ -95,6 +95,10 @@ class RoundBook(Strategy):
     in which clients happened to finish. It also keeps each client's latest cumulative
     ``dp-epsilon`` (``epsilons``) and puts the round's max and mean in ``current`` instead
     of FedAvg's example-weighted average of the ``dp-*`` metrics, which means nothing.
+    Given the ``guard`` (a :class:`server.guard.ReplyGuard` inside), it counts the replies
+    it rejected (``rejected``, ``rejections``, every round's in ``self.rejections``), says
+    whether the round aggregated anything (``aggregated``; why not in ``kept_previous``),
+    and takes ε only from replies it accepted.
     """
 
     def __init__(self, strategy: Strategy, guard: Any = None) -> None:
