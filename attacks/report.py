@@ -24,6 +24,7 @@ import numpy as np
 from attacks import metrics as M
 from attacks.base import Reconstruction
 from attacks.captures import CaptureStore
+from attacks.privacy_report import dp_section
 from fednas.config import parse_config
 from fednas.rundir import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
 
@@ -348,6 +349,7 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
     md = [f"# Leakage report\n\nRun: `{ctx.run_dir}`\n",
           "## Overall\n", _overall_table(summary), "",
           "## Per client, ranked by leakage\n", summary_table(summary, clients), "",
+          *dp_section(rows),
           "## Settings\n", "\n".join(f"- `{k}` = `{v}`" for k, v in settings.items()), "",
           "## Definitions\n", M.DEFINITIONS, "",
           "Figures are over the attacked captures only (those the attack rebuilt images from). Rates count every "

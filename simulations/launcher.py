@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fednas.config import KEY_BY_NAME, ConfigError, check_against_federation, parse_config, toml_value
+from fednas.config import ConfigError, check_against_federation, parse_config, toml_value
 from fednas.data import check_federation, dataset_from_config
+from fednas.overrides import parse_overrides
 from fednas.rundir import atomic_write_text, new_run_dir
 from fednas.runlog import mark_interrupted
 from simulations.processes import TAG_ENV, Interrupted, StopSignals, new_tag, stop_run_processes, terminate
@@ -86,14 +87,6 @@ class RunInterrupted(Interrupted):
         self.result = result
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value as TOML reads it (``3``, ``0.5``, ``true``, ``"x"``); bare words are strings."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def load_experiment(path: str | Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """An experiment TOML: top-level run-config overrides and an optional ``[federation]`` table."""
     if path is None:
@@ -122,7 +115,8 @@ def pyproject_defaults(project: Path) -> dict[str, Any]:
 
 
 def flower_env(project: Path, port: int | None = None, tag: str | None = None) -> dict[str, str]:
-    """The environment ``flwr`` needs here; ``tag`` marks every process started with it."""
+    """The environment ``flwr`` needs here (docs/architecture.md, "Running Flower here");
+    ``tag`` marks every process started with it (:mod:`simulations.processes`)."""
     env = dict(os.environ)
     env.update({
         "FLWR_HOME": str(project / ".flwr"),
@@ -243,14 +237,7 @@ def run_status(env: dict[str, str], run_id: int, project: Path) -> str:
 def prepare(project: Path, experiment: str | Path | None, sets: list[str], fed_overrides: dict[str, Any]) -> tuple[dict[str, Any], Federation]:
     """Merge pyproject defaults, the experiment file and ``--set``; validate everything."""
     overrides, fed_table = load_experiment(experiment)
-    for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key, _, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        schema = KEY_BY_NAME.get(key)
-        # a string key keeps the text as typed (fault-partitions=1 means "1", not 1)
-        overrides[key] = value.strip('"') if schema is not None and schema.kind is str else parse_value(value)
+    overrides.update(parse_overrides(sets))
     defaults = pyproject_defaults(project)
     unknown = [k for k in overrides if k not in defaults]
     cfg = parse_config({**defaults, **overrides})  # names every bad key and value
