@@ -64,7 +64,8 @@ class Capture:
     ``alpha_t1``/``theta_t1`` are what the server sent the node, ``alpha_t2`` what it
     replied; ``train_config`` is the train ConfigRecord the server sent (lr, local steps,
     B, optimizer, round); ``metrics`` the reply's MetricRecord (e.g. ``dp-epsilon``).
-    ``status`` is ``ok`` or ``failed`` with a ``reason`` (e.g. a reply without α).
+    ``status`` is ``ok``, ``failed`` (e.g. a reply without α) or ``rejected`` (the server
+    left the reply out of its aggregate), with a ``reason``.
     """
 
     id: str

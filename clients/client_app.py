@@ -14,8 +14,10 @@ import logging
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients.actors import restart_dead_actors
 from clients.dp_mods import dp_sgd_mod, update_dp_mod
-from fednas.config import Config, fault_partitions, parse_config, search_from_record
+from clients.faults import fault_mod
+from fednas.config import Config, parse_config, search_from_record
 from fednas.federated import client_evaluate, client_train
 from fednas.privacy import noise_seed, private_rule_from_record
 
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 THETA_STATE_KEY = "fednas-theta"  # this client's θ between rounds when weights are not shared
 
 app = ClientApp()
+# In a simulation, Ray restarts this ClientApp's actor when its process dies (clients.actors).
+restart_dead_actors()
 
 
 @functools.lru_cache(maxsize=4)
@@ -45,8 +49,9 @@ def _local_theta(context: Context):
     return record.to_torch_state_dict() if record is not None else None
 
 
-# Train-only: DP mods registered on the whole app would also wrap evaluate messages.
-@app.train(mods=[dp_sgd_mod, update_dp_mod])
+# Train-only: DP mods registered on the whole app would also wrap evaluate messages. The
+# fault-injection mod (a testing knob) is outermost: what it does is what goes on the wire.
+@app.train(mods=[fault_mod, dp_sgd_mod, update_dp_mod])
 def train(msg: Message, context: Context) -> Message:
     """Local search from the received global arrays; reply the new α (and θ).
 
@@ -57,8 +62,6 @@ def train(msg: Message, context: Context) -> Message:
     pid, num = _node(context)
     train_cfg = msg.content["config"]
     server_round = int(train_cfg.get("server-round", 0))
-    if pid in fault_partitions(cfg):
-        raise RuntimeError(f"fault injection: partition {pid} fails its train call (fault-partitions)")
     private = private_rule_from_record(train_cfg, noise_seed(cfg.run.seed, server_round, pid))
     result = client_train(
         cfg,

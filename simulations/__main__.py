@@ -2,7 +2,12 @@
 
 Runs one federated search through ``flwr run`` and prints the run directory as the last
 line of its output. Exit status: 0 when the run completed, 1 when it failed, 2 for a
-configuration error (found before anything starts).
+configuration error (found before anything starts), 130 (SIGINT, Ctrl-C) or 143 (SIGTERM)
+when it was stopped: the run is stopped with all its processes and ``summary.json`` says
+``interrupted``.
+
+``python -m simulations stop-superlink [--port N]`` stops the local SuperLink that plain
+``flwr run`` started for this user (and what it runs), nobody else's.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import sys
 
 from fednas.config import ConfigError
 from fednas.data import DatasetMissing
-from simulations.launcher import LaunchError, launch
+from simulations.launcher import LaunchError, RunInterrupted, launch
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,12 +33,34 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ray-cpus", type=int, help="CPUs Ray may use in all (default: the machine's)")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="override one config key (repeatable), e.g. --set nodes=16")
+    stop = sub.add_parser("stop-superlink", help="stop this user's local SuperLink started by plain flwr run")
+    stop.add_argument("--port", type=int, default=None,
+                      help="its HTTP port (default: $FLWR_LOCAL_SUPERLINK_HTTP_API_PORT, else 39091)")
     return parser
+
+
+def stop_superlink(port: int | None) -> int:
+    """Stop the SuperLink listening on the local-SuperLink port, if it is this user's."""
+    import os
+
+    from simulations.processes import listening_process, stop_run_processes
+
+    port = port or int(os.environ.get("FLWR_LOCAL_SUPERLINK_HTTP_API_PORT", "39091"))
+    proc = listening_process(port)
+    if proc is None or "flower-superlink" not in " ".join(proc.cmdline()):
+        print(f"no SuperLink of yours listens on port {port}")
+        return 1
+    left = stop_run_processes([proc.pid])
+    print(f"stopped the SuperLink (pid {proc.pid}) on port {port} and what it ran"
+          + (f"; still running: {[p.pid for p in left]}" if left else ""))
+    return 1 if left else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.command == "stop-superlink":
+        return stop_superlink(args.port)
     try:
         result = launch(args.experiment, args.sets, clients=args.clients, cpus_per_client=args.cpus_per_client,
                         gpus_per_client=args.gpus_per_client, ray_cpus=args.ray_cpus)
@@ -43,6 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     except LaunchError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except RunInterrupted as stop:
+        result = stop.result
+        summary = json.loads((result.run_dir / "summary.json").read_text())
+        print(f"run {result.run_id} interrupted by {stop.name} after round {summary.get('last-finished-round')}; "
+              f"its processes were stopped in {result.timings.get('stop', 0):.1f} s", file=sys.stderr)
+        print(result.run_dir)
+        return stop.exit_code
+    except KeyboardInterrupt:  # before anything was started
+        print("interrupted before the run started", file=sys.stderr)
+        return 130
     if result.returncode != 0:
         print(f"run {result.run_id} did not complete (status: {result.status}); see {result.run_dir}", file=sys.stderr)
     else:

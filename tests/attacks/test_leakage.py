@@ -60,16 +60,22 @@ def test_every_capture_gets_rows_files_and_a_summary(run_dir):
     bad = [r for r in rows if r["status"] != "ok"]
     assert len(ok) == 3 and len(bad) == 1
     assert "NaN or Inf" in bad[0]["reason"] and bad[0]["capture"] == ids[-1]
+    assert all(r["attacked"] == "True" for r in ok) and bad[0]["attacked"] == "False"
     assert all(0.0 <= float(r["identifiability"]) <= 1.0 for r in ok)
     assert all(float(r["psnr"]) > 0 for r in ok)
     for name in ("report.md", "summary.json", "client-0.png", "client-1.png"):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
-    assert "Per client, ranked by leakage" in report and "identified" in report and "NaN or Inf" in report
+    assert "Per client, ranked by leakage" in report and "identified" in report
+    assert "## Could not be attacked" in report and "NaN or Inf" in report.split("## Could not be attacked")[1]
     for key in ("success-rate", "identified-rate", "mean-psnr", "label-accuracy"):
         assert key in summary
+    # the capture that could not be attacked is counted beside the figures, not as a 0 % success
     assert summary["captures"] == len(ids) and summary["failed"] == 1
-    assert json.loads((out / "summary.json").read_text())["samples"] == len(ids)
+    assert summary["attacked"] == len(ids) - 1 and summary["not-attacked"] == 1
+    full = json.loads((out / "summary.json").read_text())
+    assert full["samples"] == len(ids) - 1 and full["not-attacked-samples"] == 1
+    assert full["success-rate"] == np.mean([r["success"] == "True" for r in ok])
     assert len(list((out / "reconstructions").glob("*.npz"))) == len(ids)
 
 

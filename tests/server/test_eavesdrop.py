@@ -8,12 +8,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedAvgM
 
 from attacks.captures import CaptureStore
-from clients.client_app import train
+from clients.client_app import app, train
 from fednas.config import parse_config, search_to_record
 from fednas.federated import client_train, initial_arrays
 from server.eavesdrop import Eavesdropper
 from server.strategies import RoundBook
-from tests.server.inprocess_grid import InProcessGrid
+from tests.server.inprocess_grid import InProcessGrid, through
 
 FLAT = {"nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 200,
         "head": "flatten"}
@@ -81,7 +81,7 @@ def test_error_replies_are_skipped_with_a_logged_reason(cfg, tmp_path, caplog):
     faulty = cfg.replace(fault_partitions="1")
     store = CaptureStore(tmp_path)
     with caplog.at_level(logging.INFO, logger="server.eavesdrop"):
-        result, _ = _run(Eavesdropper(_strategy(FedAvg), store), faulty, rounds=1)
+        result, _ = _run(Eavesdropper(_strategy(FedAvg), store), faulty, rounds=1, train_fn=through(app))
     assert result.arrays is not None  # the round went on with the other client
     assert [store.load(c).partition_id for c in store.ids()] == [0]
     assert "replied an error" in caplog.text and "fault injection" in caplog.text
