@@ -1,7 +1,9 @@
 """Scoring reconstructions against the truth and writing the per-client leakage report.
 
-Simulation only: this module reads ``truth/`` (which samples each client used) and the
-clients' data. Output, in a leakage folder (``<run-dir>/leakage/`` online,
+This module reads the truth (which samples each client used, :func:`fednas.truth.read_truth`:
+written by the clients in a simulation, absent in a deployment) and the clients' data.
+Without truth the attack's rows are ``unscored``: what was rebuilt (labels, the attack's own
+match) is reported, how well it matches the client's data cannot be. Output, in a leakage folder (``<run-dir>/leakage/`` online,
 ``leakage-N/`` for offline re-runs): ``clients.csv`` (one row per captured (round,
 client, sample)), ``report.md``, ``client-<id>.png`` and ``summary.json``. Metric
 definitions: :mod:`attacks.metrics`.
@@ -26,6 +28,7 @@ from attacks.base import Reconstruction
 from attacks.captures import CaptureStore
 from fednas.config import parse_config
 from fednas.rundir import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
+from fednas.truth import UNSCORED_REASON, read_truth
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,7 @@ def _identifiability(run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> 
 
     knowledge = knowledge_for(flat)
     store = CaptureStore(run_dir)
-    truth = store.truth(capture_id)
+    truth = read_truth(run_dir, store.meta(capture_id))
     if truth is None:
         return {"error": "no truth record"}
     capture = store.load(capture_id)
@@ -149,10 +152,11 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
         rec = Reconstruction.failed(cid, "not attacked")
     base.update({"attack-seconds": round(rec.seconds, 3), "match": rec.match,
                  "theta-source": rec.details.get("theta-source")})
-    truth = ctx.store.truth(cid)
+    truth = read_truth(ctx.run_dir, meta)
     if truth is None:
-        reason = rec.reason if rec.status != "ok" else "no truth (audit record) for this capture: cannot score"
-        return [{**base, "status": "failed", "reason": reason, "success": False, "identified": False}]
+        if rec.status != "ok":
+            return [{**base, "status": "failed", "reason": rec.reason, "success": False, "identified": False}]
+        return unscored_rows(base, rec, ctx.cfg.attack.write_truth)
     samples = truth_samples(truth)
     if rec.status != "ok":
         return [{**base, "sample": g, "step": s, "position": p, "status": "failed", "reason": rec.reason,
@@ -191,6 +195,15 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
                      "oracle-label": int(oracle_labels[r]), "nearest-sample": nn, "identified": identified,
                      "success": M.is_success(identified, oracle_ok, ss), "_image": img})
     return rows
+
+
+def unscored_rows(base: Mapping[str, Any], rec: Reconstruction, write_truth: bool) -> list[dict[str, Any]]:
+    """One row per rebuilt image of a capture whose truth is not known: the attack ran, no score."""
+    reason = UNSCORED_REASON if not write_truth else (
+        "no truth for this capture (its client wrote none: 'run-dir' was empty or the record is missing)")
+    return [{**base, "step": int(rec.steps[i]) if i < len(rec.steps) else None, "position": i, "status": "unscored",
+             "reason": reason, "predicted-label": int(rec.labels[i]) if i < len(rec.labels) else None}
+            for i in range(max(len(rec.images), 1))]
 
 
 def settings_of(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -236,7 +249,8 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {
         "captures": len(per_capture),
         "samples": len(known),
-        "failed": sum(1 for r in rows if r.get("status") != "ok"),
+        "failed": sum(1 for r in rows if r.get("status") == "failed"),
+        "unscored": sum(1 for r in rows if r.get("status") == "unscored"),
         "success-rate": _mean([bool(r.get("success")) for r in known]),
         "identified-rate": _mean([bool(r.get("identified")) for r in known]),
         "label-accuracy": _mean([bool(r.get("label-correct")) for r in ok]),
@@ -331,9 +345,15 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
         except (ValueError, KeyError, IndexError, TypeError) as err:
             log.warning("could not draw client %s: %s", pid, err)
     settings = settings_of(flat)
-    failures = Counter(r.get("reason") for r in rows if r.get("status") != "ok")
-    md = [f"# Leakage report\n\nRun: `{ctx.run_dir}`\n",
-          "## Overall\n", _overall_table(summary), "",
+    failures = Counter(r.get("reason") for r in rows if r.get("status") == "failed")
+    unscored = Counter(r.get("reason") for r in rows if r.get("status") == "unscored")
+    md = [f"# Leakage report\n\nRun: `{ctx.run_dir}`\n"]
+    if unscored:
+        md += ["**Unscored**: the attack ran on every capture, but which samples the clients used is not "
+               f"known here, so nothing below measures how well it rebuilt them ({summary['unscored']} rebuilt "
+               "images, labels and match in `clients.csv`, arrays in `reconstructions/`).\n",
+               *[f"- {reason} ({n} rows)" for reason, n in unscored.most_common()], ""]
+    md += ["## Overall\n", _overall_table(summary), "",
           "## Per client, ranked by leakage\n", summary_table(summary, clients), "",
           "## Settings\n", "\n".join(f"- `{k}` = `{v}`" for k, v in settings.items()), "",
           "## Definitions\n", M.DEFINITIONS, "",
@@ -349,9 +369,9 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
 
 
 def _overall_table(s: Mapping[str, Any]) -> str:
-    return ("| captures | samples | failed | success | identified | mean PSNR dB | mean SSIM | label acc | "
-            "identifiability | attack s/capture |\n|---|---|---|---|---|---|---|---|---|---|\n"
-            f"| {s['captures']} | {s['samples']} | {s['failed']} | {_fmt(s['success-rate'], True)} | "
+    return ("| captures | samples | failed | unscored | success | identified | mean PSNR dB | mean SSIM | label acc | "
+            "identifiability | attack s/capture |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+            f"| {s['captures']} | {s['samples']} | {s['failed']} | {s['unscored']} | {_fmt(s['success-rate'], True)} | "
             f"{_fmt(s['identified-rate'], True)} | {_fmt(s['mean-psnr'])} | {_fmt(s['mean-ssim'])} | "
             f"{_fmt(s['label-accuracy'], True)} | {_fmt(s['mean-identifiability'])} | "
             f"{_fmt(s['attack-seconds-per-capture'])} |")
@@ -360,5 +380,7 @@ def _overall_table(s: Mapping[str, Any]) -> str:
 def leakage_dict(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The ``leakage`` entry of the run's summary.json."""
     keys = ("success-rate", "identified-rate", "mean-psnr", "label-accuracy", "mean-ssim", "mean-mse", "captures",
-            "samples", "failed", "mean-identifiability", "attack-seconds-per-capture", "dir")
-    return {k: summary.get(k) for k in keys}
+            "samples", "failed", "unscored", "mean-identifiability", "attack-seconds-per-capture", "dir")
+    out = {k: summary.get(k) for k in keys}
+    out["scored"] = bool(summary.get("samples"))
+    return out

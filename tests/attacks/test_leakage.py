@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -83,3 +84,22 @@ def test_the_offline_cli_writes_a_new_folder_and_refuses_other_keys(run_dir, cap
     assert len(rows) == 1 and rows[0]["adra-mode"] == "paper"
     assert adra_cli([str(run_dir), "--set", "nodes=5"]) == 2
     assert "only attack keys" in capsys.readouterr().err
+
+
+def test_without_truth_the_attack_still_runs_and_the_report_says_it_is_unscored(run_dir, tmp_path):
+    # a deployment: the clients kept which samples they used (write-truth = false, no truth/)
+    copy = tmp_path / "deployed"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("truth", "leakage*"))
+    flat = {**parse_config({**FLAT, "run-dir": str(copy)}).flat(), "write-truth": False, "attack-identifiability": False}
+    summary = LeakageAudit(copy, flat, copy / "leakage").finish()
+    rows = _rows(copy / "leakage")
+    ids = CaptureStore(copy).ids()
+    assert {r["capture"] for r in rows} == set(ids)
+    unscored = [r for r in rows if r["status"] == "unscored"]
+    assert len(unscored) == len(ids) - 1  # the corrupted capture still fails, for its own reason
+    assert all(r["predicted-label"] != "" and r["psnr"] == "" and "write-truth = false" in r["reason"] for r in unscored)
+    assert len(list((copy / "leakage" / "reconstructions").glob("*.npz"))) == len(ids)  # the attack ran
+    assert summary["scored"] is False and summary["unscored"] == len(unscored) and summary["samples"] == 0
+    assert summary["success-rate"] is None and summary["failed"] == 1
+    report = (copy / "leakage" / "report.md").read_text()
+    assert "**Unscored**" in report and "deployment" in report
