@@ -30,7 +30,7 @@ from fednas.rundir import atomic_write_text, new_run_dir
 log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-FEDERATION_KEYS = {"clients", "cpus-per-client", "gpus-per-client", "ray-cpus", "ray-gpus"}
+FEDERATION_KEYS = {"clients", "cpus-per-client", "gpus-per-client", "ray-cpus", "ray-gpus", "ray-address"}
 
 
 class LaunchError(RuntimeError):
@@ -46,10 +46,13 @@ class Federation:
     gpus_per_client: float = 0.0
     ray_cpus: int | None = None  # Ray's total CPUs (default: all of the machine's)
     ray_gpus: int | None = None
+    ray_address: str | None = None  # attach to this running Ray cluster instead of starting one
 
     def flower_args(self) -> str:
         parts = [f"num-supernodes={self.clients}", f"client-resources-num-cpus={_num(self.cpus_per_client)}",
                  f"client-resources-num-gpus={_num(self.gpus_per_client)}"]
+        if self.ray_address:  # a cluster's size is set by its `ray start`s: Ray refuses init resources
+            return " ".join(parts)
         if self.ray_cpus is not None:
             parts.append(f"init-args-num-cpus={int(self.ray_cpus)}")
         if self.ray_gpus is not None:
@@ -69,6 +72,7 @@ class LaunchResult:
     returncode: int
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    processes: dict[int, float] = field(default_factory=dict)  # pid -> start time of each process seen (deployment)
 
 
 def parse_value(text: str) -> Any:
@@ -144,7 +148,7 @@ def _healthy(port: int) -> bool:
 class SuperLink:
     """A local simulation SuperLink on a free port, in its own process group."""
 
-    def __init__(self, project: Path, timeout: float = 60.0) -> None:
+    def __init__(self, project: Path, ray_address: str | None = None, timeout: float = 60.0) -> None:
         self.port = free_port()
         self.dir = project / ".flwr" / "superlinks" / str(self.port)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +156,8 @@ class SuperLink:
                "--host", "127.0.0.1", "--port", str(self.port), "--database", str(self.dir / "state.db"),
                "--log-file", str(self.dir / "superlink.log")]
         self.env = flower_env(project, self.port)
+        if ray_address:  # Flower's Ray backend calls ray.init() without an address: Ray reads it here
+            self.env["RAY_ADDRESS"] = ray_address
         t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True, cwd=self.dir)
@@ -177,10 +183,10 @@ class SuperLink:
                     pass
 
 
-def run_status(env: dict[str, str], run_id: int, project: Path) -> str:
+def run_status(env: dict[str, str], run_id: int, project: Path, connection: str | None = None) -> str:
     """The run's status as the SuperLink reports it (e.g. ``finished:completed``)."""
-    out = subprocess.run(["flwr", "ls", "--run-id", str(run_id), "--format", "json"], env=env, cwd=project,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(["flwr", "ls", *([connection] if connection else []), "--run-id", str(run_id),
+                          "--format", "json"], env=env, cwd=project, capture_output=True, text=True, timeout=60)
     try:
         data = json.loads(out.stdout)
     except json.JSONDecodeError:
@@ -214,10 +220,46 @@ def prepare(project: Path, experiment: str | Path | None, sets: list[str], fed_o
         raise ConfigError(f"--clients must be >= 1, got {federation.clients}")
     if federation.cpus_per_client <= 0 or federation.gpus_per_client < 0:
         raise ConfigError("--cpus-per-client must be > 0 and --gpus-per-client >= 0")
+    if federation.ray_address and (federation.ray_cpus is not None or federation.ray_gpus is not None):
+        raise ConfigError("--ray-cpus/--ray-gpus cannot be used with --ray-address: an existing Ray cluster's "
+                          "resources are set by its `ray start --num-cpus/--num-gpus`, and Ray refuses them when attaching")
     if federation.gpus_per_client > 0 and cfg.run.device == "cpu":
         raise ConfigError("--gpus-per-client > 0 but 'device' = 'cpu'; set device to auto or cuda")
     check_federation(dataset_from_config(cfg.data, cfg.run.seed), cfg.data, cfg.run.seed, federation.clients)
     return overrides, federation
+
+
+def reserve_run_dir(project: Path, overrides: dict[str, Any]) -> tuple[Path, Path]:
+    """The run directory (created now; ``run-dir`` is set to it) and the run-config file for ``flwr run``."""
+    cfg = parse_config({**pyproject_defaults(project), **overrides})
+    run_dir = Path(overrides["run-dir"]) if overrides.get("run-dir") else new_run_dir(
+        project / cfg.run.output_dir if not Path(cfg.run.output_dir).is_absolute() else Path(cfg.run.output_dir),
+        cfg.run.run_name, cfg.run.seed)
+    overrides["run-dir"] = str(run_dir.resolve())
+    override_file = atomic_write_text(project / ".flwr" / "overrides" / f"{run_dir.name}.toml",
+                                      "".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items()))
+    return run_dir, override_file
+
+
+def stream_lines(proc: subprocess.Popen, stream=None, on_run_id=None) -> int | None:
+    """Copy ``flwr run --stream``'s output to ``stream`` as it comes; return the run id it printed."""
+    run_id = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        (stream or sys.stdout).write(line)
+        m = re.search(r"Successfully started run (\d+)", line)
+        if m and run_id is None:
+            run_id = int(m.group(1))
+            if on_run_id is not None:
+                on_run_id(run_id)
+    return run_id
+
+
+def finish_run_dir(run_dir: Path, returncode: int, status: str) -> bool:
+    """Whether the run completed (status and summary.json); drop a run directory left empty."""
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()  # reserved for a run that never started: leave no empty folder behind
+    return returncode == 0 and status.endswith("completed") and (run_dir / "summary.json").is_file()
 
 
 def launch(experiment: str | Path | None = None, sets: list[str] | None = None, *,
@@ -226,14 +268,8 @@ def launch(experiment: str | Path | None = None, sets: list[str] | None = None, 
     t0 = time.monotonic()
     project = Path(project).resolve()
     overrides, federation = prepare(project, experiment, list(sets or []), fed_overrides)
-    cfg = parse_config({**pyproject_defaults(project), **overrides})
-    run_dir = Path(overrides["run-dir"]) if overrides.get("run-dir") else new_run_dir(
-        project / cfg.run.output_dir if not Path(cfg.run.output_dir).is_absolute() else Path(cfg.run.output_dir),
-        cfg.run.run_name, cfg.run.seed)
-    overrides["run-dir"] = str(run_dir.resolve())
-    override_file = atomic_write_text(project / ".flwr" / "overrides" / f"{run_dir.name}.toml",
-                                      "".join(f"{k} = {toml_value(v)}\n" for k, v in overrides.items()))
-    link = SuperLink(project)
+    run_dir, override_file = reserve_run_dir(project, overrides)
+    link = SuperLink(project, federation.ray_address)
     timings = {"superlink-start": link.startup_seconds}
     run_id, returncode, status = None, 1, "not started"
     try:
@@ -242,18 +278,11 @@ def launch(experiment: str | Path | None = None, sets: list[str] | None = None, 
         t_run = time.monotonic()
         proc = subprocess.Popen(cmd, env=link.env, cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            (stream or sys.stdout).write(line)
-            m = re.search(r"Successfully started run (\d+)", line)
-            if m:
-                run_id = int(m.group(1))
+        run_id = stream_lines(proc, stream)
         returncode = proc.wait()
         timings["flwr-run"] = time.monotonic() - t_run
         status = run_status(link.env, run_id, project) if run_id is not None else "not started"
     finally:
         link.stop()
-    if run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()  # reserved for a run that never started: leave no empty folder behind
-    ok = returncode == 0 and status.endswith("completed") and (run_dir / "summary.json").is_file()
+    ok = finish_run_dir(run_dir, returncode, status)
     return LaunchResult(run_dir, run_id, status, 0 if ok else 1, time.monotonic() - t0, timings)

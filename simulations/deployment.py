@@ -1,0 +1,221 @@
+"""Flower's Deployment Engine on this machine: a SuperLink and one SuperNode per client on loopback.
+
+``python -m simulations run --deployment`` runs the same app, experiment files and
+``--set`` keys as a simulation, but through the processes a real deployment uses: one
+``flower-superlink`` (Fleet, Control and Runtime APIs on one free port), N
+``flower-supernode``s (each with its ``partition-id`` in ``--node-config`` and a Runtime
+API port of its own), and ``flwr run . <connection>`` against a connection written to a
+project-local ``FLWR_HOME`` (``.flwr/deployments/<port>/cli/config.toml``). Every Flower
+process gets a ``FLWR_HOME`` of its own there (installed app bundles, state, logs), so
+several deployments and simulations can run at once. The launcher waits for the run's
+real final status (``flwr ls <connection> --format json``), then stops every process it
+started and their children, and only those (:mod:`simulations.proctree`).
+
+What crosses machines in a real deployment crosses loopback here, and nothing else: in
+particular the clients write no truth (``write-truth = false``), so the run's leakage
+report is unscored (the attack still runs). On many machines, start the same commands by
+hand (docs/deploy.md); this module is the tested local form of that recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fednas.config import ConfigError
+from simulations import proctree
+from simulations.launcher import (PROJECT_ROOT, Federation, LaunchError, LaunchResult, _healthy, finish_run_dir,
+                                  flower_env, free_port, prepare, reserve_run_dir, run_status, stream_lines)
+
+log = logging.getLogger(__name__)
+
+CONNECTION = "fednas-deployment"
+RAY_ONLY = ("cpus_per_client", "gpus_per_client", "ray_cpus", "ray_gpus", "ray_address")
+
+
+@dataclass
+class Started:
+    """One process this deployment started, with its log file."""
+
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+
+def connection_toml(name: str, address: str) -> str:
+    """A ``[superlink.<name>]`` connection of ``$FLWR_HOME/config.toml`` (insecure: loopback only)."""
+    return (f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{address}"\ninsecure = true\n')
+
+
+class LocalDeployment:
+    """A SuperLink and ``clients`` SuperNodes on 127.0.0.1, in process sessions of their own.
+
+    Use as a context manager: the processes start on entry (the SuperLink healthy, every
+    SuperNode online) and are stopped on exit, whatever happened.
+    """
+
+    def __init__(self, project: Path, clients: int, timeout: float = 120.0) -> None:
+        self.project, self.clients, self.timeout = project, clients, timeout
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.dir = project / ".flwr" / "deployments" / str(self.port)
+        self.started: list[Started] = []
+        self.env = flower_env(project)
+        self.env.setdefault("OMP_NUM_THREADS", "1")  # N clients share this machine's cores
+        self.cli_env = {**self.env, "FLWR_HOME": str(self.dir / "cli")}
+        self.startup_seconds = 0.0
+        self.seen: dict[int, float] = {}  # pid -> create time of every process of ours seen alive
+
+    # ------------------------------------------------------------------ processes
+    def _start(self, name: str, cmd: list[str]) -> Started:
+        home = self.dir / name
+        home.mkdir(parents=True, exist_ok=True)
+        logfile = home / f"{name}.log"
+        with open(logfile, "ab") as out:  # the child keeps its own descriptor
+            proc = subprocess.Popen(cmd, env={**self.env, "FLWR_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, cwd=home)
+        started = Started(name, proc, logfile)
+        self.started.append(started)
+        return started
+
+    def _check_alive(self) -> None:
+        self.note_processes()
+        for s in self.started:
+            if s.proc.poll() is not None:
+                raise LaunchError(f"{s.name} exited with code {s.proc.returncode}; see {s.log}")
+
+    def start(self) -> LocalDeployment:
+        t0 = time.monotonic()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "cli").mkdir(exist_ok=True)
+        (self.dir / "cli" / "config.toml").write_text(connection_toml(CONNECTION, self.address))
+        self._start("superlink", ["flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
+                                  "--database", str(self.dir / "superlink" / "state.db"),
+                                  "--disable-runtime-dependency-installation"])
+        self._wait("the SuperLink to become healthy", lambda: _healthy(self.port))
+        for pid in range(self.clients):
+            self._start(f"supernode-{pid}", [
+                "flower-supernode", "--insecure", "--superlink", self.address, "--port", str(free_port()),
+                "--node-config", f"partition-id={pid} num-partitions={self.clients}"])
+        self._wait(f"{self.clients} SuperNodes to come online", lambda: self.online_nodes() >= self.clients)
+        self.startup_seconds = time.monotonic() - t0
+        log.info("deployment: SuperLink %s and %d SuperNodes up in %.1f s (logs in %s)", self.address,
+                 self.clients, self.startup_seconds, self.dir)
+        return self
+
+    def _wait(self, what: str, ready) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not ready():
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise LaunchError(f"timed out after {self.timeout:.0f} s waiting for {what}; logs in {self.dir}")
+            time.sleep(0.5)
+
+    def flwr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """The ``flwr`` CLI against this deployment's connection."""
+        return subprocess.run(["flwr", *args], env=self.cli_env, cwd=self.project, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def online_nodes(self) -> int:
+        out = self.flwr("supernode", "ls", CONNECTION, "--format", "json")
+        try:
+            nodes = json.loads(out.stdout).get("nodes") or []
+        except json.JSONDecodeError:
+            return 0
+        return sum(1 for n in nodes if n.get("status") == "online")
+
+    def note_processes(self) -> None:
+        """Remember every live process of this deployment (SuperExecs, apps, the attack's workers)."""
+        proctree.snapshot([s.proc for s in self.started], self.seen)
+
+    def stop(self) -> None:
+        self.note_processes()
+        left = proctree.stop([s.proc for s in self.started])
+        if left:
+            log.warning("deployment: processes %s would not stop", left)
+
+    def __enter__(self) -> LocalDeployment:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ runs
+    def run(self, override_file: Path, stream=None, timeout: float | None = None) -> tuple[int | None, str, int]:
+        """``flwr run . <connection> --stream``; wait for the run's final status.
+
+        Returns (run id, status, flwr's exit code). The status is polled with ``flwr ls``
+        while the log streams, since ``--stream`` neither ends exactly with the run nor
+        reports its outcome.
+        """
+        cmd = ["flwr", "run", ".", CONNECTION, "--stream", "--run-config", str(override_file)]
+        proc = subprocess.Popen(cmd, env=self.cli_env, cwd=self.project, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+        run_ids: list[int] = []
+        reader = threading.Thread(target=stream_lines, args=(proc, stream, run_ids.append), daemon=True)
+        reader.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        status = "not started"
+        try:
+            while run_ids or reader.is_alive():  # without a run id once flwr is done, no run started
+                if run_ids:
+                    status = run_status(self.cli_env, run_ids[0], self.project, CONNECTION)
+                    if status.startswith("finished"):
+                        break
+                self._check_alive()
+                if deadline is not None and time.monotonic() > deadline:
+                    status = f"timed out after {timeout:.0f} s ({status})"
+                    break
+                time.sleep(2.0)
+        finally:
+            ended_by_itself = proc.poll() is not None
+            reader.join(10)  # the last lines of the log
+            proctree.stop([proc], grace=5)
+        # the stream is ours to end once the run has finished; its exit code then says nothing
+        returncode = proc.returncode if ended_by_itself else 0
+        return (run_ids[0] if run_ids else None), status, returncode
+
+
+def launch_deployment(experiment: str | Path | None = None, sets: list[str] | None = None, *,
+                      project: Path = PROJECT_ROOT, stream=None, clients: int | None = None,
+                      timeout: float | None = None) -> LaunchResult:
+    """Validate, start a local deployment, run the app, wait for its final status, stop everything.
+
+    ``timeout`` (seconds, default none) bounds the run itself; a run that outlasts it is
+    stopped with the deployment and reported as not completed.
+    """
+    t0 = time.monotonic()
+    project = Path(project).resolve()
+    overrides, federation = prepare(project, experiment, list(sets or []), {"clients": clients})
+    unused = [k for k in RAY_ONLY if getattr(federation, k) != getattr(Federation(), k)]
+    if unused:
+        log.info("deployment: %s from the experiment's [federation] table do not apply (no Ray here)", unused)
+    if overrides.get("write-truth") is True:
+        raise ConfigError("'write-truth' = true cannot be used with --deployment: which samples a client used stays "
+                          "on the client in a deployment (the leakage report is unscored)")
+    overrides["write-truth"] = False
+    run_dir, override_file = reserve_run_dir(project, overrides)
+    run_id, status, returncode = None, "not started", 1
+    timings: dict[str, float] = {}
+    with LocalDeployment(project, federation.clients) as deployment:
+        timings["deployment-start"] = deployment.startup_seconds
+        t_run = time.monotonic()
+        run_id, status, returncode = deployment.run(override_file, stream, timeout)
+        timings["flwr-run"] = time.monotonic() - t_run
+    timings["stop"] = time.monotonic() - t0 - sum(timings.values())
+    if not status.endswith("completed"):
+        log.warning("deployment: run %s ended with status %r; logs in %s", run_id, status, deployment.dir)
+    ok = finish_run_dir(run_dir, returncode, status)
+    return LaunchResult(run_dir, run_id, status, 0 if ok else 1, time.monotonic() - t0, timings, deployment.seen)
+

@@ -1,0 +1,68 @@
+"""Flower's Deployment Engine on loopback: a real SuperLink and SuperNodes, through the launcher."""
+
+import csv
+import json
+
+import pytest
+
+from attacks.captures import CaptureStore
+from simulations.__main__ import main
+from simulations.deployment import CONNECTION, connection_toml, launch_deployment
+from simulations.proctree import still_running
+
+
+def test_the_connection_is_what_flwr_itself_reads(tmp_path, monkeypatch):
+    from flwr.cli.flower_config import read_superlink_connection
+
+    (tmp_path / "config.toml").write_text(connection_toml(CONNECTION, "127.0.0.1:9123"))
+    monkeypatch.setenv("FLWR_HOME", str(tmp_path))
+    conn = read_superlink_connection(CONNECTION)
+    assert conn.address == "127.0.0.1:9123" and conn.insecure is True and conn.options is None
+    assert read_superlink_connection(None).name == CONNECTION  # also the default connection
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--gpus-per-client", "0.5"], ["--gpus-per-client", "no Ray"]),
+    (["--ray-address", "127.0.0.1:6379"], ["--ray-address", "no Ray"]),
+])
+def test_ray_options_are_refused_with_deployment(argv, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--deployment", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert all(w in err for w in words)
+
+
+def test_a_deployment_cannot_be_asked_to_write_truth(capsys):
+    assert main(["run", "--deployment", "--clients", "2", "--set", "write-truth=true"]) == 2
+    assert "'write-truth'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds(tmp_path):
+    result = launch_deployment(None, [
+        "num-server-rounds=2", "nodes=3", "channels=4", "max-samples=300", "head=flatten", "local-steps=1",
+        "alpha-batch-size=1", "fraction-evaluate=0.0", "min-evaluate-clients=0", "eavesdrop=true",
+        "attack-online=true", "attack-workers=1", "adra-iterations=2", "adra-restarts=1",
+        "attack-identifiability=false", f"output-dir={tmp_path}", "run-name=deploy"], clients=2, timeout=600)
+    assert result.returncode == 0 and result.status == "finished:completed", result.status
+    run = result.run_dir
+    assert run.parent == tmp_path
+    for name in ("config.json", "rounds.csv", "genotype.json", "summary.json", "model.npz"):
+        assert (run / name).is_file(), name
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds-completed"] == 2
+    config = json.loads((run / "config.json").read_text())
+    assert config["federation"]["nodes"] == 2 and config["config"]["write-truth"] is False
+    # the eavesdropper captured both clients in both rounds; nothing told it which samples they used
+    ids = CaptureStore(run).ids()
+    assert len(ids) == 4 and not (run / "truth").exists()
+    with open(run / "leakage" / "clients.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["capture"] for r in rows} == set(ids) and all(r["status"] == "unscored" for r in rows)
+    assert summary["leakage"]["scored"] is False and summary["leakage"]["unscored"] == 4
+    assert "**Unscored**" in (run / "leakage" / "report.md").read_text()
+    # every process it started, and theirs, is gone; and it saw them: the SuperLink, 2 SuperNodes,
+    # their SuperExecs and the ServerApp at least
+    assert len(result.processes) >= 6
+    assert still_running(result.processes) == []
