@@ -39,6 +39,7 @@ def test_train_handler_replies_alpha_theta_metrics_partition_and_writes_its_trut
     assert not torch.equal(out["alpha"], arrays["alpha"])
     metrics = content["metrics"]
     assert metrics["num-examples"] > 0 and np.isfinite(metrics["alpha-loss"])
+    assert metrics["on-cuda"] == float(torch.cuda.is_available())  # device = auto
     assert content["client"]["partition-id"] == 1
     assert list(content.config_records) == ["client"]  # which samples were used never goes on the wire
     audit = read_truth(tmp_path, {"round": 1, "partition-id": 1})
