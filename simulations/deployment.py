@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import shutil
 import subprocess
 import threading
 import time
@@ -49,9 +49,50 @@ class Started:
     log: Path
 
 
-def connection_toml(name: str, address: str) -> str:
-    """A ``[superlink.<name>]`` connection of ``$FLWR_HOME/config.toml`` (insecure: loopback only)."""
-    return (f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{address}"\ninsecure = true\n')
+def connection_toml(name: str, address: str, root_certificates: Path | None = None) -> str:
+    """A ``[superlink.<name>]`` connection of ``$FLWR_HOME/config.toml``: TLS verified against
+    ``root_certificates``, or without TLS (``insecure``) when none is given."""
+    trust = f'root-certificates = "{root_certificates}"' if root_certificates else "insecure = true"
+    return f'[superlink]\ndefault = "{name}"\n\n[superlink.{name}]\naddress = "{address}"\n{trust}\n'
+
+
+@dataclass(frozen=True)
+class Security:
+    """TLS on every connection and CLI-managed SuperNode authentication, with Flower's own flags.
+
+    ``ca_cert`` signed ``server_cert`` (whose names must cover the SuperLink's address);
+    ``node_keys`` are the SuperNodes' private EC keys (OpenSSH or PEM, public key beside
+    each as ``<key>.pub``), one per SuperNode, each registered with ``flwr supernode
+    register`` before its SuperNode starts. Without node keys: TLS only.
+    """
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    node_keys: tuple[Path, ...] = ()
+
+    def superlink_args(self) -> list[str]:
+        args = ["--ssl-ca-certfile", str(self.ca_cert), "--ssl-certfile", str(self.server_cert),
+                "--ssl-keyfile", str(self.server_key)]
+        return args + (["--enable-supernode-auth"] if self.node_keys else [])
+
+    def supernode_args(self, index: int) -> list[str]:
+        args = ["--root-certificates", str(self.ca_cert)]
+        return args + (["--auth-supernode-private-key", str(self.node_keys[index])] if self.node_keys else [])
+
+
+def _health(port: int, security: Security | None) -> bool:
+    if security is None:
+        return _healthy(port)
+    import ssl
+    import urllib.request
+
+    try:
+        context = ssl.create_default_context(cafile=str(security.ca_cert))
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/health", timeout=0.5, context=context) as r:
+            return 200 <= r.status < 300
+    except OSError:
+        return False
 
 
 class LocalDeployment:
@@ -61,8 +102,10 @@ class LocalDeployment:
     SuperNode online) and are stopped on exit, whatever happened.
     """
 
-    def __init__(self, project: Path, clients: int, timeout: float = 120.0) -> None:
-        self.project, self.clients, self.timeout = project, clients, timeout
+    def __init__(self, project: Path, clients: int, timeout: float = 120.0, security: Security | None = None) -> None:
+        self.project, self.clients, self.timeout, self.security = project, clients, timeout, security
+        if security is not None and security.node_keys and len(security.node_keys) != clients:
+            raise ValueError(f"{len(security.node_keys)} node keys for {clients} SuperNodes: one key each")
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.dir = project / ".flwr" / "deployments" / str(self.port)
@@ -95,20 +138,37 @@ class LocalDeployment:
         t0 = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "cli").mkdir(exist_ok=True)
-        (self.dir / "cli" / "config.toml").write_text(connection_toml(CONNECTION, self.address))
-        self._start("superlink", ["flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
+        sec = self.security
+        (self.dir / "cli" / "config.toml").write_text(connection_toml(CONNECTION, self.address,
+                                                                      sec.ca_cert if sec else None))
+        self._start("superlink", ["flower-superlink", *(sec.superlink_args() if sec else ["--insecure"]),
+                                  "--host", "127.0.0.1", "--port", str(self.port),
                                   "--database", str(self.dir / "superlink" / "state.db"),
                                   "--disable-runtime-dependency-installation"])
-        self._wait("the SuperLink to become healthy", lambda: _healthy(self.port))
+        self._wait("the SuperLink to become healthy", lambda: _health(self.port, sec))
+        for key in sec.node_keys if sec else ():
+            self.register(Path(f"{key}.pub"))
         for pid in range(self.clients):
-            self._start(f"supernode-{pid}", [
-                "flower-supernode", "--insecure", "--superlink", self.address, "--port", str(free_port()),
-                "--node-config", f"partition-id={pid} num-partitions={self.clients}"])
+            self.start_supernode(pid, sec.supernode_args(pid) if sec else ["--insecure"])
         self._wait(f"{self.clients} SuperNodes to come online", lambda: self.online_nodes() >= self.clients)
         self.startup_seconds = time.monotonic() - t0
         log.info("deployment: SuperLink %s and %d SuperNodes up in %.1f s (logs in %s)", self.address,
                  self.clients, self.startup_seconds, self.dir)
         return self
+
+    def start_supernode(self, pid: int, security_args: list[str], name: str | None = None,
+                        max_retries: int | None = None) -> Started:
+        """One SuperNode for partition ``pid`` (its Runtime API on a free port)."""
+        retries = ["--max-retries", str(max_retries)] if max_retries is not None else []
+        return self._start(name or f"supernode-{pid}", [
+            "flower-supernode", *security_args, "--superlink", self.address, "--port", str(free_port()), *retries,
+            "--node-config", f"partition-id={pid} num-partitions={self.clients}"])
+
+    def register(self, public_key: Path) -> None:
+        """``flwr supernode register``: only registered keys may connect (``--enable-supernode-auth``)."""
+        out = self.flwr("supernode", "register", str(public_key), CONNECTION)
+        if out.returncode != 0:
+            raise LaunchError(f"flwr supernode register {public_key} failed: {out.stdout[-500:]} {out.stderr[-500:]}")
 
     def _wait(self, what: str, ready) -> None:
         deadline = time.monotonic() + self.timeout
@@ -217,5 +277,7 @@ def launch_deployment(experiment: str | Path | None = None, sets: list[str] | No
     if not status.endswith("completed"):
         log.warning("deployment: run %s ended with status %r; logs in %s", run_id, status, deployment.dir)
     ok = finish_run_dir(run_dir, returncode, status)
+    if ok:  # the installed app copies and logs of a completed run are not worth keeping (kept when it failed)
+        shutil.rmtree(deployment.dir, ignore_errors=True)
     return LaunchResult(run_dir, run_id, status, 0 if ok else 1, time.monotonic() - t0, timings, deployment.seen)
 

@@ -91,7 +91,8 @@ class LocalRayCluster:
     def start(self) -> LocalRayCluster:
         t0 = time.monotonic()
         self._node("head", ["--head", "--port", str(self.port), "--ray-client-server-port", str(free_port()),
-                            "--include-dashboard", "false", "--temp-dir", str(self.temp_dir)])
+                            "--include-dashboard", "false", "--dashboard-port", str(free_port()),
+                            "--temp-dir", str(self.temp_dir)])
         self._wait_nodes(1)
         for i in range(self.workers):
             self._node(f"worker-{i}", ["--address", self.address])

@@ -66,3 +66,59 @@ def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds(tmp_pat
     # their SuperExecs and the ServerApp at least
     assert len(result.processes) >= 6
     assert still_running(result.processes) == []
+
+
+def _tls_files(folder, nodes):
+    """A CA, the SuperLink's certificate for 127.0.0.1 signed by it, and one P-384 key pair a SuperNode:
+    the files Flower's TLS and SuperNode-authentication guides have you make with openssl and ssh-keygen."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def write_key(key, path, fmt=serialization.PrivateFormat.TraditionalOpenSSL):
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption()))
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, server_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fednas test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    server = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+              .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+              .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                          x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    (folder / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (folder / "server.pem").write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    write_key(server_key, folder / "server.key")
+    keys = []
+    for name in nodes:
+        key = ec.generate_private_key(ec.SECP384R1())
+        write_key(key, folder / name, serialization.PrivateFormat.OpenSSH)  # as ssh-keygen -t ecdsa -b 384
+        (folder / f"{name}.pub").write_bytes(key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                                           serialization.PublicFormat.OpenSSH))
+        keys.append(folder / name)
+    return folder / "ca.crt", folder / "server.pem", folder / "server.key", tuple(keys)
+
+
+@pytest.mark.slow
+def test_tls_and_supernode_authentication_admit_registered_nodes_only(tmp_path):
+    from simulations.deployment import LocalDeployment, Security
+    from simulations.launcher import PROJECT_ROOT
+
+    ca, cert, key, (node0, node1, rogue) = _tls_files(tmp_path, ["node0", "node1", "rogue"])
+    deployment = LocalDeployment(PROJECT_ROOT, 2, security=Security(ca, cert, key, (node0, node1)))
+    with deployment:
+        assert deployment.online_nodes() == 2  # registered keys, over TLS
+        outsider = deployment.start_supernode(0, ["--root-certificates", str(ca), "--auth-supernode-private-key",
+                                                  str(rogue)], name="rogue", max_retries=1)
+        assert outsider.proc.wait(timeout=120) != 0  # an unregistered key is refused
+        assert "Failed to activate SuperNode" in outsider.log.read_text()
+        assert deployment.online_nodes() == 2
+    assert still_running(deployment.seen) == []
