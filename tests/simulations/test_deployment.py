@@ -44,7 +44,8 @@ def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds(tmp_pat
         "num-server-rounds=2", "nodes=3", "channels=4", "max-samples=300", "head=flatten", "local-steps=1",
         "alpha-batch-size=1", "fraction-evaluate=0.0", "min-evaluate-clients=0", "eavesdrop=true",
         "attack-online=true", "attack-workers=1", "adra-iterations=2", "adra-restarts=1",
-        "attack-identifiability=false", f"output-dir={tmp_path}", "run-name=deploy"], clients=2, timeout=600)
+        "attack-identifiability=false", "dp-sgd=true", f"output-dir={tmp_path}", "run-name=deploy"],
+        clients=2, timeout=600)
     assert result.returncode == 0 and result.status == "finished:completed", result.status
     run = result.run_dir
     assert run.parent == tmp_path
@@ -62,6 +63,11 @@ def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds(tmp_pat
     assert {r["capture"] for r in rows} == set(ids) and all(r["status"] == "unscored" for r in rows)
     assert summary["leakage"]["scored"] is False and summary["leakage"]["unscored"] == 4
     assert "**Unscored**" in (run / "leakage" / "report.md").read_text()
+    # the DP-SGD mod ran on each SuperNode and its ledger lived across rounds in the node's state
+    store = CaptureStore(run)
+    eps = {(m["round"], m["partition-id"]): m["metrics"]["dp-epsilon"] for m in map(store.meta, ids)}
+    assert all(0 < eps[(1, p)] < eps[(2, p)] for p in (0, 1))
+    assert summary["dp"]["epsilon"] == pytest.approx(max(eps.values()))
     # every process it started, and theirs, is gone; and it saw them: the SuperLink, 2 SuperNodes,
     # their SuperExecs and the ServerApp at least
     assert len(result.processes) >= 6
