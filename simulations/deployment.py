@@ -27,7 +27,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fednas.config import ConfigError
 from simulations import proctree
@@ -47,6 +46,7 @@ class Started:
     name: str
     proc: subprocess.Popen
     log: Path
+    essential: bool = True  # the deployment fails when it exits
 
 
 def connection_toml(name: str, address: str, root_certificates: Path | None = None) -> str:
@@ -95,7 +95,7 @@ def _health(port: int, security: Security | None) -> bool:
         return False
 
 
-class LocalDeployment:
+class LocalDeployment(proctree.Launched):
     """A SuperLink and ``clients`` SuperNodes on 127.0.0.1, in process sessions of their own.
 
     Use as a context manager: the processes start on entry (the SuperLink healthy, every
@@ -103,6 +103,7 @@ class LocalDeployment:
     """
 
     def __init__(self, project: Path, clients: int, timeout: float = 120.0, security: Security | None = None) -> None:
+        super().__init__()
         self.project, self.clients, self.timeout, self.security = project, clients, timeout, security
         if security is not None and security.node_keys and len(security.node_keys) != clients:
             raise ValueError(f"{len(security.node_keys)} node keys for {clients} SuperNodes: one key each")
@@ -110,28 +111,29 @@ class LocalDeployment:
         self.address = f"127.0.0.1:{self.port}"
         self.dir = project / ".flwr" / "deployments" / str(self.port)
         self.started: list[Started] = []
+        self.what = f"deployment {self.address}"
         self.env = flower_env(project)
         self.env.setdefault("OMP_NUM_THREADS", "1")  # N clients share this machine's cores
         self.cli_env = {**self.env, "FLWR_HOME": str(self.dir / "cli")}
         self.startup_seconds = 0.0
-        self.seen: dict[int, float] = {}  # pid -> create time of every process of ours seen alive
 
     # ------------------------------------------------------------------ processes
-    def _start(self, name: str, cmd: list[str]) -> Started:
+    def _start(self, name: str, cmd: list[str], essential: bool = True) -> Started:
         home = self.dir / name
         home.mkdir(parents=True, exist_ok=True)
         logfile = home / f"{name}.log"
         with open(logfile, "ab") as out:  # the child keeps its own descriptor
             proc = subprocess.Popen(cmd, env={**self.env, "FLWR_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True, cwd=home)
-        started = Started(name, proc, logfile)
+        started = Started(name, proc, logfile, essential)
         self.started.append(started)
+        self.procs.append(proc)
         return started
 
     def _check_alive(self) -> None:
         self.note_processes()
         for s in self.started:
-            if s.proc.poll() is not None:
+            if s.essential and s.proc.poll() is not None:
                 raise LaunchError(f"{s.name} exited with code {s.proc.returncode}; see {s.log}")
 
     def start(self) -> LocalDeployment:
@@ -158,11 +160,12 @@ class LocalDeployment:
 
     def start_supernode(self, pid: int, security_args: list[str], name: str | None = None,
                         max_retries: int | None = None) -> Started:
-        """One SuperNode for partition ``pid`` (its Runtime API on a free port)."""
+        """One SuperNode for partition ``pid`` (its Runtime API on a free port). One given a
+        ``name`` is an extra: the deployment goes on when it exits."""
         retries = ["--max-retries", str(max_retries)] if max_retries is not None else []
         return self._start(name or f"supernode-{pid}", [
             "flower-supernode", *security_args, "--superlink", self.address, "--port", str(free_port()), *retries,
-            "--node-config", f"partition-id={pid} num-partitions={self.clients}"])
+            "--node-config", f"partition-id={pid} num-partitions={self.clients}"], essential=name is None)
 
     def register(self, public_key: Path) -> None:
         """``flwr supernode register``: only registered keys may connect (``--enable-supernode-auth``)."""
@@ -191,26 +194,6 @@ class LocalDeployment:
             return 0
         return sum(1 for n in nodes if n.get("status") == "online")
 
-    def note_processes(self) -> None:
-        """Remember every live process of this deployment (SuperExecs, apps, the attack's workers)."""
-        proctree.snapshot([s.proc for s in self.started], self.seen)
-
-    def stop(self) -> None:
-        self.note_processes()
-        left = proctree.stop([s.proc for s in self.started])
-        if left:
-            log.warning("deployment: processes %s would not stop", left)
-
-    def __enter__(self) -> LocalDeployment:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
     # ------------------------------------------------------------------ runs
     def run(self, override_file: Path, stream=None, timeout: float | None = None) -> tuple[int | None, str, int]:
         """``flwr run . <connection> --stream``; wait for the run's final status.
@@ -222,6 +205,7 @@ class LocalDeployment:
         cmd = ["flwr", "run", ".", CONNECTION, "--stream", "--run-config", str(override_file)]
         proc = subprocess.Popen(cmd, env=self.cli_env, cwd=self.project, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+        self.procs.append(proc)  # noted and stopped with the rest
         run_ids: list[int] = []
         reader = threading.Thread(target=stream_lines, args=(proc, stream, run_ids.append), daemon=True)
         reader.start()
@@ -273,7 +257,6 @@ def launch_deployment(experiment: str | Path | None = None, sets: list[str] | No
         t_run = time.monotonic()
         run_id, status, returncode = deployment.run(override_file, stream, timeout)
         timings["flwr-run"] = time.monotonic() - t_run
-    timings["stop"] = time.monotonic() - t0 - sum(timings.values())
     if not status.endswith("completed"):
         log.warning("deployment: run %s ended with status %r; logs in %s", run_id, status, deployment.dir)
     ok = finish_run_dir(run_dir, returncode, status)

@@ -112,3 +112,39 @@ def still_running(seen: dict[int, float]) -> list[int]:
         except psutil.NoSuchProcess:
             continue
     return out
+
+
+class Launched:
+    """Processes started together (a context manager): ``start()`` on entry, ``stop()`` on exit,
+    also when starting fails half-way. Subclasses fill ``procs`` as they start processes;
+    ``seen`` keeps every process of theirs observed alive (pid -> start time)."""
+
+    what = "processes"
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.seen: dict[int, float] = {}
+
+    def start(self) -> Launched:
+        raise NotImplementedError
+
+    def note_processes(self) -> None:
+        """Remember every live process of these (their children's children included)."""
+        snapshot(self.procs, self.seen)
+
+    def stop(self) -> None:
+        """Stop them all, and what they started, by the ids held."""
+        self.note_processes()
+        left = stop(self.procs)
+        if left:
+            log.warning("%s: processes %s would not stop", self.what, left)
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from simulations import proctree
 from simulations.launcher import LaunchError, free_port
@@ -52,7 +51,7 @@ def node_ports() -> list[str]:
     return args + ["--worker-port-list", ",".join(str(free_port()) for _ in range(WORKER_PORTS))]
 
 
-class LocalRayCluster:
+class LocalRayCluster(proctree.Launched):
     """A Ray head and ``workers`` worker nodes on 127.0.0.1 (a context manager).
 
     Parameters
@@ -69,16 +68,16 @@ class LocalRayCluster:
 
     def __init__(self, workers: int = 1, cpus_per_node: int = 1, gpus_per_node: int = 0,
                  object_store_mb: int = 100, timeout: float = 120.0) -> None:
+        super().__init__()
         self.workers, self.cpus, self.gpus = workers, cpus_per_node, gpus_per_node
         self.object_store_mb, self.timeout = object_store_mb, timeout
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.what = f"Ray cluster {self.address}"
         # short: Ray's unix sockets live under it and their paths are limited to 107 bytes
         self.temp_dir = Path(tempfile.mkdtemp(prefix="fednas-ray-", dir="/tmp"))
         self.env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
                     "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")}
-        self.procs: list[subprocess.Popen] = []
-        self.seen: dict[int, float] = {}  # pid -> start time of every process of the cluster seen alive
 
     def _node(self, name: str, args: list[str]) -> None:
         cmd = [_ray(), "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus),
@@ -116,31 +115,18 @@ class LocalRayCluster:
     def _wait_nodes(self, n: int) -> None:
         deadline = time.monotonic() + self.timeout
         while self.nodes() < n:
-            proctree.snapshot(self.procs, self.seen)
+            self.note_processes()
             dead = [p for p in self.procs if p.poll() is not None]
             if dead or time.monotonic() > deadline:
                 why = f"ray start exited with code {dead[0].returncode}" if dead else f"timed out ({self.timeout:.0f} s)"
                 raise LaunchError(f"Ray cluster at {self.address}: {why} waiting for {n} node(s); logs in {self.temp_dir}")
             time.sleep(1.0)
-        proctree.snapshot(self.procs, self.seen)
+        self.note_processes()
 
     def stop(self) -> None:
         """Stop every node and what it started (by the ids held); remove the temporary directory."""
-        proctree.snapshot(self.procs, self.seen)
-        left = proctree.stop(self.procs)
-        if left:
-            log.warning("Ray cluster: processes %s would not stop", left)
+        super().stop()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-    def __enter__(self) -> LocalRayCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

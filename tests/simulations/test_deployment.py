@@ -1,6 +1,7 @@
 """Flower's Deployment Engine on loopback: a real SuperLink and SuperNodes, through the launcher."""
 
 import csv
+import io
 import json
 
 import pytest
@@ -114,9 +115,9 @@ def _tls_files(folder, nodes):
 
 
 @pytest.mark.slow
-def test_tls_and_supernode_authentication_admit_registered_nodes_only(tmp_path):
+def test_tls_and_supernode_authentication_admit_registered_nodes_only_and_failed_runs_are_reported(tmp_path):
     from simulations.deployment import LocalDeployment, Security
-    from simulations.launcher import PROJECT_ROOT
+    from simulations.launcher import PROJECT_ROOT, reserve_run_dir
 
     ca, cert, key, (node0, node1, rogue) = _tls_files(tmp_path, ["node0", "node1", "rogue"])
     deployment = LocalDeployment(PROJECT_ROOT, 2, security=Security(ca, cert, key, (node0, node1)))
@@ -127,4 +128,10 @@ def test_tls_and_supernode_authentication_admit_registered_nodes_only(tmp_path):
         assert outsider.proc.wait(timeout=120) != 0  # an unregistered key is refused
         assert "Failed to activate SuperNode" in outsider.log.read_text()
         assert deployment.online_nodes() == 2
+        # a run over TLS whose ServerApp cannot create its run directory: it fails on the SuperLink's side,
+        # and the status read back says so
+        _, overrides = reserve_run_dir(PROJECT_ROOT, {"run-dir": "/proc/fednas-cannot-write-here", "max-samples": 200,
+                                                      "num-server-rounds": 1, "write-truth": False})
+        run_id, status, _ = deployment.run(overrides, stream=io.StringIO(), timeout=300)
+        assert run_id is not None and status == "finished:failed"
     assert still_running(deployment.seen) == []
