@@ -67,15 +67,15 @@ def _send(procs: Iterable[psutil.Process], sig: int) -> None:
             continue
 
 
-def stop(popens: Iterable[subprocess.Popen], grace: float = 10.0) -> list[int]:
-    """SIGTERM every process of these launched ones (:func:`family`), SIGKILL what outlives
-    ``grace`` s, reap the ones we started; return the pids that would not stop.
+def stop(popens: Iterable[subprocess.Popen], grace: float = 10.0, also: Iterable[int] = ()) -> list[int]:
+    """SIGTERM every process of these launched ones and of the pids ``also`` (:func:`family`),
+    SIGKILL what outlives ``grace`` s, reap the ones we started; return the pids that would not stop.
 
     The family is listed before anything is signalled, so processes re-parented when
     their parent dies are still in it.
     """
     popens = list(popens)
-    procs = _alive(family(p.pid for p in popens))
+    procs = _alive(family([*(p.pid for p in popens), *also]))
     _send(procs, signal.SIGTERM)
     _, left = psutil.wait_procs(procs, timeout=grace)
     if left:
@@ -133,9 +133,10 @@ class Launched:
         snapshot(self.procs, self.seen)
 
     def stop(self) -> None:
-        """Stop them all, and what they started, by the ids held."""
+        """Stop them all, and what they started, by the ids held (with orphans seen earlier
+        whose parent has died since)."""
         self.note_processes()
-        left = stop(self.procs)
+        left = stop(self.procs, also=still_running(self.seen))
         if left:
             log.warning("%s: processes %s would not stop", self.what, left)
 
