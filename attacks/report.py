@@ -26,6 +26,7 @@ import numpy as np
 from attacks import metrics as M
 from attacks.base import Reconstruction
 from attacks.captures import CaptureStore
+from attacks.privacy_report import dp_section
 from fednas.config import parse_config
 from fednas.rundir import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
 from fednas.truth import UNSCORED_REASON, read_truth
@@ -63,6 +64,12 @@ class ScoringContext:
         pools = make_pools(len(self.dataset), self.cfg.data, self.cfg.run.seed)
         outside = np.concatenate([pools.holdout, pools.aux, pools.test])
         self.oracle = M.Oracle(self.x[outside], self.y[outside], seed=self.cfg.run.seed)
+        self.unscored_reason = UNSCORED_REASON if not self.cfg.attack.write_truth else (
+            "no truth for this capture (its client wrote none: 'run-dir' was empty or the record is missing)")
+
+    def truth(self, cid: str) -> dict[str, Any] | None:
+        """Which samples the capture's client used, or None where no record was written."""
+        return read_truth(self.run_dir, self.store.meta(cid))
 
 
 def _federation_size(run_dir: Path) -> int | None:
@@ -152,11 +159,11 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
         rec = Reconstruction.failed(cid, "not attacked")
     base.update({"attack-seconds": round(rec.seconds, 3), "match": rec.match,
                  "theta-source": rec.details.get("theta-source")})
-    truth = read_truth(ctx.run_dir, meta)
+    truth = ctx.truth(cid)
     if truth is None:
         if rec.status != "ok":
             return [{**base, "status": "failed", "reason": rec.reason, "success": False, "identified": False}]
-        return unscored_rows(base, rec, ctx.cfg.attack.write_truth)
+        return unscored_rows(base, rec, ctx.unscored_reason)
     samples = truth_samples(truth)
     if rec.status != "ok":
         return [{**base, "sample": g, "step": s, "position": p, "status": "failed", "reason": rec.reason,
@@ -197,10 +204,8 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
     return rows
 
 
-def unscored_rows(base: Mapping[str, Any], rec: Reconstruction, write_truth: bool) -> list[dict[str, Any]]:
+def unscored_rows(base: Mapping[str, Any], rec: Reconstruction, reason: str) -> list[dict[str, Any]]:
     """One row per rebuilt image of a capture whose truth is not known: the attack ran, no score."""
-    reason = UNSCORED_REASON if not write_truth else (
-        "no truth for this capture (its client wrote none: 'run-dir' was empty or the record is missing)")
     return [{**base, "step": int(rec.steps[i]) if i < len(rec.steps) else None, "position": i, "status": "unscored",
              "reason": reason, "predicted-label": int(rec.labels[i]) if i < len(rec.labels) else None}
             for i in range(max(len(rec.images), 1))]
@@ -355,6 +360,7 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
                *[f"- {reason} ({n} rows)" for reason, n in unscored.most_common()], ""]
     md += ["## Overall\n", _overall_table(summary), "",
           "## Per client, ranked by leakage\n", summary_table(summary, clients), "",
+          *dp_section(rows),
           "## Settings\n", "\n".join(f"- `{k}` = `{v}`" for k, v in settings.items()), "",
           "## Definitions\n", M.DEFINITIONS, "",
           "Rates count every sample whose truth is known (a failed attack counts as no success); means are over "

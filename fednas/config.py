@@ -214,9 +214,7 @@ def _group_dataclass(group: str) -> type:
 GROUPS: tuple[str, ...] = tuple(GROUP_KEYS)
 SECTION_CLASSES: dict[str, type] = {group: _group_dataclass(group) for group in GROUPS}
 SpaceConfig = SECTION_CLASSES["space"]
-DataConfig = SECTION_CLASSES["data"]
 SearchConfig = SECTION_CLASSES["search"]
-FedConfig = SECTION_CLASSES["fed"]
 
 
 @dataclass(frozen=True)

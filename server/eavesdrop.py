@@ -11,10 +11,16 @@ never sees them (scoring reads them from the clients' own records: :mod:`fednas.
 α is found among a message's arrays by a regular expression on the names, so the wrapper
 needs nothing from this project's ClientApp. Recording never raises into the federation:
 a problem is logged and, where a reply is concerned, stored as a failed capture.
+
+The captures describe themselves (``captures/manifest.json``, :class:`attacks.captures.Manifest`):
+the victim's model, which arrays are α, and per capture the client's α settings as far as
+the wire shows them. For another Flower app, :func:`server.plugin.eavesdrop` is the entry
+point (docs/plugin.md).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -24,7 +30,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from attacks.captures import CaptureStore, split_arrays
+from attacks.captures import CaptureStore, Manifest, split_arrays
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +75,18 @@ class Eavesdropper(Strategy):
         Regular expression (``re.search``) naming the α arrays; every other array is θ.
     on_capture : callable, optional
         Called with each new capture's id (e.g. to schedule its attack).
+    manifest : Manifest, optional
+        What the captures are of (model, input, where the client's settings are on the
+        wire); default: this project's app, α by ``alpha_pattern``. Its pattern wins.
     """
 
     def __init__(self, strategy: Strategy, store: CaptureStore, alpha_pattern: str = "^alpha",
-                 on_capture: Callable[[str], None] | None = None) -> None:
+                 on_capture: Callable[[str], None] | None = None, manifest: Manifest | None = None) -> None:
         self.strategy = strategy
         self.store = store
-        self.alpha_pattern = alpha_pattern
+        self.manifest = manifest if manifest is not None else Manifest(alpha_pattern=alpha_pattern)
+        self.alpha_pattern = self.manifest.alpha_pattern
+        self.store.write_manifest(self.manifest)  # before the first round: a bad run dir fails now
         self.on_capture = on_capture
         self.captures: list[str] = []
         self._sent: dict[tuple[int, int], dict[str, Any]] = {}
@@ -103,6 +114,10 @@ class Eavesdropper(Strategy):
 
     def _record_sent(self, server_round: int, msg: Message) -> None:
         alpha, theta = split_arrays(message_arrays(msg), self.alpha_pattern)
+        if alpha and not self.manifest.arrays:  # the manifest learns the arrays' names and shapes once
+            self.manifest = dataclasses.replace(self.manifest, arrays={
+                part: {k: list(np.shape(v)) for k, v in arrays.items()} for part, arrays in (("alpha", alpha), ("theta", theta))})
+            self.store.write_manifest(self.manifest)
         sent = self.store.write_sent(server_round, alpha, theta) if alpha else None
         self._sent[(server_round, msg.metadata.dst_node_id)] = {
             "sent": sent, "config": message_configs(msg), "has-theta": bool(theta),
@@ -133,11 +148,15 @@ class Eavesdropper(Strategy):
             status, reason = "failed", f"no alpha (pattern {self.alpha_pattern!r}) was recorded going to node {node}"
         elif not alpha_t2:
             status, reason = "failed", f"the reply has no array matching alpha-pattern {self.alpha_pattern!r}"
+        metrics = message_metrics(msg)
+        settings, source = self.manifest.resolve(sent.get("config", {}), metrics)
         cid = self.store.write(
             server_round=server_round, node_id=node, sent=sent.get("sent"), alpha_t2=alpha_t2,
             partition_id=None if pid is None else int(pid), train_config=sent.get("config", {}),
-            metrics=message_metrics(msg), status=status, reason=reason,
-            extra={"has-theta": sent.get("has-theta", False), "alpha-pattern": self.alpha_pattern},
+            metrics=metrics, status=status, reason=reason,
+            extra={"has-theta": sent.get("has-theta", False), "alpha-pattern": self.alpha_pattern,
+                   "alpha-arrays": sorted(alpha_t2), "client-settings": settings,
+                   "client-settings-source": source},
         )
         if status != "ok":
             log.warning("eavesdropper: capture %s failed: %s", cid, reason)

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fednas.config import KEY_BY_NAME, ConfigError, parse_config, toml_value
+from fednas.config import ConfigError, parse_config, toml_value
 from fednas.data import check_federation, dataset_from_config
+from fednas.overrides import parse_overrides
 from fednas.rundir import atomic_write_text, new_run_dir
 
 log = logging.getLogger(__name__)
@@ -75,14 +76,6 @@ class LaunchResult:
     processes: dict[int, float] = field(default_factory=dict)  # pid -> start time of each process seen (deployment)
 
 
-def parse_value(text: str) -> Any:
-    """A ``--set`` value as TOML reads it (``3``, ``0.5``, ``true``, ``"x"``); bare words are strings."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
 def load_experiment(path: str | Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """An experiment TOML: top-level run-config overrides and an optional ``[federation]`` table."""
     if path is None:
@@ -111,7 +104,7 @@ def pyproject_defaults(project: Path) -> dict[str, Any]:
 
 
 def flower_env(project: Path, port: int | None = None) -> dict[str, str]:
-    """The environment ``flwr`` needs here (see DESIGN.md, Flower 1.42 facts)."""
+    """The environment ``flwr`` needs here (docs/architecture.md, "Running Flower here")."""
     env = dict(os.environ)
     env.update({
         "FLWR_HOME": str(project / ".flwr"),
@@ -200,14 +193,7 @@ def run_status(env: dict[str, str], run_id: int, project: Path, connection: str 
 def prepare(project: Path, experiment: str | Path | None, sets: list[str], fed_overrides: dict[str, Any]) -> tuple[dict[str, Any], Federation]:
     """Merge pyproject defaults, the experiment file and ``--set``; validate everything."""
     overrides, fed_table = load_experiment(experiment)
-    for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key, _, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        schema = KEY_BY_NAME.get(key)
-        # a string key keeps the text as typed (fault-partitions=1 means "1", not 1)
-        overrides[key] = value.strip('"') if schema is not None and schema.kind is str else parse_value(value)
+    overrides.update(parse_overrides(sets))
     defaults = pyproject_defaults(project)
     unknown = [k for k in overrides if k not in defaults]
     cfg = parse_config({**defaults, **overrides})  # names every bad key and value
