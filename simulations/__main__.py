@@ -2,8 +2,8 @@
 
 Runs one federated search through ``flwr run`` (Flower's simulation engine on Ray, or with
 ``--deployment`` a SuperLink and one SuperNode per client on this machine) and prints the
-run directory as the last line of its output. Exit status: 0 when the run completed, 1 when it failed, 2 for a
-configuration error (found before anything starts).
+run directory as the last line of its output. Exit status: 0 when the run completed, 1
+when it failed, 2 for a configuration error (found before anything starts).
 """
 
 from __future__ import annotations

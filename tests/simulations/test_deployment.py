@@ -44,7 +44,7 @@ def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds(tmp_pat
     result = launch_deployment(None, [
         "num-server-rounds=2", "nodes=3", "channels=4", "max-samples=300", "head=flatten", "local-steps=1",
         "alpha-batch-size=1", "fraction-evaluate=0.0", "min-evaluate-clients=0", "eavesdrop=true",
-        "attack-online=true", "attack-workers=1", "adra-iterations=2", "adra-restarts=1",
+        "attack-online=true", "attack-workers=0", "adra-iterations=2", "adra-restarts=1",
         "attack-identifiability=false", "dp-sgd=true", f"output-dir={tmp_path}", "run-name=deploy"],
         clients=2, timeout=600)
     assert result.returncode == 0 and result.status == "finished:completed", result.status
