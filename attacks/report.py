@@ -1,7 +1,9 @@
 """Scoring reconstructions against the truth and writing the per-client leakage report.
 
-Simulation only: this module reads ``truth/`` (which samples each client used) and the
-clients' data. Output, in a leakage folder (``<run-dir>/leakage/`` online,
+This module reads the truth (which samples each client used, :func:`fednas.truth.read_truth`:
+written by the clients in a simulation, absent in a deployment) and the clients' data.
+Without truth the attack's rows are ``unscored``: what was rebuilt (labels, the attack's own
+match) is reported, how well it matches the client's data cannot be. Output, in a leakage folder (``<run-dir>/leakage/`` online,
 ``leakage-N/`` for offline re-runs): ``clients.csv`` (one row per captured (round,
 client, sample)), ``report.md``, ``client-<id>.png`` and ``summary.json``. Metric
 definitions: :mod:`attacks.metrics`.
@@ -27,6 +29,7 @@ from attacks.captures import CaptureStore
 from attacks.privacy_report import dp_section
 from fednas.config import parse_config
 from fednas.rundir import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
+from fednas.truth import UNSCORED_REASON, read_truth
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,12 @@ class ScoringContext:
         pools = make_pools(len(self.dataset), self.cfg.data, self.cfg.run.seed)
         outside = np.concatenate([pools.holdout, pools.aux, pools.test])
         self.oracle = M.Oracle(self.x[outside], self.y[outside], seed=self.cfg.run.seed)
+        self.unscored_reason = UNSCORED_REASON if not self.cfg.attack.write_truth else (
+            "no truth for this capture (its client wrote none: 'run-dir' was empty or the record is missing)")
+
+    def truth(self, cid: str) -> dict[str, Any] | None:
+        """Which samples the capture's client used, or None where no record was written."""
+        return read_truth(self.run_dir, self.store.meta(cid))
 
 
 def _federation_size(run_dir: Path) -> int | None:
@@ -103,7 +112,7 @@ def _identifiability(run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> 
 
     knowledge = knowledge_for(flat)
     store = CaptureStore(run_dir)
-    truth = store.truth(capture_id)
+    truth = read_truth(run_dir, store.meta(capture_id))
     if truth is None:
         return {"error": "no truth record"}
     capture = store.load(capture_id)
@@ -153,10 +162,11 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
     # are counted apart, never as a failed attack
     base.update({"attacked": rec.status == "ok", "attack-seconds": round(rec.seconds, 3), "match": rec.match,
                  "theta-source": rec.details.get("theta-source")})
-    truth = ctx.store.truth(cid)
+    truth = ctx.truth(cid)
     if truth is None:
-        reason = rec.reason if rec.status != "ok" else "no truth (audit record) for this capture: cannot score"
-        return [{**base, "status": "failed", "reason": reason, "success": False, "identified": False}]
+        if rec.status != "ok":
+            return [{**base, "status": "failed", "reason": rec.reason, "success": False, "identified": False}]
+        return unscored_rows(base, rec, ctx.unscored_reason)
     samples = truth_samples(truth)
     if rec.status != "ok":
         return [{**base, "sample": g, "step": s, "position": p, "status": "failed", "reason": rec.reason,
@@ -197,6 +207,13 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
     return rows
 
 
+def unscored_rows(base: Mapping[str, Any], rec: Reconstruction, reason: str) -> list[dict[str, Any]]:
+    """One row per rebuilt image of a capture whose truth is not known: the attack ran, no score."""
+    return [{**base, "step": int(rec.steps[i]) if i < len(rec.steps) else None, "position": i, "status": "unscored",
+             "reason": reason, "predicted-label": int(rec.labels[i]) if i < len(rec.labels) else None}
+            for i in range(max(len(rec.images), 1))]
+
+
 def settings_of(flat: Mapping[str, Any]) -> dict[str, Any]:
     return {k: flat.get(k) for k in (*SETTING_KEYS, *SPACE_KEYS)}
 
@@ -235,7 +252,9 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Overall figures over the attacked captures only: rates count every scored sample of
     an attacked capture (a sample it did not rebuild is no success), means are over rebuilt
     samples, seconds are per attacked capture. Captures that could not be attacked are
-    counted beside them (``not-attacked``), never as 0 % success."""
+    counted beside them (``not-attacked``), never as 0 % success. ``failed`` counts the
+    samples of attacked captures that were not rebuilt; ``unscored`` the images rebuilt from
+    captures whose truth is not known (a deployment): they enter no rate or mean."""
     attacked = [r for r in rows if r.get("attacked")]
     known = [r for r in attacked if r.get("sample") is not None]
     ok = [r for r in known if r.get("status") == "ok"]
@@ -247,7 +266,8 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "not-attacked": len(captures - set(seconds)),
         "samples": len(known),
         "not-attacked-samples": sum(1 for r in rows if not r.get("attacked") and r.get("sample") is not None),
-        "failed": sum(1 for r in rows if r.get("status") != "ok"),
+        "failed": sum(1 for r in attacked if r.get("status") == "failed"),
+        "unscored": sum(1 for r in attacked if r.get("status") == "unscored"),
         "success-rate": _mean([bool(r.get("success")) for r in known]),
         "identified-rate": _mean([bool(r.get("identified")) for r in known]),
         "label-accuracy": _mean([bool(r.get("label-correct")) for r in ok]),
@@ -343,11 +363,17 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
         except (ValueError, KeyError, IndexError, TypeError) as err:
             log.warning("could not draw client %s: %s", pid, err)
     settings = settings_of(flat)
-    failures = Counter(r.get("reason") for r in rows if r.get("attacked") and r.get("status") != "ok")
+    failures = Counter(r.get("reason") for r in rows if r.get("attacked") and r.get("status") == "failed")
+    unscored = Counter(r.get("reason") for r in rows if r.get("attacked") and r.get("status") == "unscored")
     unattacked = Counter(reason for reason in {r["capture"]: r.get("reason") for r in rows
                                                if not r.get("attacked")}.values())
-    md = [f"# Leakage report\n\nRun: `{ctx.run_dir}`\n",
-          "## Overall\n", _overall_table(summary), "",
+    md = [f"# Leakage report\n\nRun: `{ctx.run_dir}`\n"]
+    if unscored:
+        md += ["**Unscored**: the attack ran on the captures it could attack, but which samples the clients used is "
+               f"not known here, so nothing below measures how well it rebuilt them ({summary['unscored']} rebuilt "
+               "images, labels and match in `clients.csv`, arrays in `reconstructions/`).\n",
+               *[f"- {reason} ({n} rows)" for reason, n in unscored.most_common()], ""]
+    md += ["## Overall\n", _overall_table(summary), "",
           "## Per client, ranked by leakage\n", summary_table(summary, clients), "",
           *dp_section(rows),
           "## Settings\n", "\n".join(f"- `{k}` = `{v}`" for k, v in settings.items()), "",
@@ -362,7 +388,7 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
         md += [f"| {reason} | {n} |" for reason, n in unattacked.most_common()]
         md += [""]
     if failures:
-        md += ["## Samples of attacked captures not rebuilt or not scored\n", "| reason | rows |", "|---|---|"]
+        md += ["## Samples of attacked captures not rebuilt\n", "| reason | rows |", "|---|---|"]
         md += [f"| {reason} | {n} |" for reason, n in failures.most_common()]
     atomic_write_text(out_dir / "report.md", "\n".join(md) + "\n")
     full = {**summary, "dir": str(out_dir), "settings": settings, "clients": clients}
@@ -371,9 +397,11 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
 
 
 def _overall_table(s: Mapping[str, Any]) -> str:
-    return ("| captures | attacked | could not be attacked | samples | success | identified | mean PSNR dB | "
-            "mean SSIM | label acc | identifiability | attack s/capture |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
-            f"| {s['captures']} | {s['attacked']} | {s['not-attacked']} | {s['samples']} | {_fmt(s['success-rate'], True)} | "
+    return ("| captures | attacked | could not be attacked | samples | failed | unscored | success | identified | "
+            "mean PSNR dB | mean SSIM | label acc | identifiability | attack s/capture |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+            f"| {s['captures']} | {s['attacked']} | {s['not-attacked']} | {s['samples']} | {s['failed']} | "
+            f"{s['unscored']} | {_fmt(s['success-rate'], True)} | "
             f"{_fmt(s['identified-rate'], True)} | {_fmt(s['mean-psnr'])} | {_fmt(s['mean-ssim'])} | "
             f"{_fmt(s['label-accuracy'], True)} | {_fmt(s['mean-identifiability'])} | "
             f"{_fmt(s['attack-seconds-per-capture'])} |")
@@ -382,5 +410,8 @@ def _overall_table(s: Mapping[str, Any]) -> str:
 def leakage_dict(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The ``leakage`` entry of the run's summary.json."""
     keys = ("success-rate", "identified-rate", "mean-psnr", "label-accuracy", "mean-ssim", "mean-mse", "captures",
-            "attacked", "not-attacked", "samples", "failed", "mean-identifiability", "attack-seconds-per-capture", "dir")
-    return {k: summary.get(k) for k in keys}
+            "attacked", "not-attacked", "samples", "failed", "unscored", "mean-identifiability",
+            "attack-seconds-per-capture", "dir")
+    out = {k: summary.get(k) for k in keys}
+    out["scored"] = bool(summary.get("samples"))  # some sample's truth was known (false in a deployment)
+    return out

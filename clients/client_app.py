@@ -2,8 +2,9 @@
 
 Reply layout (one ArrayRecord and one MetricRecord, as Flower's strategies expect):
 ``arrays`` (α, and θ when the server sent θ), ``metrics`` (losses, accuracies,
-``num-examples``), ``client`` (ConfigRecord with ``partition-id``) and ``audit``
-(ConfigRecord with the D^α indices of every α step: read only by the simulation's scoring).
+``num-examples``) and ``client`` (ConfigRecord with ``partition-id``). Which D^α samples
+the α steps used never goes into the reply: in a simulation (``write-truth``) the client
+writes it to the run directory's ``truth/`` for the scoring (:mod:`fednas.truth`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from clients.faults import fault_mod
 from fednas.config import Config, parse_config, search_from_record
 from fednas.federated import client_evaluate, client_train
 from fednas.privacy import noise_seed, private_rule_from_record
+from fednas.truth import write_truth
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,19 @@ def _local_theta(context: Context):
     return record.to_torch_state_dict() if record is not None else None
 
 
+def _write_truth(cfg: Config, server_round: int, pid: int, audit: dict) -> None:
+    if cfg.run.run_dir:
+        write_truth(cfg.run.run_dir, server_round, pid, audit)
+    else:
+        _warn_once("write-truth = true but 'run-dir' is empty: this client cannot know the run directory, "
+                   "so its captures will not be scored (the launcher always sets run-dir)")
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    log.warning(message)
+
+
 # Train-only: DP mods registered on the whole app would also wrap evaluate messages. The
 # fault-injection mod (a testing knob) is outermost: what it does is what goes on the wire.
 @app.train(mods=[fault_mod, dp_sgd_mod, update_dp_mod])
@@ -75,11 +90,12 @@ def train(msg: Message, context: Context) -> Message:
     )
     if result.theta:
         context.state[THETA_STATE_KEY] = ArrayRecord(result.theta)
+    if cfg.attack.write_truth:  # before the reply: the scorer may read it as soon as the reply lands
+        _write_truth(cfg, server_round, pid, result.audit)
     content = RecordDict({
         "arrays": ArrayRecord(result.arrays),
         "metrics": MetricRecord({**result.metrics, **(private.report() if private else {})}),
         "client": ConfigRecord({"partition-id": pid}),
-        "audit": ConfigRecord(result.audit),
     })
     return Message(content=content, reply_to=msg)
 

@@ -186,6 +186,7 @@ KEYS: tuple[Key, ...] = (
     _k("attack", "attack", "adra", "Attack run on every capture, by name (attacks.ATTACKS).", choices=("adra",)),
     _k("attack-online", "attack", True, "Attack captures while the run goes on (worker processes) and report at its end. Off: only record captures; attack later with python -m attacks.adra RUN_DIR."),
     _k("attack-workers", "attack", 1, "Worker processes attacking captures during the run (0: attack in the server process after the last round).", check=_nonneg, rule=">= 0"),
+    _k("write-truth", "attack", True, "Simulation only: each client writes which D^alpha samples its alpha steps used to <run-dir>/truth/ for the leakage report's scoring (never sent over the wire; needs run-dir, which the launcher sets). The deployment launcher sets it false: a deployment's leakage report is unscored."),
     _k("attack-identifiability", "attack", True, "Score each capture's identifiability (rank of d(alpha-gradient)/dx at the true batch over the input size; costs about one attack iteration per input pixel)."),
     _k("alpha-pattern", "attack", "^alpha", "Regular expression (re.search) naming the alpha arrays among a message's arrays; the rest is theta."),
     _k("adra-mode", "attack", "strong", "paper: L2 matching of the raw gradient over a dummy image and soft label, kappa denoise (Li et al. 2024). strong: the known client optimizer unrolled, cosine distance, label search, TV/box priors, restarts.", choices=("paper", "strong")),

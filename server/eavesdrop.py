@@ -5,8 +5,9 @@ wrappers do: it holds ``self.strategy`` and forwards every method. On the way ou
 (``configure_train``) it records, per destination node, the arrays the server sent (α_t1,
 and θ_t1 when sent) and the train ConfigRecord (lr, local steps, B, optimizer, round). On
 the way back (``aggregate_train``) it records each reply's α_t2, the partition-id from
-the reply's ``client`` ConfigRecord, the reply's metrics and, kept apart for scoring only,
-its optional ``audit`` record; then it hands the very same replies to the inner strategy.
+the reply's ``client`` ConfigRecord and the reply's metrics; then it hands the very same
+replies to the inner strategy. Which samples a client used never crosses the wire, so it
+never sees them (scoring reads them from the clients' own records: :mod:`fednas.truth`).
 α is found among a message's arrays by a regular expression on the names, so the wrapper
 needs nothing from this project's ClientApp. Recording never raises into the federation:
 a problem is logged and, where a reply is concerned, stored as a failed capture. With a
@@ -36,7 +37,6 @@ from attacks.captures import CaptureStore, Manifest, split_arrays
 log = logging.getLogger(__name__)
 
 CLIENT_RECORD = "client"  # the reply's ConfigRecord holding "partition-id"
-AUDIT_RECORD = "audit"  # the reply's ConfigRecord of truth (simulation only)
 
 
 def message_arrays(msg: Message) -> dict[str, np.ndarray]:
@@ -72,7 +72,7 @@ class Eavesdropper(Strategy):
     strategy : Strategy
         The strategy to wrap; it sees and returns exactly what it would alone.
     store : CaptureStore
-        Where captures go (``<run-dir>/captures``, truth in ``<run-dir>/truth``).
+        Where captures go (``<run-dir>/captures``).
     alpha_pattern : str
         Regular expression (``re.search``) naming the α arrays; every other array is θ.
     on_capture : callable, optional
@@ -157,7 +157,6 @@ class Eavesdropper(Strategy):
         sent = self._sent.get((server_round, node), {})
         alpha_t2, _ = split_arrays(message_arrays(msg), self.alpha_pattern)
         client = dict(msg.content.config_records.get(CLIENT_RECORD, {}))
-        audit = msg.content.config_records.get(AUDIT_RECORD)
         pid = client.get("partition-id")
         status, reason = "ok", ""
         if not sent.get("sent"):
@@ -172,7 +171,6 @@ class Eavesdropper(Strategy):
             server_round=server_round, node_id=node, sent=sent.get("sent"), alpha_t2=alpha_t2,
             partition_id=None if pid is None else int(pid), train_config=sent.get("config", {}),
             metrics=metrics, status=status, reason=reason,
-            truth=dict(audit) if audit is not None else None,
             extra={"has-theta": sent.get("has-theta", False), "alpha-pattern": self.alpha_pattern,
                    "alpha-arrays": sorted(alpha_t2), "client-settings": settings,
                    "client-settings-source": source},

@@ -1,4 +1,4 @@
-"""Stopping a run: SIGINT to the launcher mid-round, and the process and signal helpers."""
+"""Stopping a run: SIGINT to the launcher mid-round, and the signal helpers (processes: test_processes.py)."""
 
 import json
 import os
@@ -8,12 +8,11 @@ import sys
 import textwrap
 import time
 
-import psutil
 import pytest
 
 from fednas.runlog import mark_interrupted
 from simulations.launcher import PROJECT_ROOT
-from simulations.processes import StopSignals, alive, run_processes, terminate
+from simulations.processes import StopSignals, alive, run_processes
 
 
 def _wait_for(predicate, timeout, what):
@@ -23,36 +22,6 @@ def _wait_for(predicate, timeout, what):
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-SPAWNER = textwrap.dedent("""
-    # parent -> child (its own session, as the SuperExec) -> grandchild; the parent then waits
-    import subprocess, sys, time
-    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"
-    child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
-    print(child.pid, flush=True)
-    time.sleep(120)
-""")
-
-
-def test_a_runs_processes_are_found_by_tree_and_session_even_once_orphaned():
-    parent = subprocess.Popen([sys.executable, "-c", SPAWNER], stdout=subprocess.PIPE, text=True)
-    try:
-        child = int(parent.stdout.readline())
-        _wait_for(lambda: len(psutil.Process(child).children()) == 1, 30, "the grandchild")
-        grandchild = psutil.Process(child).children()[0].pid
-        found = {p.pid for p in run_processes([parent.pid])}
-        assert found == {parent.pid, child, grandchild}
-        parent.kill()  # the child and grandchild are orphaned, their session remains
-        parent.wait()
-        _wait_for(lambda: psutil.Process(child).ppid() != parent.pid, 10, "re-parenting")
-        procs = run_processes([child])
-        assert {p.pid for p in procs} == {child, grandchild}
-        assert terminate(procs, grace=5) == [] and alive(procs) == []
-    finally:
-        for pid in (parent.pid,):
-            if psutil.pid_exists(pid):
-                parent.kill()
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
