@@ -15,9 +15,9 @@ Layout under the run directory::
       r003-n<node>.npz        α_t2 (the reply's α), arrays named as on the wire
       sent-r003-<hash>.npz    what the server sent in the round (α_t1, and θ_t1 when sent);
                                stored once per distinct content, shared by the captures
-    truth/
-      r003-n<node>.json       the reply's ``audit`` record: which samples the client used.
-                               Simulation only, for scoring: the attack never reads it.
+    truth/                    which samples each client used, written by the clients
+                               themselves in a simulation; neither written nor read here
+                               (:mod:`fednas.truth`: only the scoring reads it).
 
 Every file is written atomically, the capture's JSON last, so a capture exists exactly
 when its JSON does. Loading returns plain numpy arrays and dicts.
@@ -41,7 +41,6 @@ from fednas.rundir import atomic_save_npz, atomic_write_json, load_npz
 log = logging.getLogger(__name__)
 
 CAPTURES_DIR = "captures"
-TRUTH_DIR = "truth"
 MANIFEST = "manifest.json"
 _ID = re.compile(r"^r\d{3,}-n\d+$")
 
@@ -64,7 +63,8 @@ class Capture:
     ``alpha_t1``/``theta_t1`` are what the server sent the node, ``alpha_t2`` what it
     replied; ``train_config`` is the train ConfigRecord the server sent (lr, local steps,
     B, optimizer, round); ``metrics`` the reply's MetricRecord (e.g. ``dp-epsilon``).
-    ``status`` is ``ok`` or ``failed`` with a ``reason`` (e.g. a reply without α).
+    ``status`` is ``ok``, ``failed`` (e.g. a reply without α) or ``rejected`` (the server
+    left the reply out of its aggregate), with a ``reason``.
     """
 
     id: str
@@ -218,7 +218,6 @@ class CaptureStore:
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / CAPTURES_DIR
-        self.truth_dir = self.run_dir / TRUTH_DIR
         self._sent: dict[tuple[int, str], str] = {}
 
     # ------------------------------------------------------------------ writing
@@ -240,16 +239,13 @@ class CaptureStore:
 
     def write(self, *, server_round: int, node_id: int, sent: str | None, alpha_t2: Mapping[str, np.ndarray],
               partition_id: int | None, train_config: Mapping[str, Any], metrics: Mapping[str, Any],
-              status: str = "ok", reason: str = "", truth: Mapping[str, Any] | None = None,
-              extra: Mapping[str, Any] | None = None) -> str:
-        """Store one capture (arrays first, its JSON last) and, apart, its truth."""
+              status: str = "ok", reason: str = "", extra: Mapping[str, Any] | None = None) -> str:
+        """Store one capture (arrays first, its JSON last)."""
         cid = capture_id(server_round, node_id)
         arrays_file = None
         if alpha_t2:
             arrays_file = f"{cid}.npz"
             atomic_save_npz(self.dir / arrays_file, _prefixed("alpha", alpha_t2))
-        if truth is not None:
-            atomic_write_json(self.truth_dir / f"{cid}.json", {k: _plain(v) for k, v in truth.items()})
         atomic_write_json(self.dir / f"{cid}.json", {
             "id": cid, "round": int(server_round), "node-id": int(node_id),
             "partition-id": None if partition_id is None else int(partition_id),
@@ -301,7 +297,3 @@ class CaptureStore:
             meta={k: v for k, v in meta.items() if k not in ("train-config", "metrics")},
         )
 
-    def truth(self, cid: str) -> dict[str, Any] | None:
-        """The capture's audit record (scoring only), or None where the client sent none."""
-        path = self.truth_dir / f"{cid}.json"
-        return json.loads(path.read_text()) if path.is_file() else None

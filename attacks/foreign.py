@@ -33,6 +33,7 @@ import numpy as np
 
 from attacks.base import Knowledge
 from attacks.captures import CaptureStore, Manifest
+from fednas.truth import read_truth
 
 
 class TargetError(ValueError):
@@ -162,13 +163,6 @@ def _cached_images(ref: str, what: str) -> tuple[np.ndarray, np.ndarray]:
     return load_images(ref, what)
 
 
-class _NoTruth(CaptureStore):
-    """A store that shows no truth: without the clients' data nothing can be scored."""
-
-    def truth(self, cid: str) -> dict[str, Any] | None:
-        return None
-
-
 class ForeignScoringContext:
     """The scoring side of another app's run (duck-types :class:`attacks.report.ScoringContext`).
 
@@ -182,17 +176,20 @@ class ForeignScoringContext:
         from attacks.report import truth_samples
 
         self.run_dir = Path(run_dir)
-        store = CaptureStore(self.run_dir)
+        self.store = CaptureStore(self.run_dir)
         self.splits: dict[int, Any] = {}
-        if target.data is None:
-            self.store: CaptureStore = _NoTruth(self.run_dir)
+        self.scorable = target.data is not None
+        self.unscored_reason = ("no truth record for this capture: in a simulation the app's clients write one "
+                                "each (fednas.truth.write_truth); a deployment's never leave the clients"
+                                if self.scorable else
+                                "no --data: the images the clients' truth records index are unknown here")
+        if not self.scorable:
             self.x = self.y = np.zeros((0, 1, 1, 1), np.float32)
             return
-        self.store = store
         self.x, self.y = _cached_images(target.data, "data")
         pools: dict[int, set[int]] = {}
-        for cid in store.ids():
-            truth, pid = store.truth(cid), store.meta(cid).get("partition-id")
+        for cid in self.store.ids():
+            truth, pid = self.truth(cid), self.store.meta(cid).get("partition-id")
             if truth is None or pid is None:
                 continue
             own = truth.get("alpha-pool") or [g for _, _, g in truth_samples(truth)]
@@ -201,6 +198,10 @@ class ForeignScoringContext:
         used = set().union(*pools.values()) if pools else set()
         outside = np.array([i for i in range(len(self.y)) if i not in used], dtype=np.int64)
         self.oracle = M.Oracle(self.x[outside], self.y[outside], seed=seed)
+
+    def truth(self, cid: str) -> dict[str, Any] | None:
+        """The capture's truth record (:func:`fednas.truth.read_truth`); None without ``--data``."""
+        return read_truth(self.run_dir, self.store.meta(cid)) if self.scorable else None
 
 
 @dataclass(frozen=True)

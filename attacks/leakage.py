@@ -69,6 +69,9 @@ class LeakageAudit:
             rows = score_run(ctx, ids, recs, scores, self.flat)
             summary = write_report(self.out_dir, ctx, rows, self.flat)
             emit("leakage per client (" + str(self.out_dir) + "):\n" + summary_table(summary, per_client(rows)))
+            if summary["unscored"]:
+                emit(f"leakage: {summary['unscored']} rebuilt images are unscored: which samples the clients used "
+                     "is not known here (a deployment keeps it on the clients); see report.md")
             return leakage_dict(summary)
         except Exception as err:  # the report must never take the run down
             log.exception("the leakage report failed")

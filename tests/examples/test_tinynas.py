@@ -12,6 +12,7 @@ from attacks.adra.client_model import replay
 from attacks.captures import CaptureStore
 from attacks.foreign import ForeignTarget, TargetError
 from fednas.config import parse_config
+from fednas.truth import read_truth
 from server.plugin import eavesdrop
 from tests.server.inprocess_grid import InProcessGrid
 
@@ -23,13 +24,15 @@ def _strategy(cls):
     return cls(fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=2)
 
 
-def _run(strategy, rounds=2):
+def _run(strategy, rounds=2, run_dir=None):
     from tinynas.client_app import train
     from tinynas.model import build
 
     torch.manual_seed(0)
     initial = ArrayRecord(build().state_dict())
-    return strategy.start(grid=InProcessGrid({}, 2, train), initial_arrays=initial, num_rounds=rounds,
+    # the clients write their truth into the run directory (a simulation's shared filesystem)
+    run_config = {"run-dir": str(run_dir)} if run_dir else {"write-truth": False}
+    return strategy.start(grid=InProcessGrid(run_config, 2, train), initial_arrays=initial, num_rounds=rounds,
                           train_config=ConfigRecord(TRAIN))
 
 
@@ -50,7 +53,7 @@ def _custom():
 def test_the_plugin_changes_nothing_a_users_strategy_aggregates(make, tmp_path):
     cls = make()
     plain = _run(_strategy(cls))
-    wrapped = _run(_wrap(_strategy(cls), tmp_path))
+    wrapped = _run(_wrap(_strategy(cls), tmp_path), run_dir=tmp_path)
     for name, value in plain.arrays.items():
         np.testing.assert_array_equal(value.numpy(), wrapped.arrays[name].numpy())
     store = CaptureStore(tmp_path)
@@ -60,7 +63,7 @@ def test_the_plugin_changes_nothing_a_users_strategy_aggregates(make, tmp_path):
 def test_captures_describe_the_model_and_replay_the_clients_update_exactly(tmp_path):
     from tinynas.data import load_all
 
-    _run(_wrap(_strategy(FedAvg), tmp_path), rounds=1)
+    _run(_wrap(_strategy(FedAvg), tmp_path), rounds=1, run_dir=tmp_path)
     store = CaptureStore(tmp_path)
     manifest = store.manifest()
     assert manifest.model == "tinynas.model:build" and manifest.alpha_pattern == r"^arch\."
@@ -70,7 +73,7 @@ def test_captures_describe_the_model_and_replay_the_clients_update_exactly(tmp_p
     knowledge = target.knowledge(parse_config({"adra-init": "noise"}))
     x, y = load_all()
     for cid in store.ids():
-        capture, truth = store.load(cid), store.truth(cid)
+        capture, truth = store.load(cid), read_truth(tmp_path, store.meta(cid))
         assert capture.meta["client-settings"] == {"alpha-optimizer": "sgd", "alpha-lr": 0.5,
                                                    "alpha-batch-size": 1, "local-steps": 1}
         problem, source = ADRA(knowledge.config.attack).problem(capture, knowledge)

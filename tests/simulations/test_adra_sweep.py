@@ -21,8 +21,9 @@ FLAT = {"nodes": 3, "channels": 4, "local-steps": 1, "alpha-batch-size": 1, "bat
 
 
 def capture_run(path: Path) -> Path:
-    """One eavesdropped round of 2 real clients, with the config.json the attack reads."""
-    cfg = parse_config(FLAT)
+    """One eavesdropped round of 2 real clients, with the config.json the attack reads (and the
+    truth the clients write into the run directory, as in a simulation)."""
+    cfg = parse_config({**FLAT, "run-dir": str(path)})
     RunLog(cfg, path, {"nodes": 2})
     strategy = Eavesdropper(FedAvg(fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=2), CaptureStore(path))
     strategy.start(grid=InProcessGrid(cfg.flat(), 2, train), initial_arrays=ArrayRecord(initial_arrays(cfg)),

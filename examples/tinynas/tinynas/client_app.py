@@ -1,12 +1,21 @@
-"""ClientApp: local bilevel search (one α step, then one θ step, per local step)."""
+"""ClientApp: local bilevel search (one α step, then one θ step, per local step).
+
+Which images each α step used never goes into the reply: in a simulation (``write-truth``)
+the client writes it to the run directory's ``truth/`` itself, where the leakage report's
+scoring reads it (``fednas.truth``); a deployment's clients keep it.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+
+from fednas.truth import write_truth
 
 from tinynas.data import client_split, load_all
 from tinynas.model import build
@@ -40,13 +49,14 @@ def train(msg: Message, context: Context) -> Message:
         loss = F.cross_entropy(model(x[batch]), y[batch])
         loss.backward()
         weight_opt.step()
+    if context.run_config.get("write-truth", True):  # simulation only: for scoring, never on the wire
+        run_dir = str(context.run_config.get("run-dir", "")) or Path.home() / "tinynas-runs" / str(context.run_id)
+        write_truth(run_dir, int(cfg["server-round"]), pid, {
+            "alpha-indices": [int(i) for b in used for i in b], "alpha-step-sizes": [len(b) for b in used],
+            "alpha-pool": [int(i) for i in arch_idx]})
     content = RecordDict({
         "arrays": ArrayRecord(model.state_dict()),
         "metrics": MetricRecord({"loss": float(loss.detach()), "num-examples": len(weight_idx)}),
         "client": ConfigRecord({"partition-id": pid}),
-        # Which images each α step used, for the simulation's scoring only (optional).
-        "audit": ConfigRecord({"alpha-indices": [int(i) for b in used for i in b],
-                               "alpha-step-sizes": [len(b) for b in used],
-                               "alpha-pool": [int(i) for i in arch_idx]}),
     })
     return Message(content=content, reply_to=msg)
