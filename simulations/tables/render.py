@@ -211,11 +211,7 @@ def defense_adra_row(ev: Evaluator, row: Row) -> dict[str, Any]:
               _pp(cost_pos, signed=False),
               f"training: {eps_text(fig['eps'])}. attacked updates: {eps_text(fig['eps-capture'])}",
               str(fig["d"]["n"])]
-    out["note"] = note
-    out["_labels"] = list(row.labels)
-    out["_md"] = [paper_num(paper.get("dsr"), 1, True) if row.paper else paper_num(None),
-                  paper_num(paper.get("dmse"), 2, True), _paper_cost(paper.get("cost")), *md, note]
-    return out
+    return _defense_out(out, row, note, ("dsr", 1), ("dmse", 2), md)
 
 
 def _tpr(p: dict[str, Any], key: str, target: float) -> str:
@@ -256,10 +252,17 @@ def defense_amia_row(ev: Evaluator, row: Row) -> dict[str, Any]:
                     "n": fig["d"]["primary"]["attack-acc"].n})
         md = [num(delta["attack-acc"], signed=True), num(delta["f1"], signed=True), num(delta["auc"], signed=True),
               _pp(cost_pos, signed=False), "none: no (ε, δ) guarantee", str(out["n"])]
+    return _defense_out(out, row, note, ("dacc", 2), ("df1", 2), md)
+
+
+def _defense_out(out: dict[str, Any], row: Row, note: str, first: tuple[str, int], second: tuple[str, int],
+                 md: list[str]) -> dict[str, Any]:
+    """A Table 6 row's note and markdown cells: the paper's two changes (key, digits) and its cost, then ours."""
+    paper = row.paper or {}
     out["note"] = note
     out["_labels"] = list(row.labels)
-    out["_md"] = [paper_num(paper.get("dacc"), 2, True) if row.paper else paper_num(None),
-                  paper_num(paper.get("df1"), 2, True), _paper_cost(paper.get("cost")), *md, note]
+    out["_md"] = [paper_num(paper.get(first[0]), first[1], True) if row.paper else paper_num(None),
+                  paper_num(paper.get(second[0]), second[1], True), _paper_cost(paper.get("cost")), *md, note]
     return out
 
 
