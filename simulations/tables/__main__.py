@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     print_plan(plan, sched, emit)
     if args.plan:
         return 0
-    t0 = time.monotonic()
+    t0, rev = time.monotonic(), render.commit()
     counts = {"ok": 0, "failed": 0}
     if not args.render and sched.todo:
         out.mkdir(parents=True, exist_ok=True)
@@ -159,13 +159,13 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 counts = sched.run(lambda n, total, eta: bar.update(job, completed=n, eta=human(eta)))
             except KeyboardInterrupt:
-                render.log_invocation(out, command, time.monotonic() - t0, {**counts, "interrupted": True})
+                render.log_invocation(out, command, rev, time.monotonic() - t0, {**counts, "interrupted": True})
                 emit("interrupted: finished cells are kept; rerun the same command to resume")
                 return 130
     wall = time.monotonic() - t0
     out.mkdir(parents=True, exist_ok=True)
     if not args.render:
-        render.log_invocation(out, command, wall, counts)
+        render.log_invocation(out, command, rev, wall, counts)
     md = render.write(plan, out)
     if args.publish:
         publish(out, Path(args.publish))

@@ -377,11 +377,12 @@ def setup(plan: Plan) -> str:
 INVOCATIONS = "invocations.json"
 
 
-def log_invocation(out: Path, command: str, wall: float, counts: dict[str, Any]) -> None:
-    """Append one run of the harness on ``out`` (a resumed run has several) to its log."""
+def log_invocation(out: Path, command: str, rev: str, wall: float, counts: dict[str, Any]) -> None:
+    """Append one run of the harness on ``out`` (a resumed run has several) to its log; ``rev`` is
+    :func:`commit` as it was when the run started (the checkout may move while it runs)."""
     path = out / INVOCATIONS
     log = json.loads(path.read_text()) if path.is_file() else []
-    log.append({"command": command, "commit": commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%S",
+    log.append({"command": command, "commit": rev, "started": time.strftime("%Y-%m-%dT%H:%M:%S",
                 time.localtime(time.time() - wall)), "wall-seconds": round(wall, 1), **counts})
     atomic_write_json(path, log)
 
