@@ -8,6 +8,9 @@ need from them goes through these few functions, so that a change there is mende
   ``python -m attacks.adra``), per-sample figures back;
 - :func:`attack_target`: AMIA on a trained target through ``attacks.amia.run_amia`` (its
   prediction API, shadows and attacks), its ``metrics.json`` back;
+- :func:`usable_captures`, :func:`capture_metrics`, :func:`test_accuracy`: what a finished
+  run holds (its captures, the metrics each captured reply carried, the eval-mode test
+  accuracy of its global model);
 - :func:`dataset_reason`, :func:`paradigm_reasons`, :func:`config_reason`: why a cell
   cannot run in this checkout (asked at run time, so cells fill themselves once an
   engine lands).
@@ -18,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,43 @@ def paradigm_reasons(names: Sequence[str]) -> dict[str, str]:
             reason = config_reason({"paradigm": name})
             out[name] = f"paradigm not built: {reason}" if reason else ""
     return out
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+def usable_captures(run_dir: str | Path) -> list[str]:
+    """Ids of a run's captures an attack can use (status ``ok``: not rejected, not failed)."""
+    from attacks.captures import CaptureStore
+
+    store = CaptureStore(run_dir)
+    return [cid for cid in store.ids() if store.meta(cid).get("status") == "ok"]
+
+
+def capture_metrics(run_dir: str | Path) -> Iterator[dict[str, Any]]:
+    """The metrics each captured reply carried (DP mechanisms report their ε there)."""
+    from attacks.captures import CaptureStore
+
+    store = CaptureStore(run_dir)
+    for cid in store.ids():
+        yield store.meta(cid).get("metrics", {})
+
+
+def test_accuracy(run_dir: str | Path) -> tuple[float | None, int]:
+    """Eval-mode accuracy of a run's saved global model on the server's test pool (None when
+    θ is not shared: there is no global model), and the pool's size."""
+    import torch
+
+    from fednas.data import dataset_from_config, make_pools
+    from fednas.federated import central_evaluate
+    from fednas.rundir import load_npz
+
+    run_dir = Path(run_dir)
+    cfg = parse_config(json.loads((run_dir / "config.json").read_text())["config"])
+    n_test = len(make_pools(len(dataset_from_config(cfg.data, cfg.run.seed)), cfg.data, cfg.run.seed).test)
+    model = {k: torch.from_numpy(v) for k, v in load_npz(run_dir / "model.npz").items()}
+    acc = central_evaluate(cfg, model)["central-acc"] if cfg.search.share_weights else None
+    return acc, n_test
 
 
 # ---------------------------------------------------------------------------- ADRA

@@ -21,10 +21,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from fednas.config import parse_config, toml_value
 from fednas.rundir import atomic_write_json
+from simulations.tables import engines
 
 _PROJECT_LOGGERS = ("flwr", "fednas", "server", "clients", "attacks")
 
@@ -84,13 +83,10 @@ def build_captures(run_dir: Path, flat: dict[str, Any], clients: int, needed: in
                    runner: str = "inprocess") -> dict[str, Any]:
     """An eavesdropped run (attacks off) whose every (round, client) update is a capture;
     fails when fewer than ``needed`` usable captures came out of it."""
-    from attacks.captures import CaptureStore
-
     t0 = time.perf_counter()
     run_federation(run_dir, {**flat, "eavesdrop": True, "attack-online": False, "amia": False}, clients, runner)
     summary = json.loads((run_dir / "summary.json").read_text())
-    store = CaptureStore(run_dir)
-    ok = [cid for cid in store.ids() if store.meta(cid).get("status") == "ok"]
+    ok = engines.usable_captures(run_dir)
     if len(ok) < needed:
         raise RuntimeError(f"{len(ok)} usable captures of {needed} needed ({summary.get('failures')} client failures; "
                            f"see {run_dir / 'server.log'})")
@@ -120,14 +116,11 @@ def dp_epsilons(run_dir: Path) -> dict[str, Any]:
     """What DP bought in a run: per mechanism the largest cumulative ε any client reached and
     what it covers (from the replies' metrics), and the ε of the whole reply (summary.json;
     "inf" when a mechanism covers only part of what is sent, None without DP)."""
-    from attacks.captures import CaptureStore
-
     summary = json.loads((run_dir / "summary.json").read_text())
     dp = summary.get("dp") or {}
     mechanisms: dict[str, dict[str, Any]] = {}
-    store = CaptureStore(run_dir)
-    for cid in store.ids():
-        for key, value in store.meta(cid).get("metrics", {}).items():
+    for metrics in engines.capture_metrics(run_dir):
+        for key, value in metrics.items():
             m = re.fullmatch(r"dp-(.+)-epsilon", key)
             if m and value is not None:
                 name = f"dp-{m.group(1)}"
@@ -140,15 +133,8 @@ def dp_epsilons(run_dir: Path) -> dict[str, Any]:
 
 def target_info(run_dir: Path, seconds: float) -> dict[str, Any]:
     """Test accuracy (eval mode, the server's test pool) and ε of a finished run."""
-    from fednas.data import dataset_from_config, make_pools
-    from fednas.federated import central_evaluate
-    from fednas.rundir import load_npz
-
     summary = json.loads((run_dir / "summary.json").read_text())
-    cfg = parse_config(json.loads((run_dir / "config.json").read_text())["config"])
-    n_test = len(make_pools(len(dataset_from_config(cfg.data, cfg.run.seed)), cfg.data, cfg.run.seed).test)
-    model = {k: torch.from_numpy(v) for k, v in load_npz(run_dir / "model.npz").items()}
-    acc = central_evaluate(cfg, model)["central-acc"] if cfg.search.share_weights else None
+    acc, n_test = engines.test_accuracy(run_dir)
     info = {"central-acc": acc, "n-test": n_test, "status": summary.get("status"), "dp": dp_epsilons(run_dir),
             "seconds": seconds, "rounds": summary.get("rounds-completed")}
     atomic_write_json(run_dir / "target.json", info)
