@@ -26,6 +26,7 @@ import fnmatch
 import logging
 import shlex
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -159,7 +160,12 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 counts = sched.run(lambda n, total, eta: bar.update(job, completed=n, eta=human(eta)))
             except KeyboardInterrupt:
-                render.log_invocation(out, command, rev, time.monotonic() - t0, {**counts, "interrupted": True})
+                # a second SIGINT (``timeout`` signals the process and then its group) must not cut the record short
+                previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+                try:
+                    render.log_invocation(out, command, rev, time.monotonic() - t0, {**counts, "interrupted": True})
+                finally:
+                    signal.signal(signal.SIGINT, previous)
                 emit("interrupted: finished cells are kept; rerun the same command to resume")
                 return 130
     wall = time.monotonic() - t0
