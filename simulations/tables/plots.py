@@ -45,8 +45,8 @@ def _series(ax: Any, rows: Rows, x: str, y: str, label: str, paper_key: str | No
     line = None
     if ours:
         xs, ys, lo, hi = zip(*ours)
-        err = [[scale * (v - (l if _finite(l) else v)) for v, l in zip(ys, lo)],
-               [scale * ((h if _finite(h) else v) - v) for v, h in zip(ys, hi)]]
+        err = [[max(0.0, scale * (v - (l if _finite(l) else v))) for v, l in zip(ys, lo)],
+               [max(0.0, scale * ((h if _finite(h) else v) - v)) for v, h in zip(ys, hi)]]
         line = ax.errorbar(xs, [scale * v for v in ys], yerr=err, marker="o", capsize=3, label=f"{label} (ours)",
                            **style)
     if paper_key:

@@ -29,7 +29,8 @@ def wilson(successes: float, n: int, z: float = Z) -> tuple[float, float]:
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # clamped to [0, p] and [p, 1]: at p = 0 or 1 rounding would leave the bound a hair off p
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
 
 
 def newcombe(k1: float, n1: int, k2: float, n2: int) -> tuple[float, float]:

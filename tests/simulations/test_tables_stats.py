@@ -25,6 +25,13 @@ def test_wilson_covers_about_95_percent():
     assert 0.93 <= hits / 4000 <= 0.975
 
 
+def test_wilson_interval_holds_its_own_rate_at_zero_and_one():
+    # a lower bound a rounding error above 0 gave the SR plot a negative error bar (matplotlib refuses it)
+    for n in (1, 6, 7, 30, 300):
+        assert stats.wilson(0, n)[0] == 0.0 and stats.wilson(n, n)[1] == 1.0
+        assert all(lo <= k / n <= hi for k in range(n + 1) for lo, hi in [stats.wilson(k, n)])
+
+
 def test_auc_interval_at_chance_is_the_mann_whitney_spread_of_the_amia_metrics():
     for n_pos, n_neg in ((100, 100), (45, 300)):
         lo, hi = stats.auc_interval(0.5, n_pos, n_neg)
