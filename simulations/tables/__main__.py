@@ -120,7 +120,8 @@ def _progress(console):
 def publish(out: Path, dest: Path) -> None:
     """Copy the outputs a reader needs (not the runs and results behind them) to ``dest``."""
     dest.mkdir(parents=True, exist_ok=True)
-    for path in [out / "tables.md", *sorted(out.glob("table*.csv")), *sorted(out.glob("table*.png"))]:
+    provenance = [out / render.INVOCATIONS] if (out / render.INVOCATIONS).is_file() else []
+    for path in [out / "tables.md", *sorted(out.glob("table*.csv")), *sorted(out.glob("table*.png")), *provenance]:
         shutil.copyfile(path, dest / path.name)
 
 
