@@ -34,14 +34,14 @@ class LeakageAudit:
     """
 
     def __init__(self, run_dir: str | Path, flat: Mapping[str, Any], out_dir: str | Path | None = None,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, bars: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.flat = dict(flat)
         self.out_dir = Path(out_dir) if out_dir is not None else self.run_dir / "leakage"
         self.store = CaptureStore(self.run_dir)
         self.workers = int(self.flat.get("attack-workers", 1) if workers is None else workers)
         self.score_job = identifiability_job if self.flat.get("attack-identifiability", True) else None
-        self.runner = AttackRunner(self.run_dir, self.flat, self.out_dir, self.workers)
+        self.runner = AttackRunner(self.run_dir, self.flat, self.out_dir, self.workers, bars=bars)
 
     def submit(self, capture_id: str) -> None:
         """Schedule one capture's attack (and identifiability) now."""
@@ -72,5 +72,4 @@ class LeakageAudit:
 
     def close(self) -> None:
         """Stop scheduling and drop pending attacks (a run that failed)."""
-        if self.runner.pool is not None:
-            self.runner.pool.shutdown(wait=False, cancel_futures=True)
+        self.runner.close()

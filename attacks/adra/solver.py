@@ -22,13 +22,15 @@ import torch
 import torch.nn.functional as F
 
 from attacks.adra.client_model import AlphaProcedure, replay
+from attacks.adra.lm import forward_difference_jacobian, levenberg_marquardt
 from attacks.adra.priors import PCA, Pixels, total_variation
 from attacks.adra.screen import screen
 from attacks.adra.victim import Victim
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]  # (iteration, total)
+Report = Callable[[str, int, int, "float | None"], None]  # (stage, iteration, iterations, best match)
+Progress = Report
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Problem:
     local_steps: int  # α steps the client took
     classes: int
     image_shape: tuple[int, int, int]
+    distance: str = "cosine"  # resolved adra-distance (auto: l2 where the replay is exact, else cosine)
 
 
 @dataclass
@@ -70,16 +73,21 @@ def _temperature(it: int, total: int, start: float = 1.0, end: float = 0.02) -> 
     return start * (end / start) ** (it / max(total - 1, 1))
 
 
-def _match(problem: Problem, x: torch.Tensor, y: torch.Tensor, distance: str, temperature: float) -> torch.Tensor:
-    """Distance per hypothesis, averaged over θ draws. x (H, K, B, C, h, w), y (H, K, B, classes)."""
+def _predict(problem: Problem, x: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Predicted Δα per (hypothesis, θ draw): x (H, K, B, C, h, w), y (H, K, B, classes) -> (H·draws, n_alpha)."""
     v = problem.victim
     h, draws = x.shape[0], v.draws
     xe = x.repeat_interleave(draws, 0)
     ye = y.repeat_interleave(draws, 0)
-    draw = torch.arange(draws).repeat(h)
+    draw = torch.arange(draws, device=x.device).repeat(h)
     alpha0 = v.alpha_flat.expand(h * draws, -1)
-    pred = replay(problem.proc, alpha0, lambda k, a: v.grads(xe[:, k], ye[:, k], a, draw), temperature)
-    return _distance(distance, pred, problem.observed).view(h, draws).mean(1)
+    return replay(problem.proc, alpha0, lambda k, a: v.grads(xe[:, k], ye[:, k], a, draw), temperature)
+
+
+def _match(problem: Problem, x: torch.Tensor, y: torch.Tensor, distance: str, temperature: float) -> torch.Tensor:
+    """Distance per hypothesis, averaged over θ draws. x (H, K, B, C, h, w), y (H, K, B, classes)."""
+    pred = _predict(problem, x, y, temperature)
+    return _distance(distance, pred, problem.observed).view(x.shape[0], problem.victim.draws).mean(1)
 
 
 def _starts(problem: Problem, s: Any, generator: torch.Generator, aux_images, aux_labels) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -100,29 +108,93 @@ def _starts(problem: Problem, s: Any, generator: torch.Generator, aux_images, au
             return starts.images, starts.labels, None
         return starts.images, None, LABEL_CONFIDENCE * F.one_hot(starts.labels, c).float()
     shape = (k, b, *problem.image_shape)
+    dev = problem.victim.device
     if labels_mode == "try-all":
         n = c * s.adra_restarts
         fixed = torch.arange(c).repeat_interleave(s.adra_restarts).view(-1, 1, 1)
-        return torch.rand((n, *shape), generator=generator), fixed, None
+        return torch.rand((n, *shape), generator=generator).to(dev), fixed.to(dev), None
     n = s.adra_restarts
-    return torch.rand((n, *shape), generator=generator), None, 0.1 * torch.randn((n, k, b, c), generator=generator)
+    return (torch.rand((n, *shape), generator=generator).to(dev), None,
+            0.1 * torch.randn((n, k, b, c), generator=generator).to(dev))
 
 
 LABELS_KEPT = 2  # aux screening, one sample per capture: labels whose best aux images start hypotheses
 LABEL_CONFIDENCE = 4.0  # joint labels start as softmax(4 * one-hot): 0.86 on the screened label
 
 
+def strong_optimizer(s: Any) -> str:
+    """The refinement optimizer of strong mode: ``lm`` (the default, ``auto``) or ``adam``."""
+    name = "lm" if s.adra_optimizer == "auto" else s.adra_optimizer
+    if name not in STRONG_OPTIMIZERS:
+        raise ValueError(f"adra-optimizer = {s.adra_optimizer!r} is not available in strong mode; choose one of: "
+                         f"auto, {', '.join(STRONG_OPTIMIZERS)}")
+    return name
+
+
+def iterations(s: Any, optimizer: str) -> int:
+    """``adra-iterations``, or the optimizer's own budget when it is 0 (auto)."""
+    return s.adra_iterations if s.adra_iterations > 0 else DEFAULT_ITERATIONS[optimizer]
+
+
+STRONG_OPTIMIZERS = ("lm", "adam")
+DEFAULT_ITERATIONS = {"lm": 40, "adam": 300, "lbfgs": 300}
+ADAM_TEMPERATURE_LM = 0.05  # the smoothed sign of an Adam client's first step, in Gauss-Newton's residual
+
+
+def make_param(problem: Problem, s: Any, aux_images) -> Pixels | PCA:
+    """The dummy's parametrisation: pixels, or the aux pool's principal components (``adra-prior``)."""
+    k, b = problem.steps, problem.batch
+    shape = (k, b, *problem.image_shape)
+    prior = s.adra_prior
+    if prior == "auto":
+        prior = "none" if k * b * math.prod(problem.image_shape) <= PIXELS_MAX else "pca"
+    if prior == "pca":
+        if aux_images is None:
+            raise ValueError("adra-prior = 'pca' needs the attacker's aux pool (Knowledge.aux_images)")
+        return PCA(shape, aux_images, s.adra_prior_components, device=problem.victim.device)
+    return Pixels(shape)
+
+
+PIXELS_MAX = 256  # adra-prior = auto: free pixels up to this many unknowns per hypothesis, else pca
+
+
 def solve_strong(problem: Problem, s: Any, generator: torch.Generator, aux_images=None, aux_labels=None,
                  progress: Progress | None = None) -> Solution:
     """Strong mode (see the module docstring). ``s`` is the ``attack`` config section."""
-    k, b, c = problem.steps, problem.batch, problem.classes
-    shape = (k, b, *problem.image_shape)
+    optimizer = strong_optimizer(s)
+    report = progress or (lambda *a: None)
+    report("screen", 0, 1, None)
     x0, fixed, logits0 = _starts(problem, s, generator, aux_images, aux_labels)
-    param = PCA(shape, aux_images, s.adra_prior_components) if s.adra_prior == "pca" else Pixels(shape)
+    param = make_param(problem, s, aux_images)
+    refine = _refine_lm if optimizer == "lm" else _refine_adam
+    return refine(problem, s, param, x0, fixed, logits0, report)
+
+
+def _labels(problem: Problem, fixed: torch.Tensor | None, logits: torch.Tensor | None) -> torch.Tensor:
+    k, b, c = problem.steps, problem.batch, problem.classes
+    return F.one_hot(fixed.expand(-1, k, b), c).float() if fixed is not None else torch.softmax(logits, -1)
+
+
+def _finish(problem: Problem, s: Any, param, params: torch.Tensor, fixed, logits, temperature: float,
+            hypotheses: int, its: int, report: Report) -> Solution:
+    """Score the surviving hypotheses once more and keep the best match."""
+    report("final", 0, 1, None)
+    with torch.no_grad():
+        x = param.images(params)
+        y = _labels(problem, fixed, logits)
+        final = _match(problem, x, y, problem.distance, temperature)
+    best = int(torch.argmin(torch.nan_to_num(final, nan=math.inf)))
+    report("final", 1, 1, float(final[best]))
+    return Solution(x[best].detach().cpu(), y[best].argmax(-1).cpu(), float(final[best]), hypotheses, its)
+
+
+def _refine_adam(problem: Problem, s: Any, param, x0, fixed, logits0, report: Report) -> Solution:
+    """Adam on pixels (or coefficients), TV and box priors, cosine-annealed, successive halving."""
+    k, b = problem.steps, problem.batch
     params = param.encode(x0).requires_grad_(True)
     label_params = logits0.clone().requires_grad_(True) if logits0 is not None else None
     n = len(x0)
-    total = s.adra_iterations
+    total = iterations(s, "adam")
     # successive halving: the best half of the hypotheses at 25% of the run, the best quarter at 50%
     stages = {int(total * 0.25): max(1, n // 2), int(total * 0.5): max(1, n // 4)}
     opt = torch.optim.Adam([params] + ([label_params] if label_params is not None else []), lr=s.adra_lr)
@@ -130,9 +202,9 @@ def solve_strong(problem: Problem, s: Any, generator: torch.Generator, aux_image
     adam = problem.proc.optimizer == "adam"
     for it in range(total):
         temp = _temperature(it, total) if adam else 0.0
-        y = F.one_hot(fixed.expand(-1, k, b), c).float() if fixed is not None else torch.softmax(label_params, -1)
+        y = _labels(problem, fixed, label_params)
         x = param.images(params)
-        dist = _match(problem, x, y, s.adra_distance, temp)
+        dist = _match(problem, x, y, problem.distance, temp)
         loss = dist + s.adra_tv * total_variation(x.flatten(1, 2))
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
@@ -141,14 +213,91 @@ def solve_strong(problem: Problem, s: Any, generator: torch.Generator, aux_image
         param.project(params)
         if it in stages and stages[it] < len(dist):
             params, fixed, label_params = _prune(opt, [params, fixed, label_params], dist.detach(), stages[it])
-        if progress is not None:
-            progress(it + 1, total)
-    with torch.no_grad():
-        x = param.images(params)
-    y = F.one_hot(fixed.expand(-1, k, b), c).float() if fixed is not None else torch.softmax(label_params, -1).detach()
-    final = _match(problem, x, y, s.adra_distance, _temperature(total - 1, total) if adam else 0.0).detach()
-    best = int(torch.argmin(torch.nan_to_num(final, nan=math.inf)))
-    return Solution(x[best].detach(), y[best].argmax(-1), float(final[best]), n, total)
+        report("refine", it + 1, total, float(torch.nan_to_num(dist.detach(), nan=math.inf).min()))
+    del k, b
+    temp = _temperature(total - 1, total) if adam else 0.0
+    logits = label_params.detach() if label_params is not None else None
+    return _finish(problem, s, param, params.detach(), fixed, logits, temp, n, total, report)
+
+
+def _refine_lm(problem: Problem, s: Any, param, x0, fixed, logits0, report: Report) -> Solution:
+    """Levenberg–Marquardt on the batched hypotheses (attacks.adra.lm)."""
+    n_hyp = len(x0)
+    temp = ADAM_TEMPERATURE_LM if problem.proc.optimizer == "adam" else 0.0
+    coeffs = param.encode(x0).detach()
+    n_img = coeffs[0].numel()
+    u0 = coeffs.reshape(n_hyp, -1)
+    if logits0 is not None:
+        u0 = torch.cat([u0, logits0.reshape(n_hyp, -1)], 1)
+    lab_shape = (problem.steps, problem.batch, problem.classes)
+    core = _residual_fn(problem, s, param, n_img, lab_shape, temp)
+    onehot = F.one_hot(fixed.expand(-1, *lab_shape[:2]), lab_shape[2]).float() if fixed is not None else None
+
+    def labels_of(rows: torch.Tensor) -> torch.Tensor:  # fixed labels per row (a placeholder when joint)
+        return onehot[rows] if onehot is not None else torch.zeros(len(rows), 1, device=rows.device)
+
+    def residual(u: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return core(u, labels_of(rows) if onehot is not None else None)
+
+    chunk = set_chunk(problem)
+
+    def jacobian(u: torch.Tensor, rows: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return forward_difference_jacobian(residual, u, rows, r, FD_STEP, chunk)
+
+    def project(u: torch.Tensor) -> torch.Tensor:
+        head = u[:, :n_img].reshape(len(u), *coeffs.shape[1:]).clone()
+        param.project(head)
+        return torch.cat([head.reshape(len(u), -1), u[:, n_img:]], 1)
+
+    total = iterations(s, "lm")
+    keep = {2: max(1, n_hyp // 2), 4: max(1, n_hyp // 4)}
+    res = levenberg_marquardt(residual, jacobian, u0, project, iterations=total, keep=keep,
+                              report=lambda it, tot, best: report("refine", it, tot, _cost_to_match(s, best, problem)))
+    params = res.u[:, :n_img].reshape(len(res.u), *coeffs.shape[1:])
+    fixed_rows = fixed[res.rows] if fixed is not None else None
+    logits = res.u[:, n_img:].reshape(len(res.u), *lab_shape) if logits0 is not None else None
+    return _finish(problem, s, param, params, fixed_rows, logits, temp, n_hyp, res.iterations, report)
+
+
+FD_STEP = 1e-2  # forward-difference step in pixels (of 1) or pca coefficients (of one standard deviation)
+SET_BUDGET = 2_000_000  # edges x pixels x samples per batched residual call (bounds its memory)
+
+
+def set_chunk(problem: Problem) -> int:
+    """How many hypotheses one residual call evaluates at once (memory grows with edges × pixels)."""
+    v = problem.victim
+    per = v.n_alpha / 8 * math.prod(problem.image_shape) * problem.batch * problem.steps * v.draws
+    return max(1, int(SET_BUDGET // max(per, 1)))
+
+
+def _cost_to_match(s: Any, cost: float, problem: Problem) -> float:
+    """||r||² of the LM residual as the reported distance (cosine: 2(1 − cos); averaged over draws)."""
+    scale = 2.0 if problem.distance == "cosine" else 1.0
+    return cost / scale / problem.victim.draws
+
+
+def _residual_fn(problem: Problem, s: Any, param, n_img: int, lab_shape, temperature: float):
+    """r(u, y): per θ draw, the predicted Δα against the observed one, stacked: [H, draws · n_alpha].
+
+    ``y`` holds fixed one-hot labels [H, K, B, classes]; None: the labels are the softmax of
+    the unknowns after the image's (joint labels).
+    """
+    obs = problem.observed
+    unit = obs / obs.norm().clamp_min(1e-30)
+
+    def residual(u: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        h = len(u)
+        x = param.images(u[:, :n_img].reshape(h, *param.param_shape))
+        if y is None:
+            y = torch.softmax(u[:, n_img:].reshape(h, *lab_shape), -1)
+        pred = _predict(problem, x, y, temperature)  # [h * draws, n_alpha]
+        if problem.distance == "cosine":
+            r = pred / pred.norm(dim=-1, keepdim=True).clamp_min(1e-30) - unit
+        else:
+            r = (pred - obs) / obs.norm().clamp_min(1e-30)
+        return r.reshape(h, -1)
+
+    return residual
 
 
 def _prune(opt: torch.optim.Optimizer, tensors: list[torch.Tensor | None], dist: torch.Tensor,
@@ -179,26 +328,53 @@ def _prune(opt: torch.optim.Optimizer, tensors: list[torch.Tensor | None], dist:
 # --------------------------------------------------------------------------- paper
 
 
+def paper_optimizer(s: Any) -> str:
+    return "lbfgs" if s.adra_optimizer == "auto" else s.adra_optimizer
+
+
+def _paper_grads(v: Victim, x: torch.Tensor, y_logits: torch.Tensor) -> torch.Tensor:
+    """∇_α L of one dummy batch under every θ draw: x (1, B, C, h, w) -> (draws, n_alpha)."""
+    d = v.draws
+    return v.grads(x.expand(d, *x.shape[1:]), torch.softmax(y_logits, -1).expand(d, *y_logits.shape[1:]),
+                   draw=torch.arange(d, device=x.device))
+
+
 def solve_paper(problem: Problem, s: Any, generator: torch.Generator, progress: Progress | None = None) -> Solution:
-    """The paper's ADRA (see the module docstring); one dummy batch of B, no restarts."""
+    """The paper's ADRA (see the module docstring); one dummy batch of B, no restarts.
+
+    With several θ draws (``surrogate-draws``), the L2 objective is averaged over them.
+    """
     b, c = problem.batch, problem.classes
     v = problem.victim
+    report = progress or (lambda *a: None)
+    dev = v.device
     target = problem.proc.gradient_estimate(problem.observed, v.alpha_flat)
-    x = torch.randn((1, b, *problem.image_shape), generator=generator).requires_grad_(True)
-    y_logits = torch.randn((1, b, c), generator=generator).requires_grad_(True)
-    optimizer = s.adra_optimizer if s.adra_optimizer != "auto" else "lbfgs"
-    total = s.adra_iterations
+    x = torch.randn((1, b, *problem.image_shape), generator=generator).to(dev).requires_grad_(True)
+    y_logits = torch.randn((1, b, c), generator=generator).to(dev).requires_grad_(True)
+    optimizer = paper_optimizer(s)
+    total = iterations(s, optimizer)
+    if optimizer == "lm":
+        xb, yb, its = _paper_lm(problem, x.detach(), y_logits.detach(), target, total, report)
+    else:
+        xb, yb, its = _paper_first_order(v, x, y_logits, target, optimizer, s.adra_lr, total, report)
+    xb = torch.where(xb > s.adra_kappa, torch.zeros_like(xb), xb).clamp(0.0, 1.0)  # the κ denoise
+    with torch.no_grad():
+        final = float(((_paper_grads(v, xb, yb) - target) ** 2).sum(-1).mean() / (target**2).sum().clamp_min(1e-30))
+    report("final", 1, 1, final)
+    return Solution(xb[0].cpu(), yb[0].argmax(-1).view(1, b).cpu(), final, 1, its)
 
+
+def _paper_first_order(v: Victim, x, y_logits, target, optimizer: str, lr: float, total: int, report: Report):
     def objective() -> torch.Tensor:
-        g = v.grads(x, torch.softmax(y_logits, -1))
-        return ((g - target) ** 2).sum()
+        return ((_paper_grads(v, x, y_logits) - target) ** 2).sum(-1).mean()
 
     best = (math.inf, x.detach().clone(), y_logits.detach().clone())
     if optimizer == "lbfgs":
         opt = torch.optim.LBFGS([x, y_logits], lr=1.0, max_iter=1, history_size=100, line_search_fn="strong_wolfe")
     else:
-        opt = torch.optim.Adam([x, y_logits], lr=s.adra_lr)
-    for it in range(total):
+        opt = torch.optim.Adam([x, y_logits], lr=lr)
+    it = 0
+    for it in range(1, total + 1):
         def closure() -> torch.Tensor:
             opt.zero_grad(set_to_none=True)
             value = objective()
@@ -214,10 +390,28 @@ def solve_paper(problem: Problem, s: Any, generator: torch.Generator, progress: 
             break  # diverged: keep the last finite dummy
         if value < best[0]:
             best = (value, x.detach().clone(), y_logits.detach().clone())
-        if progress is not None:
-            progress(it + 1, total)
-    _, xb, yb = best
-    xb = torch.where(xb > s.adra_kappa, torch.zeros_like(xb), xb).clamp(0.0, 1.0)  # the κ denoise
-    with torch.no_grad():
-        final = float(((v.grads(xb, torch.softmax(yb, -1)) - target) ** 2).sum() / (target**2).sum().clamp_min(1e-30))
-    return Solution(xb[0], yb[0].argmax(-1).view(1, b), final, 1, total)
+        report("refine", it, total, best[0] / float((target**2).sum().clamp_min(1e-30)))
+    return best[1], best[2], it
+
+
+def _paper_lm(problem: Problem, x, y_logits, target, total: int, report: Report):
+    """The paper's L2 objective, minimised by Levenberg–Marquardt (pixels and label logits unknown)."""
+    v = problem.victim
+    n_x = x[0].numel()
+    scale = target.norm().clamp_min(1e-30)
+
+    def residual(u: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        h, d = len(u), v.draws
+        xx = u[:, :n_x].reshape(h, *x.shape[1:]).repeat_interleave(d, 0)
+        yy = torch.softmax(u[:, n_x:].reshape(h, *y_logits.shape[1:]), -1).repeat_interleave(d, 0)
+        g = v.grads(xx, yy, draw=torch.arange(d, device=u.device).repeat(h))
+        return ((g - target) / scale).reshape(h, -1)
+
+    def jacobian(u: torch.Tensor, rows: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return forward_difference_jacobian(residual, u, rows, r, FD_STEP, set_chunk(problem))
+
+    u0 = torch.cat([x.reshape(1, -1), y_logits.reshape(1, -1)], 1)
+    res = levenberg_marquardt(residual, jacobian, u0, iterations=total,
+                              report=lambda it, tot, best: report("refine", it, tot, best / v.draws))
+    u = res.u[0]
+    return u[:n_x].view(x.shape), u[n_x:].view(y_logits.shape), res.iterations

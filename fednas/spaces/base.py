@@ -72,6 +72,14 @@ class Supernet(nn.Module, abc.ABC):
                     )
                 target.copy_(torch.as_tensor(value, dtype=target.dtype))
 
+    def stop_tracking_running_stats(self) -> None:
+        """BatchNorm: normalise by batch statistics in train mode and never update the running
+        ones (eval mode still reads them). For replicas that only differentiate train-mode
+        passes, e.g. an attacker's: the updates cost time and change no output."""
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.track_running_stats = False
+
     def alpha_weights(self) -> list[torch.Tensor]:
         """Softmax over ops of every α tensor."""
         return [torch.softmax(p, dim=-1) for p in self.arch_parameters()]
