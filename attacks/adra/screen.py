@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from attacks.adra.client_model import AlphaProcedure, replay
 
-MAX_AUX = 128  # aux images screened (a seeded subset of a larger pool)
+MAX_AUX_PIXELS = 128 * 784  # aux images screened: this many pixels' worth (a seeded subset of a larger pool)
 CHUNK = 64  # aux images per batched gradient call
 
 
@@ -61,8 +61,9 @@ def screen(victim, proc: AlphaProcedure, observed: torch.Tensor, aux_x: torch.Te
            classes: int, steps: int, batch: int, restarts: int, labels_kept: int, generator: torch.Generator,
            temperature: float = 0.05) -> Starts:
     """Starting hypotheses for a capture of ``steps`` × ``batch`` samples (module docstring)."""
-    if len(aux_x) > MAX_AUX:
-        keep = torch.randperm(len(aux_x), generator=generator)[:MAX_AUX]
+    most = max(16, MAX_AUX_PIXELS // aux_x[0].numel())
+    if len(aux_x) > most:
+        keep = torch.randperm(len(aux_x), generator=generator)[:most]
         aux_x, aux_y = aux_x[keep], aux_y[keep]
     aux_x, aux_y = aux_x.to(victim.device), aux_y.to(victim.device)
     table = gradient_table(victim, aux_x, aux_y, classes)

@@ -118,7 +118,7 @@ def _starts(problem: Problem, s: Any, generator: torch.Generator, aux_images, au
             0.1 * torch.randn((n, k, b, c), generator=generator).to(dev))
 
 
-LABELS_KEPT = 2  # aux screening, one sample per capture: labels whose best aux images start hypotheses
+LABELS_KEPT = 3  # aux screening, one sample per capture: labels whose best aux images start hypotheses
 LABEL_CONFIDENCE = 4.0  # joint labels start as softmax(4 * one-hot): 0.86 on the screened label
 
 
@@ -166,8 +166,9 @@ def solve_strong(problem: Problem, s: Any, generator: torch.Generator, aux_image
     report("screen", 0, 1, None)
     x0, fixed, logits0 = _starts(problem, s, generator, aux_images, aux_labels)
     param = make_param(problem, s, aux_images)
-    refine = _refine_lm if optimizer == "lm" else _refine_adam
-    return refine(problem, s, param, x0, fixed, logits0, report)
+    if optimizer == "lm":
+        return _refine_lm(problem, s, param, x0, fixed, logits0, report, aux_images)
+    return _refine_adam(problem, s, param, x0, fixed, logits0, report)
 
 
 def _labels(problem: Problem, fixed: torch.Tensor | None, logits: torch.Tensor | None) -> torch.Tensor:
@@ -220,24 +221,56 @@ def _refine_adam(problem: Problem, s: Any, param, x0, fixed, logits0, report: Re
     return _finish(problem, s, param, params.detach(), fixed, logits, temp, n, total, report)
 
 
-def _refine_lm(problem: Problem, s: Any, param, x0, fixed, logits0, report: Report) -> Solution:
-    """Levenberg–Marquardt on the batched hypotheses (attacks.adra.lm)."""
-    n_hyp = len(x0)
+def _refine_lm(problem: Problem, s: Any, param, x0, fixed, logits0, report: Report,
+               aux_images=None) -> Solution:
+    """Levenberg–Marquardt on the batched hypotheses (attacks.adra.lm), coarse to fine.
+
+    ``coarse``: every hypothesis, a few steps in a small basis (the aux pool's first
+    principal components: cheap Jacobians, a smoother landscape); the best ``KEEP_FINE``
+    go on. ``refine``: those in the full parametrisation (``adra-prior``) until they plateau.
+    """
     temp = ADAM_TEMPERATURE_LM if problem.proc.optimizer == "adam" else 0.0
+    total = iterations(s, "lm")
+    n_hyp = len(x0)
+    coarse = _coarse_param(problem, param, aux_images)
+    if coarse is not None and n_hyp > KEEP_FINE:
+        # cosine: scale-free, so a start whose gradient is far too large or small still moves
+        x0, fixed, logits0, _ = _lm_stage(problem, coarse, x0, fixed, logits0, temp, "coarse", COARSE_ITERATIONS,
+                                          {COARSE_ITERATIONS: KEEP_FINE}, report, "cosine")
+    x, fixed, logits, its = _lm_stage(problem, param, x0, fixed, logits0, temp, "refine", total,
+                                      {2: max(1, len(x0) // 2), 4: max(1, len(x0) // 4)}, report, problem.distance)
+    return _finish(problem, s, param, param.encode(x), fixed, logits, temp, n_hyp, its, report)
+
+
+KEEP_FINE = 2  # hypotheses that go on from the coarse stage to the full parametrisation
+COARSE_ITERATIONS = 6
+COARSE_COMPONENTS = 12
+
+
+def _coarse_param(problem: Problem, param, aux_images) -> PCA | None:
+    """The coarse stage's basis: the first principal components of the aux pool (None: no pool)."""
+    if aux_images is None or (isinstance(param, PCA) and param.k <= COARSE_COMPONENTS):
+        return None
+    shape = (problem.steps, problem.batch, *problem.image_shape)
+    return PCA(shape, aux_images, COARSE_COMPONENTS, device=problem.victim.device)
+
+
+def _lm_stage(problem: Problem, param, x0, fixed, logits0, temp: float, stage: str, total: int,
+              keep: dict[int, int], report: Report, distance: str):
+    """One LM run from images ``x0`` in ``param``'s coordinates; returns the survivors' images,
+    labels (fixed or logits) and the iterations taken."""
+    n_hyp = len(x0)
     coeffs = param.encode(x0).detach()
     n_img = coeffs[0].numel()
     u0 = coeffs.reshape(n_hyp, -1)
     if logits0 is not None:
         u0 = torch.cat([u0, logits0.reshape(n_hyp, -1)], 1)
     lab_shape = (problem.steps, problem.batch, problem.classes)
-    core = _residual_fn(problem, s, param, n_img, lab_shape, temp)
+    core = _residual_fn(problem, param, n_img, lab_shape, temp, distance)
     onehot = F.one_hot(fixed.expand(-1, *lab_shape[:2]), lab_shape[2]).float() if fixed is not None else None
 
-    def labels_of(rows: torch.Tensor) -> torch.Tensor:  # fixed labels per row (a placeholder when joint)
-        return onehot[rows] if onehot is not None else torch.zeros(len(rows), 1, device=rows.device)
-
     def residual(u: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return core(u, labels_of(rows) if onehot is not None else None)
+        return core(u, onehot[rows] if onehot is not None else None)
 
     chunk = set_chunk(problem)
 
@@ -249,14 +282,13 @@ def _refine_lm(problem: Problem, s: Any, param, x0, fixed, logits0, report: Repo
         param.project(head)
         return torch.cat([head.reshape(len(u), -1), u[:, n_img:]], 1)
 
-    total = iterations(s, "lm")
-    keep = {2: max(1, n_hyp // 2), 4: max(1, n_hyp // 4)}
     res = levenberg_marquardt(residual, jacobian, u0, project, iterations=total, keep=keep,
-                              report=lambda it, tot, best: report("refine", it, tot, _cost_to_match(s, best, problem)))
-    params = res.u[:, :n_img].reshape(len(res.u), *coeffs.shape[1:])
+                              report=lambda it, tot, best: report(stage, it, tot, _cost_to_match(best, problem, distance)))
+    with torch.no_grad():
+        x = param.images(res.u[:, :n_img].reshape(len(res.u), *coeffs.shape[1:]))
     fixed_rows = fixed[res.rows] if fixed is not None else None
     logits = res.u[:, n_img:].reshape(len(res.u), *lab_shape) if logits0 is not None else None
-    return _finish(problem, s, param, params, fixed_rows, logits, temp, n_hyp, res.iterations, report)
+    return x, fixed_rows, logits, res.iterations
 
 
 FD_STEP = 1e-2  # forward-difference step in pixels (of 1) or pca coefficients (of one standard deviation)
@@ -270,13 +302,13 @@ def set_chunk(problem: Problem) -> int:
     return max(1, int(SET_BUDGET // max(per, 1)))
 
 
-def _cost_to_match(s: Any, cost: float, problem: Problem) -> float:
+def _cost_to_match(cost: float, problem: Problem, distance: str) -> float:
     """||r||² of the LM residual as the reported distance (cosine: 2(1 − cos); averaged over draws)."""
-    scale = 2.0 if problem.distance == "cosine" else 1.0
+    scale = 2.0 if distance == "cosine" else 1.0
     return cost / scale / problem.victim.draws
 
 
-def _residual_fn(problem: Problem, s: Any, param, n_img: int, lab_shape, temperature: float):
+def _residual_fn(problem: Problem, param, n_img: int, lab_shape, temperature: float, distance: str):
     """r(u, y): per θ draw, the predicted Δα against the observed one, stacked: [H, draws · n_alpha].
 
     ``y`` holds fixed one-hot labels [H, K, B, classes]; None: the labels are the softmax of
@@ -291,7 +323,7 @@ def _residual_fn(problem: Problem, s: Any, param, n_img: int, lab_shape, tempera
         if y is None:
             y = torch.softmax(u[:, n_img:].reshape(h, *lab_shape), -1)
         pred = _predict(problem, x, y, temperature)  # [h * draws, n_alpha]
-        if problem.distance == "cosine":
+        if distance == "cosine":
             r = pred / pred.norm(dim=-1, keepdim=True).clamp_min(1e-30) - unit
         else:
             r = (pred - obs) / obs.norm().clamp_min(1e-30)
