@@ -17,11 +17,10 @@ from attacks.adra.solver import Problem, Report, paper_optimizer, solve_paper, s
 from attacks.adra.theta import attacker_theta
 from attacks.adra.victim import Victim
 from attacks.base import Knowledge, Reconstruction
-from attacks.captures import Capture
+from attacks.captures import Capture, missing_client_settings
 from fednas.config import ConfigError, search_from_record
 from fednas.federated import pick_device
 from fednas.search import num_local_steps
-from fednas.spaces import build_supernet
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +48,34 @@ def local_alpha_steps(search: Any, metrics: dict[str, Any]) -> int:
     if search.local_epochs > 0:
         raise CaptureError("local-epochs > 0 and the reply does not say how many local steps were taken")
     return num_local_steps(search, 0)
+
+
+# What an app that does not say otherwise is taken to use (torch's defaults; no penalty).
+FOREIGN_DEFAULTS = {"alpha-weight-decay": 0.0, "alpha-beta1": 0.9, "alpha-l2": 0.0}
+
+
+def client_procedure(capture: Capture, foreign: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The client's local-search settings (``SearchConfig``) and reply metrics, as the capture shows them.
+
+    This project's captures carry the whole train config; another app's carry only the
+    ``client-settings`` its manifest resolved, which must name at least the optimizer, its
+    learning rate, B and the local steps.
+    """
+    settings = dict(capture.meta.get("client-settings") or {})
+    metrics = dict(capture.metrics)
+    if foreign:
+        missing = missing_client_settings(settings)
+        if missing:
+            raise CaptureError(f"the wire does not show the client's {', '.join(missing)}: declare them with "
+                               "eavesdrop(..., client_settings={...}) or map them with wire_keys={...}")
+        record = {**FOREIGN_DEFAULTS, **settings}
+        metrics["local-steps"] = settings["local-steps"]
+    else:
+        record = {**capture.train_config, **settings}
+    try:
+        return search_from_record(record), metrics
+    except ConfigError as err:
+        raise CaptureError(f"the client's settings (train config) cannot be read: {err}") from None
 
 
 class ADRA:
@@ -93,30 +120,28 @@ class ADRA:
         """Check the capture and build what the solvers need (and what it knew and modelled)."""
         if capture.status != "ok":
             raise CaptureError(capture.reason or "the capture is marked failed")
-        try:
-            search = search_from_record(capture.train_config)
-        except ConfigError as err:
-            raise CaptureError(f"the train config cannot be read: {err}") from None
+        search, metrics = client_procedure(capture, foreign=knowledge.target is not None)
         cfg = knowledge.config
-        ref = build_supernet(cfg.space, knowledge.spec, 0)
-        names = [n for n, _ in ref.named_arch_parameters()]
-        shapes = [tuple(p.shape) for _, p in ref.named_arch_parameters()]
+        ref = knowledge.build_model(0)
+        arch, weights = knowledge.split_parameters(ref)
+        names = [n for n, _ in arch]
+        shapes = [tuple(p.shape) for _, p in arch]
         _check_arrays("alpha_t1", capture.alpha_t1, names, shapes)
         _check_arrays("alpha_t2", capture.alpha_t2, names, shapes)
         if self.s.knows_weights and capture.theta_t1:
-            weights = ref.named_weight_parameters()
             _check_arrays("theta_t1", capture.theta_t1, [n for n, _ in weights], [tuple(p.shape) for _, p in weights])
-        theta = attacker_theta(capture, knowledge, self.s, search, ref, self._seed(capture))
+        theta = attacker_theta(capture, knowledge, self.s, search, weights, self._seed(capture))
         delta = torch.cat([torch.as_tensor(capture.delta_alpha[n], dtype=torch.float64).reshape(-1) for n in names])
         if float(delta.abs().max()) == 0.0:
             raise CaptureError("delta-alpha is zero: the client's round did not change alpha")
-        steps = local_alpha_steps(search, capture.metrics)
+        steps = local_alpha_steps(search, metrics)
         proc = AlphaProcedure.from_settings(search, steps)
         if not (self.s.adra_mode == "strong" and self.s.adra_unroll):
             proc = dataclasses.replace(proc, steps=1)  # Δα read as one step
         device = pick_device(cfg.run.device) if self.device is None else torch.device(self.device)
         alpha_t1 = {k: torch.as_tensor(v) for k, v in capture.alpha_t1.items()}
-        victim = Victim(cfg.space, knowledge.spec, alpha_t1, theta.thetas, alpha_l2=search.alpha_l2, device=device)
+        victim = Victim(cfg.space, knowledge.spec, alpha_t1, theta.thetas, alpha_l2=search.alpha_l2, device=device,
+                        model=ref, split=knowledge.split_parameters)
         spec = knowledge.spec
         how = fidelity(self.s, search, proc, steps)
         distance = self.s.adra_distance
@@ -149,7 +174,7 @@ class ADRA:
             labels=sol.labels.reshape(-1).numpy().astype(np.int64),
             steps=steps.astype(np.int64), positions=np.tile(np.arange(b), k).astype(np.int64),
             match=sol.match, seconds=time.perf_counter() - t0,
-            details={**known, "theta-source": known["theta-knowledge"], "hypotheses": sol.hypotheses,
+            details={**known, "hypotheses": sol.hypotheses,
                      "iterations": sol.iterations, "modelled-steps": problem.steps, "local-steps": problem.local_steps,
                      "B": problem.batch, "alpha-optimizer": problem.proc.optimizer, "solver": optimizer,
                      "device": str(problem.victim.device)},

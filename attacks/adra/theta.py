@@ -24,7 +24,7 @@ The text of :attr:`ThetaChoice.knowledge` goes into every row of the leakage rep
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,13 +46,17 @@ class ThetaChoice:
     exact: bool
 
 
-def surrogate_theta(model: Supernet, bound: float, draws: int, seed: int) -> list[ThetaDict]:
-    """``draws`` surrogate θ from U(−bound, bound) (the paper's assumption), seeded."""
+def surrogate_theta(model: Supernet | None, bound: float, draws: int, seed: int,
+                    weights: Sequence[tuple[str, torch.Tensor]] | None = None) -> list[ThetaDict]:
+    """``draws`` surrogate θ from U(−bound, bound) (the paper's assumption), seeded.
+
+    ``weights``: θ's named parameters (default the supernet's; another app's model gives its own).
+    """
     gen = torch.Generator().manual_seed(seed)
+    named = list(model.named_weight_parameters() if weights is None else weights)
     out = []
     for _ in range(draws):
-        out.append({n: torch.empty_like(p).uniform_(-bound, bound, generator=gen)
-                    for n, p in model.named_weight_parameters()})
+        out.append({n: torch.empty_like(p).uniform_(-bound, bound, generator=gen) for n, p in named})
     return out
 
 
@@ -104,7 +108,8 @@ def _prior(name: str):
 @_prior("surrogate")
 def _surrogate(ctx: dict[str, Any]) -> tuple[list[ThetaDict], str, bool]:
     s = ctx["settings"]
-    thetas = surrogate_theta(ctx["model"], ctx["config"].space.theta_init_bound, s.surrogate_draws, ctx["seed"])
+    thetas = surrogate_theta(None, ctx["config"].space.theta_init_bound, s.surrogate_draws, ctx["seed"],
+                             ctx["weights"])
     return thetas, f"surrogate U(±b) ×{s.surrogate_draws}", False
 
 
@@ -128,18 +133,25 @@ def _shadow(ctx: dict[str, Any]) -> tuple[list[ThetaDict], str, bool]:
     return thetas, f"shadow θ ({r - 1} rounds on aux) ×{s.surrogate_draws}", False
 
 
-def attacker_theta(capture: Any, knowledge: Any, settings: Any, search: Any, model: Supernet,
-                   seed: int) -> ThetaChoice:
-    """The θ the attack uses for ``capture`` (see the module docstring)."""
+def attacker_theta(capture: Any, knowledge: Any, settings: Any, search: Any,
+                   weights: Sequence[tuple[str, torch.Tensor]], seed: int) -> ThetaChoice:
+    """The θ the attack uses for ``capture`` (see the module docstring).
+
+    ``weights``: the replica's named θ parameters (their names and shapes).
+    """
     if settings.knows_weights and capture.theta_t1:
         return ThetaChoice([{k: torch.as_tensor(v) for k, v in capture.theta_t1.items()}], "wire θ_t1", True)
     try:
         prior = THETA_PRIORS[settings.theta_prior]
     except KeyError:
         raise ValueError(f"unknown theta-prior {settings.theta_prior!r}; choose one of: {', '.join(THETA_PRIORS)}") from None
+    if knowledge.target is not None and settings.theta_prior != "surrogate":
+        # θ_0 and its shadow trajectory are rebuilt from this project's supernet and seed
+        raise ValueError(f"theta-prior = {settings.theta_prior!r} needs this project's supernet; another app's "
+                         "captures take theta-prior = 'surrogate'")
     aux_x = None if knowledge.aux_images is None else torch.as_tensor(knowledge.aux_images)
     aux_y = None if knowledge.aux_labels is None else torch.as_tensor(knowledge.aux_labels)
-    ctx = {"settings": settings, "config": knowledge.config, "spec": knowledge.spec, "model": model, "seed": seed,
+    ctx = {"settings": settings, "config": knowledge.config, "spec": knowledge.spec, "weights": weights, "seed": seed,
            "round": int(capture.round), "search": search, "aux_x": aux_x, "aux_y": aux_y,
            "alpha": {k: torch.as_tensor(v) for k, v in capture.alpha_t1.items()}}
     thetas, words, exact = prior(ctx)

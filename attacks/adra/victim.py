@@ -11,17 +11,20 @@ client's train-mode forward pass sees its own batch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from fednas.spaces import InputSpec, Supernet, build_supernet
+from fednas.spaces import InputSpec, build_supernet
+from fednas.spaces.base import stop_tracking_running_stats
 
 
-def _batchnorm_as_in_the_alpha_step(model: Supernet) -> None:
+def _batchnorm_as_in_the_alpha_step(model: torch.nn.Module) -> None:
     """The one place that decides how the replica's BatchNorm behaves.
 
     The client's α step runs in train mode (BatchNorm normalises by the batch's own
@@ -29,7 +32,7 @@ def _batchnorm_as_in_the_alpha_step(model: Supernet) -> None:
     replica runs in train mode and never updates them: the updates change no gradient.
     """
     model.train()
-    model.stop_tracking_running_stats()
+    stop_tracking_running_stats(model)  # any module: another app's network too
 
 
 def _transformed(t: torch.Tensor) -> bool:
@@ -58,18 +61,27 @@ class Victim:
         computed under each; the attack averages its loss over them.
     alpha_l2 : float
         The ``alpha-l2`` penalty the server's train config asks the client to add.
+    model : torch.nn.Module, optional
+        The replica to use (another app's network, ``Knowledge.build_model``); default: the
+        supernet ``space`` describes, built from ``seed``.
+    split : callable, optional
+        ``model -> (α, θ)`` as named parameters (``Knowledge.split_parameters``); default:
+        the supernet's own ``named_arch_parameters``/``named_weight_parameters``.
     """
 
     def __init__(self, space: Any, spec: InputSpec, alpha: Mapping[str, torch.Tensor],
                  thetas: Sequence[Mapping[str, torch.Tensor]] | None, alpha_l2: float = 0.0,
-                 seed: int = 0, device: torch.device | str = "cpu") -> None:
-        model = build_supernet(space, spec, seed).to(device)
+                 seed: int = 0, device: torch.device | str = "cpu", model: torch.nn.Module | None = None,
+                 split: Callable[[Any], tuple[list, list]] | None = None) -> None:
+        model = (build_supernet(space, spec, seed) if model is None else model).to(device)
         _batchnorm_as_in_the_alpha_step(model)
         for p in model.parameters():
             p.requires_grad_(False)
+        arch, weights = split(model) if split is not None else (model.named_arch_parameters(),
+                                                               model.named_weight_parameters())
         self.model, self.spec, self.device, self.alpha_l2 = model, spec, torch.device(device), alpha_l2
-        self.alpha_names = [n for n, _ in model.named_arch_parameters()]
-        self.alpha_shapes = [tuple(p.shape) for _, p in model.named_arch_parameters()]
+        self.alpha_names = [n for n, _ in arch]
+        self.alpha_shapes = [tuple(p.shape) for _, p in arch]
         missing = [n for n in self.alpha_names if n not in alpha]
         if missing:
             raise KeyError(f"α_t1 lacks {missing}")
@@ -77,7 +89,7 @@ class Victim:
         for n, shape in zip(self.alpha_names, self.alpha_shapes):
             if tuple(self.alpha[n].shape) != shape:
                 raise ValueError(f"α_t1 {n!r} has shape {tuple(self.alpha[n].shape)}, the supernet expects {shape}")
-        own = dict(model.named_weight_parameters())
+        own = dict(weights)
         if not thetas:
             thetas = [{n: p.detach() for n, p in own.items()}]
         stacked = {}
@@ -94,7 +106,7 @@ class Victim:
         self.thetas = stacked  # name -> (draws, *shape)
         self.draws = len(thetas)
         self.buffers = {n: b.detach() for n, b in model.named_buffers()}
-        self.n_alpha = sum(int(torch.tensor(s).prod()) for s in self.alpha_shapes)
+        self.n_alpha = sum(math.prod(s) for s in self.alpha_shapes)
         self.sets = bool(getattr(model, "supports_sets", False))  # many hypotheses in one pass
         self.batch_gradient = self._build()  # (theta, alpha_flat, x, y) -> ∇_α L of one batch
 
@@ -103,26 +115,20 @@ class Victim:
         return torch.cat([self.alpha[n].reshape(-1) for n in self.alpha_names])
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, i = {}, 0
+        """α by name from flat vectors: [n_alpha] -> shapes, [N, n_alpha] -> [N, *shape]."""
+        lead, out, i = flat.shape[:-1], {}, 0
         for n, s in zip(self.alpha_names, self.alpha_shapes):
-            k = int(torch.tensor(s).prod())
-            out[n] = flat[..., i : i + k].reshape(*flat.shape[:-1], *s)
+            k = math.prod(s)
+            out[n] = flat[..., i : i + k].reshape(*lead, *s)
             i += k
         return out
 
     def _build(self):
-        model, names, l2 = self.model, self.alpha_names, self.alpha_l2
+        model, l2 = self.model, self.alpha_l2
 
         def one(theta, alpha_flat, x, y):
             def loss(a_flat):
-                alphas = {}
-                i = 0
-                for n, s in zip(names, self.alpha_shapes):
-                    k = 1
-                    for d in s:
-                        k *= d
-                    alphas[n] = a_flat[i : i + k].reshape(s)
-                    i += k
+                alphas = self.unflatten(a_flat)
                 logits = functional_call(model, {**theta, **self.buffers, **alphas}, (x,))
                 value = soft_cross_entropy(logits, y)
                 if l2 > 0:

@@ -82,7 +82,7 @@ def test_paper_mode_returns_denoised_images_in_the_box(easy):
     rec = ADRA(paper.attack).reconstruct([cap], knowledge)[0]
     assert rec.status == "ok", rec.reason
     assert rec.images.min() >= 0.0 and rec.images.max() <= paper.attack.adra_kappa
-    assert rec.details["theta-source"].startswith("surrogate")
+    assert rec.details["theta-knowledge"].startswith("surrogate")
 
 
 def test_the_attack_interface_cannot_receive_the_truth():
@@ -119,25 +119,25 @@ def test_theta_priors_say_what_the_attacker_knew(easy):
     cap, _ = make_capture(cfg, data, split, seed=cfg.run.seed)
     model = build_supernet(cfg.space, SPEC, 0)
     search = search_from_record(cap.train_config)
-    wire = attacker_theta(cap, knowledge, cfg.attack, search, model, 1)
+    wire = attacker_theta(cap, knowledge, cfg.attack, search, model.named_weight_parameters(), 1)
     assert wire.knowledge == "wire θ_t1" and wire.exact
     blind = cfg.attack.__class__(**{**cfg.attack.__dict__, "knows_weights": False, "theta_prior": "init"})
-    init = attacker_theta(cap, knowledge, blind, search, model, 1)
+    init = attacker_theta(cap, knowledge, blind, search, model.named_weight_parameters(), 1)
     theta0 = server_init_theta(cfg, SPEC)
     assert init.exact and "round 1" in init.knowledge
     for name, value in init.thetas[0].items():  # the server's own seeded θ_0: what the client started from
         torch.testing.assert_close(value, theta0[name])
         torch.testing.assert_close(value, torch.as_tensor(cap.theta_t1[name]))
     later = dataclasses.replace(cap, round=3)
-    assert not attacker_theta(later, knowledge, blind, search, model, 1).exact
+    assert not attacker_theta(later, knowledge, blind, search, model.named_weight_parameters(), 1).exact
     shadow = cfg.attack.__class__(**{**cfg.attack.__dict__, "knows_weights": False, "theta_prior": "shadow",
                                      "surrogate_draws": 2})
-    moved = attacker_theta(later, knowledge, shadow, search, model, 1)
+    moved = attacker_theta(later, knowledge, shadow, search, model.named_weight_parameters(), 1)
     assert len(moved.thetas) == 2 and "2 rounds on aux" in moved.knowledge
     drift = [sum(float((t[n] - theta0[n]).norm()) for n in theta0) for t in moved.thetas]
     assert all(d > 0 for d in drift) and drift[0] != drift[1]  # two trajectories, both moved off θ_0
     surrogate = cfg.attack.__class__(**{**cfg.attack.__dict__, "knows_weights": False, "surrogate_draws": 3})
-    draws = attacker_theta(cap, knowledge, surrogate, search, model, 1)
+    draws = attacker_theta(cap, knowledge, surrogate, search, model.named_weight_parameters(), 1)
     assert len(draws.thetas) == 3 and "×3" in draws.knowledge and not draws.exact
 
 
