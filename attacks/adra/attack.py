@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from attacks.adra.client_model import AlphaProcedure
-from attacks.adra.solver import Problem, Report, paper_optimizer, solve_paper, solve_strong, strong_optimizer
+from attacks.adra.paper import paper_optimizer, solve_paper
+from attacks.adra.solver import Problem, Report, solve_strong, strong_optimizer
 from attacks.adra.theta import attacker_theta
 from attacks.adra.victim import Victim
 from attacks.base import Knowledge, Reconstruction

@@ -1,9 +1,7 @@
-"""The two reconstruction recipes: the paper's, and the strong one.
+"""The strong reconstruction recipe, and what both recipes share (the paper's: ``paper``).
 
 Both search dummy images (and labels) whose architecture gradient explains the observed
-Δα. Paper (Li et al. 2024, eq. 5): one dummy image and soft label from Gaussian noise,
-the L2 distance between −Δα/lr and the dummy's ∇_α L, L-BFGS, then the κ denoise.
-Strong: the client's known α procedure replayed step after step (optimizer model),
+Δα. Strong: the client's known α procedure replayed step after step (optimizer model),
 a cosine (or normalised L2) distance, every label tried (or soft labels optimised),
 TV and box priors or a PCA prior, several restarts per label with the weak labels
 dropped early, and the best match kept. All hypotheses of a capture are one batched
@@ -30,7 +28,6 @@ from attacks.adra.victim import Victim
 log = logging.getLogger(__name__)
 
 Report = Callable[[str, int, int, "float | None"], None]  # (stage, iteration, iterations, best match)
-Progress = Report
 
 
 @dataclass
@@ -159,7 +156,7 @@ PIXELS_MAX = 256  # adra-prior = auto: free pixels up to this many unknowns per 
 
 
 def solve_strong(problem: Problem, s: Any, generator: torch.Generator, aux_images=None, aux_labels=None,
-                 progress: Progress | None = None) -> Solution:
+                 progress: Report | None = None) -> Solution:
     """Strong mode (see the module docstring). ``s`` is the ``attack`` config section."""
     optimizer = strong_optimizer(s)
     report = progress or (lambda *a: None)
@@ -191,7 +188,6 @@ def _finish(problem: Problem, s: Any, param, params: torch.Tensor, fixed, logits
 
 def _refine_adam(problem: Problem, s: Any, param, x0, fixed, logits0, report: Report) -> Solution:
     """Adam on pixels (or coefficients), TV and box priors, cosine-annealed, successive halving."""
-    k, b = problem.steps, problem.batch
     params = param.encode(x0).requires_grad_(True)
     label_params = logits0.clone().requires_grad_(True) if logits0 is not None else None
     n = len(x0)
@@ -215,7 +211,6 @@ def _refine_adam(problem: Problem, s: Any, param, x0, fixed, logits0, report: Re
         if it in stages and stages[it] < len(dist):
             params, fixed, label_params = _prune(opt, [params, fixed, label_params], dist.detach(), stages[it])
         report("refine", it + 1, total, float(torch.nan_to_num(dist.detach(), nan=math.inf).min()))
-    del k, b
     temp = _temperature(total - 1, total) if adam else 0.0
     logits = label_params.detach() if label_params is not None else None
     return _finish(problem, s, param, params.detach(), fixed, logits, temp, n, total, report)
@@ -355,95 +350,3 @@ def _prune(opt: torch.optim.Optimizer, tensors: list[torch.Tensor | None], dist:
             opt.state[new] = state
         out.append(new)
     return out
-
-
-# --------------------------------------------------------------------------- paper
-
-
-def paper_optimizer(s: Any) -> str:
-    return "lbfgs" if s.adra_optimizer == "auto" else s.adra_optimizer
-
-
-def _paper_grads(v: Victim, x: torch.Tensor, y_logits: torch.Tensor) -> torch.Tensor:
-    """∇_α L of one dummy batch under every θ draw: x (1, B, C, h, w) -> (draws, n_alpha)."""
-    d = v.draws
-    return v.grads(x.expand(d, *x.shape[1:]), torch.softmax(y_logits, -1).expand(d, *y_logits.shape[1:]),
-                   draw=torch.arange(d, device=x.device))
-
-
-def solve_paper(problem: Problem, s: Any, generator: torch.Generator, progress: Progress | None = None) -> Solution:
-    """The paper's ADRA (see the module docstring); one dummy batch of B, no restarts.
-
-    With several θ draws (``surrogate-draws``), the L2 objective is averaged over them.
-    """
-    b, c = problem.batch, problem.classes
-    v = problem.victim
-    report = progress or (lambda *a: None)
-    dev = v.device
-    target = problem.proc.gradient_estimate(problem.observed, v.alpha_flat)
-    x = torch.randn((1, b, *problem.image_shape), generator=generator).to(dev).requires_grad_(True)
-    y_logits = torch.randn((1, b, c), generator=generator).to(dev).requires_grad_(True)
-    optimizer = paper_optimizer(s)
-    total = iterations(s, optimizer)
-    if optimizer == "lm":
-        xb, yb, its = _paper_lm(problem, x.detach(), y_logits.detach(), target, total, report)
-    else:
-        xb, yb, its = _paper_first_order(v, x, y_logits, target, optimizer, s.adra_lr, total, report)
-    xb = torch.where(xb > s.adra_kappa, torch.zeros_like(xb), xb).clamp(0.0, 1.0)  # the κ denoise
-    with torch.no_grad():
-        final = float(((_paper_grads(v, xb, yb) - target) ** 2).sum(-1).mean() / (target**2).sum().clamp_min(1e-30))
-    report("final", 1, 1, final)
-    return Solution(xb[0].cpu(), yb[0].argmax(-1).view(1, b).cpu(), final, 1, its)
-
-
-def _paper_first_order(v: Victim, x, y_logits, target, optimizer: str, lr: float, total: int, report: Report):
-    def objective() -> torch.Tensor:
-        return ((_paper_grads(v, x, y_logits) - target) ** 2).sum(-1).mean()
-
-    best = (math.inf, x.detach().clone(), y_logits.detach().clone())
-    if optimizer == "lbfgs":
-        opt = torch.optim.LBFGS([x, y_logits], lr=1.0, max_iter=1, history_size=100, line_search_fn="strong_wolfe")
-    else:
-        opt = torch.optim.Adam([x, y_logits], lr=lr)
-    it = 0
-    for it in range(1, total + 1):
-        def closure() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            value = objective()
-            value.backward()
-            return value
-
-        if optimizer == "lbfgs":
-            value = float(opt.step(closure).detach())
-        else:
-            value = float(closure())
-            opt.step()
-        if not math.isfinite(value):
-            break  # diverged: keep the last finite dummy
-        if value < best[0]:
-            best = (value, x.detach().clone(), y_logits.detach().clone())
-        report("refine", it, total, best[0] / float((target**2).sum().clamp_min(1e-30)))
-    return best[1], best[2], it
-
-
-def _paper_lm(problem: Problem, x, y_logits, target, total: int, report: Report):
-    """The paper's L2 objective, minimised by Levenberg–Marquardt (pixels and label logits unknown)."""
-    v = problem.victim
-    n_x = x[0].numel()
-    scale = target.norm().clamp_min(1e-30)
-
-    def residual(u: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        h, d = len(u), v.draws
-        xx = u[:, :n_x].reshape(h, *x.shape[1:]).repeat_interleave(d, 0)
-        yy = torch.softmax(u[:, n_x:].reshape(h, *y_logits.shape[1:]), -1).repeat_interleave(d, 0)
-        g = v.grads(xx, yy, draw=torch.arange(d, device=u.device).repeat(h))
-        return ((g - target) / scale).reshape(h, -1)
-
-    def jacobian(u: torch.Tensor, rows: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        return forward_difference_jacobian(residual, u, rows, r, FD_STEP, set_chunk(problem))
-
-    u0 = torch.cat([x.reshape(1, -1), y_logits.reshape(1, -1)], 1)
-    res = levenberg_marquardt(residual, jacobian, u0, iterations=total,
-                              report=lambda it, tot, best: report("refine", it, tot, best / v.draws))
-    u = res.u[0]
-    return u[:n_x].view(x.shape), u[n_x:].view(y_logits.shape), res.iterations

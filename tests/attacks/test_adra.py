@@ -142,7 +142,7 @@ def test_theta_priors_say_what_the_attacker_knew(easy):
 
 
 def test_paper_mode_averages_its_objective_over_theta_draws(easy):
-    from attacks.adra.solver import _paper_grads
+    from attacks.adra.paper import _paper_grads
     from attacks.adra.theta import surrogate_theta
 
     cfg, data, split, knowledge = easy
