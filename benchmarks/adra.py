@@ -109,12 +109,17 @@ def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> lis
     return rows
 
 
+def _ratio(reference: list[float], this: list[float]) -> float:
+    return (sum(reference) / len(reference)) / (sum(this) / len(this))
+
+
 def report(rows: list[dict[str, Any]], reference: str) -> str:
     ref = {r["nodes"]: r for r in rows if r["solver"] == reference}
     lines = []
     for r in rows:
         base = ref.get(r["nodes"])
-        ratio = (f"{sum(base['wall']) / sum(r['wall']):.2f}x / {sum(base['cpu']) / sum(r['cpu']):.2f}x"
+        # ratio of the mean seconds per capture (the two may have attacked different counts)
+        ratio = (f"{_ratio(base['wall'], r['wall']):.2f}x / {_ratio(base['cpu'], r['cpu']):.2f}x"
                  if base is not None else "–")
         lines.append([r["nodes"], r["solver"], len(r["wall"]), _mean(r["wall"]), _mean(r["cpu"]), ratio,
                       _rate(r["identified"]), _rate(r["identified-dataset"]), _rate(r["label"]),
