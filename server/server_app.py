@@ -17,6 +17,7 @@ from fednas.federated import central_evaluate, genotype_of, initial_arrays
 from fednas.runlog import RunLog, resolve_run_dir
 from server import route_logs_to_flower
 from server.eavesdrop import Eavesdropper
+from server.paradigm_strategy import with_paradigm
 from server.strategies import RoundBook, build_strategy
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ def main(grid: Grid, context: Context) -> None:
         # Fail before any training if a client would lack data.
         check_federation(dataset_from_config(cfg.data, cfg.run.seed), cfg.data, cfg.run.seed, len(nodes))
         strategy = build_strategy(cfg.fed, len(nodes), cfg.dp)
+        strategy = with_paradigm(strategy, cfg)  # P-DARTS's stages, ENAS's and SMASH's candidates
         if cfg.attack.eavesdrop:
             strategy, audit = eavesdropping(cfg, run_dir, strategy)
         book = RoundBook(strategy)
