@@ -56,8 +56,9 @@ class Victim:
 
     def __init__(self, space: Any, spec: InputSpec, alpha: Mapping[str, torch.Tensor],
                  thetas: Sequence[Mapping[str, torch.Tensor]] | None, alpha_l2: float = 0.0,
-                 seed: int = 0, device: torch.device | str = "cpu") -> None:
-        model = build_supernet(space, spec, seed).to(device)
+                 seed: int = 0, device: torch.device | str = "cpu", model: Supernet | None = None) -> None:
+        # ``model``: a paradigm's own replica (P-DARTS's stage network), else the space's supernet
+        model = (build_supernet(space, spec, seed) if model is None else model).to(device)
         model.train()  # the client's α step runs in train mode: BatchNorm uses batch statistics
         for p in model.parameters():
             p.requires_grad_(False)

@@ -123,6 +123,14 @@ class Controller(nn.Module):
 
         return self.walk(draw)
 
+    def greedy(self) -> tuple[Arch, torch.Tensor, torch.Tensor]:
+        """The most probable decision at every step (what an observer of the controller alone would guess)."""
+        return self.walk(lambda logits, j, slot, kind: int(torch.argmax(logits.view(-1))))
+
+    def forward(self, arch: Arch) -> torch.Tensor:
+        """−log π(arch), for ``torch.func.functional_call``."""
+        return self.score(arch)[0]
+
     def score(self, arch: Arch) -> tuple[torch.Tensor, torch.Tensor]:
         """(−log π(arch), entropy) with the decisions of ``arch`` (teacher forcing)."""
         op_index = {op: n for n, op in enumerate(OP_CHOICES)}

@@ -20,13 +20,14 @@ from torch import nn
 from fednas.data import ClientSplit, ImageSet, client_data, dataset_from_config, make_pools, partition_clients
 from fednas.noise import input_noise_from_config
 from fednas.paradigms import paradigm_of
-from fednas.paradigms.base import Arrays, as_numpy
+from fednas.paradigms.base import Arrays, as_numpy, as_tensors
 from fednas.search import evaluate
 from fednas.spaces import Genotype, InputSpec
 
 
-def initial_arrays(cfg: Any) -> dict[str, Any]:
-    return paradigm_of(cfg).initial_arrays(cfg, dataset_from_config(cfg.data, cfg.run.seed).spec)
+def initial_arrays(cfg: Any) -> dict[str, torch.Tensor]:
+    """Round 1's arrays, as torch tensors (what ``ArrayRecord`` takes)."""
+    return as_tensors(paradigm_of(cfg).initial_arrays(cfg, dataset_from_config(cfg.data, cfg.run.seed).spec))
 
 
 def client_train(cfg: Any, settings: Any, arrays: Arrays, *, partition_id: int, num_clients: int, server_round: int,
