@@ -166,8 +166,9 @@ def policy_gradient(controller: Controller, archs: Sequence[Arch], advantages: S
     total = [torch.zeros_like(p) for p in params]
     for arch, adv in zip(archs, advantages):
         nlp, _ = controller.score(arch)
-        for t, g in zip(total, torch.autograd.grad(nlp * adv, params)):
-            t.add_(g)
+        for t, g in zip(total, torch.autograd.grad(nlp * adv, params, allow_unused=True)):
+            if g is not None:  # the last node's anchor feeds no decision
+                t.add_(g)
     return [t / max(len(archs), 1) for t in total]
 
 

@@ -210,7 +210,8 @@ def private_step(private: Any, ctrl: Controller, archs: list[Arch], corrects: li
     directions = []
     for arch, (correct, ent) in zip(archs, corrects):
         nlp, _ = ctrl.score(arch)
-        v = [g.detach() for g in torch.autograd.grad(nlp, params)]
+        v = [torch.zeros_like(p) if g is None else g.detach()
+             for p, g in zip(params, torch.autograd.grad(nlp, params, allow_unused=True))]
         directions.append(v)
         adv = torch.as_tensor(correct + rl.entropy_weight * ent - rl.baseline, dtype=v[0].dtype)
         for n, g in enumerate(v):
