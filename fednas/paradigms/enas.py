@@ -184,8 +184,8 @@ def controller_steps(model: EnasDag, dataset: ImageSet, split: ClientSplit, sett
 def _correct(model: EnasDag, dataset: ImageSet, idx: np.ndarray, arch: Arch, device: Any, input_noise: Any,
              rng: np.random.Generator) -> np.ndarray:
     """Per-example correctness of ``arch`` on a D^α batch (train-mode BatchNorm, frozen statistics)."""
-    if len(idx) < 2:  # BatchNorm's batch statistics need two samples; an empty (Poisson) batch rewards nothing
-        return np.zeros(len(idx))
+    if len(idx) == 0:  # an empty (Poisson) batch rewards nothing
+        return np.zeros(0)
     x = dataset.x[idx]
     if input_noise is not None:
         x = input_noise(x, idx, rng)

@@ -61,7 +61,7 @@ def score_candidates(forward: Callable[[torch.Tensor, Arch], torch.Tensor], mode
     try:
         with frozen_running_statistics(model):
             for n, arch in enumerate(archs):
-                parts = max(1, -(-len(y) // chunk))  # equal parts: none of a single sample
+                parts = max(1, -(-len(y) // chunk))  # equal parts
                 correct = sum(int((forward(xb, arch).argmax(1) == yb).sum())
                               for xb, yb in zip(x.tensor_split(parts), y.tensor_split(parts)))
                 out[n] = correct / max(len(y), 1)
