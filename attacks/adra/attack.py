@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.adra.client_model import AlphaProcedure
 from attacks.adra.solver import Problem, solve_paper, solve_strong
 from attacks.adra.surfaces import NoArchitectureGradient, attack_surface
 from attacks.adra.victim import surrogate_theta
@@ -20,7 +19,6 @@ from attacks.base import Knowledge, Reconstruction
 from attacks.captures import Capture
 from fednas.config import ConfigError, search_from_record
 from fednas.search import num_local_steps
-from fednas.spaces import build_supernet
 
 log = logging.getLogger(__name__)
 

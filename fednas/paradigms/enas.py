@@ -25,16 +25,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fednas.data import ClientSplit, ImageSet, batches
 from fednas.ops import MixedOp
 from fednas.paradigms.arch import Arch, arch_genotype, edge_index
-from fednas.paradigms.base import ALPHA_PREFIX, Arrays, Paradigm, as_numpy, as_tensors, spec_of, split_state
+from fednas.paradigms.base import Arrays, as_numpy, as_tensors, spec_of, split_state
 from fednas.paradigms.controller import Controller, Reinforce, controller_optimizer, policy_gradient
-from fednas.paradigms.darts import load_matching
-from fednas.paradigms.ranking import SCORES, best_candidate, candidates_of, candidates_state, rank_metrics, score_candidates
+from fednas.paradigms.oneshot import OneShot, train_shared
+from fednas.paradigms.ranking import SCORES, candidates_state
 from fednas.search import frozen_running_statistics, num_local_steps
 from fednas.spaces import Genotype, InputSpec, Supernet, init_weights
 from fednas.spaces.dag import Head, dag_edges
@@ -109,26 +108,12 @@ def child_steps(model: EnasDag, dataset: ImageSet, split: ClientSplit, settings:
     weights = model.weight_parameters()
     opt = torch.optim.SGD(weights, lr=settings.theta_lr, momentum=settings.theta_momentum,
                           weight_decay=settings.theta_weight_decay)
-    it = batches(split.theta, settings.batch_size, rng)
-    loss_sum = acc_sum = 0.0
-    for _ in range(steps):
-        idx = next(it)
-        x = dataset.x[idx]
-        if input_noise is not None:
-            x = input_noise(x, idx, rng)
-        x, y = x.to(device), dataset.y[idx].to(device)
+
+    def draw() -> Arch:
         with torch.no_grad():
-            arch = model.alpha_controller.sample(gen)[0]
-        logits = model(x, arch)
-        loss = F.cross_entropy(logits, y)
-        for p, g in zip(weights, torch.autograd.grad(loss, weights, allow_unused=True)):
-            p.grad = g if g is not None else torch.zeros_like(p)
-        if settings.theta_grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(weights, settings.theta_grad_clip)
-        opt.step()
-        loss_sum += loss.item()
-        acc_sum += (logits.argmax(1) == y).float().mean().item()
-    return {"theta-loss": loss_sum / max(steps, 1), "theta-acc": acc_sum / max(steps, 1)}
+            return model.alpha_controller.sample(gen)[0]
+
+    return train_shared(model, dataset, split, settings, steps, rng, device, input_noise, opt, draw, weights)
 
 
 def controller_steps(model: EnasDag, dataset: ImageSet, split: ClientSplit, settings: Any, p: Any,
@@ -231,12 +216,12 @@ def private_step(private: Any, ctrl: Controller, archs: list[Arch], corrects: li
     return grads
 
 
-class Enas(Paradigm):
+class Enas(OneShot):
     """ENAS in the dag space (module docstring)."""
 
     name = "enas"
 
-    def network(self, cfg: Any, spec: InputSpec) -> EnasDag:
+    def build(self, cfg: Any, spec: InputSpec) -> EnasDag:
         return build_enas(cfg, spec)
 
     def initial_arrays(self, cfg: Any, spec: InputSpec) -> dict[str, Any]:
@@ -254,21 +239,12 @@ class Enas(Paradigm):
         model.load_arrays(as_tensors({k: v for k, v in model_arrays.items() if k.startswith("alpha_controller.")}))
         return model_arrays, candidates_state(sample_candidates(cfg, model, server_round), cfg.fed.genotype_k)
 
-    def _load(self, cfg: Any, spec: InputSpec, arrays: Arrays, local_theta: Arrays | None = None) -> tuple[EnasDag, dict]:
-        model_arrays, state = split_state(arrays)
-        model = build_enas(cfg, spec)
-        load_matching(model, local_theta)
-        model.load_arrays(as_tensors({k: v for k, v in model_arrays.items() if k != SCORES}))
-        return model, state
-
     def client_round(self, cfg: Any, settings: Any, arrays: Arrays, dataset: ImageSet, split: ClientSplit, *,
                      seed: Any, device: torch.device | str = "cpu", local_theta: Arrays | None = None,
                      alpha_gradient: Any = None, input_noise: Any = None, partition_id: int = 0,
                      server_round: int = 0) -> Any:
-        from fednas.federated import ClientRound
-
         t0 = time.perf_counter()
-        model, state = self._load(cfg, dataset.spec, arrays, local_theta)
+        model, _ = self.load(cfg, dataset.spec, arrays, local_theta)
         model = model.to(device).train()
         rng = np.random.default_rng(seed)
         gen = _generator(seed, 0xC0)
@@ -276,28 +252,10 @@ class Enas(Paradigm):
         metrics = child_steps(model, dataset, split, settings, steps, rng, gen, device, input_noise)
         ctrl_metrics, used = controller_steps(model, dataset, split, settings, cfg.paradigm, rng, gen, device,
                                               input_noise, alpha_gradient)
-        archs = candidates_of(state, cfg.space.nodes, cfg.fed.genotype_k)
-        xa = dataset.x[split.alpha]
-        scores = score_candidates(model, model, archs, xa.to(device), dataset.y[split.alpha].to(device))
-        sent_theta = any(not k.startswith(ALPHA_PREFIX) for k in split_state(arrays)[0])
-        reply = {**model.arch_state(), BASELINE: model.alpha_baseline.detach().cpu().clone(),
-                 SCORES: torch.as_tensor(scores, dtype=torch.float32)}
-        theta = dict(model.weight_state())
-        if sent_theta:
-            reply.update(theta)
-        metrics.update({**ctrl_metrics, **rank_metrics(scores), "num-examples": int(len(split.theta) + len(split.alpha)),
-                        "local-steps": steps, "controller-steps": cfg.paradigm.enas_controller_steps,
-                        "train-seconds": time.perf_counter() - t0})
         audit = {"partition-id": partition_id, "server-round": server_round,
                  "alpha-batch-size": int(settings.alpha_batch_size), "alpha-steps": len(used),
-                 "alpha-indices": [i for step in used for i in step], "alpha-step-sizes": [len(s) for s in used],
-                 "ranked-on": "all of D^alpha"}
-        return ClientRound(reply, metrics, audit, {} if sent_theta else theta)
-
-    def model(self, cfg: Any, spec: InputSpec, arrays: Arrays) -> EnasDag:
-        model, state = self._load(cfg, spec, arrays)
-        model.arch = best_candidate(arrays, cfg.space.nodes, cfg.fed.genotype_k)[0]
-        return model.eval()
-
-    def genotype(self, cfg: Any, spec: InputSpec, arrays: Arrays) -> Genotype:
-        return arch_genotype(best_candidate(arrays, cfg.space.nodes, cfg.fed.genotype_k)[0])
+                 "alpha-indices": [i for step in used for i in step], "alpha-step-sizes": [len(s) for s in used]}
+        return self.ranked_reply(cfg, model, arrays, dataset, split, device,
+                                 {**metrics, **ctrl_metrics, "local-steps": steps,
+                                  "controller-steps": cfg.paradigm.enas_controller_steps}, audit, t0,
+                                 {BASELINE: model.alpha_baseline.detach().cpu().clone()})

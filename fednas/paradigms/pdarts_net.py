@@ -25,6 +25,7 @@ from torch import nn
 from fednas.ops import OPS, PRIMITIVES, ActConvBN, FactorizedReduce
 from fednas.spaces.base import InputSpec, Supernet
 from fednas.spaces.dag import Head, dag_edges
+from fednas.spaces.darts import Cell
 from fednas.spaces.genotype import Edge, Genotype
 
 NONE, SKIP = PRIMITIVES.index("none"), PRIMITIVES.index("skip_connect")
@@ -173,24 +174,17 @@ class PdartsDag(_Pruned):
         return self.head(s)
 
 
-class _PrunedCell(nn.Module):
+class _PrunedCell(Cell):
+    """DARTS's search cell (its forward) with pruned mixed ops."""
+
     def __init__(self, steps: int, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool, act: str,
                  kept: list[tuple[int, ...]]) -> None:
-        super().__init__()
-        self.reduction, self.steps = reduction, steps
+        nn.Module.__init__(self)  # Cell's own __init__ would build full mixed ops
+        self.reduction, self.steps, self.multiplier = reduction, steps, steps
         self.preprocess0 = FactorizedReduce(c_pp, c, act) if reduction_prev else ActConvBN(c_pp, c, 1, 1, 0, act)
         self.preprocess1 = ActConvBN(c_p, c, 1, 1, 0, act)
         strides = [2 if reduction and j < 2 else 1 for i in range(steps) for j in range(2 + i)]
         self.ops = nn.ModuleList(PrunedMixedOp(c, s, act, k) for s, k in zip(strides, kept))
-
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        offset = 0
-        for _ in range(self.steps):
-            s = sum(self.ops[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
-            offset += len(states)
-            states.append(s)
-        return torch.cat(states[-self.steps :], dim=1)
 
 
 class PdartsDarts(_Pruned):

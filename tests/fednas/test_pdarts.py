@@ -10,7 +10,7 @@ from fednas.config import parse_config
 from fednas.data import client_data
 from fednas.ops import PRIMITIVES
 from fednas.paradigms import get_paradigm
-from fednas.paradigms.base import STATE_PREFIX, split_state
+from fednas.paradigms.base import STATE_PREFIX
 from fednas.paradigms.federation import run_federation
 from fednas.paradigms.pdarts import prune, round_knobs, stage_of
 from fednas.paradigms.pdarts_net import PdartsDag, PdartsDarts, SkipDropout, final_edges
