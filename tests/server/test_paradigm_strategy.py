@@ -1,5 +1,7 @@
 """The paradigm's server wrapper with real Flower strategies and messages, in one process."""
 
+import math
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
@@ -7,7 +9,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from attacks.captures import CaptureStore
 from clients.client_app import train
-from clients.dp_mods import update_dp_mod
+from clients.dp_mods import dp_sgd_mod, update_dp_mod
 from fednas.config import parse_config, search_to_record
 from fednas.federated import initial_arrays
 from fednas.paradigms import STATE_PREFIX, get_paradigm
@@ -94,3 +96,25 @@ def test_the_update_mod_clips_and_noises_whatever_architecture_state_is_sent(nam
     raw = InProcessGrid(plain.flat(), CLIENTS, train).send_and_receive([msg])[0]
     raw_out = {k: v.numpy() for k, v in raw.content["arrays"].items()}
     assert np.sqrt(sum(float(((raw_out[k] - sent[k]) ** 2).sum()) for k in alpha)) > 10 * delta
+
+
+@pytest.mark.parametrize("name, server_round, steps", [("enas", 1, 1), ("pdarts", 1, 0), ("pdarts", 2, 1)])
+def test_the_dp_sgd_mod_privatises_and_accounts_the_architecture_steps(name, server_round, steps, server_identity):
+    # ENAS: one private REINFORCE step; P-DARTS with 2-round stages and warm-up 0.5: round 1
+    # holds α back (zero steps: ε = 0), round 2 takes one private α step
+    flat = {**FLAT, "paradigm": name, "dp-sgd": True, "dp-sgd-noise-multiplier": 1.0, "num-server-rounds": 4,
+            "pdarts-keep": "5,3", "pdarts-dag-cells": "1,2", "pdarts-add-layers": "0,6", "pdarts-dropout": "0.1,0.4",
+            "pdarts-arch-warmup": 0.5}
+    cfg = parse_config(flat)
+    arrays = {k: v.numpy() for k, v in initial_arrays(cfg).items()}
+    model_arrays, state = get_paradigm(name).server_configure(cfg, server_round, arrays)
+    content = RecordDict({"arrays": ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in {**model_arrays, **state}.items()}),
+                          "config": ConfigRecord({**search_to_record(cfg.search), "server-round": server_round})})
+    grid = InProcessGrid(cfg.flat(), CLIENTS, lambda m, c: dp_sgd_mod(m, c, train))
+    msg = grid.create_message(content=content, message_type="train", dst_node_id=1001, group_id="1")
+    reply = grid.send_and_receive([msg])[0]
+    assert not reply.has_error(), reply.error
+    metrics = reply.content["metrics"]
+    assert metrics["dp-sgd-steps"] == steps and 0 < metrics["dp-sgd-sample-rate"] <= 1
+    assert (metrics["dp-epsilon"] > 0) == (steps > 0) and math.isfinite(metrics["dp-epsilon"])
+    assert "alpha-acc" not in metrics  # statistics of D^α no noise covers are dropped by the mod
