@@ -98,7 +98,10 @@ class Darts(Paradigm):
     def model(self, cfg: Any, spec: InputSpec, arrays: Arrays) -> Supernet:
         model_arrays, state = split_state(arrays)
         model = self.network(cfg, spec, state)
-        model.load_arrays(as_tensors(model_arrays))
+        alpha = {k: v for k, v in as_tensors(model_arrays).items() if k.startswith(ALPHA_PREFIX)}
+        model.load_arrays(alpha)
+        # θ may be a client's own from an earlier P-DARTS stage (it did not train this round)
+        load_matching(model, {k: v for k, v in model_arrays.items() if k not in alpha})
         return model.eval()
 
     def genotype(self, cfg: Any, spec: InputSpec, arrays: Arrays) -> Genotype:
