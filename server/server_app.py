@@ -11,12 +11,13 @@ from flwr.serverapp import Grid, ServerApp
 
 from attacks.amia import amia_after_run
 from fednas.accounting import dp_summary
-from fednas.config import Config, parse_config, search_to_record
+from fednas.config import Config, check_against_federation, parse_config, search_to_record
 from fednas.data import check_federation, dataset_from_config
 from fednas.federated import central_evaluate, genotype_of, initial_arrays
 from fednas.runlog import RunLog, resolve_run_dir
 from server import route_logs_to_flower
 from server.eavesdrop import Eavesdropper
+from server.guard import ReplyGuard
 from server.paradigm_strategy import with_paradigm
 from server.strategies import RoundBook, build_strategy
 
@@ -61,6 +62,7 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
         row = {**book.current, **metrics, "round": server_round,
                "seconds": round(time.time() - runlog.t0, 3)}
         runlog.add_round(row, genotype)
+        runlog.summary.update({"rejections": book.rejections, "rounds-kept-previous": book.kept_previous})
         if book.epsilons:  # the final ε: the largest cumulative ε any client reached
             eps = book.epsilons
             runlog.summary["dp"] = {**dp_summary(cfg.dp), "epsilon": _json_eps(max(eps.values())),
@@ -72,15 +74,32 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
     return evaluate_fn
 
 
-def eavesdropping(cfg: Config, run_dir, strategy):
-    """Wrap ``strategy`` with the eavesdropper; attack online when asked (see attacks.leakage)."""
-    from attacks.captures import CaptureStore
+def eavesdropping(cfg: Config, run_dir, strategy, judge=None):
+    """Wrap ``strategy`` with the eavesdropper; attack online when asked (see attacks.leakage).
+    ``judge`` marks the replies the server rejects (the guard's)."""
+    from attacks.captures import CaptureStore, Manifest
     from attacks.leakage import LeakageAudit
 
     audit = LeakageAudit(run_dir, cfg.flat()) if cfg.attack.attack_online else None
     store = CaptureStore(run_dir)
-    return Eavesdropper(strategy, store, cfg.attack.alpha_pattern,
-                        on_capture=audit.submit if audit is not None else None), audit
+    manifest = Manifest(alpha_pattern=cfg.attack.alpha_pattern, paradigm=cfg.paradigm.paradigm)
+    return Eavesdropper(strategy, store, on_capture=audit.submit if audit is not None else None,
+                        manifest=manifest, judge=judge), audit
+
+
+def compose(cfg: Config, run_dir, num_nodes: int):
+    """The server's strategy chain, outermost first: RoundBook (sorts replies by partition-id,
+    counts) > Eavesdropper (records every reply, bad ones marked) > ParadigmStrategy (the
+    paradigm's server state: P-DARTS's stages, ENAS's and SMASH's candidates; not for
+    darts) > ReplyGuard (leaves bad replies out) > the named strategy (and its DP wrapper).
+    The guard sits inside the paradigm's wrapper: it checks replies against the model arrays
+    the round sent (a P-DARTS stage's α shape), without the server state, which clients
+    never send back. Returns (book, audit)."""
+    guard = ReplyGuard(build_strategy(cfg.fed, num_nodes, cfg.dp), max_update_norm=cfg.fed.max_update_norm)
+    strategy, audit = with_paradigm(guard, cfg), None
+    if cfg.attack.eavesdrop:
+        strategy, audit = eavesdropping(cfg, run_dir, strategy, judge=guard.judge)
+    return RoundBook(strategy, guard=guard), audit
 
 
 def finish_leakage(audit, run_dir, strategy: Eavesdropper) -> dict:
@@ -105,11 +124,8 @@ def main(grid: Grid, context: Context) -> None:
     try:
         # Fail before any training if a client would lack data.
         check_federation(dataset_from_config(cfg.data, cfg.run.seed), cfg.data, cfg.run.seed, len(nodes))
-        strategy = build_strategy(cfg.fed, len(nodes), cfg.dp)
-        strategy = with_paradigm(strategy, cfg)  # P-DARTS's stages, ENAS's and SMASH's candidates
-        if cfg.attack.eavesdrop:
-            strategy, audit = eavesdropping(cfg, run_dir, strategy)
-        book = RoundBook(strategy)
+        check_against_federation(cfg, len(nodes))
+        book, audit = compose(cfg, run_dir, len(nodes))
         initial = ArrayRecord(initial_arrays(cfg))
         result = book.start(
             grid=grid,
@@ -120,13 +136,14 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_config=ConfigRecord(),
             evaluate_fn=_make_evaluate_fn(cfg, book, runlog),
         )
-        # Without one successful aggregation the final model is the initial one.
-        final_record = result.arrays if result.arrays is not None else initial
+        # Without one successful aggregation the final model is the initial one (Flower's
+        # Result then holds an empty ArrayRecord).
+        final_record = result.arrays if result.arrays is not None and len(result.arrays) else initial
         final = final_record.to_torch_state_dict()
         genotype = genotype_of(cfg, final)
         log.info("final genotype:\n%s", genotype.pretty())
         if cfg.attack.eavesdrop:
-            runlog.summary["leakage"] = finish_leakage(audit, run_dir, strategy)
+            runlog.summary["leakage"] = finish_leakage(audit, run_dir, book.strategy)
         runlog.finish({k: v.numpy() for k, v in final.items()}, genotype=genotype.pretty())
     except BaseException as err:
         runlog.fail(err)

@@ -16,7 +16,7 @@ from attacks.adra.solver import Problem, solve_paper, solve_strong
 from attacks.adra.surfaces import NoArchitectureGradient, attack_surface
 from attacks.adra.victim import surrogate_theta
 from attacks.base import Knowledge, Reconstruction
-from attacks.captures import Capture
+from attacks.captures import Capture, missing_client_settings
 from fednas.config import ConfigError, search_from_record
 from fednas.search import num_local_steps
 
@@ -46,6 +46,34 @@ def local_alpha_steps(search: Any, metrics: dict[str, Any]) -> int:
     if search.local_epochs > 0:
         raise CaptureError("local-epochs > 0 and the reply does not say how many local steps were taken")
     return num_local_steps(search, 0)
+
+
+# What an app that does not say otherwise is taken to use (torch's defaults; no penalty).
+FOREIGN_DEFAULTS = {"alpha-weight-decay": 0.0, "alpha-beta1": 0.9, "alpha-l2": 0.0}
+
+
+def client_procedure(capture: Capture, foreign: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The client's local-search settings (``SearchConfig``) and reply metrics, as the capture shows them.
+
+    This project's captures carry the whole train config; another app's carry only the
+    ``client-settings`` its manifest resolved, which must name at least the optimizer, its
+    learning rate, B and the local steps.
+    """
+    settings = dict(capture.meta.get("client-settings") or {})
+    metrics = dict(capture.metrics)
+    if foreign:
+        missing = missing_client_settings(settings)
+        if missing:
+            raise CaptureError(f"the wire does not show the client's {', '.join(missing)}: declare them with "
+                               "eavesdrop(..., client_settings={...}) or map them with wire_keys={...}")
+        record = {**FOREIGN_DEFAULTS, **settings}
+        metrics["local-steps"] = settings["local-steps"]
+    else:
+        record = {**capture.train_config, **settings}
+    try:
+        return search_from_record(record), metrics
+    except ConfigError as err:
+        raise CaptureError(f"the client's settings (train config) cannot be read: {err}") from None
 
 
 class ADRA:
@@ -87,32 +115,30 @@ class ADRA:
         """Check the capture and build what the solvers need (and the θ source used)."""
         if capture.status != "ok":
             raise CaptureError(capture.reason or "the capture is marked failed")
-        try:
-            search = search_from_record(capture.train_config)
-        except ConfigError as err:
-            raise CaptureError(f"the train config cannot be read: {err}") from None
+        search, metrics = client_procedure(capture, foreign=knowledge.target is not None)
         cfg = knowledge.config
-        try:  # the paradigm's replica and update rule (attacks.adra.surfaces)
-            surface = attack_surface(cfg, knowledge.spec, capture)
+        try:  # the paradigm's replica and update rule, or another app's model (attacks.adra.surfaces)
+            surface = attack_surface(knowledge, capture)
         except NoArchitectureGradient as err:
             raise CaptureError(str(err)) from None
         ref = surface.model
-        names = [n for n, _ in ref.named_arch_parameters()]
-        shapes = [tuple(p.shape) for _, p in ref.named_arch_parameters()]
+        arch, weights = surface.split(ref)
+        names = [n for n, _ in arch]
+        shapes = [tuple(p.shape) for _, p in arch]
         _check_arrays("alpha_t1", capture.alpha_t1, names, shapes)
         _check_arrays("alpha_t2", capture.alpha_t2, names, shapes)
         if self.s.knows_weights and surface.theta_t1:
-            weights = ref.named_weight_parameters()
             _check_arrays("theta_t1", surface.theta_t1, [n for n, _ in weights], [tuple(p.shape) for _, p in weights])
             theta_source = "server"
             thetas = [{k: torch.as_tensor(v) for k, v in surface.theta_t1.items()}]
         else:
             theta_source = f"surrogate x{self.s.surrogate_draws}"
-            thetas = surrogate_theta(ref, cfg.space.theta_init_bound, self.s.surrogate_draws, self._seed(capture))
+            thetas = surrogate_theta(ref, cfg.space.theta_init_bound, self.s.surrogate_draws, self._seed(capture),
+                                     weights)
         delta = torch.cat([torch.as_tensor(capture.delta_alpha[n], dtype=torch.float64).reshape(-1) for n in names])
         if float(delta.abs().max()) == 0.0:
             raise CaptureError("delta-alpha is zero: the client's round did not change alpha")
-        steps = surface.steps(search, capture.metrics)
+        steps = surface.steps(search, metrics)
         proc = surface.procedure(search, steps)
         if not (self.s.adra_mode == "strong" and self.s.adra_unroll):
             proc = dataclasses.replace(proc, steps=1)  # Δα read as one step

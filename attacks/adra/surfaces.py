@@ -12,6 +12,9 @@ paradigm (``paradigm`` in the run's public config):
 - ``smash``: no architecture gradient reaches the wire (its ``alpha_scores`` are
   accuracies of fixed candidates): there is nothing for gradient matching to attack,
   and every capture fails with that reason.
+
+Another app's model (``Knowledge.target``, the eavesdropper plugin) is a gradient surface
+on the replica the knowledge builds, split into α and θ by its ``alpha-pattern``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ class NoArchitectureGradient(ValueError):
     """The paradigm puts no architecture gradient on the wire (the reason is the message)."""
 
 
+def _own_split(model: Any) -> tuple[list, list]:
+    return model.named_arch_parameters(), model.named_weight_parameters()
+
+
 @dataclass
 class Surface:
     """One capture's attack surface: the replica and how the client turns data into the update."""
@@ -46,6 +53,7 @@ class Surface:
     victim: Callable[[dict, list, float], Victim]  # (α_t1, θ draws, alpha-l2) -> victim
     procedure: Callable[[Any, int], AlphaProcedure]  # (search settings, steps) -> procedure
     steps: Callable[[Any, dict], int]  # (search settings, reply metrics) -> architecture steps
+    split: Callable[[Any], tuple[list, list]] = _own_split  # model -> (α, θ) named parameters
 
 
 def _theta(capture: Any) -> dict[str, np.ndarray]:
@@ -58,11 +66,12 @@ def _alpha_steps(search: Any, metrics: dict) -> int:
     return local_alpha_steps(search, metrics)
 
 
-def _gradient_surface(cfg: Any, spec: InputSpec, model: Supernet, capture: Any) -> Surface:
+def _gradient_surface(cfg: Any, spec: InputSpec, model: Any, capture: Any,
+                      split: Callable[[Any], tuple[list, list]] = _own_split) -> Surface:
     def victim(alpha: dict, thetas: list, l2: float) -> Victim:
-        return Victim(cfg.space, spec, alpha, thetas, alpha_l2=l2, model=model)
+        return Victim(cfg.space, spec, alpha, thetas, alpha_l2=l2, model=model, split=split)
 
-    return Surface(model, _theta(capture), victim, AlphaProcedure.from_settings, _alpha_steps)
+    return Surface(model, _theta(capture), victim, AlphaProcedure.from_settings, _alpha_steps, split)
 
 
 def darts_surface(cfg: Any, spec: InputSpec, capture: Any) -> Surface:
@@ -107,8 +116,12 @@ SURFACES: dict[str, Callable[[Any, InputSpec, Any], Surface]] = {
 }
 
 
-def attack_surface(cfg: Any, spec: InputSpec, capture: Any) -> Surface:
-    """The surface of the run's paradigm for one capture (a clear error on an unknown one)."""
+def attack_surface(knowledge: Any, capture: Any) -> Surface:
+    """The surface of one capture: another app's model (``knowledge.target``), else the
+    run's paradigm (a clear error on an unknown one)."""
+    cfg, spec = knowledge.config, knowledge.spec
+    if knowledge.target is not None:
+        return _gradient_surface(cfg, spec, knowledge.build_model(0), capture, knowledge.split_parameters)
     try:
         build = SURFACES[cfg.paradigm.paradigm]
     except KeyError:
