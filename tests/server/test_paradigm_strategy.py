@@ -118,3 +118,36 @@ def test_the_dp_sgd_mod_privatises_and_accounts_the_architecture_steps(name, ser
     assert metrics["dp-sgd-steps"] == steps and 0 < metrics["dp-sgd-sample-rate"] <= 1
     assert (metrics["dp-epsilon"] > 0) == (steps > 0) and math.isfinite(metrics["dp-epsilon"])
     assert "alpha-acc" not in metrics  # statistics of D^α no noise covers are dropped by the mod
+
+
+@pytest.mark.parametrize("name", ["pdarts", "enas", "smash"])
+def test_the_server_chain_guards_each_paradigms_replies_without_rejecting_honest_ones(name, tmp_path):
+    # The ServerApp's own chain (server_app.compose): the ReplyGuard checks replies against
+    # the round's model arrays (P-DARTS: the stage's α shape), never the server state.
+    from server.server_app import compose
+
+    cfg = parse_config({**FLAT, "paradigm": name, "eavesdrop": True, "attack-online": False, "pdarts-keep": "5,3",
+                        "pdarts-dag-cells": "1,2", "pdarts-add-layers": "0,6", "pdarts-dropout": "0.1,0.4"})
+    book, audit = compose(cfg, tmp_path, CLIENTS)
+    assert audit is None and book.guard is not None
+    result, grid = _run(cfg, book, rounds=2)
+    assert book.rejections == [] and result.arrays is not None
+    final = {k: v.numpy() for k, v in result.arrays.items()}
+    assert any(k.startswith(STATE_PREFIX) for k in final)  # the paradigm's wrapper sits outside the guard
+    store = CaptureStore(tmp_path)
+    assert len(store.ids()) == 2 * CLIENTS and all(store.load(c).status == "ok" for c in store.ids())
+    assert store.manifest().paradigm == name
+    # the guard still checks them: an honest reply to round 2's message passes, the same
+    # reply with its architecture state in another shape is rejected
+    last = [m for m in grid.sent if m.metadata.message_type == "train"][-1]
+    reply = grid.send_and_receive([last])[0]
+    assert book.guard.judge(2, [reply]) == [None]
+    assert "shape" in book.guard.judge(2, [_reshaped(reply)])[0]
+
+
+def _reshaped(reply):
+    arrays = {k: v.numpy() for k, v in reply.content["arrays"].items()}
+    name = next(k for k in arrays if k.startswith("alpha"))
+    arrays[name] = np.zeros((*arrays[name].shape, 2), dtype=arrays[name].dtype)
+    reply.content["arrays"] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+    return reply

@@ -62,7 +62,9 @@ def test_a_runs_processes_are_found_by_tree_and_session_even_once_orphaned():
 # tag in its environment links it to whoever started the parent
 _DETACHER = textwrap.dedent("""
     import subprocess, sys
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    # its own stdout: holding the parent's pipe would keep subprocess.run waiting until it exits
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(p.pid, flush=True)
 """)
 
