@@ -25,7 +25,7 @@ from torch import nn
 from fednas.ops import OPS, PRIMITIVES, ActConvBN, FactorizedReduce
 from fednas.spaces.base import InputSpec, Supernet
 from fednas.spaces.dag import Head, dag_edges
-from fednas.spaces.darts import Cell
+from fednas.spaces.darts import Cell, DartsSupernet
 from fednas.spaces.genotype import Edge, Genotype
 
 NONE, SKIP = PRIMITIVES.index("none"), PRIMITIVES.index("skip_connect")
@@ -225,10 +225,5 @@ class PdartsDarts(_Pruned):
         self.inputs_per_node = [2 + i for i in range(steps)]
         self.concat = tuple(range(2, 2 + steps))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w_normal = torch.softmax(self.alpha_normal, dim=-1)
-        w_reduce = torch.softmax(self.alpha_reduce, dim=-1)
-        s0 = s1 = self.stem(x)
-        for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
-        return self.head(s1)
+    # the same stem, cells and head attributes as DARTS's supernet: its forward runs them
+    forward = DartsSupernet.forward
