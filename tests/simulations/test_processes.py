@@ -62,9 +62,9 @@ def test_a_runs_processes_are_found_by_tree_and_session_even_once_orphaned():
 # tag in its environment links it to whoever started the parent
 _DETACHER = textwrap.dedent("""
     import subprocess, sys
-    # its own stdout: holding the parent's pipe would keep subprocess.run waiting until it exits
+    # its own stdio: holding the caller's pipe would keep subprocess.run waiting until it died
     p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(p.pid, flush=True)
 """)
 
