@@ -25,6 +25,8 @@ HEADS = ("gap", "flatten")
 # typo fails when the config is parsed, not after a long federated run.
 AMIA_SHADOW_KINDS = ("resnet18", "resnet50", "cnn", "searched")
 AMIA_ATTACKS = ("mlp", "lira", "loss")
+# Names the NAS-paradigm registry holds (fednas.paradigms.PARADIGMS; a test checks they agree).
+PARADIGMS = ("darts", "pdarts", "enas", "smash")
 # Names of the fault-injection modes (clients.faults.FAULTS holds them; it checks it agrees)
 # and of the robust strategies (server.robust.ROBUST holds them).
 FAULT_MODES = ("raise", "exit", "nan", "shape", "broadcast", "dtype", "extra-array", "missing-alpha", "huge",
@@ -204,6 +206,26 @@ KEYS: tuple[Key, ...] = (
     _k("adra-prior", "attack", "none", "strong: learned prior from the attacker's aux pool: none, or pca (optimise coefficients of its principal components).", choices=("none", "pca")),
     _k("adra-prior-components", "attack", 12, "strong: principal components of the pca prior.", check=_pos, rule="> 0"),
     _k("adra-kappa", "attack", 0.96, "paper: denoise, pixels above kappa (of 1; the paper's 245/255) are set to 0.", check=_unit, rule="in (0, 1]"),
+    # --- NAS paradigm (fednas/paradigms, docs/paradigms.md) --------------------------
+    _k("paradigm", "paradigm", "darts", "NAS paradigm: what a client searches and sends. darts (alpha by gradient), pdarts (progressive stages: deeper search network, fewer candidate ops, decided by the server), enas (an LSTM controller trained with REINFORCE, shared child weights), smash (a hypernetwork generates the weights of random architectures; clients rank candidates).", choices=PARADIGMS),
+    _k("pdarts-keep", "paradigm", "5,3,1", "pdarts: candidate ops kept per edge after each stage (the reference's 8 -> 5 -> 3 -> 1); the number of stages is its length."),
+    _k("pdarts-add-layers", "paradigm", "0,6,12", "pdarts, darts space: cells added to 'layers' in each stage (the reference's 5 -> 11 -> 17)."),
+    _k("pdarts-dag-cells", "paradigm", "1,2,3", "pdarts, dag space: P-node DAG cells stacked (sharing alpha) in each stage's search network."),
+    _k("pdarts-dropout", "paradigm", "0.1,0.4,0.7", "pdarts: dropout rate on skip connections in each stage (decayed within the stage as in the reference)."),
+    _k("pdarts-arch-warmup", "paradigm", 0.4, "pdarts: share of each stage's rounds in which alpha is held back (theta only; the reference's 10 of 25 epochs).", check=_unit0, rule="in [0, 1)"),
+    _k("pdarts-max-skip", "paradigm", 2, "pdarts: skip connections allowed in the final (normal or dag) cell.", check=_nonneg, rule=">= 0"),
+    _k("enas-lstm-size", "paradigm", 64, "enas: hidden size of the controller's LSTM (one layer).", check=_pos, rule="> 0"),
+    _k("enas-controller-steps", "paradigm", 5, "enas: controller (REINFORCE) steps per round, after the round's shared-weight steps.", check=_pos, rule="> 0"),
+    _k("enas-num-aggregate", "paradigm", 10, "enas: architectures sampled per controller step, each rewarded on its own D^alpha batch of alpha-batch-size; their policy gradients are averaged.", check=_pos, rule="> 0"),
+    _k("enas-controller-lr", "paradigm", 0.0035, "enas: learning rate of the controller's Adam (beta1 = 0, eps = 1e-3, as the reference).", check=_pos, rule="> 0"),
+    _k("enas-entropy-weight", "paradigm", 1e-4, "enas: weight of the sampled architecture's entropy in the reward.", check=_nonneg, rule=">= 0"),
+    _k("enas-baseline-decay", "paradigm", 0.99, "enas: decay of the reward's moving-average baseline.", check=_unit0, rule="in [0, 1)"),
+    _k("enas-tanh-constant", "paradigm", 1.1, "enas: logits are c * tanh(logits) (0: off).", check=_nonneg, rule=">= 0"),
+    _k("enas-op-tanh-reduce", "paradigm", 2.5, "enas: op logits use tanh-constant / this.", check=_pos, rule="> 0"),
+    _k("enas-derive-samples", "paradigm", 10, "enas: architectures sampled from the controller each round and ranked on the clients' D^alpha; the best of the last round is the final genotype.", check=_pos, rule="> 0"),
+    _k("smash-candidates", "paradigm", 100, "smash: random candidate architectures (fixed by the seed) that clients score on their D^alpha every round (the reference ranks 500 at the end).", check=_pos, rule="> 0"),
+    _k("smash-lr", "paradigm", 1e-3, "smash: Adam learning rate of the hypernetwork and the shared weights (betas 0.5, 0.999, as the reference).", check=_pos, rule="> 0"),
+    _k("smash-hyper-channels", "paradigm", 64, "smash: hidden channels of the hypernetwork (1-D convolutions over the edges of the architecture encoding).", check=_pos, rule="> 0"),
 )
 # fmt: on
 
@@ -299,6 +321,7 @@ def _cross_checks(flat: Mapping[str, Any]) -> list[str]:
         errors.append("'dp-server' = true needs 'dp-update' = true: Flower's client-side-clipping wrapper "
                       "relies on every client clipping its update (the update mod does)")
     errors.extend(_amia_checks(flat))
+    errors.extend(_paradigm_checks(flat))
     return errors
 
 
@@ -318,6 +341,53 @@ def _amia_checks(flat: Mapping[str, Any]) -> list[str]:
     if "lira" in split_names(flat["amia-attacks"]) and flat["amia-num-shadows"] < 2:
         errors.append(f"'amia-num-shadows' = {flat['amia-num-shadows']}: the lira attack fits each example's "
                       "out-distribution over shadows and needs at least 2 (or drop lira from 'amia-attacks')")
+    return errors
+
+
+def number_list(text: str, kind: type = int) -> list:
+    """A comma-separated list key as numbers (raises ValueError on a bad item)."""
+    return [kind(p) for p in split_names(text)]
+
+
+# Which spaces each paradigm builds, and what it cannot combine with (why, for the error).
+PARADIGM_SPACES = {"darts": SPACES, "pdarts": SPACES, "enas": ("dag",), "smash": ("dag",)}
+
+
+def _paradigm_checks(flat: Mapping[str, Any]) -> list[str]:
+    name = flat["paradigm"]
+    errors = []
+    if flat["space"] not in PARADIGM_SPACES[name]:
+        errors.append(f"'paradigm' = {name!r} is built for 'space' = {', '.join(PARADIGM_SPACES[name])} only "
+                      f"(got {flat['space']!r})")
+    lists = {}
+    for key, kind in (("pdarts-keep", int), ("pdarts-add-layers", int), ("pdarts-dag-cells", int),
+                      ("pdarts-dropout", float)):
+        try:
+            lists[key] = number_list(flat[key], kind)
+        except ValueError:
+            errors.append(f"'{key}' = {flat[key]!r}: expected comma-separated {kind.__name__}s")
+    keep = lists.get("pdarts-keep", [])
+    if "pdarts-keep" in lists and not (keep and all(1 <= a <= 8 for a in keep)
+                                       and all(a > b for a, b in zip(keep, keep[1:]))):
+        errors.append(f"'pdarts-keep' = {flat['pdarts-keep']!r}: expected decreasing counts in 1..8 (e.g. 5,3,1)")
+    for key in ("pdarts-add-layers", "pdarts-dag-cells", "pdarts-dropout"):
+        if key in lists and keep and len(lists[key]) != len(keep):
+            errors.append(f"'{key}' = {flat[key]!r}: one value per stage ({len(keep)}, as 'pdarts-keep')")
+    if any(c < 1 for c in lists.get("pdarts-dag-cells", [])) or any(a < 0 for a in lists.get("pdarts-add-layers", [])):
+        errors.append("'pdarts-dag-cells' must be >= 1 and 'pdarts-add-layers' >= 0")
+    if any(not 0.0 <= p < 1.0 for p in lists.get("pdarts-dropout", [])):
+        errors.append(f"'pdarts-dropout' = {flat['pdarts-dropout']!r}: rates in [0, 1)")
+    if name == "pdarts" and flat["strategy"] == "fedavgm":
+        errors.append("'paradigm' = 'pdarts' cannot use 'strategy' = 'fedavgm': alpha and theta change shape "
+                      "between stages, and FedAvgM's server momentum would mix them")
+    if name == "pdarts" and flat["dp-sgd"] and flat["dp-sgd-batchnorm"] == "example":
+        errors.append("'paradigm' = 'pdarts' with 'dp-sgd-batchnorm' = 'example': the skip-connect dropout cannot "
+                      "run in the per-example (vmap) forward; use 'running'")
+    if name in ("enas", "smash") and flat["alpha-order"] != "first":
+        errors.append(f"'paradigm' = {name!r} has no alpha gradient: 'alpha-order' must stay \"first\"")
+    if name == "smash" and flat["dp-sgd"]:
+        errors.append("'paradigm' = 'smash' learns no architecture parameter: there is no alpha step for 'dp-sgd' "
+                      "to privatise; 'dp-update' clips and noises the ranking scores it sends")
     return errors
 
 

@@ -45,6 +45,8 @@ def model_for(cfg: Config, spec: Any, device: torch.device) -> Supernet:
 
 def initial_arrays(cfg: Config) -> dict[str, torch.Tensor]:
     """What the server sends in round 1: α, and θ when weights are shared."""
+    if cfg.paradigm.paradigm != "darts":  # the other paradigms: fednas.paradigms
+        return _paradigms().initial_arrays(cfg)
     dataset = dataset_from_config(cfg.data, cfg.run.seed)
     model = build_supernet(cfg.space, dataset.spec, cfg.run.seed)
     arrays = dict(model.arch_state())
@@ -81,6 +83,10 @@ def client_train(cfg: Config, settings: Any, arrays: Arrays, *, partition_id: in
     alpha_gradient : callable, optional
         A replacement α-gradient rule (the private one of the DP-SGD mod).
     """
+    if cfg.paradigm.paradigm != "darts":
+        return _paradigms().client_train(cfg, settings, arrays, partition_id=partition_id, num_clients=num_clients,
+                                         server_round=server_round, local_theta=local_theta,
+                                         alpha_gradient=alpha_gradient)
     device = pick_device(cfg.run.device)
     dataset, split = client_data(cfg.data, cfg.run.seed, partition_id, num_clients)
     model = model_for(cfg, dataset.spec, device)
@@ -113,6 +119,9 @@ def client_train(cfg: Config, settings: Any, arrays: Arrays, *, partition_id: in
 def client_evaluate(cfg: Config, arrays: Arrays, *, partition_id: int, num_clients: int,
                     local_theta: Arrays | None = None) -> dict[str, float]:
     """Evaluate the global α (with the shared or the client's own θ) on the client's test split."""
+    if cfg.paradigm.paradigm != "darts":
+        return _paradigms().client_evaluate(cfg, arrays, partition_id=partition_id, num_clients=num_clients,
+                                            local_theta=local_theta)
     device = pick_device(cfg.run.device)
     dataset, split = client_data(cfg.data, cfg.run.seed, partition_id, num_clients)
     model = model_for(cfg, dataset.spec, device)
@@ -126,6 +135,8 @@ def client_evaluate(cfg: Config, arrays: Arrays, *, partition_id: int, num_clien
 
 def central_evaluate(cfg: Config, arrays: Arrays) -> dict[str, float]:
     """Evaluate the global model on the server's test pool."""
+    if cfg.paradigm.paradigm != "darts":
+        return _paradigms().central_evaluate(cfg, arrays)
     device = pick_device(cfg.run.device)
     dataset = dataset_from_config(cfg.data, cfg.run.seed)
     pools = make_pools(len(dataset), cfg.data, cfg.run.seed)
@@ -137,7 +148,16 @@ def central_evaluate(cfg: Config, arrays: Arrays) -> dict[str, float]:
 
 def genotype_of(cfg: Config, arrays: Arrays) -> Any:
     """The genotype the α in ``arrays`` derives."""
+    if cfg.paradigm.paradigm != "darts":
+        return _paradigms().genotype_of(cfg, arrays)
     dataset = dataset_from_config(cfg.data, cfg.run.seed)
     model = build_supernet(cfg.space, dataset.spec, cfg.run.seed)
     model.load_arrays({k: v for k, v in arrays.items() if k.startswith(model.alpha_prefix)})
     return model.genotype(cfg.fed.genotype_k)
+
+
+def _paradigms() -> Any:
+    """The paradigm-generic steps (imported late: they build on this module)."""
+    from fednas.paradigms import federation
+
+    return federation

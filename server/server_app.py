@@ -18,6 +18,7 @@ from fednas.runlog import RunLog, resolve_run_dir
 from server import route_logs_to_flower
 from server.eavesdrop import Eavesdropper
 from server.guard import ReplyGuard
+from server.paradigm_strategy import with_paradigm
 from server.strategies import RoundBook, build_strategy
 
 log = logging.getLogger(__name__)
@@ -76,23 +77,28 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
 def eavesdropping(cfg: Config, run_dir, strategy, judge=None):
     """Wrap ``strategy`` with the eavesdropper; attack online when asked (see attacks.leakage).
     ``judge`` marks the replies the server rejects (the guard's)."""
-    from attacks.captures import CaptureStore
+    from attacks.captures import CaptureStore, Manifest
     from attacks.leakage import LeakageAudit
 
     audit = LeakageAudit(run_dir, cfg.flat()) if cfg.attack.attack_online else None
     store = CaptureStore(run_dir)
-    return Eavesdropper(strategy, store, cfg.attack.alpha_pattern,
-                        on_capture=audit.submit if audit is not None else None, judge=judge), audit
+    manifest = Manifest(alpha_pattern=cfg.attack.alpha_pattern, paradigm=cfg.paradigm.paradigm)
+    return Eavesdropper(strategy, store, on_capture=audit.submit if audit is not None else None,
+                        manifest=manifest, judge=judge), audit
 
 
 def compose(cfg: Config, run_dir, num_nodes: int):
     """The server's strategy chain, outermost first: RoundBook (sorts replies by partition-id,
-    counts) > Eavesdropper (records every reply, bad ones marked) > ReplyGuard (leaves bad
-    replies out) > the named strategy (and its DP wrapper). Returns (book, audit)."""
+    counts) > Eavesdropper (records every reply, bad ones marked) > ParadigmStrategy (the
+    paradigm's server state: P-DARTS's stages, ENAS's and SMASH's candidates; not for
+    darts) > ReplyGuard (leaves bad replies out) > the named strategy (and its DP wrapper).
+    The guard sits inside the paradigm's wrapper: it checks replies against the model arrays
+    the round sent (a P-DARTS stage's α shape), without the server state, which clients
+    never send back. Returns (book, audit)."""
     guard = ReplyGuard(build_strategy(cfg.fed, num_nodes, cfg.dp), max_update_norm=cfg.fed.max_update_norm)
-    strategy, audit = guard, None
+    strategy, audit = with_paradigm(guard, cfg), None
     if cfg.attack.eavesdrop:
-        strategy, audit = eavesdropping(cfg, run_dir, guard, judge=guard.judge)
+        strategy, audit = eavesdropping(cfg, run_dir, strategy, judge=guard.judge)
     return RoundBook(strategy, guard=guard), audit
 
 

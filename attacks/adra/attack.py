@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.adra.client_model import AlphaProcedure
 from attacks.adra.solver import Problem, solve_paper, solve_strong
-from attacks.adra.victim import Victim, surrogate_theta
+from attacks.adra.surfaces import NoArchitectureGradient, attack_surface
+from attacks.adra.victim import surrogate_theta
 from attacks.base import Knowledge, Reconstruction
 from attacks.captures import Capture, missing_client_settings
 from fednas.config import ConfigError, search_from_record
@@ -117,16 +117,20 @@ class ADRA:
             raise CaptureError(capture.reason or "the capture is marked failed")
         search, metrics = client_procedure(capture, foreign=knowledge.target is not None)
         cfg = knowledge.config
-        ref = knowledge.build_model(0)
-        arch, weights = knowledge.split_parameters(ref)
+        try:  # the paradigm's replica and update rule, or another app's model (attacks.adra.surfaces)
+            surface = attack_surface(knowledge, capture)
+        except NoArchitectureGradient as err:
+            raise CaptureError(str(err)) from None
+        ref = surface.model
+        arch, weights = surface.split(ref)
         names = [n for n, _ in arch]
         shapes = [tuple(p.shape) for _, p in arch]
         _check_arrays("alpha_t1", capture.alpha_t1, names, shapes)
         _check_arrays("alpha_t2", capture.alpha_t2, names, shapes)
-        if self.s.knows_weights and capture.theta_t1:
-            _check_arrays("theta_t1", capture.theta_t1, [n for n, _ in weights], [tuple(p.shape) for _, p in weights])
+        if self.s.knows_weights and surface.theta_t1:
+            _check_arrays("theta_t1", surface.theta_t1, [n for n, _ in weights], [tuple(p.shape) for _, p in weights])
             theta_source = "server"
-            thetas = [{k: torch.as_tensor(v) for k, v in capture.theta_t1.items()}]
+            thetas = [{k: torch.as_tensor(v) for k, v in surface.theta_t1.items()}]
         else:
             theta_source = f"surrogate x{self.s.surrogate_draws}"
             thetas = surrogate_theta(ref, cfg.space.theta_init_bound, self.s.surrogate_draws, self._seed(capture),
@@ -134,13 +138,12 @@ class ADRA:
         delta = torch.cat([torch.as_tensor(capture.delta_alpha[n], dtype=torch.float64).reshape(-1) for n in names])
         if float(delta.abs().max()) == 0.0:
             raise CaptureError("delta-alpha is zero: the client's round did not change alpha")
-        steps = local_alpha_steps(search, metrics)
-        proc = AlphaProcedure.from_settings(search, steps)
+        steps = surface.steps(search, metrics)
+        proc = surface.procedure(search, steps)
         if not (self.s.adra_mode == "strong" and self.s.adra_unroll):
             proc = dataclasses.replace(proc, steps=1)  # Δα read as one step
         alpha_t1 = {k: torch.as_tensor(v) for k, v in capture.alpha_t1.items()}
-        victim = Victim(cfg.space, knowledge.spec, alpha_t1, thetas, alpha_l2=search.alpha_l2, model=ref,
-                        split=knowledge.split_parameters)
+        victim = surface.victim(alpha_t1, thetas, search.alpha_l2)
         spec = knowledge.spec
         problem = Problem(victim, proc, delta.float(), proc.steps, proc.batch_size, steps, spec.num_classes,
                           (spec.channels, spec.image_size, spec.image_size))

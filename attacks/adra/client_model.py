@@ -35,6 +35,7 @@ class AlphaProcedure:
     beta1: float
     steps: int
     batch_size: int
+    eps: float = ADAM_EPS  # Adam's ε (ENAS's controller uses 1e-3)
 
     @classmethod
     def from_settings(cls, search: Any, steps: int) -> AlphaProcedure:
@@ -73,7 +74,7 @@ def replay(proc: AlphaProcedure, alpha_t1: torch.Tensor,
         v = (1 - ADAM_BETA2) * g * g if v is None else ADAM_BETA2 * v + (1 - ADAM_BETA2) * g * g
         m_hat = m / (1 - proc.beta1**k)
         v_hat = v / (1 - ADAM_BETA2**k)
-        eps = ADAM_EPS
+        eps = proc.eps
         if temperature > 0:
             eps = eps + temperature * g.detach().abs().mean(-1, keepdim=True)
         # clamp: sqrt's derivative at an exactly-zero second moment is infinite
