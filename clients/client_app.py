@@ -4,6 +4,8 @@ Reply layout (one ArrayRecord and one MetricRecord, as Flower's strategies expec
 ``arrays`` (α, and θ when the server sent θ), ``metrics`` (losses, accuracies,
 ``num-examples``), ``client`` (ConfigRecord with ``partition-id``) and ``audit``
 (ConfigRecord with the D^α indices of every α step: read only by the simulation's scoring).
+A ``query.bn_statistics`` message asks for the BatchNorm statistics of the server's model
+on the client's D^θ (see ``server/bnstats.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from clients.dp_mods import dp_sgd_mod, update_dp_mod
+from fednas.batchnorm import QUERY_ACTION
 from fednas.config import Config, fault_partitions, parse_config, search_from_record
-from fednas.federated import client_evaluate, client_train
+from fednas.federated import client_evaluate, client_statistics, client_train
 from fednas.privacy import noise_seed, private_rule_from_record
 
 log = logging.getLogger(__name__)
@@ -89,4 +92,22 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics = client_evaluate(cfg, msg.content["arrays"].to_torch_state_dict(), partition_id=pid,
                               num_clients=num, local_theta=_local_theta(context))
     content = RecordDict({"metrics": MetricRecord(metrics), "client": ConfigRecord({"partition-id": pid})})
+    return Message(content=content, reply_to=msg)
+
+
+@app.query(QUERY_ACTION)
+def bn_statistics(msg: Message, context: Context) -> Message:
+    """BatchNorm statistics of the server's model on this client's D^θ (``bn-statistics = "pooled"``).
+
+    Reply: ``statistics`` (ArrayRecord of running means and variances after a
+    recalibration pass), ``metrics`` (``bn-samples``: how many samples they cover) and
+    ``client`` (``partition-id``).
+    """
+    cfg = run_config(context)
+    pid, num = _node(context)
+    config = msg.content["config"]
+    stats, n = client_statistics(cfg, search_from_record(config), msg.content["arrays"].to_torch_state_dict(),
+                                 partition_id=pid, num_clients=num, server_round=int(config.get("server-round", 0)))
+    content = RecordDict({"statistics": ArrayRecord(stats), "metrics": MetricRecord({"bn-samples": n}),
+                          "client": ConfigRecord({"partition-id": pid})})
     return Message(content=content, reply_to=msg)

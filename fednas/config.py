@@ -121,6 +121,8 @@ KEYS: tuple[Key, ...] = (
     _k("alpha-order", "search", "first", "Architecture gradient: first-order, or second-order (unrolled, finite-difference Hessian-vector product).", choices=("first", "second")),
     _k("alpha-l2", "search", 0.0, "lambda of an L2 penalty lambda * sum(alpha^2) added to the alpha loss (the LR defense).", check=_nonneg, rule=">= 0"),
     _k("share-weights", "search", True, "Clients send theta too and the server averages it (FedNAS). Off: theta stays on each client."),
+    _k("bn-statistics", "search", "pooled", "BatchNorm running statistics of the global model. pooled: after aggregating, the server asks the round's clients for the statistics of the new global theta on their D^theta (a recalibration pass) and pools them, so eval-mode numbers describe the averaged model (with local theta: as client). client: each client re-estimates the statistics of the theta it replies on its D^theta and the server averages them (no extra round trip, approximate). ema: the theta steps' moving average, averaged (near-chance eval-mode accuracy for many rounds). D^alpha never enters them.", choices=("pooled", "client", "ema")),
+    _k("bn-statistics-batches", "search", 0, "Batches of batch-size samples of D^theta in a recalibration pass (0: all of D^theta).", check=_nonneg, rule=">= 0"),
     # --- federation ------------------------------------------------------------------
     _k("num-server-rounds", "fed", 3, "Federated rounds.", check=_pos, rule="> 0"),
     _k("strategy", "fed", "fedavg", "Server strategy (Flower built-ins).", choices=("fedavg", "fedavgm", "fedprox")),
@@ -292,6 +294,9 @@ def _cross_checks(flat: Mapping[str, Any]) -> list[str]:
     if flat["dp-server"] and not flat["dp-update"]:
         errors.append("'dp-server' = true needs 'dp-update' = true: Flower's client-side-clipping wrapper "
                       "relies on every client clipping its update (the update mod does)")
+    if flat["bn-statistics"] == "pooled" and flat["share-weights"] and (flat["dp-server"] or flat["dp-update-theta"]):
+        errors.append("'bn-statistics' = \"pooled\" sends statistics of D^theta outside the update's DP mechanism, "
+                      "which covers theta here ('dp-server' or 'dp-update-theta'): choose 'bn-statistics' = \"client\"")
     errors.extend(_amia_checks(flat))
     return errors
 

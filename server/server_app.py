@@ -16,6 +16,7 @@ from fednas.data import check_federation, dataset_from_config
 from fednas.federated import central_evaluate, genotype_of, initial_arrays
 from fednas.runlog import RunLog, resolve_run_dir
 from server import route_logs_to_flower
+from server.bnstats import PooledStatistics
 from server.eavesdrop import Eavesdropper
 from server.strategies import RoundBook, build_strategy
 
@@ -105,6 +106,8 @@ def main(grid: Grid, context: Context) -> None:
         # Fail before any training if a client would lack data.
         check_federation(dataset_from_config(cfg.data, cfg.run.seed), cfg.data, cfg.run.seed, len(nodes))
         strategy = build_strategy(cfg.fed, len(nodes), cfg.dp)
+        if cfg.search.bn_statistics == "pooled" and cfg.search.share_weights:
+            strategy = PooledStatistics(strategy, cfg.fed.round_timeout)
         if cfg.attack.eavesdrop:
             strategy, audit = eavesdropping(cfg, run_dir, strategy)
         book = RoundBook(strategy)
