@@ -72,6 +72,7 @@ def train(msg: Message, context: Context) -> Message:
         server_round=server_round,
         local_theta=_local_theta(context),
         alpha_gradient=private,
+        proximal_mu=float(train_cfg["proximal-mu"]) if "proximal-mu" in train_cfg else None,  # Flower's FedProx
     )
     if result.theta:
         context.state[THETA_STATE_KEY] = ArrayRecord(result.theta)

@@ -121,11 +121,13 @@ KEYS: tuple[Key, ...] = (
     _k("alpha-order", "search", "first", "Architecture gradient: first-order, or second-order (unrolled, finite-difference Hessian-vector product).", choices=("first", "second")),
     _k("alpha-l2", "search", 0.0, "lambda of an L2 penalty lambda * sum(alpha^2) added to the alpha loss (the LR defense).", check=_nonneg, rule=">= 0"),
     _k("share-weights", "search", True, "Clients send theta too and the server averages it (FedNAS). Off: theta stays on each client."),
+    _k("proximal-alpha", "search", False, "FedProx (strategy = fedprox): put the proximal term on alpha too, mu/2 ||alpha - alpha_global||^2 added to alpha's loss (off: theta only, as FedProx)."),
     _k("bn-statistics", "search", "pooled", "BatchNorm running statistics of the global model. pooled: after aggregating, the server asks the round's clients for the statistics of the new global theta on their D^theta (a recalibration pass) and pools them, so eval-mode numbers describe the averaged model (with local theta: as client). client: each client re-estimates the statistics of the theta it replies on its D^theta and the server averages them (no extra round trip, approximate). ema: the theta steps' moving average, averaged (near-chance eval-mode accuracy for many rounds). D^alpha never enters them.", choices=("pooled", "client", "ema")),
     _k("bn-statistics-batches", "search", 0, "Batches of batch-size samples of D^theta in a recalibration pass (0: all of D^theta).", check=_nonneg, rule=">= 0"),
     # --- federation ------------------------------------------------------------------
     _k("num-server-rounds", "fed", 3, "Federated rounds.", check=_pos, rule="> 0"),
     _k("strategy", "fed", "fedavg", "Server strategy (Flower built-ins).", choices=("fedavg", "fedavgm", "fedprox")),
+    _k("proximal-mu", "fed", 0.0, "FedProx's mu (strategy = fedprox, which sends it to the clients as proximal-mu): clients add mu/2 ||theta - theta_global||^2 to theta's loss (0: FedAvg).", check=_nonneg, rule=">= 0"),
     _k("fraction-train", "fed", 1.0, "Share of connected clients sampled for training each round.", check=_unit, rule="in (0, 1]"),
     _k("fraction-evaluate", "fed", 1.0, "Share of clients sampled for federated evaluation (0: none).", check=lambda x: 0.0 <= x <= 1.0, rule="in [0, 1]"),
     _k("min-train-clients", "fed", 2, "Minimum clients per training round (capped at the federation's size).", check=_pos, rule="> 0"),
@@ -297,6 +299,9 @@ def _cross_checks(flat: Mapping[str, Any]) -> list[str]:
     if flat["bn-statistics"] == "pooled" and flat["share-weights"] and (flat["dp-server"] or flat["dp-update-theta"]):
         errors.append("'bn-statistics' = \"pooled\" sends statistics of D^theta outside the update's DP mechanism, "
                       "which covers theta here ('dp-server' or 'dp-update-theta'): choose 'bn-statistics' = \"client\"")
+    if flat["proximal-mu"] > 0 and flat["strategy"] != "fedprox":
+        errors.append(f"'proximal-mu' = {flat['proximal-mu']} is sent by the fedprox strategy only; "
+                      f"set 'strategy' = \"fedprox\" (now {flat['strategy']!r}) or 'proximal-mu' = 0")
     errors.extend(_amia_checks(flat))
     return errors
 

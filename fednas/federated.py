@@ -17,7 +17,7 @@ from fednas.batchnorm import calibration_batches, recalibrate, statistics_state
 from fednas.config import Config
 from fednas.data import ClientSplit, ImageSet, client_data, dataset_from_config, make_pools
 from fednas.noise import input_noise_from_config
-from fednas.search import AlphaGradient, evaluate, local_search
+from fednas.search import AlphaGradient, Proximal, evaluate, local_search
 from fednas.spaces import Supernet, build_supernet
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class ClientRound:
 
 def client_train(cfg: Config, settings: Any, arrays: Arrays, *, partition_id: int, num_clients: int,
                  server_round: int, local_theta: Arrays | None = None,
-                 alpha_gradient: AlphaGradient | None = None) -> ClientRound:
+                 alpha_gradient: AlphaGradient | None = None, proximal_mu: float | None = None) -> ClientRound:
     """Run one client's local search from the server's arrays.
 
     Parameters
@@ -81,6 +81,9 @@ def client_train(cfg: Config, settings: Any, arrays: Arrays, *, partition_id: in
         This client's own θ from earlier rounds (used when the server sent none).
     alpha_gradient : callable, optional
         A replacement α-gradient rule (the private one of the DP-SGD mod).
+    proximal_mu : float, optional
+        FedProx's μ as the strategy sent it (``proximal-mu``): the proximal term around the
+        received θ (when it was sent) and, with ``proximal-alpha``, around the received α.
     """
     device = pick_device(cfg.run.device)
     dataset, split = client_data(cfg.data, cfg.run.seed, partition_id, num_clients)
@@ -90,9 +93,10 @@ def client_train(cfg: Config, settings: Any, arrays: Arrays, *, partition_id: in
     model.load_arrays(arrays)
     seed = round_seed(cfg, server_round, partition_id)
     noise = input_noise_from_config(cfg)
-    result = local_search(model, dataset, split, settings, seed, device, alpha_gradient=alpha_gradient,
-                          input_noise=noise)
     sent_theta = any(not k.startswith(model.alpha_prefix) for k in arrays)
+    proximal = None if proximal_mu is None else Proximal.at(model, proximal_mu, sent_theta, settings.proximal_alpha)
+    result = local_search(model, dataset, split, settings, seed, device, alpha_gradient=alpha_gradient,
+                          input_noise=noise, proximal=proximal)
     if recalibrates_reply(settings, sent_theta):  # statistics of the θ (and α) this client replies
         recalibrate_on_theta(model, dataset, split, settings, device, noise, seed)
     reply = dict(model.arch_state())

@@ -158,6 +158,31 @@ def make_alpha_optimizer(params: list[torch.nn.Parameter], s: Any) -> torch.opti
     raise ValueError(f"unknown alpha-optimizer {s.alpha_optimizer!r}; choose adam or sgd")
 
 
+@dataclass(frozen=True)
+class Proximal:
+    """FedProx's proximal term μ/2 ‖w − w_global‖² on some parameters (Li et al. 2020).
+
+    ``anchors`` holds the global values the round started from, by parameter name; the
+    term's gradient μ(w − w_global) is added to those parameters' gradients (before θ's
+    clipping, as if it were part of the loss; after DP-SGD's noise on α, since it does not
+    depend on data).
+    """
+
+    mu: float
+    anchors: dict[str, torch.Tensor]
+
+    @classmethod
+    def at(cls, model: Supernet, mu: float, theta: bool = True, alpha: bool = False) -> Proximal:
+        """The term around the model's current θ (``theta``) and/or α (``alpha``)."""
+        named = (model.named_weight_parameters() if theta else []) + (model.named_arch_parameters() if alpha else [])
+        return cls(float(mu), {n: p.detach().clone() for n, p in named})
+
+    def gradients(self, named: list[tuple[str, torch.Tensor]], grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``grads`` of the ``named`` parameters plus the term's gradient where it applies."""
+        return [g + self.mu * (p.detach() - self.anchors[n]) if n in self.anchors else g
+                for (n, p), g in zip(named, grads)]
+
+
 def num_local_steps(s: Any, n_theta: int) -> int:
     """Steps of one round: ``local-steps``, or ``local-epochs`` passes over D^θ."""
     if s.local_epochs > 0:
@@ -177,7 +202,7 @@ class SearchResult:
 
 def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, settings: Any, seed: Any,
                  device: torch.device | str = "cpu", alpha_gradient: AlphaGradient | None = None,
-                 input_noise: InputNoise | None = None) -> SearchResult:
+                 input_noise: InputNoise | None = None, proximal: Proximal | None = None) -> SearchResult:
     """Run one round of bilevel search in place on ``model``.
 
     Parameters
@@ -194,6 +219,8 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
         Overrides the rule named by ``settings.alpha_order``. A rule with a ``sampler``
         attribute (``sampler(indices, batch_size, rng) -> iterator of index arrays``, e.g.
         the Poisson sampler of the private rule) also draws the D^α batches.
+    proximal : Proximal, optional
+        FedProx's term around the round's global θ (and α), added to their gradients.
     input_noise : InputNoise, optional
         Noise added to every training input, of D^θ and D^α alike (the DP defense of
         AMIA); the clean data never reaches the model.
@@ -227,6 +254,8 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
         # θ (a weight-level channel beside the architecture).
         with frozen_running_statistics(model):
             grads, a_loss, a_acc = rule(model, a_batch, StepContext(t_batch, w_opt, settings))
+        if proximal is not None:
+            grads = proximal.gradients(model.named_arch_parameters(), list(grads))
         a_opt.zero_grad(set_to_none=True)
         for p, g in zip(model.arch_parameters(), grads):
             p.grad = g.detach()
@@ -234,8 +263,11 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
         # θ step on D^θ
         logits = model(t_batch[0])
         loss = F.cross_entropy(logits, t_batch[1])
-        weights = model.weight_parameters()
-        for p, g in zip(weights, torch.autograd.grad(loss, weights)):  # θ only, never α
+        named = model.named_weight_parameters()
+        grads = list(torch.autograd.grad(loss, [p for _, p in named]))  # θ only, never α
+        if proximal is not None:
+            grads = proximal.gradients(named, grads)
+        for (_, p), g in zip(named, grads):
             p.grad = g
         if settings.theta_grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.weight_parameters(), settings.theta_grad_clip)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedAvgM, Strategy
+from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedAvgM, FedProx, Strategy
 
 log = logging.getLogger(__name__)
 
-STRATEGIES: dict[str, type[FedAvg]] = {"fedavg": FedAvg, "fedavgm": FedAvgM}
+STRATEGIES: dict[str, type[FedAvg]] = {"fedavg": FedAvg, "fedavgm": FedAvgM, "fedprox": FedProx}
+# Constructor arguments a strategy takes beyond FedAvg's, from the ``fed`` config section.
+STRATEGY_OPTIONS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "fedprox": lambda fed: {"proximal_mu": fed.proximal_mu},  # sent to clients as "proximal-mu"
+}
 
 
 def build_strategy(fed: Any, num_nodes: int, dp: Any = None) -> Strategy:
@@ -38,6 +42,7 @@ def build_strategy(fed: Any, num_nodes: int, dp: Any = None) -> Strategy:
         min_train_nodes=min_train,
         min_evaluate_nodes=min_eval,
         min_available_nodes=min(max(min_train, min_eval, 1), num_nodes),
+        **STRATEGY_OPTIONS.get(fed.strategy, lambda _: {})(fed),
     )
     if dp is not None and dp.dp_server:
         sampled = max(int(num_nodes * fed.fraction_train), min_train)  # as FedAvg samples

@@ -110,7 +110,7 @@ class ADRA:
         if float(delta.abs().max()) == 0.0:
             raise CaptureError("delta-alpha is zero: the client's round did not change alpha")
         steps = local_alpha_steps(search, capture.metrics)
-        proc = AlphaProcedure.from_settings(search, steps)
+        proc = AlphaProcedure.from_settings(search, steps, float(capture.train_config.get("proximal-mu", 0.0)))
         if not (self.s.adra_mode == "strong" and self.s.adra_unroll):
             proc = dataclasses.replace(proc, steps=1)  # Δα read as one step
         alpha_t1 = {k: torch.as_tensor(v) for k, v in capture.alpha_t1.items()}
