@@ -1,7 +1,8 @@
 """Flower ClientApp: unpack the server's records, run local DARTS search, pack the reply.
 
 Reply layout (one ArrayRecord and one MetricRecord, as Flower's strategies expect):
-``arrays`` (α, and θ when the server sent θ), ``metrics`` (losses, accuracies,
+``arrays`` (α, and θ when the server sent θ; their updates when the server asks for
+``reply = "delta"``), ``metrics`` (losses, accuracies,
 ``num-examples``), ``client`` (ConfigRecord with ``partition-id``) and ``audit``
 (ConfigRecord with the D^α indices of every α step: read only by the simulation's scoring).
 A ``query.bn_statistics`` message asks for the BatchNorm statistics of the server's model
@@ -17,6 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from clients.dp_mods import dp_sgd_mod, update_dp_mod
+from clients.reply_mod import delta_reply_mod
 from fednas.batchnorm import QUERY_ACTION
 from fednas.config import Config, fault_partitions, parse_config, search_from_record
 from fednas.federated import client_evaluate, client_statistics, client_train
@@ -48,8 +50,9 @@ def _local_theta(context: Context):
     return record.to_torch_state_dict() if record is not None else None
 
 
-# Train-only: DP mods registered on the whole app would also wrap evaluate messages.
-@app.train(mods=[dp_sgd_mod, update_dp_mod])
+# Train-only: DP mods registered on the whole app would also wrap evaluate messages. The
+# delta mod is outermost: the DP mods inside it privatise the update whatever the form.
+@app.train(mods=[delta_reply_mod, dp_sgd_mod, update_dp_mod])
 def train(msg: Message, context: Context) -> Message:
     """Local search from the received global arrays; reply the new α (and θ).
 

@@ -128,6 +128,7 @@ KEYS: tuple[Key, ...] = (
     _k("num-server-rounds", "fed", 3, "Federated rounds.", check=_pos, rule="> 0"),
     _k("strategy", "fed", "fedavg", "Server strategy (Flower built-ins).", choices=("fedavg", "fedavgm", "fedprox")),
     _k("proximal-mu", "fed", 0.0, "FedProx's mu (strategy = fedprox, which sends it to the clients as proximal-mu): clients add mu/2 ||theta - theta_global||^2 to theta's loss (0: FedAvg).", check=_nonneg, rule=">= 0"),
+    _k("reply", "fed", "delta", "What a client's train reply carries: delta (the round's update, alpha_t2 - alpha_t1 and theta's when shared; the server adds the weighted mean update to what it sent) or weights (alpha_t2 and theta themselves). The same global model up to float rounding.", choices=("delta", "weights")),
     _k("fraction-train", "fed", 1.0, "Share of connected clients sampled for training each round.", check=_unit, rule="in (0, 1]"),
     _k("fraction-evaluate", "fed", 1.0, "Share of clients sampled for federated evaluation (0: none).", check=lambda x: 0.0 <= x <= 1.0, rule="in [0, 1]"),
     _k("min-train-clients", "fed", 2, "Minimum clients per training round (capped at the federation's size).", check=_pos, rule="> 0"),

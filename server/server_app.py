@@ -17,6 +17,7 @@ from fednas.federated import central_evaluate, genotype_of, initial_arrays
 from fednas.runlog import RunLog, resolve_run_dir
 from server import route_logs_to_flower
 from server.bnstats import PooledStatistics
+from server.deltas import DeltaReplies
 from server.eavesdrop import Eavesdropper
 from server.strategies import RoundBook, build_strategy
 
@@ -92,6 +93,23 @@ def finish_leakage(audit, run_dir, strategy: Eavesdropper) -> dict:
     return audit.finish()
 
 
+def assemble_strategy(cfg: Config, num_nodes: int, run_dir) -> tuple[RoundBook, Eavesdropper | None, object]:
+    """The run's strategy, innermost first: the named Flower strategy (in Flower's DP wrapper
+    with ``dp-server``), pooled BatchNorm statistics, the eavesdropper, delta replies (outside
+    the eavesdropper, which so stores α_t2 = α_t1 + Δα), and the round book outermost.
+    Returns the round book, the eavesdropper (or None) and its leakage audit (or None)."""
+    strategy = build_strategy(cfg.fed, num_nodes, cfg.dp)
+    if cfg.search.bn_statistics == "pooled" and cfg.search.share_weights:
+        strategy = PooledStatistics(strategy, cfg.fed.round_timeout)
+    eavesdropper = audit = None
+    if cfg.attack.eavesdrop:
+        eavesdropper, audit = eavesdropping(cfg, run_dir, strategy)
+        strategy = eavesdropper
+    if cfg.fed.reply == "delta":
+        strategy = DeltaReplies(strategy)
+    return RoundBook(strategy), eavesdropper, audit
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Validate the config, run the rounds, write the run directory."""
@@ -105,12 +123,7 @@ def main(grid: Grid, context: Context) -> None:
     try:
         # Fail before any training if a client would lack data.
         check_federation(dataset_from_config(cfg.data, cfg.run.seed), cfg.data, cfg.run.seed, len(nodes))
-        strategy = build_strategy(cfg.fed, len(nodes), cfg.dp)
-        if cfg.search.bn_statistics == "pooled" and cfg.search.share_weights:
-            strategy = PooledStatistics(strategy, cfg.fed.round_timeout)
-        if cfg.attack.eavesdrop:
-            strategy, audit = eavesdropping(cfg, run_dir, strategy)
-        book = RoundBook(strategy)
+        book, eavesdropper, audit = assemble_strategy(cfg, len(nodes), run_dir)
         initial = ArrayRecord(initial_arrays(cfg))
         result = book.start(
             grid=grid,
@@ -127,7 +140,7 @@ def main(grid: Grid, context: Context) -> None:
         genotype = genotype_of(cfg, final)
         log.info("final genotype:\n%s", genotype.pretty())
         if cfg.attack.eavesdrop:
-            runlog.summary["leakage"] = finish_leakage(audit, run_dir, strategy)
+            runlog.summary["leakage"] = finish_leakage(audit, run_dir, eavesdropper)
         runlog.finish({k: v.numpy() for k, v in final.items()}, genotype=genotype.pretty())
     except BaseException as err:
         runlog.fail(err)
