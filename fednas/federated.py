@@ -96,7 +96,8 @@ def client_train(cfg: Config, settings: Any, arrays: Arrays, *, partition_id: in
     sent_theta = any(not k.startswith(model.alpha_prefix) for k in arrays)
     proximal = None if proximal_mu is None else Proximal.at(model, proximal_mu, sent_theta, settings.proximal_alpha)
     result = local_search(model, dataset, split, settings, seed, device, alpha_gradient=alpha_gradient,
-                          input_noise=noise, proximal=proximal)
+                          input_noise=noise, proximal=proximal,
+                          train_alpha=server_round > settings.alpha_warmup_rounds)
     if recalibrates_reply(settings, sent_theta):  # statistics of the θ (and α) this client replies
         recalibrate_on_theta(model, dataset, split, settings, device, noise, seed)
     reply = dict(model.arch_state())
@@ -109,7 +110,7 @@ def client_train(cfg: Config, settings: Any, arrays: Arrays, *, partition_id: in
         "partition-id": partition_id,
         "server-round": server_round,
         "alpha-batch-size": int(settings.alpha_batch_size),
-        "alpha-steps": result.steps,
+        "alpha-steps": len(result.alpha_batches),  # 0 in a warm-up round
         # flat, step after step; each step holds alpha-batch-size indices (or all of a
         # smaller D^α): global indices into the loaded dataset
         "alpha-indices": [i for batch in result.alpha_batches for i in batch],

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 ROUND_COLUMNS = (
     "round", "sampled", "replied", "failed", "theta-loss", "theta-acc", "alpha-loss", "alpha-acc",
-    "eval-loss", "eval-acc", "central-loss", "central-acc", "genotype", "seconds",
+    "eval-loss", "eval-acc", "central-loss", "central-acc", "alpha-entropy", "alpha-step", "alpha-drift",
+    "param-free-share", "genotype-changes", "genotype", "seconds",
 )
 
 
@@ -86,6 +87,8 @@ class RunLog:
             "failures": int(sum(r.get("failed", 0) for r in self.rows)),
             "final-central-acc": last.get("central-acc"),
             "final-eval-acc": last.get("eval-acc"),
+            "final-alpha-entropy": last.get("alpha-entropy"),
+            "final-param-free-share": last.get("param-free-share"),
             "wall-seconds": round(time.time() - self.t0, 3),
         })
         atomic_write_json(self.dir / "summary.json", self.summary)

@@ -190,6 +190,25 @@ def num_local_steps(s: Any, n_theta: int) -> int:
     return s.local_steps
 
 
+def _alpha_step(model: Supernet, rule: AlphaGradient, batch: Batch, ctx: StepContext, optimizer: torch.optim.Optimizer,
+                proximal: Proximal | None) -> tuple[float, float]:
+    """One α step on a D^α batch; its loss and accuracy.
+
+    BatchNorm still normalises by batch statistics, but its running statistics must not
+    learn from D^α: they are weights, and would carry D^α into θ (a weight-level channel
+    beside the architecture).
+    """
+    with frozen_running_statistics(model):
+        grads, loss, acc = rule(model, batch, ctx)
+    if proximal is not None:
+        grads = proximal.gradients(model.named_arch_parameters(), list(grads))
+    optimizer.zero_grad(set_to_none=True)
+    for p, g in zip(model.arch_parameters(), grads):
+        p.grad = g.detach()
+    optimizer.step()
+    return loss, acc
+
+
 @dataclass
 class SearchResult:
     """What one round of local search did."""
@@ -202,7 +221,8 @@ class SearchResult:
 
 def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, settings: Any, seed: Any,
                  device: torch.device | str = "cpu", alpha_gradient: AlphaGradient | None = None,
-                 input_noise: InputNoise | None = None, proximal: Proximal | None = None) -> SearchResult:
+                 input_noise: InputNoise | None = None, proximal: Proximal | None = None,
+                 train_alpha: bool = True) -> SearchResult:
     """Run one round of bilevel search in place on ``model``.
 
     Parameters
@@ -221,6 +241,8 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
         the Poisson sampler of the private rule) also draws the D^α batches.
     proximal : Proximal, optional
         FedProx's term around the round's global θ (and α), added to their gradients.
+    train_alpha : bool
+        False: θ steps only, no α step and no D^α batch (a warm-up round).
     input_noise : InputNoise, optional
         Noise added to every training input, of D^θ and D^α alike (the DP defense of
         AMIA); the clean data never reaches the model.
@@ -242,24 +264,17 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
     alpha_counted = 0
     model.train()
     for _ in range(steps):
-        ia, it = next(alpha_iter), next(theta_iter)
-        xa, xt = x_all[ia], x_all[it]
-        if input_noise is not None:
-            xa, xt = input_noise(xa, ia, noise_rng), input_noise(xt, it, noise_rng)
-        a_batch = (xa.to(device), y_all[ia].to(device))
+        # α's batch first, then θ's, from one generator (and noise in the same order): the
+        # batch order of a run does not change with the code paths around it
+        ia = next(alpha_iter) if train_alpha else []
+        it = next(theta_iter)
+        xa = x_all[ia] if input_noise is None or not train_alpha else input_noise(x_all[ia], ia, noise_rng)
+        xt = x_all[it] if input_noise is None else input_noise(x_all[it], it, noise_rng)
         t_batch = (xt.to(device), y_all[it].to(device))
-        alpha_batches.append([int(i) for i in ia])
-        # α step on D^α. BatchNorm still normalises by batch statistics, but its running
-        # statistics must not learn from D^α: they are weights, and would carry D^α into
-        # θ (a weight-level channel beside the architecture).
-        with frozen_running_statistics(model):
-            grads, a_loss, a_acc = rule(model, a_batch, StepContext(t_batch, w_opt, settings))
-        if proximal is not None:
-            grads = proximal.gradients(model.named_arch_parameters(), list(grads))
-        a_opt.zero_grad(set_to_none=True)
-        for p, g in zip(model.arch_parameters(), grads):
-            p.grad = g.detach()
-        a_opt.step()
+        if train_alpha:
+            a_loss, a_acc = _alpha_step(model, rule, (xa.to(device), y_all[ia].to(device)),
+                                        StepContext(t_batch, w_opt, settings), a_opt, proximal)
+            alpha_batches.append([int(i) for i in ia])
         # θ step on D^θ
         logits = model(t_batch[0])
         loss = F.cross_entropy(logits, t_batch[1])

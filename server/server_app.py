@@ -14,6 +14,7 @@ from fednas.accounting import dp_summary
 from fednas.config import Config, parse_config, search_to_record
 from fednas.data import check_federation, dataset_from_config
 from fednas.federated import central_evaluate, genotype_of, initial_arrays
+from fednas.progress import SearchProgress
 from fednas.runlog import RunLog, resolve_run_dir
 from server import route_logs_to_flower
 from server.bnstats import PooledStatistics
@@ -49,12 +50,15 @@ def _json_eps(value: float) -> float | str:
 
 
 def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
+    progress = SearchProgress()
+
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         state = arrays.to_torch_state_dict()
         metrics = {}
         if cfg.fed.central_eval and cfg.search.share_weights:
             metrics = central_evaluate(cfg, state)
         genotype = genotype_of(cfg, state)
+        metrics.update(progress.update(state, genotype))
         if server_round == 0:
             runlog.summary["initial-central-acc"] = metrics.get("central-acc")
             return MetricRecord(metrics) if metrics else None

@@ -81,3 +81,14 @@ def test_a_client_recalibrates_what_it_replies_or_keeps_when_asked(mode, share, 
     again = statistics_state(model)
     same = all(torch.allclose(_statistics(theta)[k], v, rtol=1e-5, atol=1e-6) for k, v in again.items())
     assert same == recalibrated
+
+
+def test_in_warm_up_rounds_only_theta_moves():
+    cfg = parse_config({**BASE, "nodes": 3, "alpha-warmup-rounds": 1})
+    arrays = initial_arrays(cfg)
+    warm = client_train(cfg, cfg.search, arrays, partition_id=0, num_clients=2, server_round=1)
+    assert torch.equal(warm.arrays["alpha"], arrays["alpha"])
+    assert any(not torch.equal(warm.arrays[k], arrays[k]) for k in arrays if not k.startswith("alpha"))
+    assert warm.audit["alpha-steps"] == 0 and warm.audit["alpha-indices"] == []
+    after = client_train(cfg, cfg.search, warm.arrays, partition_id=0, num_clients=2, server_round=2)
+    assert not torch.equal(after.arrays["alpha"], warm.arrays["alpha"]) and after.audit["alpha-steps"] == 2

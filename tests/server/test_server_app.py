@@ -25,3 +25,6 @@ def test_quickstart_central_accuracy_tracks_the_clients(tmp_path):
     assert list(rounds["round"]) == [1, 2]
     assert (rounds["central-acc"] >= rounds["theta-acc"] - 0.05).all(), rounds[["theta-acc", "central-acc"]]
     assert (rounds["bn-clients"] == 3).all()
+    # search progress, every round
+    assert rounds["alpha-entropy"].between(0, 2.0795).all() and (rounds["alpha-drift"] > 0).all()
+    assert rounds["param-free-share"].between(0, 1).all() and rounds["genotype-changes"].notna().all()
