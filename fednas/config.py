@@ -177,6 +177,19 @@ KEYS: tuple[Key, ...] = (
     _k("md-keep", "amia", 0.5, "Share of the reference set kept for the student: its lowest-entropy samples (DMP).", check=_unit, rule="in (0, 1]"),
     _k("md-temperature", "amia", 1.0, "Softmax temperature of the teacher's soft labels.", check=_pos, rule="> 0"),
     _k("md-epochs", "amia", 100, "Epochs of the student's training on the kept reference samples.", check=_pos, rule="> 0"),
+    # --- derive: the final genotype trained from scratch, against random (fednas/derive) ---
+    _k("derive", "derive", False, "When the search ends, train the final genotype's network from scratch (and derive-random random genotypes of the space, the baseline) and write <run-dir>/derived/ (python -m simulations derive RUN_DIR does it for any finished run)."),
+    _k("derive-mode", "derive", "federated", "federated: FedAvg over the run's clients and their data (in one process); central: one model on all their data.", choices=("federated", "central")),
+    _k("derive-rounds", "derive", 20, "FedAvg rounds of the training (central: epochs).", check=_pos, rule="> 0"),
+    _k("derive-local-epochs", "derive", 1, "Passes over its data a client makes per round.", check=_pos, rule="> 0"),
+    _k("derive-batch-size", "derive", 32, "Batch size of the training.", check=_pos, rule="> 0"),
+    _k("derive-lr", "derive", 0.05, "SGD learning rate (momentum 0.9, weight decay 3e-4, gradient clip 5), cosine-annealed over the rounds as DARTS's evaluation.", check=_pos, rule="> 0"),
+    _k("derive-channels", "derive", 0, "Channels of the derived network (darts: of the first cell); 0: the search's.", check=_nonneg, rule=">= 0"),
+    _k("derive-layers", "derive", 0, "darts: cells of the derived network (DARTS evaluates 20); 0: the search's layers.", check=_nonneg, rule=">= 0"),
+    _k("derive-auxiliary-weight", "derive", 0.0, "darts: weight of the auxiliary head's loss (DARTS: 0.4); 0: no auxiliary head.", check=_nonneg, rule=">= 0"),
+    _k("derive-drop-path", "derive", 0.0, "Drop-path probability, reached linearly by the last round (DARTS: 0.2); 0: off.", check=lambda x: 0.0 <= x < 1.0, rule="in [0, 1)"),
+    _k("derive-data", "derive", "all", "Training data: all (every client's D^theta and D^alpha, DARTS's final training) or theta (D^theta only).", choices=("all", "theta")),
+    _k("derive-random", "derive", 5, "Random genotypes of the same space trained the same way (the random-search baseline); 0: none.", check=_nonneg, rule=">= 0"),
     # --- attack: the eavesdropper and ADRA (attacks/adra, docs/adra.md) --------------
     _k("eavesdrop", "attack", False, "Wrap the server's strategy with the eavesdropper: record each client's alpha before/after its round (captures/), attack it, write leakage/."),
     _k("attack", "attack", "adra", "Attack run on every capture, by name (attacks.ATTACKS).", choices=("adra",)),
@@ -304,6 +317,10 @@ def _cross_checks(flat: Mapping[str, Any]) -> list[str]:
     if flat["proximal-mu"] > 0 and flat["strategy"] != "fedprox":
         errors.append(f"'proximal-mu' = {flat['proximal-mu']} is sent by the fedprox strategy only; "
                       f"set 'strategy' = \"fedprox\" (now {flat['strategy']!r}) or 'proximal-mu' = 0")
+    if flat["space"] == "dag":
+        for key in ("derive-layers", "derive-auxiliary-weight"):
+            if flat[key] > 0:
+                errors.append(f"'{key}' = {flat[key]} applies to the darts space (the dag space has no cells to stack)")
     errors.extend(_amia_checks(flat))
     return errors
 

@@ -13,6 +13,7 @@ from attacks.amia import amia_after_run
 from fednas.accounting import dp_summary
 from fednas.config import Config, parse_config, search_to_record
 from fednas.data import check_federation, dataset_from_config
+from fednas.derive import derive_after_run
 from fednas.federated import central_evaluate, genotype_of, initial_arrays
 from fednas.progress import SearchProgress
 from fednas.runlog import RunLog, resolve_run_dir
@@ -151,6 +152,9 @@ def main(grid: Grid, context: Context) -> None:
         if audit is not None:
             audit.close()
         raise
+    if cfg.derive.derive:  # after the run is complete and saved; a failure is recorded, never raised
+        runlog.summary["derive"] = derive_after_run(run_dir)
+        runlog.write_summary()
     if cfg.amia.amia:  # after the run is complete and saved; a failure is recorded, never raised
         runlog.summary["amia"] = amia_after_run(run_dir)
         runlog.write_summary()

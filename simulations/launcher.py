@@ -79,6 +79,16 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def parse_set(item: str) -> tuple[str, Any]:
+    """One ``--set key=value`` item; a string key keeps the text as typed (fault-partitions=1 means "1")."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, _, value = item.partition("=")
+    key, value = key.strip(), value.strip()
+    schema = KEY_BY_NAME.get(key)
+    return key, value.strip('"') if schema is not None and schema.kind is str else parse_value(value)
+
+
 def load_experiment(path: str | Path | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """An experiment TOML: top-level run-config overrides and an optional ``[federation]`` table."""
     if path is None:
@@ -194,14 +204,7 @@ def run_status(env: dict[str, str], run_id: int, project: Path) -> str:
 def prepare(project: Path, experiment: str | Path | None, sets: list[str], fed_overrides: dict[str, Any]) -> tuple[dict[str, Any], Federation]:
     """Merge pyproject defaults, the experiment file and ``--set``; validate everything."""
     overrides, fed_table = load_experiment(experiment)
-    for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key, _, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        schema = KEY_BY_NAME.get(key)
-        # a string key keeps the text as typed (fault-partitions=1 means "1", not 1)
-        overrides[key] = value.strip('"') if schema is not None and schema.kind is str else parse_value(value)
+    overrides.update(parse_set(item) for item in sets)
     defaults = pyproject_defaults(project)
     unknown = [k for k in overrides if k not in defaults]
     cfg = parse_config({**defaults, **overrides})  # names every bad key and value
