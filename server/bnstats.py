@@ -32,6 +32,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fednas.batchnorm import QUERY_ACTION, is_statistic, pool_statistics
 from server.strategies import partition_of
+from server.wrapping import StrategyWrapper
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _usable(msg: Message, expected: dict[str, tuple[int, ...]]) -> tuple[dict[st
     return {k: torch.from_numpy(np.array(v, dtype=np.float64)) for k, v in stats.items()}, n
 
 
-class PooledStatistics(Strategy):
+class PooledStatistics(StrategyWrapper):
     """Strategy wrapper: the aggregate's BatchNorm statistics are pooled from the clients'
     recalibration passes under the aggregate itself.
 
@@ -71,18 +72,10 @@ class PooledStatistics(Strategy):
     """
 
     def __init__(self, strategy: Strategy, timeout: float = 3600.0) -> None:
-        self.strategy = strategy
+        super().__init__(strategy)
         self.timeout = timeout
         self._grid: Grid | None = None
         self._config: dict[str, Any] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "strategy":
-            raise AttributeError(name)
-        return getattr(self.strategy, name)
-
-    def __repr__(self) -> str:
-        return f"PooledStatistics({self.strategy!r})"
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
@@ -130,12 +123,6 @@ class PooledStatistics(Strategy):
             log.warning("round %d: no client returned usable BatchNorm statistics; keeping the aggregated ones", server_round)
             return {}, 0
         return pool_statistics(parts), len(parts)
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, replies)
 
     def summary(self) -> None:
         log.info("\t├──> PooledStatistics: BatchNorm statistics pooled from the clients' D^theta each round")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
@@ -25,24 +24,17 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fednas.updates import REPLY_KEY, apply_update
+from server.wrapping import StrategyWrapper
 
 log = logging.getLogger(__name__)
 
 
-class DeltaReplies(Strategy):
+class DeltaReplies(StrategyWrapper):
     """Strategy wrapper: clients reply updates; the inner strategy sees sent + update."""
 
     def __init__(self, strategy: Strategy) -> None:
-        self.strategy = strategy
+        super().__init__(strategy)
         self._sent: dict[int, ArrayRecord] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "strategy":
-            raise AttributeError(name)
-        return getattr(self.strategy, name)
-
-    def __repr__(self) -> str:
-        return f"DeltaReplies({self.strategy!r})"
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         config[REPLY_KEY] = "delta"
@@ -66,12 +58,6 @@ class DeltaReplies(Strategy):
             msg.content["arrays"] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in weights.items()})
             kept.append(msg)
         return self.strategy.aggregate_train(server_round, kept)
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, replies)
 
     def summary(self) -> None:
         log.info("\t├──> DeltaReplies: clients reply their update; weights = sent + update")

@@ -96,3 +96,23 @@ def run_server_app(run_config: Mapping[str, Any], num_nodes: int, client_app: Cl
     grid = InProcessGrid(run_config, num_nodes, client, client, query=client)
     main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=dict(run_config)))
     return grid
+
+
+def run_strategy(strategy: Any, keys: Mapping[str, Any], num_nodes: int, rounds: int = 2, train: ClientFn | None = None,
+                 query: ClientFn | None = None) -> tuple[Any, InProcessGrid]:
+    """``strategy.start`` from the config's initial arrays against in-process ClientApps.
+
+    ``train``/``query`` default to the project's whole ClientApp (with its mods). Returns
+    Flower's result and the grid (``grid.sent`` holds every message sent).
+    """
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    from clients.client_app import app
+    from fednas.config import parse_config, search_to_record
+    from fednas.federated import initial_arrays
+
+    cfg = parse_config(dict(keys))
+    grid = InProcessGrid(cfg.flat(), num_nodes, train or app, query=query or app)
+    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_arrays(cfg)), num_rounds=rounds,
+                            train_config=ConfigRecord(search_to_record(cfg.search)))
+    return result, grid

@@ -5,26 +5,23 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
 from clients.client_app import app
 from fednas.batchnorm import is_statistic, pool_statistics
-from fednas.config import parse_config, search_to_record
-from fednas.federated import client_statistics, initial_arrays
+from fednas.config import parse_config
+from fednas.federated import client_statistics
 from server.bnstats import PooledStatistics
 from server.strategies import RoundBook
-from tests.server.inprocess_grid import InProcessGrid
+from tests.server.inprocess_grid import run_strategy
 
 FLAT = {"nodes": 3, "channels": 4, "local-steps": 3, "batch-size": 8, "alpha-batch-size": 4, "max-samples": 300}
 CLIENTS = 3
 
 
-def _run(strategy, cfg, query=app, rounds=1):
-    grid = InProcessGrid(cfg.flat(), CLIENTS, app, query=query)
-    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_arrays(cfg)), num_rounds=rounds,
-                            train_config=ConfigRecord(search_to_record(cfg.search)))
-    return result, grid
+def _run(strategy, cfg, query=None, rounds=1):
+    return run_strategy(strategy, FLAT, CLIENTS, rounds, query=query)
 
 
 def _fedavg():

@@ -5,28 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord
+from flwr.app import Array, ArrayRecord
 from flwr.serverapp.strategy import FedAvg, FedAvgM
 
 from attacks.captures import CaptureStore
 from clients.client_app import app
-from fednas.config import parse_config, search_to_record
+from fednas.config import parse_config
 from fednas.federated import client_train, initial_arrays
 from server.deltas import DeltaReplies
 from server.eavesdrop import Eavesdropper
 from server.strategies import RoundBook
-from tests.server.inprocess_grid import InProcessGrid
+from tests.server.inprocess_grid import run_strategy
 
 FLAT = {"nodes": 3, "channels": 4, "local-steps": 3, "batch-size": 8, "alpha-batch-size": 4, "max-samples": 300,
         "theta-lr": 0.1, "alpha-lr": 0.01}
 CLIENTS = 2
 
 
-def _run(strategy, client=app, rounds=2):
-    cfg = parse_config(FLAT)
-    grid = InProcessGrid(cfg.flat(), CLIENTS, client)
-    result = RoundBook(strategy).start(grid=grid, initial_arrays=ArrayRecord(initial_arrays(cfg)), num_rounds=rounds,
-                                       train_config=ConfigRecord(search_to_record(cfg.search)))
+def _run(strategy, client=None, rounds=2):
+    result, grid = run_strategy(RoundBook(strategy), FLAT, CLIENTS, rounds, train=client)
     return result.arrays.to_torch_state_dict(), grid
 
 

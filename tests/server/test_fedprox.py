@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import FedAvg, FedProx
 
-from clients.client_app import app
-from fednas.config import parse_config, search_to_record
-from fednas.federated import initial_arrays
 from server.strategies import RoundBook
-from tests.server.inprocess_grid import InProcessGrid
+from tests.server.inprocess_grid import run_strategy
 
 FLAT = {"nodes": 3, "channels": 4, "local-steps": 3, "batch-size": 8, "alpha-batch-size": 4, "max-samples": 300,
         "theta-lr": 0.1, "alpha-lr": 0.01, "proximal-alpha": True}
@@ -19,10 +15,7 @@ CLIENTS = 2
 
 
 def _run(strategy, rounds=2):
-    cfg = parse_config(FLAT)
-    grid = InProcessGrid(cfg.flat(), CLIENTS, app)
-    result = RoundBook(strategy).start(grid=grid, initial_arrays=ArrayRecord(initial_arrays(cfg)), num_rounds=rounds,
-                                       train_config=ConfigRecord(search_to_record(cfg.search)))
+    result, grid = run_strategy(RoundBook(strategy), FLAT, CLIENTS, rounds)
     return result.arrays.to_numpy_ndarrays(), grid
 
 
