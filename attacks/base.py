@@ -32,12 +32,31 @@ class Knowledge:
         Input channels, image size and classes.
     aux_images, aux_labels : arrays, optional
         The attacker's auxiliary pool (its own data), for a learned prior.
+    target : ForeignTarget, optional
+        Another app's model (``attacks.foreign``); None: the supernet ``config`` describes.
     """
 
     config: Any
     spec: Any
     aux_images: np.ndarray | None = None
     aux_labels: np.ndarray | None = None
+    target: Any = None
+
+    def build_model(self, seed: int = 0) -> Any:
+        """A fresh replica of the victim's network (the hook an attack builds its model with)."""
+        if self.target is not None:
+            return self.target.build(seed)
+        from fednas.spaces import build_supernet
+
+        return build_supernet(self.config.space, self.spec, seed)
+
+    def split_parameters(self, model: Any) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+        """(α, θ) of a model built by :meth:`build_model`, as named parameters."""
+        if self.target is not None:
+            from attacks.foreign import arch_split
+
+            return arch_split(model, self.target.alpha_pattern)
+        return model.named_arch_parameters(), model.named_weight_parameters()
 
 
 @dataclass

@@ -3,14 +3,21 @@
 Layout under the run directory::
 
     captures/
+      manifest.json           what the captures are of: the model (a ``package.module:factory``
+                               reference, or this project's ``config.json``), which arrays are
+                               α (the pattern, and every array's name and shape), the input
+                               shape and classes, and where the client's optimizer settings
+                               are read on the wire (see :class:`Manifest`)
       r003-n<node>.json       one capture: round, node, partition-id, train settings, reply
-                               metrics, status, and the names of its array files
+                               metrics, the client's α settings as the wire shows them
+                               (``client-settings``, with their ``client-settings-source``),
+                               status, and the names of its array files
       r003-n<node>.npz        α_t2 (the reply's α), arrays named as on the wire
       sent-r003-<hash>.npz    what the server sent in the round (α_t1, and θ_t1 when sent);
                                stored once per distinct content, shared by the captures
-    truth/
-      r003-n<node>.json       the reply's ``audit`` record: which samples the client used.
-                               Simulation only, for scoring: the attack never reads it.
+    truth/                    which samples each client used, written by the clients
+                               themselves in a simulation; neither written nor read here
+                               (:mod:`fednas.truth`: only the scoring reads it).
 
 Every file is written atomically, the capture's JSON last, so a capture exists exactly
 when its JSON does. Loading returns plain numpy arrays and dicts.
@@ -34,8 +41,14 @@ from fednas.rundir import atomic_save_npz, atomic_write_json, load_npz
 log = logging.getLogger(__name__)
 
 CAPTURES_DIR = "captures"
-TRUTH_DIR = "truth"
+MANIFEST = "manifest.json"
 _ID = re.compile(r"^r\d{3,}-n\d+$")
+
+# The client's local α procedure, by this project's key names: what ADRA must know to read Δα.
+CLIENT_SETTING_KEYS = ("alpha-optimizer", "alpha-lr", "alpha-weight-decay", "alpha-beta1", "alpha-batch-size",
+                       "local-steps", "alpha-l2")
+# Without these the attack cannot model the client's update; the rest default to 0 / Adam's 0.9.
+REQUIRED_CLIENT_SETTINGS = ("alpha-optimizer", "alpha-lr", "alpha-batch-size", "local-steps")
 
 
 def capture_id(server_round: int, node_id: int) -> str:
@@ -50,7 +63,8 @@ class Capture:
     ``alpha_t1``/``theta_t1`` are what the server sent the node, ``alpha_t2`` what it
     replied; ``train_config`` is the train ConfigRecord the server sent (lr, local steps,
     B, optimizer, round); ``metrics`` the reply's MetricRecord (e.g. ``dp-epsilon``).
-    ``status`` is ``ok`` or ``failed`` with a ``reason`` (e.g. a reply without α).
+    ``status`` is ``ok``, ``failed`` (e.g. a reply without α) or ``rejected`` (the server
+    left the reply out of its aggregate), with a ``reason``.
     """
 
     id: str
@@ -71,6 +85,92 @@ class Capture:
         """α_t2 − α_t1 per array (float64)."""
         return {k: self.alpha_t2[k].astype(np.float64) - self.alpha_t1[k].astype(np.float64)
                 for k in self.alpha_t1 if k in self.alpha_t2}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a run's captures are of; ``captures/manifest.json`` (all fields public knowledge).
+
+    Attributes
+    ----------
+    model : str or None
+        ``package.module:factory`` of the victim's network (a callable with no required
+        argument returning a ``torch.nn.Module`` whose α are named parameters matching
+        ``alpha_pattern``); None for this project's own runs, whose ``config.json`` says it.
+    alpha_pattern : str
+        Regular expression (``re.search``) naming the α arrays; every other array is θ.
+    input_shape : (C, H, W) or None; num_classes : int or None
+        The victim's input and output (None: unknown to the server; give them offline).
+    client_settings : mapping
+        Settings of the client's α procedure the server operator knows as a fact of the
+        app (e.g. ``{"alpha-optimizer": "sgd"}``), by the names of ``CLIENT_SETTING_KEYS``.
+    wire_keys : mapping
+        Where a setting crosses the wire: ``{our name: the app's key}``, looked up in the
+        train config the server sends, then in the reply's metrics. Unmapped names are
+        looked up as themselves (this project's apps need no mapping).
+    arrays : mapping
+        ``{"alpha": {name: shape}, "theta": {name: shape}}`` of the first message sent.
+    """
+
+    model: str | None = None
+    alpha_pattern: str = "^alpha"
+    input_shape: tuple[int, int, int] | None = None
+    num_classes: int | None = None
+    client_settings: Mapping[str, Any] = field(default_factory=dict)
+    wire_keys: Mapping[str, str] = field(default_factory=dict)
+    arrays: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        re.compile(self.alpha_pattern)  # a bad pattern fails here, not at the first capture
+        unknown = sorted(set(self.client_settings) - set(CLIENT_SETTING_KEYS))
+        unknown += sorted(set(self.wire_keys) - set(CLIENT_SETTING_KEYS))
+        if unknown:
+            raise ValueError(f"unknown client settings {unknown}; known: {', '.join(CLIENT_SETTING_KEYS)}")
+        if self.model is not None and (":" not in self.model or not all(self.model.split(":", 1))):
+            raise ValueError(f"model {self.model!r}: expected 'package.module:factory'")
+        if self.input_shape is not None and (len(self.input_shape) != 3 or min(self.input_shape) < 1):
+            raise ValueError(f"input_shape {self.input_shape!r}: expected (channels, height, width)")
+
+    def resolve(self, train_config: Mapping[str, Any], metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        """The client's α settings as this (round, client) shows them, and where each came from.
+
+        The wire wins over a declared value (a server may change the learning rate per round);
+        the reply's metrics over the train config for ``local-steps`` (the steps actually taken).
+        """
+        values: dict[str, Any] = {}
+        source: dict[str, str] = {}
+        for name in CLIENT_SETTING_KEYS:
+            wire = self.wire_keys.get(name, name)
+            places = [("reply-metrics", metrics), ("train-config", train_config)]
+            if name != "local-steps":
+                places.reverse()
+            for where, record in places:
+                if wire in record:
+                    values[name], source[name] = _plain(record[wire]), f"{where}:{wire}"
+                    break
+            else:
+                if name in self.client_settings:
+                    values[name], source[name] = self.client_settings[name], "declared"
+        return values, source
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "alpha-pattern": self.alpha_pattern,
+                "input-shape": None if self.input_shape is None else list(self.input_shape),
+                "num-classes": self.num_classes, "client-settings": dict(self.client_settings),
+                "wire-keys": dict(self.wire_keys), "arrays": dict(self.arrays)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Manifest:
+        shape = data.get("input-shape")
+        return cls(model=data.get("model"), alpha_pattern=data.get("alpha-pattern", "^alpha"),
+                   input_shape=None if shape is None else tuple(int(v) for v in shape),
+                   num_classes=data.get("num-classes"), client_settings=dict(data.get("client-settings", {})),
+                   wire_keys=dict(data.get("wire-keys", {})), arrays=dict(data.get("arrays", {})))
+
+
+def missing_client_settings(settings: Mapping[str, Any]) -> list[str]:
+    """Settings the attack needs that a capture does not show."""
+    return [k for k in REQUIRED_CLIENT_SETTINGS if k not in settings]
 
 
 def split_arrays(arrays: Mapping[str, np.ndarray], pattern: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -118,10 +218,13 @@ class CaptureStore:
     def __init__(self, run_dir: str | Path) -> None:
         self.run_dir = Path(run_dir)
         self.dir = self.run_dir / CAPTURES_DIR
-        self.truth_dir = self.run_dir / TRUTH_DIR
         self._sent: dict[tuple[int, str], str] = {}
 
     # ------------------------------------------------------------------ writing
+    def write_manifest(self, manifest: Manifest) -> Path:
+        """Write ``captures/manifest.json`` (again whenever it learns more, e.g. the arrays)."""
+        return atomic_write_json(self.dir / MANIFEST, manifest.to_json())
+
     def write_sent(self, server_round: int, alpha: Mapping[str, np.ndarray], theta: Mapping[str, np.ndarray]) -> str:
         """Store what the server sent (once per distinct content); return the file name."""
         arrays = {**_prefixed("alpha", alpha), **_prefixed("theta", theta)}
@@ -136,16 +239,13 @@ class CaptureStore:
 
     def write(self, *, server_round: int, node_id: int, sent: str | None, alpha_t2: Mapping[str, np.ndarray],
               partition_id: int | None, train_config: Mapping[str, Any], metrics: Mapping[str, Any],
-              status: str = "ok", reason: str = "", truth: Mapping[str, Any] | None = None,
-              extra: Mapping[str, Any] | None = None) -> str:
-        """Store one capture (arrays first, its JSON last) and, apart, its truth."""
+              status: str = "ok", reason: str = "", extra: Mapping[str, Any] | None = None) -> str:
+        """Store one capture (arrays first, its JSON last)."""
         cid = capture_id(server_round, node_id)
         arrays_file = None
         if alpha_t2:
             arrays_file = f"{cid}.npz"
             atomic_save_npz(self.dir / arrays_file, _prefixed("alpha", alpha_t2))
-        if truth is not None:
-            atomic_write_json(self.truth_dir / f"{cid}.json", {k: _plain(v) for k, v in truth.items()})
         atomic_write_json(self.dir / f"{cid}.json", {
             "id": cid, "round": int(server_round), "node-id": int(node_id),
             "partition-id": None if partition_id is None else int(partition_id),
@@ -163,6 +263,11 @@ class CaptureStore:
             return []
         names = [p.stem for p in self.dir.glob("*.json") if _ID.match(p.stem)]
         return sorted(names, key=lambda n: (int(n[1:].split("-")[0]), int(n.split("-n")[1])))
+
+    def manifest(self) -> Manifest | None:
+        """The run's manifest, or None for captures made before manifests existed."""
+        path = self.dir / MANIFEST
+        return Manifest.from_json(json.loads(path.read_text())) if path.is_file() else None
 
     def meta(self, cid: str) -> dict[str, Any]:
         return json.loads((self.dir / f"{cid}.json").read_text())
@@ -192,7 +297,3 @@ class CaptureStore:
             meta={k: v for k, v in meta.items() if k not in ("train-config", "metrics")},
         )
 
-    def truth(self, cid: str) -> dict[str, Any] | None:
-        """The capture's audit record (scoring only), or None where the client sent none."""
-        path = self.truth_dir / f"{cid}.json"
-        return json.loads(path.read_text()) if path.is_file() else None

@@ -1,7 +1,9 @@
 """Scoring reconstructions against the truth and writing the per-client leakage report.
 
-Simulation only: this module reads ``truth/`` (which samples each client used) and the
-clients' data. Output, in a leakage folder (``<run-dir>/leakage/`` online,
+This module reads the truth (which samples each client used, :func:`fednas.truth.read_truth`:
+written by the clients in a simulation, absent in a deployment) and the clients' data.
+Without truth the attack's rows are ``unscored``: what was rebuilt (labels, the attack's own
+match) is reported, how well it matches the client's data cannot be. Output, in a leakage folder (``<run-dir>/leakage/`` online,
 ``leakage-N/`` for offline re-runs): ``clients.csv`` (one row per captured (round,
 client, sample)), ``report.md``, ``client-<id>.png`` and ``summary.json``. Metric
 definitions: :mod:`attacks.metrics`.
@@ -24,13 +26,15 @@ import numpy as np
 from attacks import metrics as M
 from attacks.base import Reconstruction
 from attacks.captures import CaptureStore
+from attacks.privacy_report import dp_section
 from fednas.config import parse_config
 from fednas.rundir import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
+from fednas.truth import UNSCORED_REASON, read_truth
 
 log = logging.getLogger(__name__)
 
 COLUMNS = (
-    "round", "partition-id", "node-id", "capture", "sample", "step", "position", "status", "reason",
+    "round", "partition-id", "node-id", "capture", "sample", "step", "position", "attacked", "status", "reason",
     "success", "identified", "psnr", "ssim", "mse", "label-correct", "true-label", "predicted-label",
     "oracle-label", "nearest-sample", "pool-size", "attack-seconds", "identifiability", "identifiability-rank",
     "input-size", "match", "dp-epsilon",
@@ -60,6 +64,12 @@ class ScoringContext:
         pools = make_pools(len(self.dataset), self.cfg.data, self.cfg.run.seed)
         outside = np.concatenate([pools.holdout, pools.aux, pools.test])
         self.oracle = M.Oracle(self.x[outside], self.y[outside], seed=self.cfg.run.seed)
+        self.unscored_reason = UNSCORED_REASON if not self.cfg.attack.write_truth else (
+            "no truth for this capture (its client wrote none: 'run-dir' was empty or the record is missing)")
+
+    def truth(self, cid: str) -> dict[str, Any] | None:
+        """Which samples the capture's client used, or None where no record was written."""
+        return read_truth(self.run_dir, self.store.meta(cid))
 
 
 def _federation_size(run_dir: Path) -> int | None:
@@ -102,7 +112,7 @@ def _identifiability(run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> 
 
     knowledge = knowledge_for(flat)
     store = CaptureStore(run_dir)
-    truth = store.truth(capture_id)
+    truth = read_truth(run_dir, store.meta(capture_id))
     if truth is None:
         return {"error": "no truth record"}
     capture = store.load(capture_id)
@@ -147,12 +157,16 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
             **extra}
     if rec is None:
         rec = Reconstruction.failed(cid, "not attacked")
-    base.update({"attack-seconds": round(rec.seconds, 3), "match": rec.match,
+    # attacked: the attack produced a reconstruction; otherwise the capture could not be
+    # attacked (rejected by the server, malformed, the attack refused or crashed): its rows
+    # are counted apart, never as a failed attack
+    base.update({"attacked": rec.status == "ok", "attack-seconds": round(rec.seconds, 3), "match": rec.match,
                  "theta-source": rec.details.get("theta-source")})
-    truth = ctx.store.truth(cid)
+    truth = ctx.truth(cid)
     if truth is None:
-        reason = rec.reason if rec.status != "ok" else "no truth (audit record) for this capture: cannot score"
-        return [{**base, "status": "failed", "reason": reason, "success": False, "identified": False}]
+        if rec.status != "ok":
+            return [{**base, "status": "failed", "reason": rec.reason, "success": False, "identified": False}]
+        return unscored_rows(base, rec, ctx.unscored_reason)
     samples = truth_samples(truth)
     if rec.status != "ok":
         return [{**base, "sample": g, "step": s, "position": p, "status": "failed", "reason": rec.reason,
@@ -193,6 +207,13 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
     return rows
 
 
+def unscored_rows(base: Mapping[str, Any], rec: Reconstruction, reason: str) -> list[dict[str, Any]]:
+    """One row per rebuilt image of a capture whose truth is not known: the attack ran, no score."""
+    return [{**base, "step": int(rec.steps[i]) if i < len(rec.steps) else None, "position": i, "status": "unscored",
+             "reason": reason, "predicted-label": int(rec.labels[i]) if i < len(rec.labels) else None}
+            for i in range(max(len(rec.images), 1))]
+
+
 def settings_of(flat: Mapping[str, Any]) -> dict[str, Any]:
     return {k: flat.get(k) for k in (*SETTING_KEYS, *SPACE_KEYS)}
 
@@ -214,8 +235,8 @@ def score_run(ctx: ScoringContext, capture_ids: Sequence[str], recs: Mapping[str
             rows.extend(score_capture(ctx, cid, rec, extra))
         except (OSError, ValueError, KeyError, IndexError) as err:  # one bad capture must not lose the report
             log.warning("scoring capture %s failed: %s: %s", cid, type(err).__name__, err)
-            rows.append({"capture": cid, "status": "failed", "reason": f"scoring error: {type(err).__name__}: {err}",
-                         "success": False, "identified": False, **extra})
+            rows.append({"capture": cid, "attacked": False, "status": "failed", "success": False, "identified": False,
+                         "reason": f"scoring error: {type(err).__name__}: {err}", **extra})
     return rows
 
 
@@ -228,23 +249,33 @@ def _mean(values: Sequence[Any]) -> float | None:
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Overall figures. Rates count every scored sample (a failed attack is no success);
-    means are over samples that were rebuilt; seconds are per capture."""
-    known = [r for r in rows if r.get("sample") is not None]
+    """Overall figures over the attacked captures only: rates count every scored sample of
+    an attacked capture (a sample it did not rebuild is no success), means are over rebuilt
+    samples, seconds are per attacked capture. Captures that could not be attacked are
+    counted beside them (``not-attacked``), never as 0 % success. ``failed`` counts the
+    samples of attacked captures that were not rebuilt; ``unscored`` the images rebuilt from
+    captures whose truth is not known (a deployment): they enter no rate or mean."""
+    attacked = [r for r in rows if r.get("attacked")]
+    known = [r for r in attacked if r.get("sample") is not None]
     ok = [r for r in known if r.get("status") == "ok"]
-    per_capture = {r["capture"]: r.get("attack-seconds") for r in rows}
+    seconds = {r["capture"]: r.get("attack-seconds") for r in attacked}
+    captures = {r["capture"] for r in rows}
     return {
-        "captures": len(per_capture),
+        "captures": len(captures),
+        "attacked": len(seconds),
+        "not-attacked": len(captures - set(seconds)),
         "samples": len(known),
-        "failed": sum(1 for r in rows if r.get("status") != "ok"),
+        "not-attacked-samples": sum(1 for r in rows if not r.get("attacked") and r.get("sample") is not None),
+        "failed": sum(1 for r in attacked if r.get("status") == "failed"),
+        "unscored": sum(1 for r in attacked if r.get("status") == "unscored"),
         "success-rate": _mean([bool(r.get("success")) for r in known]),
         "identified-rate": _mean([bool(r.get("identified")) for r in known]),
         "label-accuracy": _mean([bool(r.get("label-correct")) for r in ok]),
         "mean-psnr": _mean([r.get("psnr") for r in ok]),
         "mean-ssim": _mean([r.get("ssim") for r in ok]),
         "mean-mse": _mean([r.get("mse") for r in ok]),
-        "mean-identifiability": _mean([r.get("identifiability") for r in rows]),
-        "attack-seconds-per-capture": _mean(list(per_capture.values())),
+        "mean-identifiability": _mean([r.get("identifiability") for r in attacked]),
+        "attack-seconds-per-capture": _mean(list(seconds.values())),
     }
 
 
@@ -273,16 +304,17 @@ def _fmt(v: Any, pct: bool = False) -> str:
 
 def summary_table(summary: Mapping[str, Any], clients: Sequence[Mapping[str, Any]]) -> str:
     """The end-of-run table (Markdown, also readable in a log)."""
-    lines = ["| client | samples | success | identified | PSNR dB | SSIM | label acc | identifiability | dp-epsilon |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| client | attacked captures | samples | success | identified | PSNR dB | SSIM | label acc | "
+             "identifiability | dp-epsilon | could not be attacked |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in clients:
-        lines.append(f"| {_fmt(c['partition-id'])} | {c['samples']} | {_fmt(c['success-rate'], True)} | "
+        lines.append(f"| {_fmt(c['partition-id'])} | {c['attacked']} | {c['samples']} | {_fmt(c['success-rate'], True)} | "
                      f"{_fmt(c['identified-rate'], True)} | {_fmt(c['mean-psnr'])} | {_fmt(c['mean-ssim'])} | "
-                     f"{_fmt(c['label-accuracy'], True)} | {_fmt(c['mean-identifiability'])} | {_fmt(c['dp-epsilon'])} |")
+                     f"{_fmt(c['label-accuracy'], True)} | {_fmt(c['mean-identifiability'])} | {_fmt(c['dp-epsilon'])} | "
+                     f"{c['not-attacked']} |")
     s = summary
-    lines.append(f"| **all** | {s['samples']} | {_fmt(s['success-rate'], True)} | {_fmt(s['identified-rate'], True)} | "
-                 f"{_fmt(s['mean-psnr'])} | {_fmt(s['mean-ssim'])} | {_fmt(s['label-accuracy'], True)} | "
-                 f"{_fmt(s['mean-identifiability'])} | |")
+    lines.append(f"| **all** | {s['attacked']} | {s['samples']} | {_fmt(s['success-rate'], True)} | "
+                 f"{_fmt(s['identified-rate'], True)} | {_fmt(s['mean-psnr'])} | {_fmt(s['mean-ssim'])} | "
+                 f"{_fmt(s['label-accuracy'], True)} | {_fmt(s['mean-identifiability'])} | | {s['not-attacked']} |")
     return "\n".join(lines)
 
 
@@ -331,16 +363,32 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
         except (ValueError, KeyError, IndexError, TypeError) as err:
             log.warning("could not draw client %s: %s", pid, err)
     settings = settings_of(flat)
-    failures = Counter(r.get("reason") for r in rows if r.get("status") != "ok")
-    md = [f"# Leakage report\n\nRun: `{ctx.run_dir}`\n",
-          "## Overall\n", _overall_table(summary), "",
+    failures = Counter(r.get("reason") for r in rows if r.get("attacked") and r.get("status") == "failed")
+    unscored = Counter(r.get("reason") for r in rows if r.get("attacked") and r.get("status") == "unscored")
+    unattacked = Counter(reason for reason in {r["capture"]: r.get("reason") for r in rows
+                                               if not r.get("attacked")}.values())
+    md = [f"# Leakage report\n\nRun: `{ctx.run_dir}`\n"]
+    if unscored:
+        md += ["**Unscored**: the attack ran on the captures it could attack, but which samples the clients used is "
+               f"not known here, so nothing below measures how well it rebuilt them ({summary['unscored']} rebuilt "
+               "images, labels and match in `clients.csv`, arrays in `reconstructions/`).\n",
+               *[f"- {reason} ({n} rows)" for reason, n in unscored.most_common()], ""]
+    md += ["## Overall\n", _overall_table(summary), "",
           "## Per client, ranked by leakage\n", summary_table(summary, clients), "",
+          *dp_section(rows),
           "## Settings\n", "\n".join(f"- `{k}` = `{v}`" for k, v in settings.items()), "",
           "## Definitions\n", M.DEFINITIONS, "",
-          "Rates count every sample whose truth is known (a failed attack counts as no success); means are over "
-          "rebuilt samples; attack seconds are per capture.", ""]
+          "Figures are over the attacked captures only (those the attack rebuilt images from). Rates count every "
+          "sample of an attacked capture whose truth is known (a sample it did not rebuild is no success); means "
+          "are over rebuilt samples; attack seconds are per attacked capture. Captures that could not be attacked "
+          "(rejected by the server, malformed, refused or lost by the attack) are counted beside them, never as "
+          "0 % success, with their reasons below.", ""]
+    if unattacked:
+        md += ["## Could not be attacked\n", "| reason | captures |", "|---|---|"]
+        md += [f"| {reason} | {n} |" for reason, n in unattacked.most_common()]
+        md += [""]
     if failures:
-        md += ["## Failed rows\n", "| reason | rows |", "|---|---|"]
+        md += ["## Samples of attacked captures not rebuilt\n", "| reason | rows |", "|---|---|"]
         md += [f"| {reason} | {n} |" for reason, n in failures.most_common()]
     atomic_write_text(out_dir / "report.md", "\n".join(md) + "\n")
     full = {**summary, "dir": str(out_dir), "settings": settings, "clients": clients}
@@ -349,9 +397,11 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
 
 
 def _overall_table(s: Mapping[str, Any]) -> str:
-    return ("| captures | samples | failed | success | identified | mean PSNR dB | mean SSIM | label acc | "
-            "identifiability | attack s/capture |\n|---|---|---|---|---|---|---|---|---|---|\n"
-            f"| {s['captures']} | {s['samples']} | {s['failed']} | {_fmt(s['success-rate'], True)} | "
+    return ("| captures | attacked | could not be attacked | samples | failed | unscored | success | identified | "
+            "mean PSNR dB | mean SSIM | label acc | identifiability | attack s/capture |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+            f"| {s['captures']} | {s['attacked']} | {s['not-attacked']} | {s['samples']} | {s['failed']} | "
+            f"{s['unscored']} | {_fmt(s['success-rate'], True)} | "
             f"{_fmt(s['identified-rate'], True)} | {_fmt(s['mean-psnr'])} | {_fmt(s['mean-ssim'])} | "
             f"{_fmt(s['label-accuracy'], True)} | {_fmt(s['mean-identifiability'])} | "
             f"{_fmt(s['attack-seconds-per-capture'])} |")
@@ -360,5 +410,8 @@ def _overall_table(s: Mapping[str, Any]) -> str:
 def leakage_dict(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The ``leakage`` entry of the run's summary.json."""
     keys = ("success-rate", "identified-rate", "mean-psnr", "label-accuracy", "mean-ssim", "mean-mse", "captures",
-            "samples", "failed", "mean-identifiability", "attack-seconds-per-capture", "dir")
-    return {k: summary.get(k) for k in keys}
+            "attacked", "not-attacked", "samples", "failed", "unscored", "mean-identifiability",
+            "attack-seconds-per-capture", "dir")
+    out = {k: summary.get(k) for k in keys}
+    out["scored"] = bool(summary.get("samples"))  # some sample's truth was known (false in a deployment)
+    return out

@@ -15,18 +15,17 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import functools
-import json
 import logging
 import multiprocessing
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from attacks.base import Knowledge, Reconstruction, make_attack
 from attacks.captures import CaptureStore
 from fednas.config import parse_config
-from fednas.rundir import atomic_save_npz, atomic_write_json, load_npz
+from fednas.rundir import atomic_save_npz, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +68,12 @@ def _human(seconds: float) -> str:
 
 
 @functools.lru_cache(maxsize=2)
-def _knowledge(flat_items: tuple) -> Knowledge:
+def _knowledge(flat_items: tuple, target: Any = None) -> Knowledge:
     from fednas.data import dataset_from_config, make_pools
 
     cfg = parse_config(dict(flat_items))
+    if target is not None:  # another app's model (attacks.foreign): no dataset of ours
+        return target.knowledge(cfg)
     dataset = dataset_from_config(cfg.data, cfg.run.seed)
     aux_x = aux_y = None
     if cfg.attack.adra_prior != "none" or cfg.attack.adra_init == "aux":
@@ -81,9 +82,9 @@ def _knowledge(flat_items: tuple) -> Knowledge:
     return Knowledge(cfg, dataset.spec, aux_x, aux_y)
 
 
-def knowledge_for(flat: Mapping[str, Any]) -> Knowledge:
-    """The attacker's public knowledge for a run config (cached per process)."""
-    return _knowledge(tuple(sorted(flat.items())))
+def knowledge_for(flat: Mapping[str, Any], target: Any = None) -> Knowledge:
+    """The attacker's public knowledge for a run config, or another app's ``ForeignTarget`` (cached per process)."""
+    return _knowledge(tuple(sorted(flat.items())), target)
 
 
 # ---------------------------------------------------------------------------- one job
@@ -96,19 +97,6 @@ def save_reconstruction(out_dir: Path, rec: Reconstruction) -> None:
     atomic_write_json(folder / f"{rec.capture_id}.json", {
         "capture": rec.capture_id, "status": rec.status, "reason": rec.reason, "match": rec.match,
         "seconds": rec.seconds, "details": rec.details})
-
-
-def load_reconstruction(out_dir: Path, capture_id: str) -> Reconstruction | None:
-    folder = out_dir / RECONSTRUCTIONS
-    meta_path = folder / f"{capture_id}.json"
-    if not meta_path.is_file():
-        return None
-    meta = json.loads(meta_path.read_text())
-    arrays = load_npz(folder / f"{capture_id}.npz")
-    match = meta.get("match")
-    return Reconstruction(capture_id, meta["status"], meta.get("reason", ""), arrays["images"], arrays["labels"],
-                          arrays["steps"], arrays["positions"], float("nan") if match is None else float(match),
-                          float(meta.get("seconds", 0.0)), meta.get("details", {}))
 
 
 @contextlib.contextmanager
@@ -127,17 +115,20 @@ def one_thread():
 
 
 def attack_job(run_dir: str, capture_id: str, flat: Mapping[str, Any], out_dir: str,
-               progress: Callable[[int, int], None] | None = None) -> Reconstruction:
-    """Attack one stored capture with the configured attack; save and return the result."""
+               progress: Callable[[int, int], None] | None = None, target: Any = None) -> Reconstruction:
+    """Attack one stored capture with the configured attack; save and return the result.
+
+    ``target``: another app's model (``attacks.foreign.ForeignTarget``); None: this project's run.
+    """
     with one_thread():
-        return _attack_job(run_dir, capture_id, flat, out_dir, progress)
+        return _attack_job(run_dir, capture_id, flat, out_dir, progress, target)
 
 
 def _attack_job(run_dir: str, capture_id: str, flat: Mapping[str, Any], out_dir: str,
-                progress: Callable[[int, int], None] | None) -> Reconstruction:
+                progress: Callable[[int, int], None] | None, target: Any = None) -> Reconstruction:
     t0 = time.perf_counter()
     try:
-        knowledge = knowledge_for(flat)
+        knowledge = knowledge_for(flat, target)
         cfg = knowledge.config
         capture = CaptureStore(run_dir).load(capture_id)
         attack = make_attack(cfg.attack.attack, cfg.attack, seed=cfg.run.seed)
@@ -173,11 +164,15 @@ class AttackRunner:
         The leakage folder; reconstructions go to its ``reconstructions/``.
     workers : int
         Worker processes (0: attack in this process when ``finish`` is called).
+    target : ForeignTarget, optional
+        Another app's model (``attacks.foreign``); None: the run's own supernet.
     """
 
-    def __init__(self, run_dir: str | Path, flat: Mapping[str, Any], out_dir: str | Path, workers: int = 1) -> None:
+    def __init__(self, run_dir: str | Path, flat: Mapping[str, Any], out_dir: str | Path, workers: int = 1,
+                 target: Any = None) -> None:
         self.run_dir, self.out_dir = Path(run_dir), Path(out_dir)
         self.flat = dict(flat)
+        self.target = target
         self.order: list[str] = []
         self.futures: dict[str, cf.Future] = {}
         self.scoring: dict[str, cf.Future] = {}
@@ -191,7 +186,8 @@ class AttackRunner:
         self.order.append(capture_id)
         if self.pool is None:
             return
-        self.futures[capture_id] = self.pool.submit(attack_job, str(self.run_dir), capture_id, self.flat, str(self.out_dir))
+        self.futures[capture_id] = self.pool.submit(attack_job, str(self.run_dir), capture_id, self.flat,
+                                                    str(self.out_dir), None, self.target)
         if score_job is not None:
             self.scoring[capture_id] = self.pool.submit(score_job, str(self.run_dir), capture_id, self.flat)
 
@@ -205,7 +201,8 @@ class AttackRunner:
             if self.pool is None:
                 for i, cid in enumerate(self.order):
                     inner = Progress(1, f"iterations of {cid}", every=10.0, emit=emit)
-                    results[cid] = attack_job(str(self.run_dir), cid, self.flat, str(self.out_dir), progress=inner)
+                    results[cid] = attack_job(str(self.run_dir), cid, self.flat, str(self.out_dir), progress=inner,
+                                              target=self.target)
                     if score_job is not None:
                         scores[cid] = _guard(score_job, str(self.run_dir), cid, self.flat)
                     bar(i + 1)
@@ -243,13 +240,3 @@ def _guard(fn: Callable[..., Any], *args: Any) -> Any:
     except Exception as err:  # a scoring job must not lose the report
         log.warning("scoring job failed for %s: %s: %s", args[1], type(err).__name__, err)
         return {"error": f"{type(err).__name__}: {err}"}
-
-
-def run_offline(run_dir: str | Path, flat: Mapping[str, Any], out_dir: str | Path, workers: int,
-                capture_ids: Iterable[str], score_job: Callable[..., Any] | None = None,
-                emit: Callable[[str], None] | None = None) -> tuple[dict[str, Reconstruction], dict[str, Any]]:
-    """Attack stored captures (the offline CLI's engine)."""
-    runner = AttackRunner(run_dir, flat, out_dir, workers)
-    for cid in capture_ids:
-        runner.submit(cid, score_job)
-    return runner.finish(score_job, emit)

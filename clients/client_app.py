@@ -2,11 +2,12 @@
 
 Reply layout (one ArrayRecord and one MetricRecord, as Flower's strategies expect):
 ``arrays`` (α, and θ when the server sent θ; their updates when the server asks for
-``reply = "delta"``), ``metrics`` (losses, accuracies,
-``num-examples``), ``client`` (ConfigRecord with ``partition-id``) and ``audit``
-(ConfigRecord with the D^α indices of every α step: read only by the simulation's scoring).
-A ``query.bn_statistics`` message asks for the BatchNorm statistics of the server's model
-on the client's D^θ (see ``server/bnstats.py``).
+``reply = "delta"``), ``metrics`` (losses, accuracies, ``num-examples``) and ``client``
+(ConfigRecord with ``partition-id``). Which D^α samples the α steps used never goes into
+the reply: in a simulation (``write-truth``) the client writes it to the run directory's
+``truth/`` for the scoring (:mod:`fednas.truth`). A ``query.bn_statistics`` message asks
+for the BatchNorm statistics of the server's model on the client's D^θ (see
+``server/bnstats.py``).
 """
 
 from __future__ import annotations
@@ -17,18 +18,23 @@ import logging
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients.actors import restart_dead_actors
 from clients.dp_mods import dp_sgd_mod, update_dp_mod
+from clients.faults import fault_mod
 from clients.reply_mod import delta_reply_mod
 from fednas.batchnorm import QUERY_ACTION
-from fednas.config import Config, fault_partitions, parse_config, search_from_record
+from fednas.config import Config, parse_config, search_from_record
 from fednas.federated import client_evaluate, client_statistics, client_train
 from fednas.privacy import noise_seed, private_rule_from_record
+from fednas.truth import write_truth
 
 log = logging.getLogger(__name__)
 
 THETA_STATE_KEY = "fednas-theta"  # this client's θ between rounds when weights are not shared
 
 app = ClientApp()
+# In a simulation, Ray restarts this ClientApp's actor when its process dies (clients.actors).
+restart_dead_actors()
 
 
 @functools.lru_cache(maxsize=4)
@@ -50,9 +56,23 @@ def _local_theta(context: Context):
     return record.to_torch_state_dict() if record is not None else None
 
 
+def _write_truth(cfg: Config, server_round: int, pid: int, audit: dict) -> None:
+    if cfg.run.run_dir:
+        write_truth(cfg.run.run_dir, server_round, pid, audit)
+    else:
+        _warn_once("write-truth = true but 'run-dir' is empty: this client cannot know the run directory, "
+                   "so its captures will not be scored (the launcher always sets run-dir)")
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_once(message: str) -> None:
+    log.warning(message)
+
+
 # Train-only: DP mods registered on the whole app would also wrap evaluate messages. The
-# delta mod is outermost: the DP mods inside it privatise the update whatever the form.
-@app.train(mods=[delta_reply_mod, dp_sgd_mod, update_dp_mod])
+# fault-injection mod (a testing knob) is outermost: what it does is what goes on the wire.
+# The delta mod comes next: the DP mods inside it privatise the update whatever the form.
+@app.train(mods=[fault_mod, delta_reply_mod, dp_sgd_mod, update_dp_mod])
 def train(msg: Message, context: Context) -> Message:
     """Local search from the received global arrays; reply the new α (and θ).
 
@@ -63,8 +83,6 @@ def train(msg: Message, context: Context) -> Message:
     pid, num = _node(context)
     train_cfg = msg.content["config"]
     server_round = int(train_cfg.get("server-round", 0))
-    if pid in fault_partitions(cfg):
-        raise RuntimeError(f"fault injection: partition {pid} fails its train call (fault-partitions)")
     private = private_rule_from_record(train_cfg, noise_seed(cfg.run.seed, server_round, pid))
     result = client_train(
         cfg,
@@ -79,11 +97,12 @@ def train(msg: Message, context: Context) -> Message:
     )
     if result.theta:
         context.state[THETA_STATE_KEY] = ArrayRecord(result.theta)
+    if cfg.attack.write_truth:  # before the reply: the scorer may read it as soon as the reply lands
+        _write_truth(cfg, server_round, pid, result.audit)
     content = RecordDict({
         "arrays": ArrayRecord(result.arrays),
         "metrics": MetricRecord({**result.metrics, **(private.report() if private else {})}),
         "client": ConfigRecord({"partition-id": pid}),
-        "audit": ConfigRecord(result.audit),
     })
     return Message(content=content, reply_to=msg)
 

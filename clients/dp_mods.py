@@ -10,11 +10,18 @@ What a DP client adds to its reply's MetricRecord (every DP client the same keys
 Flower's FedAvg requires):
 
 * ``dp-epsilon`` / ``dp-epsilon-round``: the tightest ε this client can claim at ``dp-delta``
-  for one example of its D^α (cumulative over its rounds / this round alone). With both
-  mods on it is the smaller of the two: client-level DP implies example-level DP with the
-  same ε, and DP-SGD's guarantee survives the update mod (post-processing).
-* ``dp-delta``; per mechanism ``dp-sgd-*`` (clip, noise multiplier, sample rate, steps,
-  epsilon) and ``dp-update-*`` (clip, noise std, noise multiplier, covers-theta, epsilon).
+  for one example of its D^α over **everything it sends** (cumulative over its rounds /
+  this round alone), by the configured accountant; ``dp-epsilon-rdp`` and
+  ``dp-epsilon-prv`` the same by each accountant. It is the smallest ε among the
+  mechanisms that cover every array of the reply (``dp-<mechanism>-covers-all = 1``):
+  DP-SGD always does (θ and BatchNorm statistics are post-processing of the private α as
+  far as D^α is concerned), the update mod only when it privatises every array sent. A
+  mechanism that covers α alone bounds nothing about the θ sent beside it, so with no
+  covering mechanism ``dp-epsilon`` is ∞ and only the per-mechanism ε remain.
+* ``dp-delta``, ``dp-secure-rng`` (1: noise from OS entropy; 0: seeded from the run's seed,
+  reproducible and removable by anyone who knows the seed); per mechanism ``dp-sgd-*``
+  (clip, noise multiplier, sample rate, steps, epsilon by each accountant, covers-all) and
+  ``dp-update-*`` (clip, noise std, noise multiplier, covers-theta, covers-all, epsilon).
 """
 
 from __future__ import annotations
@@ -23,6 +30,10 @@ import abc
 import functools
 import logging
 import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MessageType, MetricRecord
 from flwr.clientapp.typing import ClientAppCallable
@@ -62,11 +73,34 @@ def save_ledger(context: Context, ledger: Ledger) -> None:
     context.state[LEDGER_KEY] = ConfigRecord({"json": ledger.to_json()})
 
 
-def set_overall(metrics: MetricRecord, eps: float, eps_round: float, delta: float) -> None:
-    """Write ``dp-epsilon``(-round) as the smallest ε any mechanism of this reply gives."""
-    metrics["dp-epsilon"] = min(float(metrics.get("dp-epsilon", math.inf)), eps)
-    metrics["dp-epsilon-round"] = min(float(metrics.get("dp-epsilon-round", math.inf)), eps_round)
+EPSILON_SUFFIXES = ("", "-round", "-rdp", "-prv")  # dp-<mechanism>-epsilon<suffix>, dp-epsilon<suffix>
+_COVERS_ALL = re.compile(r"^dp-(.+)-covers-all$")
+
+
+def covering_mechanisms(metrics: Mapping[str, Any]) -> list[str]:
+    """The mechanisms of a reply whose ε covers every array the client sends."""
+    return [m.group(1) for k in metrics if (m := _COVERS_ALL.match(k)) and int(metrics[k]) == 1]
+
+
+def set_overall(metrics: MetricRecord, delta: float, secure: bool) -> None:
+    """Write ``dp-epsilon*``: the smallest ε among the mechanisms covering every array sent (∞ if none)."""
+    covering = covering_mechanisms(metrics)
+    for suffix in EPSILON_SUFFIXES:
+        values = [float(metrics[f"dp-{m}-epsilon{suffix}"]) for m in covering if f"dp-{m}-epsilon{suffix}" in metrics]
+        metrics[f"dp-epsilon{suffix}"] = min(values) if values else math.inf
     metrics["dp-delta"] = delta
+    metrics["dp-secure-rng"] = int(secure)
+
+
+def account(context: Context, mechanism: str, event: GaussianEvent, dp: Any) -> dict[str, float]:
+    """Add a release to the client's ledger; its ε (cumulative, this round's, by each accountant)."""
+    ledger = load_ledger(context)
+    ledger.add(mechanism, event)
+    save_ledger(context, ledger)
+    out = {f"{mechanism}-epsilon": ledger.epsilon(mechanism, dp.dp_delta, dp.dp_accountant),
+           f"{mechanism}-epsilon-round": epsilon([event], dp.dp_delta, dp.dp_accountant)}
+    out.update({f"{mechanism}-epsilon-{name}": eps for name, eps in ledger.epsilons(mechanism, dp.dp_delta).items()})
+    return out
 
 
 def error_reply(msg: Message, reason: str) -> Message:
@@ -132,17 +166,12 @@ class DpSgdMod(_DpMod):
         if missing:
             return error_reply(msg, f"{self.name}: the ClientApp's reply lacks {missing}: it did not run the private rule")
         event = GaussianEvent(dp.dp_sgd_noise_multiplier, float(metrics["dp-sgd-sample-rate"]), int(metrics["dp-sgd-steps"]))
-        ledger = load_ledger(context)
-        ledger.add(self.mechanism, event)
-        save_ledger(context, ledger)
-        eps_round = epsilon([event], dp.dp_delta, dp.dp_accountant)
-        eps = ledger.epsilon(self.mechanism, dp.dp_delta, dp.dp_accountant)
         for key in SGD_METRICS_DROPPED:
             if key in metrics:
                 del metrics[key]
-        metrics["dp-sgd-epsilon"] = eps
-        metrics["dp-sgd-epsilon-round"] = eps_round
-        set_overall(metrics, eps, eps_round, dp.dp_delta)
+        metrics.update(account(context, self.mechanism, event, dp))
+        metrics["dp-sgd-covers-all"] = 1  # every array sent is post-processing of the private α steps
+        set_overall(metrics, dp.dp_delta, dp.dp_secure_rng)
         return out
 
 
@@ -190,22 +219,17 @@ class UpdateDpMod(_DpMod):
         log.debug("%s: update norm %.4g clipped to %.4g", self.name, norm, clip)  # never in the reply
         out.content["arrays"] = ArrayRecord({k: Array(np.ascontiguousarray(new[k])) for k in record.keys()})
         z = dp.dp_update_noise_std / (2.0 * clip)
-        event = GaussianEvent(z, 1.0, 1)
-        ledger = load_ledger(context)
-        ledger.add(self.mechanism, event)
-        save_ledger(context, ledger)
-        eps_round = epsilon([event], dp.dp_delta, dp.dp_accountant)
-        eps = ledger.epsilon(self.mechanism, dp.dp_delta, dp.dp_accountant)
         metrics = out.content["metrics"]
+        covers_all = int(len(keys) == len(sent))
         metrics.update({
             "dp-update-clip": clip,
             "dp-update-noise-std": dp.dp_update_noise_std,
             "dp-update-noise-multiplier": z,
-            "dp-update-covers-theta": int(len(keys) == len(sent)),
-            "dp-update-epsilon": eps,
-            "dp-update-epsilon-round": eps_round,
+            "dp-update-covers-theta": covers_all,
+            "dp-update-covers-all": covers_all,
+            **account(context, self.mechanism, GaussianEvent(z, 1.0, 1), dp),
         })
-        set_overall(metrics, eps, eps_round, dp.dp_delta)
+        set_overall(metrics, dp.dp_delta, dp.dp_secure_rng)
         return out
 
 

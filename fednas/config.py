@@ -25,6 +25,11 @@ HEADS = ("gap", "flatten")
 # typo fails when the config is parsed, not after a long federated run.
 AMIA_SHADOW_KINDS = ("resnet18", "resnet50", "cnn", "searched")
 AMIA_ATTACKS = ("mlp", "lira", "loss")
+# Names of the fault-injection modes (clients.faults.FAULTS holds them; it checks it agrees)
+# and of the robust strategies (server.robust.ROBUST holds them).
+FAULT_MODES = ("raise", "exit", "nan", "shape", "broadcast", "dtype", "extra-array", "missing-alpha", "huge",
+               "bad-weight")
+ROBUST_STRATEGIES = ("fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
 
 
 class ConfigError(ValueError):
@@ -127,7 +132,7 @@ KEYS: tuple[Key, ...] = (
     _k("bn-statistics-batches", "search", 0, "Batches of batch-size samples of D^theta in a recalibration pass (0: all of D^theta).", check=_nonneg, rule=">= 0"),
     # --- federation ------------------------------------------------------------------
     _k("num-server-rounds", "fed", 3, "Federated rounds.", check=_pos, rule="> 0"),
-    _k("strategy", "fed", "fedavg", "Server strategy (Flower built-ins).", choices=("fedavg", "fedavgm", "fedprox")),
+    _k("strategy", "fed", "fedavg", "Server strategy (Flower built-ins). Robust to a minority of poisoned replies: fedmedian, fedtrimmedavg (trimmed-fraction), krum, multikrum (krum-select), bulyan (needs 4 byzantine-clients + 3 replies); byzantine-clients sets f for the last three.", choices=("fedavg", "fedavgm", "fedprox") + ROBUST_STRATEGIES),
     _k("proximal-mu", "fed", 0.0, "FedProx's mu (strategy = fedprox, which sends it to the clients as proximal-mu): clients add mu/2 ||theta - theta_global||^2 to theta's loss (0: FedAvg).", check=_nonneg, rule=">= 0"),
     _k("reply", "fed", "delta", "What a client's train reply carries: delta (the round's update, alpha_t2 - alpha_t1 and theta's when shared; the server adds the weighted mean update to what it sent) or weights (alpha_t2 and theta themselves). The same global model up to float rounding.", choices=("delta", "weights")),
     _k("fraction-train", "fed", 1.0, "Share of connected clients sampled for training each round.", check=_unit, rule="in (0, 1]"),
@@ -137,7 +142,12 @@ KEYS: tuple[Key, ...] = (
     _k("round-timeout", "fed", 3600.0, "Seconds the server waits for replies in a round.", check=_pos, rule="> 0"),
     _k("central-eval", "fed", True, "Evaluate the global model on the server's test pool after every round."),
     _k("genotype-k", "fed", 2, "Inputs kept per node when deriving the genotype.", check=_pos, rule="> 0"),
-    _k("fault-partitions", "fed", "", "Fault injection for robustness tests: comma-separated partition ids whose train call raises."),
+    _k("fault-partitions", "fed", "", "Fault injection, a testing knob: comma-separated partition ids that misbehave in every train call, each as fault-mode or as its own 'id:mode' (e.g. '1,2:nan,3:exit'). Ids must exist in the federation."),
+    _k("fault-mode", "fed", "raise", "What a fault-partitions client does: raise (an exception), exit (its process dies), nan (alpha all NaN), shape (alpha flattened), broadcast (alpha of one row), dtype (alpha as float64), extra-array, missing-alpha, huge (alpha = 1e30), bad-weight (num-examples = -1).", choices=FAULT_MODES),
+    _k("max-update-norm", "fed", 0.0, "Server-side bound on a reply's update: the L2 norm over every array of (reply - what the server sent); a reply above it is left out of the aggregate (0: no bound).", check=_nonneg, rule=">= 0"),
+    _k("trimmed-fraction", "fed", 0.2, "fedtrimmedavg: share cut off each tail, coordinate-wise, before averaging (Flower's beta).", check=lambda x: 0.0 <= x < 0.5, rule="in [0, 0.5)"),
+    _k("byzantine-clients", "fed", 0, "krum, multikrum, bulyan: f, the number of poisoned clients to tolerate per round.", check=_nonneg, rule=">= 0"),
+    _k("krum-select", "fed", 0, "multikrum: replies kept and averaged (0: the sampled clients minus byzantine-clients).", check=_nonneg, rule=">= 0"),
     # --- differential privacy (clients/dp_mods.py, fednas/privacy.py, docs/privacy.md) ---
     _k("dp-sgd", "dp", False, "DP-SGD on every local alpha step (example-level DP for D^alpha): Poisson sampling q = alpha-batch-size/|D^alpha|, per-example clipping, Gaussian noise."),
     _k("dp-sgd-clip", "dp", 0.1, "DP-SGD: C, the L2 norm each example's alpha gradient is clipped to.", check=_pos, rule="> 0"),
@@ -195,6 +205,7 @@ KEYS: tuple[Key, ...] = (
     _k("attack", "attack", "adra", "Attack run on every capture, by name (attacks.ATTACKS).", choices=("adra",)),
     _k("attack-online", "attack", True, "Attack captures while the run goes on (worker processes) and report at its end. Off: only record captures; attack later with python -m attacks.adra RUN_DIR."),
     _k("attack-workers", "attack", 1, "Worker processes attacking captures during the run (0: attack in the server process after the last round).", check=_nonneg, rule=">= 0"),
+    _k("write-truth", "attack", True, "Simulation only: each client writes which D^alpha samples its alpha steps used to <run-dir>/truth/ for the leakage report's scoring (never sent over the wire; needs run-dir, which the launcher sets). The deployment launcher sets it false: a deployment's leakage report is unscored."),
     _k("attack-identifiability", "attack", True, "Score each capture's identifiability (rank of d(alpha-gradient)/dx at the true batch over the input size; costs about one attack iteration per input pixel)."),
     _k("alpha-pattern", "attack", "^alpha", "Regular expression (re.search) naming the alpha arrays among a message's arrays; the rest is theta."),
     _k("adra-mode", "attack", "strong", "paper: L2 matching of the raw gradient over a dummy image and soft label, kappa denoise (Li et al. 2024). strong: the known client optimizer unrolled, cosine distance, label search, TV/box priors, restarts.", choices=("paper", "strong")),
@@ -232,9 +243,7 @@ def _group_dataclass(group: str) -> type:
 GROUPS: tuple[str, ...] = tuple(GROUP_KEYS)
 SECTION_CLASSES: dict[str, type] = {group: _group_dataclass(group) for group in GROUPS}
 SpaceConfig = SECTION_CLASSES["space"]
-DataConfig = SECTION_CLASSES["data"]
 SearchConfig = SECTION_CLASSES["search"]
-FedConfig = SECTION_CLASSES["fed"]
 
 
 @dataclass(frozen=True)
@@ -298,13 +307,10 @@ def _cross_checks(flat: Mapping[str, Any]) -> list[str]:
             f"'clients-fraction' + 'holdout-fraction' + 'aux-fraction' + 'test-fraction' = "
             f"{total:.3f}; the pools must not overlap, so the sum must be <= 1"
         )
-    for part in str(flat["fault-partitions"]).split(","):
-        if part.strip() and not part.strip().isdigit():
-            errors.append(
-                f"'fault-partitions' = {flat['fault-partitions']!r}: expected comma-separated "
-                "partition ids such as '0,2'"
-            )
-            break
+    try:
+        parse_fault_partitions(flat["fault-partitions"], flat["fault-mode"])
+    except ConfigError as err:
+        errors.append(str(err))
     if flat["dp-sgd"] and flat["alpha-order"] != "first":
         errors.append("'dp-sgd' = true needs 'alpha-order' = \"first\": per-example clipping of the "
                       "second-order (unrolled) alpha gradient is not defined here")
@@ -389,9 +395,56 @@ def parse_config(raw: Mapping[str, Any] | None = None, *, allow_unknown: bool = 
     return Config(**sections)
 
 
+def parse_fault_partitions(text: str, default_mode: str = "raise") -> dict[int, str]:
+    """``'1,2:nan'`` as ``{1: default_mode, 2: 'nan'}``; a ConfigError names what is wrong."""
+    plan: dict[int, str] = {}
+    for part in split_names(text):
+        pid, _, mode = part.partition(":")
+        mode = mode.strip() or default_mode
+        if not pid.strip().isdigit():
+            raise ConfigError(f"'fault-partitions' = {text!r}: expected comma-separated partition ids, each "
+                              f"optionally with a mode, such as '0,2' or '1:nan,3:exit' (bad entry {part!r})")
+        if mode not in FAULT_MODES:
+            raise ConfigError(f"'fault-partitions' = {text!r}: unknown fault mode {mode!r}; choose one of: "
+                              + ", ".join(FAULT_MODES))
+        plan[int(pid)] = mode
+    return plan
+
+
+def fault_plan(cfg: Config) -> dict[int, str]:
+    """Partition id -> fault mode, from ``fault-partitions`` and ``fault-mode``."""
+    return parse_fault_partitions(cfg.fed.fault_partitions, cfg.fed.fault_mode)
+
+
 def fault_partitions(cfg: Config) -> frozenset[int]:
-    """Partition ids that the fault-injection knob makes raise."""
-    return frozenset(int(p) for p in cfg.fed.fault_partitions.split(",") if p.strip())
+    """Partition ids that the fault-injection knob makes misbehave."""
+    return frozenset(fault_plan(cfg))
+
+
+def sampled_per_round(fed: Any, num_clients: int) -> int:
+    """Clients a round samples for training (as Flower's FedAvg samples them)."""
+    return min(max(int(num_clients * fed.fraction_train), fed.min_train_clients), num_clients)
+
+
+def check_against_federation(cfg: Config, num_clients: int) -> None:
+    """What can only be checked once the federation's size is known, before anything runs.
+
+    ``fault-partitions`` ids must exist (else they never fire); Bulyan needs 4·f + 3
+    replies; MultiKrum cannot keep more replies than a round has.
+    """
+    errors = []
+    outside = sorted(p for p in fault_partitions(cfg) if p >= num_clients)
+    if outside:
+        errors.append(f"'fault-partitions' = {cfg.fed.fault_partitions!r} names partition(s) {outside}, but the "
+                      f"federation has {num_clients} clients (partition ids 0-{num_clients - 1})")
+    sampled, f = sampled_per_round(cfg.fed, num_clients), cfg.fed.byzantine_clients
+    if cfg.fed.strategy == "bulyan" and sampled < 4 * f + 3:
+        errors.append(f"'strategy' = \"bulyan\" with 'byzantine-clients' = {f} needs at least {4 * f + 3} replies "
+                      f"a round (4f + 3); the federation samples {sampled}")
+    if cfg.fed.strategy == "multikrum" and cfg.fed.krum_select > sampled:
+        errors.append(f"'krum-select' = {cfg.fed.krum_select} is more than the {sampled} clients a round samples")
+    if errors:
+        raise ConfigError("invalid configuration for this federation:\n  - " + "\n  - ".join(errors))
 
 
 def search_to_record(search: Any) -> dict[str, Any]:

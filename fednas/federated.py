@@ -105,7 +105,8 @@ def client_train(cfg: Config, settings: Any, arrays: Arrays, *, partition_id: in
     if sent_theta:
         reply.update(theta)
     metrics = {**result.metrics, "num-examples": int(len(split.theta) + len(split.alpha)),
-               "local-steps": result.steps, "train-seconds": result.seconds}
+               "local-steps": result.steps, "train-seconds": result.seconds,
+               "on-cuda": float(device.type == "cuda")}  # 1: this round really ran on a GPU
     audit = {
         "partition-id": partition_id,
         "server-round": server_round,

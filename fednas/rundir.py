@@ -13,7 +13,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,11 +126,3 @@ def unique_path(path: str | Path) -> Path:
 def read_rows(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def merge_columns(rows: Iterable[Mapping[str, Any]], first: Sequence[str]) -> list[str]:
-    """Column order: ``first`` then every other key in first-seen order."""
-    seen = dict.fromkeys(first)
-    for row in rows:
-        seen.update(dict.fromkeys(row))
-    return list(seen)

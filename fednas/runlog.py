@@ -6,6 +6,7 @@ soon as the information exists, so a run that dies leaves the rounds it finished
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import time
@@ -17,14 +18,14 @@ import numpy as np
 from fednas import __version__
 from fednas.config import Config
 from fednas.data import resolve_path
-from fednas.rundir import atomic_save_npz, atomic_write_csv, atomic_write_json, new_run_dir
+from fednas.rundir import atomic_save_npz, atomic_write_csv, atomic_write_json, new_run_dir, read_rows
 
 log = logging.getLogger(__name__)
 
 ROUND_COLUMNS = (
-    "round", "sampled", "replied", "failed", "theta-loss", "theta-acc", "alpha-loss", "alpha-acc",
-    "eval-loss", "eval-acc", "central-loss", "central-acc", "alpha-entropy", "alpha-step", "alpha-drift",
-    "param-free-share", "genotype-changes", "genotype", "seconds",
+    "round", "sampled", "replied", "failed", "rejected", "aggregated", "theta-loss", "theta-acc", "alpha-loss",
+    "alpha-acc", "eval-loss", "eval-acc", "central-loss", "central-acc", "alpha-entropy", "alpha-step", "alpha-drift",
+    "param-free-share", "genotype-changes", "genotype", "seconds", "rejections",
 )
 
 
@@ -85,6 +86,7 @@ class RunLog:
         self.summary.update({
             "rounds-completed": len(self.rows),
             "failures": int(sum(r.get("failed", 0) for r in self.rows)),
+            "rejected": int(sum(r.get("rejected", 0) for r in self.rows)),
             "final-central-acc": last.get("central-acc"),
             "final-eval-acc": last.get("eval-acc"),
             "final-alpha-entropy": last.get("alpha-entropy"),
@@ -92,6 +94,33 @@ class RunLog:
             "wall-seconds": round(time.time() - self.t0, 3),
         })
         atomic_write_json(self.dir / "summary.json", self.summary)
+
+
+def mark_interrupted(run_dir: str | Path, signal_name: str) -> dict[str, Any]:
+    """Record in ``summary.json`` that the run was stopped by a signal, and after which round.
+
+    Called once the run's processes are gone (nothing can overwrite it). The last finished
+    round is the last row of ``rounds.csv`` (written as each round ends). A summary that
+    already says ``completed`` is left as it is: the run finished before it was stopped.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "summary.json"
+    summary: dict[str, Any] = {"run-dir": str(run_dir)}
+    if path.is_file():
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError) as err:  # half a summary is no reason to lose the status
+            log.warning("could not read %s: %s", path, err)
+    if summary.get("status") == "completed":
+        return summary
+    rows = read_rows(run_dir / "rounds.csv") if (run_dir / "rounds.csv").is_file() else []
+    last = int(rows[-1]["round"]) if rows else 0
+    if summary.get("status") not in (None, "running"):  # e.g. "failed" as the stop reached it
+        summary["status-before-interrupt"] = summary["status"]
+    summary.update({"status": "interrupted", "signal": signal_name, "rounds-completed": len(rows),
+                    "last-finished-round": last, "interrupted-at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    atomic_write_json(path, summary)
+    return summary
 
 
 def _versions() -> dict[str, str]:

@@ -11,7 +11,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from attacks.amia import amia_after_run
 from fednas.accounting import dp_summary
-from fednas.config import Config, parse_config, search_to_record
+from fednas.config import Config, check_against_federation, parse_config, search_to_record
 from fednas.data import check_federation, dataset_from_config
 from fednas.derive import derive_after_run
 from fednas.federated import central_evaluate, genotype_of, initial_arrays
@@ -21,6 +21,7 @@ from server import route_logs_to_flower
 from server.bnstats import PooledStatistics
 from server.deltas import DeltaReplies
 from server.eavesdrop import Eavesdropper
+from server.guard import ReplyGuard
 from server.strategies import RoundBook, build_strategy
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
         row = {**book.current, **metrics, "round": server_round,
                "seconds": round(time.time() - runlog.t0, 3)}
         runlog.add_round(row, genotype)
+        runlog.summary.update({"rejections": book.rejections, "rounds-kept-previous": book.kept_previous})
         if book.epsilons:  # the final ε: the largest cumulative ε any client reached
             eps = book.epsilons
             runlog.summary["dp"] = {**dp_summary(cfg.dp), "epsilon": _json_eps(max(eps.values())),
@@ -78,15 +80,36 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
     return evaluate_fn
 
 
-def eavesdropping(cfg: Config, run_dir, strategy):
-    """Wrap ``strategy`` with the eavesdropper; attack online when asked (see attacks.leakage)."""
+def eavesdropping(cfg: Config, run_dir, strategy, judge=None):
+    """Wrap ``strategy`` with the eavesdropper; attack online when asked (see attacks.leakage).
+    ``judge`` marks the replies the server rejects (the guard's)."""
     from attacks.captures import CaptureStore
     from attacks.leakage import LeakageAudit
 
     audit = LeakageAudit(run_dir, cfg.flat()) if cfg.attack.attack_online else None
     store = CaptureStore(run_dir)
     return Eavesdropper(strategy, store, cfg.attack.alpha_pattern,
-                        on_capture=audit.submit if audit is not None else None), audit
+                        on_capture=audit.submit if audit is not None else None, judge=judge), audit
+
+
+def compose(cfg: Config, run_dir, num_nodes: int):
+    """The server's strategy chain, outermost first: RoundBook (sorts replies by partition-id,
+    counts) > Eavesdropper (records every reply as it came over the wire, bad ones marked; with
+    delta replies it stores α_t2 = α_t1 + Δα) > ReplyGuard (leaves bad replies out; checks the
+    update itself with ``reply = "delta"``) > DeltaReplies (``reply = "delta"``: rebuilds sent +
+    Δ, so everything inside sees weights) > PooledStatistics (``bn-statistics = "pooled"``) >
+    the named strategy (and its DP wrapper). Returns (book, audit)."""
+    strategy = build_strategy(cfg.fed, num_nodes, cfg.dp)
+    if cfg.search.bn_statistics == "pooled" and cfg.search.share_weights:
+        strategy = PooledStatistics(strategy, cfg.fed.round_timeout)
+    delta = cfg.fed.reply == "delta"
+    if delta:
+        strategy = DeltaReplies(strategy)
+    guard = ReplyGuard(strategy, max_update_norm=cfg.fed.max_update_norm, delta_replies=delta)
+    strategy, audit = guard, None
+    if cfg.attack.eavesdrop:
+        strategy, audit = eavesdropping(cfg, run_dir, guard, judge=guard.judge)
+    return RoundBook(strategy, guard=guard), audit
 
 
 def finish_leakage(audit, run_dir, strategy: Eavesdropper) -> dict:
@@ -96,23 +119,6 @@ def finish_leakage(audit, run_dir, strategy: Eavesdropper) -> dict:
                  len(strategy.captures), strategy.store.dir, run_dir)
         return {"status": "captured", "captures": len(strategy.captures)}
     return audit.finish()
-
-
-def assemble_strategy(cfg: Config, num_nodes: int, run_dir) -> tuple[RoundBook, Eavesdropper | None, object]:
-    """The run's strategy, innermost first: the named Flower strategy (in Flower's DP wrapper
-    with ``dp-server``), pooled BatchNorm statistics, the eavesdropper, delta replies (outside
-    the eavesdropper, which so stores α_t2 = α_t1 + Δα), and the round book outermost.
-    Returns the round book, the eavesdropper (or None) and its leakage audit (or None)."""
-    strategy = build_strategy(cfg.fed, num_nodes, cfg.dp)
-    if cfg.search.bn_statistics == "pooled" and cfg.search.share_weights:
-        strategy = PooledStatistics(strategy, cfg.fed.round_timeout)
-    eavesdropper = audit = None
-    if cfg.attack.eavesdrop:
-        eavesdropper, audit = eavesdropping(cfg, run_dir, strategy)
-        strategy = eavesdropper
-    if cfg.fed.reply == "delta":
-        strategy = DeltaReplies(strategy)
-    return RoundBook(strategy), eavesdropper, audit
 
 
 @app.main()
@@ -128,7 +134,8 @@ def main(grid: Grid, context: Context) -> None:
     try:
         # Fail before any training if a client would lack data.
         check_federation(dataset_from_config(cfg.data, cfg.run.seed), cfg.data, cfg.run.seed, len(nodes))
-        book, eavesdropper, audit = assemble_strategy(cfg, len(nodes), run_dir)
+        check_against_federation(cfg, len(nodes))
+        book, audit = compose(cfg, run_dir, len(nodes))
         initial = ArrayRecord(initial_arrays(cfg))
         result = book.start(
             grid=grid,
@@ -139,13 +146,14 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_config=ConfigRecord(),
             evaluate_fn=_make_evaluate_fn(cfg, book, runlog),
         )
-        # Without one successful aggregation the final model is the initial one.
-        final_record = result.arrays if result.arrays is not None else initial
+        # Without one successful aggregation the final model is the initial one (Flower's
+        # Result then holds an empty ArrayRecord).
+        final_record = result.arrays if result.arrays is not None and len(result.arrays) else initial
         final = final_record.to_torch_state_dict()
         genotype = genotype_of(cfg, final)
         log.info("final genotype:\n%s", genotype.pretty())
         if cfg.attack.eavesdrop:
-            runlog.summary["leakage"] = finish_leakage(audit, run_dir, eavesdropper)
+            runlog.summary["leakage"] = finish_leakage(audit, run_dir, book.strategy)
         runlog.finish({k: v.numpy() for k, v in final.items()}, genotype=genotype.pretty())
     except BaseException as err:
         runlog.fail(err)

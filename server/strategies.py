@@ -11,13 +11,18 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedAvgM, FedProx, Strategy
 
+from fednas.config import sampled_per_round
+from server.robust import ROBUST, ROBUST_ARGS
+
 log = logging.getLogger(__name__)
 
 STRATEGIES: dict[str, type[FedAvg]] = {"fedavg": FedAvg, "fedavgm": FedAvgM, "fedprox": FedProx}
-# Constructor arguments a strategy takes beyond FedAvg's, from the ``fed`` config section.
-STRATEGY_OPTIONS: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "fedprox": lambda fed: {"proximal_mu": fed.proximal_mu},  # sent to clients as "proximal-mu"
+STRATEGIES.update(ROBUST)
+# name -> constructor keywords beyond FedAvg's: f(fed config, clients sampled per round)
+STRATEGY_ARGS: dict[str, Callable[[Any, int], dict[str, Any]]] = {
+    "fedprox": lambda fed, sampled: {"proximal_mu": fed.proximal_mu},  # sent to clients as "proximal-mu"
 }
+STRATEGY_ARGS.update(ROBUST_ARGS)
 
 
 def build_strategy(fed: Any, num_nodes: int, dp: Any = None) -> Strategy:
@@ -36,40 +41,52 @@ def build_strategy(fed: Any, num_nodes: int, dp: Any = None) -> Strategy:
     min_eval = min(fed.min_evaluate_clients, num_nodes)
     if (min_train, min_eval) != (fed.min_train_clients, fed.min_evaluate_clients):
         log.warning("min-train-clients/min-evaluate-clients capped at the federation's %d nodes", num_nodes)
+    sampled = sampled_per_round(fed, num_nodes)
     strategy = cls(
         fraction_train=fed.fraction_train,
         fraction_evaluate=fed.fraction_evaluate,
         min_train_nodes=min_train,
         min_evaluate_nodes=min_eval,
         min_available_nodes=min(max(min_train, min_eval, 1), num_nodes),
-        **STRATEGY_OPTIONS.get(fed.strategy, lambda _: {})(fed),
+        **STRATEGY_ARGS.get(fed.strategy, lambda fed, sampled: {})(fed, sampled),
     )
     if dp is not None and dp.dp_server:
-        sampled = max(int(num_nodes * fed.fraction_train), min_train)  # as FedAvg samples
         strategy = DifferentialPrivacyClientSideFixedClipping(
             strategy, dp.dp_server_noise_multiplier, dp.dp_update_clip, sampled)
     return strategy
 
 
+def _number(value: Any) -> float | None:
+    """A metric as a float; None for what a client should not have sent (a list, text)."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def dp_epsilon(msg: Message) -> float | None:
+    """The cumulative ``dp-epsilon`` a reply reports, if it is a number."""
+    if msg.has_error():
+        return None
+    return _number(msg.content.metric_records.get("metrics", {}).get("dp-epsilon"))
+
+
 def dp_round_metrics(replies: Iterable[Message]) -> dict[str, float]:
     """Over this round's replies: max and mean of each client's cumulative ``dp-epsilon``,
     and the max of this round's own ``dp-epsilon-round``."""
-    metrics = [m.content.metric_records["metrics"] for m in replies
-               if not m.has_error() and "dp-epsilon" in m.content.metric_records.get("metrics", {})]
+    metrics = [m.content.metric_records["metrics"] for m in replies if dp_epsilon(m) is not None]
     if not metrics:
         return {}
     values = [float(r["dp-epsilon"]) for r in metrics]
+    rounds = [_number(r.get("dp-epsilon-round")) for r in metrics]
     return {"dp-epsilon-max": max(values), "dp-epsilon-mean": sum(values) / len(values),
-            "dp-epsilon-round-max": max(float(r.get("dp-epsilon-round", math.nan)) for r in metrics)}
+            "dp-epsilon-round-max": max(math.nan if v is None else v for v in rounds)}
 
 
 def partition_of(msg: Message) -> int | None:
-    """The partition-id a client put in its reply (``client`` ConfigRecord), if any."""
+    """The partition-id a client put in its reply (``client`` ConfigRecord), if it is an integer."""
     if msg.has_error() or not msg.has_content():
         return None
     record = msg.content.config_records.get("client")
     value = record.get("partition-id") if record is not None else None
-    return int(value) if value is not None else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class RoundBook(Strategy):
@@ -80,12 +97,19 @@ class RoundBook(Strategy):
     in which clients happened to finish. It also keeps each client's latest cumulative
     ``dp-epsilon`` (``epsilons``) and puts the round's max and mean in ``current`` instead
     of FedAvg's example-weighted average of the ``dp-*`` metrics, which means nothing.
+    Given the ``guard`` (a :class:`server.guard.ReplyGuard` inside), it counts the replies
+    it rejected (``rejected``, ``rejections``, every round's in ``self.rejections``), says
+    whether the round aggregated anything (``aggregated``; why not in ``kept_previous``),
+    and takes ε only from replies it accepted.
     """
 
-    def __init__(self, strategy: Strategy) -> None:
+    def __init__(self, strategy: Strategy, guard: Any = None) -> None:
         self.strategy = strategy
+        self.guard = guard  # a ReplyGuard inside ``strategy``: its rejections go into the row
         self.current: dict[str, Any] = {}
         self.epsilons: dict[int, float] = {}
+        self.rejections: list[dict[str, Any]] = []  # every round's
+        self.kept_previous: list[dict[str, Any]] = []  # rounds without a new global model, and why
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
@@ -93,7 +117,8 @@ class RoundBook(Strategy):
         return messages
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        replies = sorted(replies, key=lambda m: (m.has_error(), partition_of(m) if partition_of(m) is not None else 1 << 62))
+        replies = sorted(replies, key=lambda m: (m.has_error(), 1 << 62 if partition_of(m) is None else partition_of(m),
+                                                 int(m.metadata.src_node_id)))
         failed = [m for m in replies if m.has_error()]
         for m in failed:
             log.warning("round %d: client node %d failed: %s", server_round, m.metadata.src_node_id, m.error.reason)
@@ -103,12 +128,28 @@ class RoundBook(Strategy):
         if metrics is not None:
             self.current.update({k: v for k, v in metrics.items()
                                  if not isinstance(v, list) and not k.startswith("dp-")})
-        self.current.update(dp_round_metrics(replies))
-        for m in replies:
-            pid = partition_of(m)
-            if pid is not None and "dp-epsilon" in m.content.metric_records.get("metrics", {}):
-                self.epsilons[pid] = float(m.content.metric_records["metrics"]["dp-epsilon"])
+        accepted = self._book_rejections(server_round, replies, arrays is not None)
+        self.current.update(dp_round_metrics(accepted))
+        for m in accepted:
+            pid, eps = partition_of(m), dp_epsilon(m)
+            if pid is not None and eps is not None:
+                self.epsilons[pid] = eps
         return arrays, metrics
+
+    def _book_rejections(self, server_round: int, replies: list[Message], aggregated: bool) -> list[Message]:
+        """Count the guard's rejections and a round without a new model; return the accepted replies."""
+        rejected = list(getattr(self.guard, "rejections", []))
+        self.current.update({"rejected": len(rejected), "aggregated": aggregated,
+                             "rejections": "; ".join(f"partition {r.partition_id}: {r.reason}" for r in rejected)})
+        self.rejections += [r.as_dict() for r in rejected]
+        if not aggregated:
+            reason = getattr(self.guard, "kept_previous", None)
+            if reason is None:  # the guard logs its own reasons
+                reason = "no reply was aggregated"
+                log.warning("round %d: %s: the global model stays as it was", server_round, reason)
+            self.kept_previous.append({"round": server_round, "reason": reason})
+        nodes = {r.node_id for r in rejected}
+        return [m for m in replies if int(m.metadata.src_node_id) not in nodes]
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         return self.strategy.configure_evaluate(server_round, arrays, config, grid)

@@ -1,10 +1,15 @@
-"""``python -m attacks.adra RUN_DIR [--set key=value ...] [--workers N] [--limit N]``.
+"""``python -m attacks.adra RUN_DIR [--set key=value ...] [--workers N] [--limit N] [--model pkg.mod:factory]``.
 
 Re-runs an attack configuration on a run's stored captures and writes a new leakage
 folder beside the run's (``leakage``, else ``leakage-1``, ``leakage-2``...: an existing
 one is never overwritten). Only attack keys (``adra-*``, ``knows-weights``, ...) can be
 changed: the captures were made under the run's own search space and data. The last line
 printed is the new folder. Exit status: 0 done, 2 bad arguments or run directory.
+
+Captures of another Flower app (made with ``server.plugin.eavesdrop``) are attacked on the
+app's own network: ``--model package.module:factory`` (or the model the captures' manifest
+names), with ``--data``/``--aux`` for scoring and a learned prior. The contract of each is in
+``attacks.foreign`` and docs/plugin.md.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import sys
 from pathlib import Path
 
 from fednas.config import GROUP_KEYS, KEY_BY_NAME, ConfigError, parse_config
+from fednas.overrides import parse_override
 from fednas.rundir import unique_path
 
 
@@ -28,34 +34,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="attack only the first N captures (0: all)")
     p.add_argument("--rounds", default="", help="comma-separated rounds to attack (default: all)")
     p.add_argument("--out", default="leakage", help="name of the new folder inside the run directory (suffixed when taken)")
+    g = p.add_argument_group("another app's captures (server.plugin.eavesdrop; docs/plugin.md)")
+    g.add_argument("--model", help="package.module:factory returning the victim's torch network with named alpha "
+                                   "parameters (default: the model the captures' manifest names)")
+    g.add_argument("--data", help="package.module:function returning (images, labels) that the clients' audit "
+                                  "records index: scores the reconstructions")
+    g.add_argument("--aux", help="package.module:function returning the attacker's own (images, labels): "
+                                 "aux-screened starts and the PCA prior (without it adra-init is noise)")
+    g.add_argument("--input-shape", type=_shape, help="C,H,W of the victim's input when the manifest lacks it")
+    g.add_argument("--classes", type=int, help="the victim's classes when the manifest lacks them")
     return p
 
 
-def _value(key: str, text: str):
-    from simulations.launcher import parse_value
+def _shape(text: str) -> tuple[int, int, int]:
+    try:
+        c, h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W (three integers), got {text!r}") from None
+    return c, h, w
 
-    return text.strip('"') if KEY_BY_NAME[key].kind is str else parse_value(text)
 
+def load_settings(run_dir: Path, sets: list[str], foreign: bool = False) -> dict:
+    """The run's flat config with the ``--set`` attack keys applied (validated).
 
-def load_settings(run_dir: Path, sets: list[str]) -> dict:
-    """The run's flat config with the ``--set`` attack keys applied (validated)."""
+    Another app's run has no config.json: its attack starts from the schema's defaults,
+    with ``adra-init = noise`` (no aux pool unless ``--aux``) and no identifiability
+    (it needs this project's dataset).
+    """
     path = run_dir / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} has no config.json: not a run directory")
-    flat = dict(json.loads(path.read_text())["config"])
+    if foreign:
+        flat = {"adra-init": "noise", "attack-identifiability": False}
+    elif path.is_file():
+        flat = dict(json.loads(path.read_text())["config"])
+    else:
+        raise ConfigError(f"{run_dir} has no config.json: not a run directory of this project "
+                          "(another app's captures: pass --model package.module:factory)")
     allowed = {k.name for k in GROUP_KEYS["attack"]}
     for item in sets:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected key=value")
+        key, value = parse_override(item)
         if key not in KEY_BY_NAME:
             parse_config({key: value})  # names the unknown key and its near misses
         if key not in allowed:
             raise ConfigError(f"--set {key}: only attack keys can change offline ({', '.join(sorted(allowed))})")
-        flat[key] = _value(key, value.strip())
+        flat[key] = value
     flat = {k: v for k, v in flat.items() if k in KEY_BY_NAME}  # keys of an older schema are dropped
     return parse_config(flat, allow_unknown=False).flat()
+
+
+def foreign_target(run_dir: Path, args: argparse.Namespace):
+    """The other app's target when ``--model`` is given or the manifest names a model; else None."""
+    from attacks.captures import CaptureStore
+    from attacks.foreign import ForeignTarget
+
+    manifest = CaptureStore(run_dir).manifest()
+    if args.model is None and (manifest is None or manifest.model is None):
+        return None
+    target = ForeignTarget.from_run(run_dir, args.model, args.data, args.aux, args.input_shape, args.classes)
+    target.spec()  # the contract is checked now: imports, α names, input shape
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,11 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     run_dir = Path(args.run_dir).resolve()
     from attacks.captures import CaptureStore
+    from attacks.foreign import TargetError
     from attacks.leakage import LeakageAudit
 
     try:
-        flat = load_settings(run_dir, args.sets)
-    except ConfigError as err:
+        target = foreign_target(run_dir, args)
+        flat = load_settings(run_dir, args.sets, foreign=target is not None)
+    except (ConfigError, TargetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     store = CaptureStore(run_dir)
@@ -82,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = unique_path(run_dir / args.out)
     workers = flat["attack-workers"] if args.workers is None else args.workers
-    audit = LeakageAudit(run_dir, flat, out, workers)
+    audit = LeakageAudit(run_dir, flat, out, workers, target)
     print(f"attacking {len(ids)} captures of {run_dir} ({flat['attack']}, mode {flat['adra-mode']}) into {out}",
           file=sys.stderr)
     for cid in ids:

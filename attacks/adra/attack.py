@@ -16,10 +16,9 @@ from attacks.adra.client_model import AlphaProcedure
 from attacks.adra.solver import Problem, solve_paper, solve_strong
 from attacks.adra.victim import Victim, surrogate_theta
 from attacks.base import Knowledge, Reconstruction
-from attacks.captures import Capture
+from attacks.captures import Capture, missing_client_settings
 from fednas.config import ConfigError, search_from_record
 from fednas.search import num_local_steps
-from fednas.spaces import build_supernet
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +46,34 @@ def local_alpha_steps(search: Any, metrics: dict[str, Any]) -> int:
     if search.local_epochs > 0:
         raise CaptureError("local-epochs > 0 and the reply does not say how many local steps were taken")
     return num_local_steps(search, 0)
+
+
+# What an app that does not say otherwise is taken to use (torch's defaults; no penalty).
+FOREIGN_DEFAULTS = {"alpha-weight-decay": 0.0, "alpha-beta1": 0.9, "alpha-l2": 0.0}
+
+
+def client_procedure(capture: Capture, foreign: bool = False) -> tuple[Any, dict[str, Any]]:
+    """The client's local-search settings (``SearchConfig``) and reply metrics, as the capture shows them.
+
+    This project's captures carry the whole train config; another app's carry only the
+    ``client-settings`` its manifest resolved, which must name at least the optimizer, its
+    learning rate, B and the local steps.
+    """
+    settings = dict(capture.meta.get("client-settings") or {})
+    metrics = dict(capture.metrics)
+    if foreign:
+        missing = missing_client_settings(settings)
+        if missing:
+            raise CaptureError(f"the wire does not show the client's {', '.join(missing)}: declare them with "
+                               "eavesdrop(..., client_settings={...}) or map them with wire_keys={...}")
+        record = {**FOREIGN_DEFAULTS, **settings}
+        metrics["local-steps"] = settings["local-steps"]
+    else:
+        record = {**capture.train_config, **settings}
+    try:
+        return search_from_record(record), metrics
+    except ConfigError as err:
+        raise CaptureError(f"the client's settings (train config) cannot be read: {err}") from None
 
 
 class ADRA:
@@ -88,33 +115,32 @@ class ADRA:
         """Check the capture and build what the solvers need (and the θ source used)."""
         if capture.status != "ok":
             raise CaptureError(capture.reason or "the capture is marked failed")
-        try:
-            search = search_from_record(capture.train_config)
-        except ConfigError as err:
-            raise CaptureError(f"the train config cannot be read: {err}") from None
+        search, metrics = client_procedure(capture, foreign=knowledge.target is not None)
         cfg = knowledge.config
-        ref = build_supernet(cfg.space, knowledge.spec, 0)
-        names = [n for n, _ in ref.named_arch_parameters()]
-        shapes = [tuple(p.shape) for _, p in ref.named_arch_parameters()]
+        ref = knowledge.build_model(0)
+        arch, weights = knowledge.split_parameters(ref)
+        names = [n for n, _ in arch]
+        shapes = [tuple(p.shape) for _, p in arch]
         _check_arrays("alpha_t1", capture.alpha_t1, names, shapes)
         _check_arrays("alpha_t2", capture.alpha_t2, names, shapes)
         if self.s.knows_weights and capture.theta_t1:
-            weights = ref.named_weight_parameters()
             _check_arrays("theta_t1", capture.theta_t1, [n for n, _ in weights], [tuple(p.shape) for _, p in weights])
             theta_source = "server"
             thetas = [{k: torch.as_tensor(v) for k, v in capture.theta_t1.items()}]
         else:
             theta_source = f"surrogate x{self.s.surrogate_draws}"
-            thetas = surrogate_theta(ref, cfg.space.theta_init_bound, self.s.surrogate_draws, self._seed(capture))
+            thetas = surrogate_theta(ref, cfg.space.theta_init_bound, self.s.surrogate_draws, self._seed(capture),
+                                     weights)
         delta = torch.cat([torch.as_tensor(capture.delta_alpha[n], dtype=torch.float64).reshape(-1) for n in names])
         if float(delta.abs().max()) == 0.0:
             raise CaptureError("delta-alpha is zero: the client's round did not change alpha")
-        steps = local_alpha_steps(search, capture.metrics)
+        steps = local_alpha_steps(search, metrics)
         proc = AlphaProcedure.from_settings(search, steps, float(capture.train_config.get("proximal-mu", 0.0)))
         if not (self.s.adra_mode == "strong" and self.s.adra_unroll):
             proc = dataclasses.replace(proc, steps=1)  # Δα read as one step
         alpha_t1 = {k: torch.as_tensor(v) for k, v in capture.alpha_t1.items()}
-        victim = Victim(cfg.space, knowledge.spec, alpha_t1, thetas, alpha_l2=search.alpha_l2)
+        victim = Victim(cfg.space, knowledge.spec, alpha_t1, thetas, alpha_l2=search.alpha_l2, model=ref,
+                        split=knowledge.split_parameters)
         spec = knowledge.spec
         problem = Problem(victim, proc, delta.float(), proc.steps, proc.batch_size, steps, spec.num_classes,
                           (spec.channels, spec.image_size, spec.image_size))

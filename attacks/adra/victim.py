@@ -11,7 +11,7 @@ client's train-mode forward pass sees its own batch.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -26,13 +26,17 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
 
 
-def surrogate_theta(model: Supernet, bound: float, draws: int, seed: int) -> list[dict[str, torch.Tensor]]:
-    """``draws`` surrogate θ from U(−bound, bound) (the paper's assumption), seeded."""
+def surrogate_theta(model: Supernet, bound: float, draws: int, seed: int,
+                    weights: Sequence[tuple[str, torch.Tensor]] | None = None) -> list[dict[str, torch.Tensor]]:
+    """``draws`` surrogate θ from U(−bound, bound) (the paper's assumption), seeded.
+
+    ``weights``: θ's named parameters (default the supernet's; another app's model gives its own).
+    """
     gen = torch.Generator().manual_seed(seed)
+    named = list(model.named_weight_parameters() if weights is None else weights)
     out = []
     for _ in range(draws):
-        out.append({n: torch.empty_like(p).uniform_(-bound, bound, generator=gen)
-                    for n, p in model.named_weight_parameters()})
+        out.append({n: torch.empty_like(p).uniform_(-bound, bound, generator=gen) for n, p in named})
     return out
 
 
@@ -52,18 +56,27 @@ class Victim:
         computed under each; the attack averages its loss over them.
     alpha_l2 : float
         The ``alpha-l2`` penalty the server's train config asks the client to add.
+    model : torch.nn.Module, optional
+        The replica to use (another app's network, ``Knowledge.build_model``); default: the
+        supernet ``space`` describes, built from ``seed``.
+    split : callable, optional
+        ``model -> (α, θ)`` as named parameters (``Knowledge.split_parameters``); default:
+        the supernet's own ``named_arch_parameters``/``named_weight_parameters``.
     """
 
     def __init__(self, space: Any, spec: InputSpec, alpha: Mapping[str, torch.Tensor],
                  thetas: Sequence[Mapping[str, torch.Tensor]] | None, alpha_l2: float = 0.0,
-                 seed: int = 0, device: torch.device | str = "cpu") -> None:
-        model = build_supernet(space, spec, seed).to(device)
+                 seed: int = 0, device: torch.device | str = "cpu", model: torch.nn.Module | None = None,
+                 split: Callable[[Any], tuple[list, list]] | None = None) -> None:
+        model = (build_supernet(space, spec, seed) if model is None else model).to(device)
         model.train()  # the client's α step runs in train mode: BatchNorm uses batch statistics
         for p in model.parameters():
             p.requires_grad_(False)
+        arch, weights = split(model) if split is not None else (model.named_arch_parameters(),
+                                                               model.named_weight_parameters())
         self.model, self.spec, self.device, self.alpha_l2 = model, spec, torch.device(device), alpha_l2
-        self.alpha_names = [n for n, _ in model.named_arch_parameters()]
-        self.alpha_shapes = [tuple(p.shape) for _, p in model.named_arch_parameters()]
+        self.alpha_names = [n for n, _ in arch]
+        self.alpha_shapes = [tuple(p.shape) for _, p in arch]
         missing = [n for n in self.alpha_names if n not in alpha]
         if missing:
             raise KeyError(f"α_t1 lacks {missing}")
@@ -71,7 +84,7 @@ class Victim:
         for n, shape in zip(self.alpha_names, self.alpha_shapes):
             if tuple(self.alpha[n].shape) != shape:
                 raise ValueError(f"α_t1 {n!r} has shape {tuple(self.alpha[n].shape)}, the supernet expects {shape}")
-        own = dict(model.named_weight_parameters())
+        own = dict(weights)
         if not thetas:
             thetas = [{n: p.detach() for n, p in own.items()}]
         stacked = {}
@@ -94,14 +107,6 @@ class Victim:
     @property
     def alpha_flat(self) -> torch.Tensor:
         return torch.cat([self.alpha[n].reshape(-1) for n in self.alpha_names])
-
-    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-        out, i = {}, 0
-        for n, s in zip(self.alpha_names, self.alpha_shapes):
-            k = int(torch.tensor(s).prod())
-            out[n] = flat[..., i : i + k].reshape(*flat.shape[:-1], *s)
-            i += k
-        return out
 
     def _build(self):
         model, names, l2 = self.model, self.alpha_names, self.alpha_l2

@@ -10,32 +10,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tomllib
 
 from attacks.amia.data import AMIAInputError
 from attacks.amia.runner import run_amia
+from fednas.config import ConfigError
 from fednas.data import DatasetMissing
-
-
-def parse_value(text: str) -> object:
-    """A value as TOML reads it (``3``, ``0.5``, ``true``, ``"x"``); bare words are strings."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def parse_sets(items: list[str]) -> dict[str, object]:
-    """``key=value`` pairs, values read as TOML scalars (bare words are strings)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise AMIAInputError(f"--set {item!r}: expected key=value")
-        value = value.strip()
-        parsed = parse_value(value)
-        out[key.strip()] = value.strip('"') if isinstance(parsed, str) else parsed
-    return out
+from fednas.overrides import parse_overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        out = run_amia(args.run_dir, parse_sets(args.sets))
-    except (AMIAInputError, DatasetMissing) as err:
+        out = run_amia(args.run_dir, parse_overrides(args.sets))
+    except (AMIAInputError, ConfigError, DatasetMissing) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print((out / "report.md").read_text())

@@ -36,7 +36,17 @@ class Supernet(nn.Module, abc.ABC):
         return [p for _, p in self.named_arch_parameters()]
 
     def named_arch_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.named_parameters() if n.startswith(self.alpha_prefix)]
+        """α by name, in ``named_parameters`` order, without walking every submodule.
+
+        A name starts with the prefix only if it is this module's own parameter or lies
+        under a child whose name does; a supernet has thousands of other modules, and
+        walking them cost ~0.3 s per call at P = 32 (called every α step).
+        """
+        out = [(n, p) for n, p in self._parameters.items() if p is not None and n.startswith(self.alpha_prefix)]
+        for name, child in self._modules.items():
+            if child is not None and name.startswith(self.alpha_prefix):
+                out += [(f"{name}.{n}", p) for n, p in child.named_parameters()]
+        return out
 
     def weight_parameters(self) -> list[nn.Parameter]:
         """The ordinary weights θ."""
@@ -71,10 +81,6 @@ class Supernet(nn.Module, abc.ABC):
                         f"array {name!r} has shape {tuple(value.shape)}, the supernet expects {tuple(target.shape)}"
                     )
                 target.copy_(torch.as_tensor(value, dtype=target.dtype))
-
-    def alpha_weights(self) -> list[torch.Tensor]:
-        """Softmax over ops of every α tensor."""
-        return [torch.softmax(p, dim=-1) for p in self.arch_parameters()]
 
     @abc.abstractmethod
     def genotype(self, k: int = 2) -> Genotype:

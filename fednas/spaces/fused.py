@@ -1,6 +1,6 @@
 """Edge-batched evaluation of the mixed ops that leave one node: the fused supernets' core.
 
-All the edges leaving a node read the same tensor, so (DESIGN.md, Performance):
+All the edges leaving a node read the same tensor, so (docs/architecture.md, "Performance"):
 
 - the parameter-free ops are computed once per node (``none`` adds nothing; skip is the
   node itself; each pool runs once, and in train mode the BatchNorm after it sees the same

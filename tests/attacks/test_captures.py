@@ -6,31 +6,30 @@ from pathlib import Path
 import numpy as np
 
 from attacks.captures import CaptureStore, capture_id, split_arrays
+from fednas.truth import read_truth, write_truth
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _write(store, rnd=1, node=7, alpha_t2=None, truth=None):
+def _write(store, rnd=1, node=7, alpha_t2=None):
     alpha = {"alpha": np.arange(6, dtype=np.float32).reshape(3, 2)}
     theta = {"stem.0.weight": np.ones((2, 1, 3, 3), np.float32)}
     sent = store.write_sent(rnd, alpha, theta)
     t2 = alpha_t2 if alpha_t2 is not None else {"alpha": alpha["alpha"] + 0.5}
     cid = store.write(server_round=rnd, node_id=node, sent=sent, alpha_t2=t2, partition_id=3,
-                      train_config={"alpha-lr": 0.1, "server-round": rnd}, metrics={"dp-epsilon": 2.5},
-                      truth=truth)
+                      train_config={"alpha-lr": 0.1, "server-round": rnd}, metrics={"dp-epsilon": 2.5})
     return cid, sent
 
 
 def test_round_trip_and_delta(tmp_path):
     store = CaptureStore(tmp_path)
-    cid, _ = _write(store, truth={"alpha-indices": [4, 9]})
+    cid, _ = _write(store)
     cap = store.load(cid)
     assert cap.id == capture_id(1, 7) == cid and cap.round == 1 and cap.node_id == 7 and cap.partition_id == 3
     assert cap.status == "ok"
     np.testing.assert_array_equal(cap.delta_alpha["alpha"], np.full((3, 2), 0.5))
     assert set(cap.theta_t1) == {"stem.0.weight"}
     assert cap.train_config["alpha-lr"] == 0.1 and cap.metrics["dp-epsilon"] == 2.5
-    assert store.truth(cid) == {"alpha-indices": [4, 9]}
     assert store.ids() == [cid]
 
 
@@ -45,11 +44,12 @@ def test_what_the_server_sent_is_stored_once_per_content(tmp_path):
 
 def test_truth_is_kept_apart_from_what_the_attacker_loads(tmp_path):
     store = CaptureStore(tmp_path)
-    cid, _ = _write(store, truth={"alpha-indices": [1]})
-    assert (tmp_path / "truth" / f"{cid}.json").is_file()
-    assert not any("alpha-indices" in p.read_text() for p in (tmp_path / "captures").glob("*.json"))
-    (tmp_path / "truth" / f"{cid}.json").write_text("not json")  # the loader never opens it
+    cid, _ = _write(store)
+    path = write_truth(tmp_path, 1, 3, {"alpha-indices": [1]})  # what the capture's client (partition 3) wrote
+    assert read_truth(tmp_path, store.meta(cid)) == {"alpha-indices": [1]}
+    path.write_text("not json")  # the loader never opens it
     assert store.load(cid).status == "ok"
+    assert not hasattr(store, "truth")  # the store an attack's runner loads captures from has no way to it
 
 
 def test_a_damaged_array_file_loads_as_a_failed_capture(tmp_path):

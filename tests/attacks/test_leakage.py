@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -60,16 +61,22 @@ def test_every_capture_gets_rows_files_and_a_summary(run_dir):
     bad = [r for r in rows if r["status"] != "ok"]
     assert len(ok) == 3 and len(bad) == 1
     assert "NaN or Inf" in bad[0]["reason"] and bad[0]["capture"] == ids[-1]
+    assert all(r["attacked"] == "True" for r in ok) and bad[0]["attacked"] == "False"
     assert all(0.0 <= float(r["identifiability"]) <= 1.0 for r in ok)
     assert all(float(r["psnr"]) > 0 for r in ok)
     for name in ("report.md", "summary.json", "client-0.png", "client-1.png"):
         assert (out / name).is_file(), name
     report = (out / "report.md").read_text()
-    assert "Per client, ranked by leakage" in report and "identified" in report and "NaN or Inf" in report
+    assert "Per client, ranked by leakage" in report and "identified" in report
+    assert "## Could not be attacked" in report and "NaN or Inf" in report.split("## Could not be attacked")[1]
     for key in ("success-rate", "identified-rate", "mean-psnr", "label-accuracy"):
         assert key in summary
-    assert summary["captures"] == len(ids) and summary["failed"] == 1
-    assert json.loads((out / "summary.json").read_text())["samples"] == len(ids)
+    # the capture that could not be attacked is counted beside the figures, not as a 0 % success
+    assert summary["captures"] == len(ids) and summary["failed"] == 0 and summary["unscored"] == 0
+    assert summary["attacked"] == len(ids) - 1 and summary["not-attacked"] == 1 and summary["scored"] is True
+    full = json.loads((out / "summary.json").read_text())
+    assert full["samples"] == len(ids) - 1 and full["not-attacked-samples"] == 1
+    assert full["success-rate"] == np.mean([r["success"] == "True" for r in ok])
     assert len(list((out / "reconstructions").glob("*.npz"))) == len(ids)
 
 
@@ -83,3 +90,23 @@ def test_the_offline_cli_writes_a_new_folder_and_refuses_other_keys(run_dir, cap
     assert len(rows) == 1 and rows[0]["adra-mode"] == "paper"
     assert adra_cli([str(run_dir), "--set", "nodes=5"]) == 2
     assert "only attack keys" in capsys.readouterr().err
+
+
+def test_without_truth_the_attack_still_runs_and_the_report_says_it_is_unscored(run_dir, tmp_path):
+    # a deployment: the clients kept which samples they used (write-truth = false, no truth/)
+    copy = tmp_path / "deployed"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("truth", "leakage*"))
+    flat = {**parse_config({**FLAT, "run-dir": str(copy)}).flat(), "write-truth": False, "attack-identifiability": False}
+    summary = LeakageAudit(copy, flat, copy / "leakage").finish()
+    rows = _rows(copy / "leakage")
+    ids = CaptureStore(copy).ids()
+    assert {r["capture"] for r in rows} == set(ids)
+    unscored = [r for r in rows if r["status"] == "unscored"]
+    assert len(unscored) == len(ids) - 1  # the corrupted capture still fails, for its own reason
+    assert all(r["predicted-label"] != "" and r["psnr"] == "" and "write-truth = false" in r["reason"] for r in unscored)
+    assert len(list((copy / "leakage" / "reconstructions").glob("*.npz"))) == len(ids)  # the attack ran
+    assert summary["scored"] is False and summary["unscored"] == len(unscored) and summary["samples"] == 0
+    assert summary["success-rate"] is None and summary["failed"] == 0
+    assert summary["attacked"] == len({r["capture"] for r in unscored}) and summary["not-attacked"] == 1
+    report = (copy / "leakage" / "report.md").read_text()
+    assert "**Unscored**" in report and "deployment" in report

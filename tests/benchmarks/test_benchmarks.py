@@ -50,3 +50,26 @@ def test_reference_is_skipped_past_its_cap(tmp_path):
 def test_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(SystemExit, match="no CUDA device"):
         main(["supernet", "--device", "cuda", "--quick"])
+
+
+def test_dp_benchmark_quick_writes_both_steps_side_by_side(tmp_path, capsys):
+    from benchmarks.dp import main as dp_main
+
+    assert dp_main(["--quick", "--threads", "1", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "private/plain" in out and "device cpu" in out
+    (path,) = tmp_path.glob("dp-*.json")
+    data = json.loads(path.read_text())
+    assert data["quick"] is True and data["device"] == "cpu"
+    assert [(r["nodes"], r["batch"]) for r in data["rows"]] == [(4, 1), (4, 4)]
+    for r in data["rows"]:
+        assert r["plain-s"] > 0 and r["private-s"] > 0 and r["ratio"] == pytest.approx(r["private-s"] / r["plain-s"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_dp_benchmark_on_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    from benchmarks.dp import main as dp_main
+
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        dp_main(["--quick", "--device", "cuda", "--results", str(tmp_path)])
+    assert not list(tmp_path.iterdir())

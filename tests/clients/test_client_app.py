@@ -7,6 +7,8 @@ from clients.client_app import THETA_STATE_KEY, app
 from fednas.config import KEYS, parse_config, search_to_record
 from fednas.data import client_data
 from fednas.federated import initial_arrays
+from fednas.truth import read_truth
+from tests import reference
 
 pytestmark = pytest.mark.usefixtures("server_identity")
 
@@ -25,10 +27,10 @@ def _train_message(cfg, arrays, server_round=1):
                    message_type=MessageType.TRAIN)
 
 
-def test_train_handler_replies_alpha_theta_metrics_partition_and_audit():
-    cfg = parse_config(RUN)
+def test_train_handler_replies_alpha_theta_metrics_partition_and_writes_its_truth_off_the_wire(tmp_path):
+    cfg = parse_config(RUN | {"run-dir": str(tmp_path)})
     arrays = initial_arrays(cfg)
-    ctx = _context()
+    ctx = _context(**{"run-dir": str(tmp_path)})
     reply = app(_train_message(cfg, arrays), ctx)
     assert not reply.has_error()
     content = reply.content
@@ -38,8 +40,10 @@ def test_train_handler_replies_alpha_theta_metrics_partition_and_audit():
     assert not torch.equal(out["alpha"], arrays["alpha"])
     metrics = content["metrics"]
     assert metrics["num-examples"] > 0 and np.isfinite(metrics["alpha-loss"])
+    assert metrics["on-cuda"] == float(torch.cuda.is_available())  # device = auto
     assert content["client"]["partition-id"] == 1
-    audit = content["audit"]
+    assert list(content.config_records) == ["client"]  # which samples were used never goes on the wire
+    audit = read_truth(tmp_path, {"round": 1, "partition-id": 1})
     _, split = client_data(cfg.data, cfg.run.seed, 1, 3)
     assert audit["alpha-steps"] == 2 and len(audit["alpha-indices"]) == sum(audit["alpha-step-sizes"]) == 8
     assert set(audit["alpha-indices"]) <= set(split.alpha.tolist())
@@ -64,7 +68,8 @@ def test_evaluate_handler_reports_on_the_client_test_split():
     reply = app(msg, _context())
     metrics = reply.content["metrics"]
     _, split = client_data(cfg.data, cfg.run.seed, 1, 3)
-    assert metrics["num-examples"] == len(split.test) and 0.0 <= metrics["eval-acc"] <= 1.0
+    assert metrics["num-examples"] == len(split.test)
+    assert metrics["eval-acc"] == reference.accuracy(cfg, initial_arrays(cfg), split.test)  # counted independently
 
 
 def test_fault_injection_makes_the_handler_raise():
@@ -86,3 +91,24 @@ def test_query_handler_replies_the_statistics_of_the_servers_model_on_d_theta():
     stats = reply.content["statistics"].to_torch_state_dict()
     assert set(stats) == {k for k in arrays if k.endswith(("running_mean", "running_var"))}
     assert not torch.equal(stats["stem.1.running_var"], arrays["stem.1.running_var"])  # re-estimated
+
+
+def test_a_dp_sgd_reply_reports_epsilon_but_never_the_poisson_sample(tmp_path):
+    # DP-SGD's guarantee relies on hiding which examples each step sampled: the reply reports ε
+    # and carries no trace of the sample, which only the client's own truth record holds
+    run = RUN | {"run-dir": str(tmp_path), "dp-sgd": True}
+    cfg = parse_config(run)
+    reply = app(_train_message(cfg, initial_arrays(cfg)), _context(**run))
+    assert not reply.has_error()
+    assert reply.content["metrics"]["dp-epsilon"] > 0
+    assert list(reply.content.config_records) == ["client"]
+    truth = read_truth(tmp_path, {"round": 1, "partition-id": 1})
+    assert truth["alpha-steps"] == 2 and len(truth["alpha-step-sizes"]) == 2
+    assert not any(k.startswith("alpha-indices") or k.startswith("alpha-step") for k in reply.content["metrics"])
+
+
+def test_without_write_truth_the_client_writes_nothing(tmp_path):
+    run = RUN | {"run-dir": str(tmp_path), "write-truth": False}
+    cfg = parse_config(run)
+    reply = app(_train_message(cfg, initial_arrays(cfg)), _context(**run))
+    assert not reply.has_error() and not (tmp_path / "truth").exists()

@@ -18,9 +18,10 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from clients.client_app import evaluate, train
 from clients.dp_mods import LEDGER_KEY, dp_sgd_mod, load_ledger, update_dp_mod
-from fednas.accounting import GaussianEvent, epsilon
+from fednas.accounting import RDP_ORDERS
 from fednas.config import ConfigError, parse_config, search_to_record
 from fednas.federated import initial_arrays
+from tests import dp_reference as reference
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
@@ -89,16 +90,46 @@ def test_dp_sgd_and_update_mods_account_two_rounds():
     m = replies[-1]
     q, steps = m["dp-sgd-sample-rate"], m["dp-sgd-steps"]
     assert steps == TINY["local-steps"] and 0 < q < 1
-    # cumulative ε over both rounds = the reference accountant for the same steps, noise, sampling
-    assert m["dp-sgd-epsilon"] == pytest.approx(epsilon([GaussianEvent(1.2, q, 2 * steps)], 1e-5), rel=1e-9)
-    assert m["dp-sgd-epsilon-round"] == pytest.approx(epsilon([GaussianEvent(1.2, q, steps)], 1e-5), rel=1e-9)
-    z_update = 0.3 / (2 * DEFAULTS["dp-update-clip"])
-    assert m["dp-update-epsilon"] == pytest.approx(epsilon([GaussianEvent(z_update, 1.0, 2)], 1e-5), rel=1e-9)
-    assert m["dp-epsilon"] == min(m["dp-sgd-epsilon"], m["dp-update-epsilon"]) and m["dp-delta"] == 1e-5
+    # DP-SGD over both rounds: Rényi divergence of the subsampled Gaussian integrated from its
+    # definition at every order up to 64, composed over 2 x steps, converted (tests/dp_reference.py)
+    orders = [a for a in RDP_ORDERS if a <= 64]
+    for total, key in ((2 * steps, "dp-sgd-epsilon"), (steps, "dp-sgd-epsilon-round")):
+        want = reference.rdp_to_epsilon(lambda a: total * reference.subsampled_rdp(q, 1.2, a), orders, 1e-5)
+        assert m[key] == pytest.approx(want, rel=1e-6), key
+    assert m["dp-sgd-epsilon-rdp"] == m["dp-sgd-epsilon"] and m["dp-sgd-epsilon-prv"] < m["dp-sgd-epsilon-rdp"]
+    # the update mod: 2 Gaussian releases of μ = 2C/σ each; the tight ε is where the privacy
+    # profile, integrated from its definition, reaches δ
+    mu = math.sqrt(2) * 2 * DEFAULTS["dp-update-clip"] / 0.3
+    assert reference.gaussian_delta(mu, m["dp-update-epsilon-prv"]) == pytest.approx(1e-5, rel=1e-4)
+    # DP-SGD covers every array; the update mod (α only, θ shared) does not: dp-epsilon is DP-SGD's
+    assert m["dp-sgd-covers-all"] == 1 and m["dp-update-covers-all"] == 0
+    assert m["dp-epsilon"] == m["dp-sgd-epsilon"] and m["dp-epsilon-prv"] == m["dp-sgd-epsilon-prv"]
+    assert m["dp-delta"] == 1e-5 and m["dp-secure-rng"] == 0
     assert replies[0]["dp-epsilon"] < m["dp-epsilon"]
     assert "alpha-loss" not in m and "alpha-acc" not in m  # D^α statistics without noise
     assert set(replies[0]) == set(m)  # every reply has the same keys (FedAvg checks)
     assert len(load_ledger(ctx).events["dp-sgd"]) == 2
+
+
+@pytest.mark.parametrize("theta, share", [(False, True), (True, True), (False, False)])
+def test_dp_epsilon_is_claimed_only_for_a_mechanism_that_covers_every_array_sent(theta, share):
+    rc = run_config(dp_update=True, dp_update_theta=theta, share_weights=share, dp_update_noise_std=0.3)
+    arrays = ArrayRecord(initial_arrays(parse_config(rc))) if share else ArrayRecord(
+        {k: v for k, v in initial_arrays(parse_config(rc)).items() if k.startswith("alpha")})
+    m = update_dp_mod(message(rc, arrays=arrays), context(rc), train).content["metrics"]
+    covers = theta or not share  # θ privatised too, or θ never sent
+    assert m["dp-update-covers-all"] == int(covers)
+    if covers:
+        assert m["dp-epsilon"] == m["dp-update-epsilon"] < math.inf
+    else:  # α-only noise bounds nothing about the θ beside it: no ε for the reply as a whole
+        assert m["dp-epsilon"] == math.inf and m["dp-update-epsilon"] < math.inf
+
+
+def test_seeded_or_secure_noise_is_recorded():
+    for secure in (False, True):
+        rc = run_config(dp_update=True, dp_secure_rng=secure)
+        m = update_dp_mod(message(rc), context(rc), train).content["metrics"]
+        assert m["dp-secure-rng"] == int(secure)
 
 
 def _reply_moving(delta_alpha, delta_theta):
@@ -199,6 +230,7 @@ def test_a_run_with_the_mods_on_reports_epsilon(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     dp = summary["dp"]
     assert dp["delta"] == 1e-5 and set(dp["mechanisms"]) == {"dp-sgd", "dp-update"}
+    assert dp["secure-rng"] is False and "removable by anyone who knows the seed" in dp["noise"]
     assert 0 < dp["epsilon"] < math.inf and len(dp["epsilon-by-client"]) == 2
     rows = (run_dir / "rounds.csv").read_text().splitlines()
     header = rows[0].split(",")

@@ -3,9 +3,10 @@ import torch
 
 from fednas.batchnorm import calibration_batches, is_statistic, pool_statistics, recalibrate, statistics_state
 from fednas.config import parse_config
-from fednas.data import client_data
+from fednas.data import client_data, dataset_from_config, make_pools
 from fednas.federated import (central_evaluate, client_evaluate, client_statistics, client_train, genotype_of,
                               initial_arrays, model_for, recalibrate_on_theta)
+from tests import reference
 
 BASE = {"channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 4, "max-samples": 300}
 
@@ -30,8 +31,12 @@ def test_the_darts_space_runs_a_federated_round():
     out = _round(cfg, arrays)
     assert {"alpha_normal", "alpha_reduce"} <= set(out.arrays)
     assert not torch.equal(out.arrays["alpha_normal"], arrays["alpha_normal"])
-    assert 0.0 <= central_evaluate(cfg, out.arrays)["central-acc"] <= 1.0
-    assert 0.0 <= client_evaluate(cfg, out.arrays, partition_id=1, num_clients=2)["eval-acc"] <= 1.0
+    # the reported accuracies are the trained model's on the right data, counted independently
+    pools = make_pools(len(dataset_from_config(cfg.data, cfg.run.seed)), cfg.data, cfg.run.seed)
+    assert central_evaluate(cfg, out.arrays)["central-acc"] == reference.accuracy(cfg, out.arrays, pools.test)
+    _, split = client_data(cfg.data, cfg.run.seed, 1, 2)
+    assert client_evaluate(cfg, out.arrays, partition_id=1, num_clients=2)["eval-acc"] == \
+        reference.accuracy(cfg, out.arrays, split.test)
     assert set(genotype_of(cfg, out.arrays).cells) == {"normal", "reduce"}
 
 

@@ -50,10 +50,29 @@ def test_search_is_determined_by_the_seed():
     assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
 
 
-def test_local_epochs_replace_local_steps():
-    cfg, ds, split, model = _setup({"local-epochs": 1, "local-steps": 1})
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_local_epochs_replace_local_steps(epochs, monkeypatch):
+    """Watch the D^θ batches the θ steps actually consume: each epoch is one full pass."""
+    import fednas.search
+
+    consumed: list[list[int]] = []
+
+    def watched(indices, batch_size, rng):
+        for batch in fednas.data.batches(indices, batch_size, rng):
+            if set(batch.tolist()) <= theta:
+                consumed.append(batch.tolist())
+            yield batch
+
+    cfg, ds, split, model = _setup({"local-epochs": epochs, "local-steps": 1})
+    theta = set(split.theta.tolist())
+    monkeypatch.setattr(fednas.search, "batches", watched)
     r = local_search(model, ds, split, cfg.search, seed=0)
-    assert r.steps == len(split.theta) // 16
+    assert r.steps == len(consumed) and all(len(b) == 16 for b in consumed)
+    per_pass = len(consumed) // epochs
+    for e in range(epochs):
+        seen = [i for b in consumed[e * per_pass : (e + 1) * per_pass] for i in b]
+        assert len(seen) == len(set(seen))  # no sample twice within a pass
+        assert len(theta) - len(seen) < 16  # and every sample but the dropped remainder
 
 
 def test_alpha_l2_penalty_pulls_alpha_toward_zero():
@@ -90,10 +109,20 @@ def test_second_order_step_matches_exact_unrolled_gradient():
     torch.testing.assert_close(fd_grads[0], exact, rtol=1e-4, atol=1e-7)
 
 
-def test_second_order_search_runs_and_leaves_bn_statistics_to_the_real_steps():
-    cfg, ds, split, model = _setup({"local-steps": 2, "alpha-order": "second"})
+@pytest.mark.parametrize("fused", [True, False])
+def test_second_order_search_runs_and_leaves_bn_statistics_to_the_real_steps(fused):
+    """The unrolled step's extra forwards (θ', θ ± rv on D^θ, D^α at θ') must not touch the
+    running statistics: after k steps every BatchNorm has counted exactly the k θ steps
+    (a leaking forward would count 3 or more per step), and the θ steps did update them."""
+    cfg, ds, split, _ = _setup({"local-steps": 2, "alpha-order": "second", "fused": fused})
+    model = build_supernet(cfg.space, ds.spec, 0)
+    before = {n: b.clone() for n, b in model.named_buffers()}
     r = local_search(model, ds, split, cfg.search, seed=0)
     assert r.steps == 2 and np.isfinite(list(r.metrics.values())).all()
+    counts = {n: int(b) for n, b in model.named_buffers() if n.endswith("num_batches_tracked")}
+    assert counts and set(counts.values()) == {2}, counts
+    name = next(n for n in before if n.endswith("running_mean"))
+    assert not torch.equal(dict(model.named_buffers())[name], before[name])  # the θ steps did update it
 
 
 def test_alpha_steps_leave_batchnorm_running_statistics_alone():

@@ -19,6 +19,11 @@ from flwr.supercore.task_identity import TaskIdentity
 ClientFn = Callable[[Message, Context], Message]
 
 
+def through(app: Any) -> ClientFn:
+    """A ClientApp as a client function: every call goes through its mods, as in a SuperNode."""
+    return lambda msg, context: app(message=msg, context=context)
+
+
 class InProcessGrid(Grid):
     """``num_nodes`` SuperNodes (partition ids 0..N-1) answering with ``train``/``evaluate``/``query``
     (each may be a whole ``ClientApp``, which dispatches by message type itself)."""

@@ -8,12 +8,13 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedAvgM
 
 from attacks.captures import CaptureStore
-from clients.client_app import train
+from clients.client_app import app, train
 from fednas.config import parse_config, search_to_record
 from fednas.federated import client_train, initial_arrays
+from fednas.truth import read_truth
 from server.eavesdrop import Eavesdropper
 from server.strategies import RoundBook
-from tests.server.inprocess_grid import InProcessGrid
+from tests.server.inprocess_grid import InProcessGrid, through
 
 FLAT = {"nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 200,
         "head": "flatten"}
@@ -55,6 +56,7 @@ def test_the_wrapper_changes_nothing_the_strategy_returns(cls, cfg, tmp_path):
 
 def test_a_capture_holds_what_crossed_the_wire_and_the_clients_own_update(cfg, tmp_path):
     store = CaptureStore(tmp_path)
+    cfg = cfg.replace(run_dir=str(tmp_path))  # the clients write their truth there, off the wire
     _, grid = _run(Eavesdropper(_strategy(FedAvg), store), cfg, rounds=1)
     sent = {m.metadata.dst_node_id: m for m in grid.sent}
     init = initial_arrays(cfg)
@@ -73,15 +75,17 @@ def test_a_capture_holds_what_crossed_the_wire_and_the_clients_own_update(cfg, t
         own = client_train(cfg, cfg.search, init, partition_id=pid, num_clients=CLIENTS, server_round=1)
         for name in cap.alpha_t1:
             np.testing.assert_allclose(cap.delta_alpha[name], own.arrays[name].numpy() - init[name].numpy(), atol=1e-7)
-        truth = store.truth(cid)
+        truth = read_truth(tmp_path, store.meta(cid))
         assert truth["alpha-indices"] == own.audit["alpha-indices"]
+    # which samples were used is nowhere in what the eavesdropper stored
+    assert not any("alpha-indices" in p.read_text() for p in (tmp_path / "captures").glob("*.json"))
 
 
 def test_error_replies_are_skipped_with_a_logged_reason(cfg, tmp_path, caplog):
     faulty = cfg.replace(fault_partitions="1")
     store = CaptureStore(tmp_path)
     with caplog.at_level(logging.INFO, logger="server.eavesdrop"):
-        result, _ = _run(Eavesdropper(_strategy(FedAvg), store), faulty, rounds=1)
+        result, _ = _run(Eavesdropper(_strategy(FedAvg), store), faulty, rounds=1, train_fn=through(app))
     assert result.arrays is not None  # the round went on with the other client
     assert [store.load(c).partition_id for c in store.ids()] == [0]
     assert "replied an error" in caplog.text and "fault injection" in caplog.text
@@ -104,7 +108,7 @@ def test_a_reply_without_alpha_becomes_a_failed_capture(cfg, tmp_path):
     caps = [store.load(c) for c in store.ids()]
     assert len(caps) == CLIENTS
     assert all(c.status == "failed" and "no array matching alpha-pattern" in c.reason for c in caps)
-    assert all(store.truth(c.id) is None for c in caps)  # no audit record was sent
+    assert all(read_truth(tmp_path, store.meta(c.id)) is None for c in caps)  # no run-dir: no truth written
 
 
 def test_alpha_is_found_by_a_configurable_pattern(cfg, tmp_path):

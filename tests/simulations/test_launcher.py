@@ -6,14 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fednas.config import ConfigError
+from fednas.config import ConfigError, parse_config
+from fednas.data import dataset_from_config, make_pools
 from simulations.__main__ import main
-from simulations.launcher import PROJECT_ROOT, launch, load_experiment, parse_value, prepare
-
-
-def test_set_values_are_read_as_toml():
-    assert parse_value("3") == 3 and parse_value("0.5") == 0.5 and parse_value("true") is True
-    assert parse_value("elu") == "elu" and parse_value('"x y"') == "x y"
+from simulations.launcher import PROJECT_ROOT, launch, load_experiment, prepare
+from tests import reference
 
 
 @pytest.mark.parametrize("sets, words", [
@@ -72,6 +69,11 @@ def test_end_to_end_run_through_flwr_writes_every_file(tmp_path):
     assert {"alpha-entropy", "alpha-step", "param-free-share", "genotype-changes"} <= set(rounds.columns)
     with np.load(run / "model.npz") as model:
         assert model["alpha"].shape == (3, 8)
+        final = dict(model)
+    # the last round's central accuracy is the saved model's on the server's test pool, counted here
+    cfg = parse_config(config["config"])
+    pools = make_pools(len(dataset_from_config(cfg.data, cfg.run.seed)), cfg.data, cfg.run.seed)
+    assert rounds["central-acc"].iloc[-1] == pytest.approx(reference.accuracy(cfg, final, pools.test), abs=1e-12)
     assert not list(run.glob(".*.tmp"))  # atomic writes leave no temporaries
 
 

@@ -1,0 +1,292 @@
+"""Every reply checked before aggregation: the ``ReplyGuard`` strategy wrapper.
+
+Flower's strategies trust what clients send. One hostile or broken client can then poison
+the global model (NaN, 1e30, an array NumPy silently broadcasts) or abort the whole run
+(a wrong shape, an extra array, a missing one: ``InconsistentMessageReplies``). The
+guard wraps any strategy and, each round, checks every reply against what the server
+itself sent that node:
+
+- one ArrayRecord per record sent, holding exactly the arrays sent (names), each with the
+  shape and dtype sent, readable, and finite;
+- optionally, the L2 norm of the update (reply − sent, over every array; the reply itself
+  when clients send updates) at most ``max_update_norm``;
+- exactly one MetricRecord, whose weight (``num-examples``) is one finite number > 0, and
+  whose keys are those of the round's other replies (the most common set).
+
+A reply that fails is left out of the aggregate, with its reason (logged, and kept in
+``rejections`` for the round's row); the inner strategy never sees it. A round in which
+nothing is left to aggregate, or whose aggregate is not finite, returns no arrays, so
+Flower keeps the previous global model. Evaluate replies get the metric checks. The guard
+never raises on a reply: one it cannot check is rejected with the error as its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from server.strategies import partition_of
+
+log = logging.getLogger(__name__)
+
+Sent = dict[str, dict[str, np.ndarray]]  # ArrayRecord name -> array name -> what was sent
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One reply left out of a round's aggregate."""
+
+    round: int
+    node_id: int
+    partition_id: int | None
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"round": self.round, "node-id": self.node_id, "partition-id": self.partition_id, "reason": self.reason}
+
+
+# ---------------------------------------------------------------------------- checks (pure)
+
+
+def sent_arrays(msg: Message) -> Sent:
+    """What a message to a client carries, by ArrayRecord and array name."""
+    return {key: {name: arr.numpy() for name, arr in record.items()}
+            for key, record in msg.content.array_records.items()}
+
+
+def check_arrays(reply: Mapping[str, ArrayRecord], sent: Sent) -> str | None:
+    """Why the reply's ArrayRecords do not match what was sent (None: they do)."""
+    if set(reply) != set(sent):
+        return f"ArrayRecords {sorted(reply)} (expected {sorted(sent)})"
+    for key, expected in sent.items():
+        names = list(reply[key].keys())
+        missing = [n for n in expected if n not in names]
+        extra = [n for n in names if n not in expected]
+        if missing or extra:
+            return ", ".join(filter(None, (f"missing arrays {missing}" if missing else "",
+                                           f"unexpected arrays {extra}" if extra else "")))
+        for name, ref in expected.items():
+            problem = check_array(name, reply[key][name], ref)
+            if problem:
+                return problem
+    return None
+
+
+def check_array(name: str, arr: Any, ref: np.ndarray) -> str | None:
+    """Why one array differs in shape, dtype or finiteness from ``ref`` (None: it does not)."""
+    if tuple(arr.shape) != ref.shape:
+        return f"{name!r} has shape {tuple(arr.shape)}, expected {ref.shape}"
+    if str(arr.dtype) != str(ref.dtype):
+        return f"{name!r} has dtype {arr.dtype}, expected {ref.dtype}"
+    try:
+        value = arr.numpy()
+    except Exception as err:  # a payload that does not decode as declared
+        return f"{name!r} cannot be read: {type(err).__name__}: {err}"
+    if value.shape != ref.shape or value.dtype != ref.dtype:
+        return f"{name!r} decodes as {value.dtype}{value.shape}, expected {ref.dtype}{ref.shape}"
+    if np.issubdtype(value.dtype, np.inexact) and not np.isfinite(value).all():
+        bad = int(value.size - np.isfinite(value).sum())
+        return f"{name!r} holds {bad} non-finite value(s) (NaN or Inf) of {value.size}"
+    return None
+
+
+def update_norm(reply: Mapping[str, ArrayRecord], sent: Sent, delta: bool = False) -> float:
+    """L2 norm, over every array, of reply − sent (of the reply itself when it is an update)."""
+    total = 0.0
+    for key, expected in sent.items():
+        for name, ref in expected.items():
+            value = reply[key][name].numpy().astype(np.float64)
+            diff = value if delta else value - ref.astype(np.float64)
+            total += float(np.square(diff).sum())
+    return math.sqrt(total)
+
+
+def check_metrics(msg: Message, weight_key: str) -> str | None:
+    """Why the reply's MetricRecord cannot weight an average (None: it can)."""
+    records = msg.content.metric_records
+    if len(records) != 1:
+        return f"{len(records)} MetricRecords (expected one)"
+    record = next(iter(records.values()))
+    if weight_key not in record:
+        return f"no {weight_key!r} metric"
+    weight = record[weight_key]
+    if isinstance(weight, list) or not math.isfinite(float(weight)) or float(weight) <= 0:
+        return f"metric {weight_key!r} = {weight!r}: must be one finite number > 0"
+    return None
+
+
+def metric_keys(msg: Message) -> frozenset[str]:
+    return frozenset(k for record in msg.content.metric_records.values() for k in record.keys())
+
+
+def common_keys(replies: list[Message]) -> frozenset[str] | None:
+    """The most common metric key set (ties: the earliest reply's)."""
+    if not replies:
+        return None
+    counts = Counter(metric_keys(m) for m in replies)
+    return max(counts, key=lambda keys: counts[keys])  # max keeps the first of equal counts
+
+
+def judge_replies(replies: list[Message], sent: Mapping[int, Sent] | None, weight_key: str,
+                  max_update_norm: float = 0.0, delta: bool = False) -> list[str | None]:
+    """Each reply's reason to be rejected (None: accepted), error replies None.
+
+    ``sent`` maps node id to what it was sent (train replies); None checks only metrics
+    (evaluate replies).
+    """
+    verdicts: list[str | None] = []
+    for msg in replies:
+        if msg.has_error():
+            verdicts.append(None)
+            continue
+        try:
+            verdicts.append(_judge_one(msg, sent, weight_key, max_update_norm, delta))
+        except Exception as err:  # a reply that cannot be checked is not aggregated
+            verdicts.append(f"could not be checked: {type(err).__name__}: {err}")
+    keys = common_keys([m for m, v in zip(replies, verdicts) if v is None and not m.has_error()])
+    for i, msg in enumerate(replies):
+        if verdicts[i] is None and not msg.has_error() and metric_keys(msg) != keys:
+            verdicts[i] = f"metric keys {sorted(metric_keys(msg))} differ from the other replies' {sorted(keys)}"
+    return verdicts
+
+
+def _judge_one(msg: Message, sent: Mapping[int, Sent] | None, weight_key: str, max_norm: float,
+               delta: bool) -> str | None:
+    if sent is not None:
+        node = int(msg.metadata.src_node_id)
+        if node not in sent:
+            return f"node {node} was sent no train message this round"
+        problem = check_arrays(msg.content.array_records, sent[node])
+        if problem:
+            return problem
+        if max_norm > 0:
+            norm = update_norm(msg.content.array_records, sent[node], delta)
+            if not norm <= max_norm:
+                return f"update norm {norm:.3g} exceeds max-update-norm = {max_norm:g}"
+    return check_metrics(msg, weight_key)
+
+
+def weight_key_of(strategy: Any, default: str = "num-examples") -> str:
+    """The metric a strategy weights by (``weighted_by_key``), looking through wrappers."""
+    while strategy is not None:
+        key = getattr(strategy, "weighted_by_key", None)
+        if isinstance(key, str):
+            return key
+        strategy = getattr(strategy, "strategy", None)
+    return default
+
+
+def finite_record(record: ArrayRecord) -> bool:
+    return all(not np.issubdtype(a.dtype, np.inexact) or np.isfinite(a).all()
+               for a in (arr.numpy() for arr in record.values()))
+
+
+# ---------------------------------------------------------------------------- the wrapper
+
+
+class ReplyGuard(Strategy):
+    """Strategy wrapper that leaves bad replies out of the aggregate (see the module doc).
+
+    Parameters
+    ----------
+    strategy : Strategy
+        The strategy that aggregates the replies that pass.
+    max_update_norm : float
+        Bound on a reply's update norm (0: none).
+    delta_replies : bool
+        Clients reply updates (Δ) rather than whole arrays: the norm is the reply's own.
+    """
+
+    def __init__(self, strategy: Strategy, max_update_norm: float = 0.0, delta_replies: bool = False) -> None:
+        if max_update_norm < 0:
+            raise ValueError(f"max_update_norm must be >= 0, got {max_update_norm}")
+        self.strategy = strategy
+        self.max_update_norm = float(max_update_norm)
+        self.delta_replies = delta_replies
+        self.weight_key = weight_key_of(strategy)
+        self.rejections: list[Rejection] = []  # this round's
+        self.kept_previous: str | None = None  # why this round kept the previous global model
+        self._sent: dict[int, Sent] = {}
+        self._round = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "strategy":
+            raise AttributeError(name)
+        return getattr(self.strategy, name)
+
+    def __repr__(self) -> str:
+        return f"ReplyGuard({self.strategy!r})"
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
+        cache: dict[int, Sent] = {}  # messages usually share one ArrayRecord: decode it once
+        self._sent = {}
+        for msg in messages:
+            key = id(next(iter(msg.content.array_records.values()), None))
+            if key not in cache:
+                cache[key] = sent_arrays(msg)
+            self._sent[int(msg.metadata.dst_node_id)] = cache[key]
+        self._round, self.rejections = server_round, []
+        return messages
+
+    def judge(self, server_round: int, replies: Iterable[Message]) -> list[str | None]:
+        """Each train reply's reason to be rejected (None: accepted). Pure: no logging."""
+        return judge_replies(list(replies), self._sent if server_round == self._round else {},
+                             self.weight_key, self.max_update_norm, self.delta_replies)
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        verdicts = self.judge(server_round, replies)
+        self.rejections = self._reject(server_round, replies, verdicts)
+        kept = [m for m, v in zip(replies, verdicts) if v is None]
+        self.kept_previous = None
+        if not any(not m.has_error() for m in kept):
+            return self._keep(server_round, f"no reply left to aggregate ({len(self.rejections)} rejected, "
+                                            f"{sum(m.has_error() for m in replies)} failed)")
+        arrays, metrics = self.strategy.aggregate_train(server_round, kept)
+        if arrays is not None and not finite_record(arrays):  # e.g. a sum that overflowed
+            return self._keep(server_round, "the aggregate is not finite", metrics)
+        return arrays, metrics
+
+    def _keep(self, server_round: int, reason: str, metrics: MetricRecord | None = None) -> tuple[None, MetricRecord | None]:
+        """No new global model this round: Flower keeps the previous one."""
+        log.warning("round %d: %s: the global model stays as it was", server_round, reason)
+        self.kept_previous = reason
+        return None, metrics
+
+    def _reject(self, server_round: int, replies: list[Message], verdicts: list[str | None]) -> list[Rejection]:
+        out = []
+        for msg, reason in zip(replies, verdicts):
+            if reason is not None:
+                pid = partition_of(msg)
+                out.append(Rejection(server_round, int(msg.metadata.src_node_id), pid, reason))
+                log.warning("round %d: reply of node %d (partition %s) rejected: %s",
+                            server_round, msg.metadata.src_node_id, pid, reason)
+        return out
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        replies = list(replies)
+        verdicts = judge_replies(replies, None, self.weight_key)
+        for msg, reason in zip(replies, verdicts):
+            if reason is not None:
+                log.warning("round %d: evaluate reply of node %d rejected: %s", server_round,
+                            msg.metadata.src_node_id, reason)
+        kept = [m for m, v in zip(replies, verdicts) if v is None]
+        return self.strategy.aggregate_evaluate(server_round, kept) if kept else None
+
+    def summary(self) -> None:
+        log.info("\t├──> ReplyGuard: names, shapes, dtypes, finite values%s",
+                 f", update norm <= {self.max_update_norm:g}" if self.max_update_norm else "")
+        self.strategy.summary()

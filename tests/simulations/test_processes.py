@@ -1,0 +1,144 @@
+"""Finding and stopping what a launcher started: children in sessions of their own, orphans,
+tagged processes; and nothing else."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+
+from simulations.processes import TAG_ENV, Launched, alive, new_tag, run_processes, still_running, terminate
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+SPAWNER = textwrap.dedent("""
+    # parent -> child (its own session, as the SuperExec) -> grandchild; the parent then waits
+    import subprocess, sys, time
+    code = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"
+    child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    print(child.pid, flush=True)
+    time.sleep(120)
+""")
+
+
+def test_a_runs_processes_are_found_by_tree_and_session_even_once_orphaned():
+    parent = subprocess.Popen([sys.executable, "-c", SPAWNER], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        _wait_for(lambda: len(psutil.Process(child).children()) == 1, 30, "the grandchild")
+        grandchild = psutil.Process(child).children()[0].pid
+        found = {p.pid for p in run_processes([parent.pid])}
+        assert found == {parent.pid, child, grandchild}
+        parent.kill()  # the child and grandchild are orphaned, their session remains
+        parent.wait()
+        _wait_for(lambda: psutil.Process(child).ppid() != parent.pid, 10, "re-parenting")
+        procs = run_processes([child])
+        assert {p.pid for p in procs} == {child, grandchild}
+        assert terminate(procs, grace=5) == [] and alive(procs) == []
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+
+
+# a process started in a session of its own by a parent that exits at once: nothing but the
+# tag in its environment links it to whoever started the parent
+_DETACHER = textwrap.dedent("""
+    import subprocess, sys
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    print(p.pid, flush=True)
+""")
+
+
+def test_a_tagged_process_is_found_by_its_tag_alone_and_an_untagged_one_is_not():
+    tag = new_tag()
+    tagged = subprocess.run([sys.executable, "-c", _DETACHER], env={**os.environ, TAG_ENV: tag},
+                            capture_output=True, text=True, check=True)
+    untagged = subprocess.run([sys.executable, "-c", _DETACHER], env={**os.environ, TAG_ENV: new_tag()},
+                              capture_output=True, text=True, check=True)
+    pid, other = int(tagged.stdout), int(untagged.stdout)
+    try:
+        assert {p.pid for p in run_processes([], tag)} == {pid}
+        assert terminate(run_processes([], tag), grace=5) == [] and not _alive(pid) and _alive(other)
+    finally:
+        for p in (pid, other):
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
+
+
+# a parent that starts a child in a session of its own (as Flower's SuperLink starts its
+# SuperExec), which starts a grandchild; the parent prints the child's and grandchild's pids
+_TREE = r"""
+import subprocess, sys, time
+code = "import subprocess, sys, time; g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); print(g.pid, flush=True); time.sleep(120)"
+child = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE, text=True)
+print(child.pid, child.stdout.readline().strip(), flush=True)
+child.wait()  # reaps the child when it dies: its own child is then linked to nothing we started
+time.sleep(120)
+"""
+
+
+class Tree(Launched):
+    what = "test tree"
+
+    def start(self):
+        # no tag in its environment: the orphan must be found from what was seen of it
+        self.procs.append(subprocess.Popen([sys.executable, "-c", _TREE], stdout=subprocess.PIPE, text=True,
+                                           start_new_session=True))
+        self.child, self.grandchild = map(int, self.procs[0].stdout.readline().split())
+        self.note_processes()
+        return self
+
+
+def test_children_in_their_own_session_and_orphans_are_stopped_and_nothing_else():
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])  # ours, not the tree's
+    try:
+        with Tree() as tree:
+            pids = {tree.procs[0].pid, tree.child, tree.grandchild}
+            assert pids <= {p.pid for p in run_processes([tree.procs[0].pid])} and pids <= set(tree.seen)
+            assert os.getsid(tree.child) == tree.child != os.getsid(tree.procs[0].pid)
+            os.kill(tree.child, signal.SIGKILL)  # the grandchild is orphaned: no parent links it to the tree now
+            _wait_for(lambda: not _alive(tree.child), 10, "the child to die")
+            assert _alive(tree.grandchild)
+            assert tree.grandchild not in {p.pid for p in run_processes(tree.procs)}
+        assert still_running(tree.seen) == [] and not any(_alive(p) for p in pids)
+        assert tree.procs[0].returncode is not None  # reaped: no zombie of ours left
+        assert bystander.poll() is None  # never touched
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_stop_superlink_leaves_a_listener_that_is_not_a_superlink_alone(capsys):
+    from simulations.__main__ import main
+    from simulations.launcher import free_port
+
+    port = free_port()
+    listener = subprocess.Popen([sys.executable, "-c", f"import socket, time; s = socket.socket(); "
+                                 f"s.bind(('127.0.0.1', {port})); s.listen(); print('up', flush=True); time.sleep(120)"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert listener.stdout.readline().strip() == "up"
+        assert main(["stop-superlink", "--port", str(port)]) == 1
+        assert listener.poll() is None and "no SuperLink of yours" in capsys.readouterr().out
+    finally:
+        listener.kill()
+        listener.wait()
+    assert main(["stop-superlink", "--port", str(port)]) == 1  # nothing listens now
