@@ -4,10 +4,12 @@
 (``reply = "delta"`` in the train config) and remembers what it sent to each node; on the
 way back it turns each reply's Δ into sent + Δ, in place, before the inner strategy sees
 it. Everything inside (FedAvg, FedAvgM's momentum, FedProx, Flower's DP wrapper, the
-eavesdropper, which then stores α_t2 = α_t1 + Δα) works on weights as it would with
-``reply = "weights"``, and FedAvg's aggregate is what was sent plus the weighted mean
-update (equal to the weights form up to float rounding). The only place that knows about
-deltas on the server: put it outside every other wrapper but the round book.
+pooled BatchNorm statistics) works on weights as it would with ``reply = "weights"``,
+and FedAvg's aggregate is what was sent plus the weighted mean update (equal to the
+weights form up to float rounding). The ServerApp puts the reply guard outside it (the
+guard checks the updates as they came) and the eavesdropper outside the guard (it adds
+the α it recorded going out to each Δα itself, so it must not sit inside this wrapper):
+``server.server_app.compose``.
 
 A reply whose update names an array that was not sent, or has another shape, is left out
 of the round (logged): it cannot be turned into weights.

@@ -35,13 +35,13 @@ def _kwargs():
 def test_deltas_give_the_global_model_of_weights_up_to_rounding(cls, tmp_path):
     weights, _ = _run(cls(**_kwargs()))
     store = CaptureStore(tmp_path)
-    deltas, grid = _run(DeltaReplies(Eavesdropper(cls(**_kwargs()), store)))
+    deltas, grid = _run(Eavesdropper(DeltaReplies(cls(**_kwargs())), store))
     assert {m.content["config"]["reply"] for m in grid.sent} == {"delta"}
     assert weights.keys() == deltas.keys()
     for k in weights:
         np.testing.assert_allclose(deltas[k].numpy(), weights[k].numpy(), rtol=1e-5, atol=1e-7, err_msg=k)
     assert not np.array_equal(deltas["alpha"].numpy(), initial_arrays(parse_config(FLAT))["alpha"].numpy())
-    # the eavesdropper inside stored α_t2 = α_t1 + Δα: the client's new α, as with weights replies
+    # the eavesdropper outside saw Δα and stored α_t2 = α_t1 + Δα: the client's new α, as with weights replies
     cfg = parse_config(FLAT)
     assert len(store.ids()) == 2 * CLIENTS
     for cid in store.ids():

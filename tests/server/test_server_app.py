@@ -28,3 +28,19 @@ def test_quickstart_central_accuracy_tracks_the_clients(tmp_path):
     # search progress, every round
     assert rounds["alpha-entropy"].between(0, 2.0795).all() and (rounds["alpha-drift"] > 0).all()
     assert rounds["param-free-share"].between(0, 1).all() and rounds["genotype-changes"].notna().all()
+
+
+@pytest.mark.parametrize("reply", ["delta", "weights"])
+def test_fedprox_runs_inside_the_server_app(tmp_path, reply):
+    # strategy = "fedprox" used to pass validation and then fail inside the ServerApp
+    import json
+
+    tiny = {"num-server-rounds": 1, "nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8,
+            "alpha-batch-size": 4, "max-samples": 300, "strategy": "fedprox", "proximal-mu": 0.1, "reply": reply}
+    run = {k.name: k.default for k in KEYS} | tiny | {"run-dir": str(tmp_path)}
+    grid = run_server_app(run, 2)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["rounds-completed"] == 1
+    train = [m for m in grid.sent if m.metadata.message_type == "train"]
+    assert {m.content["config"]["proximal-mu"] for m in train} == {0.1}
+    assert {m.content["config"].get("reply", "weights") for m in train} == {reply}
