@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from fednas.config import GROUP_KEYS, Config, ConfigError, parse_config
+from fednas.config import GROUP_KEYS, Config
 from fednas.data import dataset_from_config
 from fednas.derive.training import Task, task_from_config, train_network
 from fednas.federated import pick_device
 from fednas.rundir import atomic_write_bytes, atomic_write_json
+from fednas.runlog import read_run_config
 from fednas.spaces import Genotype
 from fednas.spaces.derived import count_parameters, derived_network, random_genotype
 from fednas.stats import t_interval, wilson_interval
@@ -57,17 +58,7 @@ def load_searched_run(run_dir: str | Path, overrides: dict[str, Any] | None = No
     for f in (cfg_file, geno_file):
         if not f.is_file():
             raise DeriveInputError(f"{run_dir} is not a finished search: {f.name} is missing")
-    bad = sorted(set(overrides or {}) - OVERRIDABLE)
-    if bad:
-        raise DeriveInputError(f"keys {bad} are fixed by {cfg_file}; derive takes only: {', '.join(sorted(OVERRIDABLE))}")
-    meta = json.loads(cfg_file.read_text())
-    try:
-        cfg = parse_config({**meta["config"], **(overrides or {})})
-    except ConfigError as err:
-        raise DeriveInputError(f"{cfg_file} with the overrides: {err}") from None
-    nodes = (meta.get("federation") or {}).get("nodes")
-    if not isinstance(nodes, int) or nodes < 1:
-        raise DeriveInputError(f"{cfg_file} lacks federation.nodes (the number of clients), needed to rebuild their data")
+    cfg, nodes = read_run_config(cfg_file, overrides, OVERRIDABLE, DeriveInputError, only="derive takes only")
     genotype = Genotype.from_dict(json.loads(geno_file.read_text())["final"])
     return SearchedRun(run_dir, cfg, nodes, genotype)
 
