@@ -128,9 +128,15 @@ KEYS: tuple[Key, ...] = (
     _k("alpha-order", "search", "first", "Architecture gradient: first-order, or second-order (unrolled, finite-difference Hessian-vector product).", choices=("first", "second")),
     _k("alpha-l2", "search", 0.0, "lambda of an L2 penalty lambda * sum(alpha^2) added to the alpha loss (the LR defense).", check=_nonneg, rule=">= 0"),
     _k("share-weights", "search", True, "Clients send theta too and the server averages it (FedNAS). Off: theta stays on each client."),
+    _k("alpha-warmup-rounds", "search", 0, "Warm-up: in rounds 1..N clients train theta only and alpha does not move (DARTS variants warm the weights up before the architecture; a random-weight supernet favours parameter-free ops).", check=_nonneg, rule=">= 0"),
+    _k("proximal-alpha", "search", False, "FedProx (strategy = fedprox): put the proximal term on alpha too, mu/2 ||alpha - alpha_global||^2 added to alpha's loss (off: theta only, as FedProx)."),
+    _k("bn-statistics", "search", "pooled", "BatchNorm running statistics of the global model. pooled: after aggregating, the server asks the round's clients for the statistics of the new global theta on their D^theta (a recalibration pass) and pools them, so eval-mode numbers describe the averaged model (with local theta: as client). client: each client re-estimates the statistics of the theta it replies on its D^theta and the server averages them (no extra round trip, approximate). ema: the theta steps' moving average, averaged (near-chance eval-mode accuracy for many rounds). D^alpha never enters them.", choices=("pooled", "client", "ema")),
+    _k("bn-statistics-batches", "search", 0, "Batches of batch-size samples of D^theta in a recalibration pass (0: all of D^theta).", check=_nonneg, rule=">= 0"),
     # --- federation ------------------------------------------------------------------
     _k("num-server-rounds", "fed", 3, "Federated rounds.", check=_pos, rule="> 0"),
     _k("strategy", "fed", "fedavg", "Server strategy (Flower built-ins). Robust to a minority of poisoned replies: fedmedian, fedtrimmedavg (trimmed-fraction), krum, multikrum (krum-select), bulyan (needs 4 byzantine-clients + 3 replies); byzantine-clients sets f for the last three.", choices=("fedavg", "fedavgm", "fedprox") + ROBUST_STRATEGIES),
+    _k("proximal-mu", "fed", 0.0, "FedProx's mu (strategy = fedprox, which sends it to the clients as proximal-mu): clients add mu/2 ||theta - theta_global||^2 to theta's loss (0: FedAvg).", check=_nonneg, rule=">= 0"),
+    _k("reply", "fed", "delta", "What a client's train reply carries: delta (the round's update, alpha_t2 - alpha_t1 and theta's when shared; the server adds the weighted mean update to what it sent) or weights (alpha_t2 and theta themselves). The same global model up to float rounding.", choices=("delta", "weights")),
     _k("fraction-train", "fed", 1.0, "Share of connected clients sampled for training each round.", check=_unit, rule="in (0, 1]"),
     _k("fraction-evaluate", "fed", 1.0, "Share of clients sampled for federated evaluation (0: none).", check=lambda x: 0.0 <= x <= 1.0, rule="in [0, 1]"),
     _k("min-train-clients", "fed", 2, "Minimum clients per training round (capped at the federation's size).", check=_pos, rule="> 0"),
@@ -183,6 +189,19 @@ KEYS: tuple[Key, ...] = (
     _k("md-keep", "amia", 0.5, "Share of the reference set kept for the student: its lowest-entropy samples (DMP).", check=_unit, rule="in (0, 1]"),
     _k("md-temperature", "amia", 1.0, "Softmax temperature of the teacher's soft labels.", check=_pos, rule="> 0"),
     _k("md-epochs", "amia", 100, "Epochs of the student's training on the kept reference samples.", check=_pos, rule="> 0"),
+    # --- derive: the final genotype trained from scratch, against random (fednas/derive) ---
+    _k("derive", "derive", False, "When the search ends, train the final genotype's network from scratch (and derive-random random genotypes of the space, the baseline) and write <run-dir>/derived/ (python -m simulations derive RUN_DIR does it for any finished run)."),
+    _k("derive-mode", "derive", "federated", "federated: FedAvg over the run's clients and their data (in one process); central: one model on all their data.", choices=("federated", "central")),
+    _k("derive-rounds", "derive", 20, "FedAvg rounds of the training (central: epochs).", check=_pos, rule="> 0"),
+    _k("derive-local-epochs", "derive", 1, "Passes over its data a client makes per round.", check=_pos, rule="> 0"),
+    _k("derive-batch-size", "derive", 32, "Batch size of the training.", check=_pos, rule="> 0"),
+    _k("derive-lr", "derive", 0.05, "SGD learning rate (momentum 0.9, weight decay 3e-4, gradient clip 5), cosine-annealed over the rounds as DARTS's evaluation.", check=_pos, rule="> 0"),
+    _k("derive-channels", "derive", 0, "Channels of the derived network (darts: of the first cell); 0: the search's.", check=_nonneg, rule=">= 0"),
+    _k("derive-layers", "derive", 0, "darts: cells of the derived network (DARTS evaluates 20); 0: the search's layers.", check=_nonneg, rule=">= 0"),
+    _k("derive-auxiliary-weight", "derive", 0.0, "darts: weight of the auxiliary head's loss (DARTS: 0.4); 0: no auxiliary head.", check=_nonneg, rule=">= 0"),
+    _k("derive-drop-path", "derive", 0.0, "Drop-path probability, reached linearly by the last round (DARTS: 0.2); 0: off.", check=lambda x: 0.0 <= x < 1.0, rule="in [0, 1)"),
+    _k("derive-data", "derive", "all", "Training data: all (every client's D^theta and D^alpha, DARTS's final training) or theta (D^theta only).", choices=("all", "theta")),
+    _k("derive-random", "derive", 5, "Random genotypes of the same space trained the same way (the random-search baseline); 0: none.", check=_nonneg, rule=">= 0"),
     # --- attack: the eavesdropper and ADRA (attacks/adra, docs/adra.md) --------------
     _k("eavesdrop", "attack", False, "Wrap the server's strategy with the eavesdropper: record each client's alpha before/after its round (captures/), attack it, write leakage/."),
     _k("attack", "attack", "adra", "Attack run on every capture, by name (attacks.ATTACKS).", choices=("adra",)),
@@ -320,6 +339,16 @@ def _cross_checks(flat: Mapping[str, Any]) -> list[str]:
     if flat["dp-server"] and not flat["dp-update"]:
         errors.append("'dp-server' = true needs 'dp-update' = true: Flower's client-side-clipping wrapper "
                       "relies on every client clipping its update (the update mod does)")
+    if flat["bn-statistics"] == "pooled" and flat["share-weights"] and (flat["dp-server"] or flat["dp-update-theta"]):
+        errors.append("'bn-statistics' = \"pooled\" sends statistics of D^theta outside the update's DP mechanism, "
+                      "which covers theta here ('dp-server' or 'dp-update-theta'): choose 'bn-statistics' = \"client\"")
+    if flat["proximal-mu"] > 0 and flat["strategy"] != "fedprox":
+        errors.append(f"'proximal-mu' = {flat['proximal-mu']} is sent by the fedprox strategy only; "
+                      f"set 'strategy' = \"fedprox\" (now {flat['strategy']!r}) or 'proximal-mu' = 0")
+    if flat["space"] == "dag":
+        for key in ("derive-layers", "derive-auxiliary-weight"):
+            if flat[key] > 0:
+                errors.append(f"'{key}' = {flat[key]} applies to the darts space (the dag space has no cells to stack)")
     errors.extend(_amia_checks(flat))
     errors.extend(_paradigm_checks(flat))
     return errors

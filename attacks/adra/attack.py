@@ -140,6 +140,9 @@ class ADRA:
             raise CaptureError("delta-alpha is zero: the client's round did not change alpha")
         steps = surface.steps(search, metrics)
         proc = surface.procedure(search, steps)
+        mu = float(capture.train_config.get("proximal-mu", 0.0))
+        if mu and search.proximal_alpha:  # FedProx's term on α is part of the client's procedure
+            proc = dataclasses.replace(proc, proximal_mu=mu)
         if not (self.s.adra_mode == "strong" and self.s.adra_unroll):
             proc = dataclasses.replace(proc, steps=1)  # Δα read as one step
         alpha_t1 = {k: torch.as_tensor(v) for k, v in capture.alpha_t1.items()}

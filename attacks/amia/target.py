@@ -25,10 +25,11 @@ from attacks.amia.defenses import Distillation, distill
 from attacks.amia.models import SmallCNN, derived_network
 from attacks.amia.paradigms import final_genotype, final_model, has_weights
 from attacks.amia.training import Recipe, recipe_from_search, train_classifier
-from fednas.config import GROUP_KEYS, Config, ConfigError, parse_config
+from fednas.config import GROUP_KEYS, Config
 from fednas.data import ImageSet, dataset_from_config, make_pools, partition_clients
 from fednas.noise import input_noise_from_config
 from fednas.rundir import load_npz
+from fednas.runlog import read_run_config
 from fednas.search import num_local_steps
 from fednas.spaces import InputSpec, Supernet, build_supernet
 
@@ -63,18 +64,9 @@ def load_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         status = _summary_status(run_dir)
         raise AMIAInputError(f"{run_dir} has no final model (model.npz is missing; the run's status is {status!r}): "
                              "AMIA attacks the model a completed run saved")
-    meta = json.loads(cfg_file.read_text())
-    bad = sorted(set(overrides or {}) - OVERRIDABLE)
-    if bad:
-        raise AMIAInputError(f"keys {bad} shape how the target was trained and are fixed by {cfg_file}; "
-                             f"only keys of the amia group can be set here: {', '.join(sorted(OVERRIDABLE))}")
-    try:
-        cfg = parse_config({**meta["config"], **(overrides or {})})
-    except ConfigError as err:
-        raise AMIAInputError(f"{cfg_file} with the overrides: {err}") from None
-    nodes = (meta.get("federation") or {}).get("nodes")
-    if not isinstance(nodes, int) or nodes < 1:
-        raise AMIAInputError(f"{cfg_file} lacks federation.nodes (the number of clients), needed to rebuild their data")
+    cfg, nodes = read_run_config(cfg_file, overrides, OVERRIDABLE, AMIAInputError,
+                                 fixed="shape how the target was trained and are fixed by",
+                                 only="only keys of the amia group can be set here")
     arrays = {k: torch.from_numpy(v) for k, v in load_npz(model_file).items()}
     return Run(run_dir, cfg, nodes, arrays, dataset_from_config(cfg.data, cfg.run.seed))
 
