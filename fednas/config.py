@@ -417,6 +417,9 @@ def _paradigm_checks(flat: Mapping[str, Any]) -> list[str]:
     if name == "smash" and flat["dp-sgd"]:
         errors.append("'paradigm' = 'smash' learns no architecture parameter: there is no alpha step for 'dp-sgd' "
                       "to privatise; 'dp-update' clips and noises the ranking scores it sends")
+    if name != "darts" and flat["strategy"] == "fedprox":
+        errors.append(f"'paradigm' = {name!r} cannot use 'strategy' = 'fedprox': its local training has no "
+                      "proximal term (FedProx is built into the darts search)")
     return errors
 
 
