@@ -15,8 +15,8 @@ import torch
 from attacks.adra.client_model import AlphaProcedure
 from attacks.adra.paper import paper_optimizer, solve_paper
 from attacks.adra.solver import Problem, Report, solve_strong, strong_optimizer
+from attacks.adra.surfaces import NoArchitectureGradient, attack_surface
 from attacks.adra.theta import attacker_theta
-from attacks.adra.victim import Victim
 from attacks.base import Knowledge, Reconstruction
 from attacks.captures import Capture, missing_client_settings
 from fednas.config import ConfigError, search_from_record
@@ -123,26 +123,34 @@ class ADRA:
             raise CaptureError(capture.reason or "the capture is marked failed")
         search, metrics = client_procedure(capture, foreign=knowledge.target is not None)
         cfg = knowledge.config
-        ref = knowledge.build_model(0)
-        arch, weights = knowledge.split_parameters(ref)
+        try:  # the paradigm's replica and update rule, or another app's model (attacks.adra.surfaces)
+            surface = attack_surface(knowledge, capture)
+        except NoArchitectureGradient as err:
+            raise CaptureError(str(err)) from None
+        ref = surface.model
+        arch, weights = surface.split(ref)
         names = [n for n, _ in arch]
         shapes = [tuple(p.shape) for _, p in arch]
         _check_arrays("alpha_t1", capture.alpha_t1, names, shapes)
         _check_arrays("alpha_t2", capture.alpha_t2, names, shapes)
-        if self.s.knows_weights and capture.theta_t1:
-            _check_arrays("theta_t1", capture.theta_t1, [n for n, _ in weights], [tuple(p.shape) for _, p in weights])
-        theta = attacker_theta(capture, knowledge, self.s, search, weights, self._seed(capture))
+        if self.s.knows_weights and surface.theta_t1:
+            _check_arrays("theta_t1", surface.theta_t1, [n for n, _ in weights], [tuple(p.shape) for _, p in weights])
+        # θ as sent, without the paradigm's server state (surfaces strip it)
+        theta = attacker_theta(dataclasses.replace(capture, theta_t1=surface.theta_t1), knowledge, self.s, search,
+                               weights, self._seed(capture))
         delta = torch.cat([torch.as_tensor(capture.delta_alpha[n], dtype=torch.float64).reshape(-1) for n in names])
         if float(delta.abs().max()) == 0.0:
             raise CaptureError("delta-alpha is zero: the client's round did not change alpha")
-        steps = local_alpha_steps(search, metrics)
-        proc = AlphaProcedure.from_settings(search, steps)
+        steps = surface.steps(search, metrics)
+        proc = surface.procedure(search, steps)
+        mu = float(capture.train_config.get("proximal-mu", 0.0))
+        if mu and search.proximal_alpha:  # FedProx's term on α is part of the client's procedure
+            proc = dataclasses.replace(proc, proximal_mu=mu)
         if not (self.s.adra_mode == "strong" and self.s.adra_unroll):
             proc = dataclasses.replace(proc, steps=1)  # Δα read as one step
         device = pick_device(cfg.run.device) if self.device is None else torch.device(self.device)
         alpha_t1 = {k: torch.as_tensor(v) for k, v in capture.alpha_t1.items()}
-        victim = Victim(cfg.space, knowledge.spec, alpha_t1, theta.thetas, alpha_l2=search.alpha_l2, device=device,
-                        model=ref, split=knowledge.split_parameters)
+        victim = surface.victim(alpha_t1, theta.thetas, search.alpha_l2, device)
         spec = knowledge.spec
         how = fidelity(self.s, search, proc, steps)
         distance = self.s.adra_distance

@@ -40,7 +40,7 @@ class Starts:
 
 def _one_step(proc: AlphaProcedure, g: torch.Tensor, temperature: float) -> torch.Tensor:
     """The optimizer's first step on gradient rows g (N, n_alpha): a predicted Δα per row."""
-    one = AlphaProcedure(proc.optimizer, proc.lr, 0.0, proc.beta1, 1, proc.batch_size)
+    one = AlphaProcedure(proc.optimizer, proc.lr, 0.0, proc.beta1, 1, proc.batch_size, proc.eps)
     return replay(one, torch.zeros_like(g), lambda k, a: g, temperature)
 
 

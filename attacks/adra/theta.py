@@ -145,6 +145,10 @@ def attacker_theta(capture: Any, knowledge: Any, settings: Any, search: Any,
         prior = THETA_PRIORS[settings.theta_prior]
     except KeyError:
         raise ValueError(f"unknown theta-prior {settings.theta_prior!r}; choose one of: {', '.join(THETA_PRIORS)}") from None
+    paradigm = getattr(getattr(knowledge.config, "paradigm", None), "paradigm", "darts")
+    if paradigm != "darts" and settings.theta_prior != "surrogate":
+        raise ValueError(f"theta-prior = {settings.theta_prior!r} rebuilds the darts supernet's θ_0; paradigm "
+                         f"{paradigm!r} takes theta-prior = 'surrogate'")
     if knowledge.target is not None and settings.theta_prior != "surrogate":
         # θ_0 and its shadow trajectory are rebuilt from this project's supernet and seed
         raise ValueError(f"theta-prior = {settings.theta_prior!r} needs this project's supernet; another app's "

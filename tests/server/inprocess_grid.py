@@ -25,11 +25,12 @@ def through(app: Any) -> ClientFn:
 
 
 class InProcessGrid(Grid):
-    """``num_nodes`` SuperNodes (partition ids 0..N-1) answering with ``train``/``evaluate``."""
+    """``num_nodes`` SuperNodes (partition ids 0..N-1) answering with ``train``/``evaluate``/``query``
+    (each may be a whole ``ClientApp``, which dispatches by message type itself)."""
 
     def __init__(self, run_config: Mapping[str, Any], num_nodes: int, train: ClientFn, evaluate: ClientFn | None = None,
-                 first_node_id: int = 1001) -> None:
-        self.train, self.evaluate = train, evaluate
+                 first_node_id: int = 1001, query: ClientFn | None = None) -> None:
+        self.train, self.evaluate, self.query = train, evaluate, query
         # What Flower's ServerApp runtime sets in its process; messages read it.
         for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
             if getattr(TaskIdentity, attr) is None:
@@ -62,9 +63,10 @@ class InProcessGrid(Grid):
     def _deliver(self, msg: Message) -> Message:
         msg.metadata.__dict__["_message_id"] = f"m{next(self._ids)}"  # as InMemoryGrid does
         self.sent.append(msg)
-        fn = self.train if msg.metadata.message_type == MessageType.TRAIN else self.evaluate
+        category = msg.metadata.message_type.split(".")[0]
+        fn = {MessageType.TRAIN: self.train, MessageType.EVALUATE: self.evaluate, MessageType.QUERY: self.query}.get(category)
         if fn is None:
-            return Message(Error(code=1, reason="no evaluate function"), reply_to=msg)
+            return Message(Error(code=1, reason=f"no {category} function"), reply_to=msg)
         try:
             return fn(msg, self.contexts[msg.metadata.dst_node_id])
         except Exception as err:  # a failing client becomes an error reply, as in a simulation
@@ -83,3 +85,39 @@ class InProcessGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         return self.pull_messages(self.push_messages(messages))
+
+
+def run_server_app(run_config: Mapping[str, Any], num_nodes: int, client_app: ClientFn | None = None) -> Any:
+    """The project's whole ServerApp ``main`` against ``num_nodes`` in-process ClientApps.
+
+    ``run_config`` must name an absolute ``run-dir``; what the run wrote is there.
+    """
+    from flwr.app import Context
+
+    from clients.client_app import app as default_app
+    from server.server_app import main
+
+    client = client_app or default_app
+    grid = InProcessGrid(run_config, num_nodes, client, client, query=client)
+    main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=dict(run_config)))
+    return grid
+
+
+def run_strategy(strategy: Any, keys: Mapping[str, Any], num_nodes: int, rounds: int = 2, train: ClientFn | None = None,
+                 query: ClientFn | None = None) -> tuple[Any, InProcessGrid]:
+    """``strategy.start`` from the config's initial arrays against in-process ClientApps.
+
+    ``train``/``query`` default to the project's whole ClientApp (with its mods). Returns
+    Flower's result and the grid (``grid.sent`` holds every message sent).
+    """
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    from clients.client_app import app
+    from fednas.config import parse_config, search_to_record
+    from fednas.federated import initial_arrays
+
+    cfg = parse_config(dict(keys))
+    grid = InProcessGrid(cfg.flat(), num_nodes, train or app, query=query or app)
+    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_arrays(cfg)), num_rounds=rounds,
+                            train_config=ConfigRecord(search_to_record(cfg.search)))
+    return result, grid
