@@ -167,7 +167,9 @@ class ControllerVictim(Victim):
                 i += k
             return functional_call(model.alpha_controller, params, (arch,))
 
-        def one(theta, buffers, alpha_flat, x, y):
+        buffers = self.buffers
+
+        def one(theta, alpha_flat, x, y):
             logits = functional_call(model, {**theta, **buffers}, (x.detach(),), {"arch": arch})
             hits = F.one_hot(logits.argmax(-1), classes).to(y.dtype)
             reward = (hits * y).sum(-1).mean() + self.entropy_weight * self.entropy
