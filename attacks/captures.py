@@ -109,7 +109,13 @@ class Manifest:
         train config the server sends, then in the reply's metrics. Unmapped names are
         looked up as themselves (this project's apps need no mapping).
     arrays : mapping
-        ``{"alpha": {name: shape}, "theta": {name: shape}}`` of the first message sent.
+        ``{"alpha": {name: shape}, "theta": {name: shape}}`` of the first message sent
+        (P-DARTS's α changes shape per stage: each capture holds its own).
+    paradigm : str or None
+        This project's NAS paradigm (``darts``, ``pdarts``, ``enas``, ``smash``;
+        docs/paradigms.md): which architecture state the ``alpha*`` arrays are, and that
+        ``paradigm.*`` arrays among θ are the server state sent with them. None for another
+        app's model.
     """
 
     model: str | None = None
@@ -119,6 +125,7 @@ class Manifest:
     client_settings: Mapping[str, Any] = field(default_factory=dict)
     wire_keys: Mapping[str, str] = field(default_factory=dict)
     arrays: Mapping[str, Any] = field(default_factory=dict)
+    paradigm: str | None = None
 
     def __post_init__(self) -> None:
         re.compile(self.alpha_pattern)  # a bad pattern fails here, not at the first capture
@@ -157,7 +164,7 @@ class Manifest:
         return {"model": self.model, "alpha-pattern": self.alpha_pattern,
                 "input-shape": None if self.input_shape is None else list(self.input_shape),
                 "num-classes": self.num_classes, "client-settings": dict(self.client_settings),
-                "wire-keys": dict(self.wire_keys), "arrays": dict(self.arrays)}
+                "wire-keys": dict(self.wire_keys), "arrays": dict(self.arrays), "paradigm": self.paradigm}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Manifest:
@@ -165,7 +172,8 @@ class Manifest:
         return cls(model=data.get("model"), alpha_pattern=data.get("alpha-pattern", "^alpha"),
                    input_shape=None if shape is None else tuple(int(v) for v in shape),
                    num_classes=data.get("num-classes"), client_settings=dict(data.get("client-settings", {})),
-                   wire_keys=dict(data.get("wire-keys", {})), arrays=dict(data.get("arrays", {})))
+                   wire_keys=dict(data.get("wire-keys", {})), arrays=dict(data.get("arrays", {})),
+                   paradigm=data.get("paradigm"))
 
 
 def missing_client_settings(settings: Mapping[str, Any]) -> list[str]:

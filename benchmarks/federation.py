@@ -44,6 +44,8 @@ def workload(args: Any) -> list[str]:
     """The run configuration both sides share (``--set`` items)."""
     return [f"num-server-rounds={args.rounds}", f"nodes={args.fed_nodes}", f"local-steps={args.local_steps}",
             "fraction-evaluate=0.0", "central-eval=false", "run-name=benchmark",
+            # no BatchNorm statistics pass or query: the plain loop does none either
+            "bn-statistics=ema",
             f"output-dir={RESULTS / 'runs'}", f"device={args.device}"]
 
 

@@ -1,10 +1,13 @@
 """Flower ClientApp: unpack the server's records, run local DARTS search, pack the reply.
 
 Reply layout (one ArrayRecord and one MetricRecord, as Flower's strategies expect):
-``arrays`` (α, and θ when the server sent θ), ``metrics`` (losses, accuracies,
-``num-examples``) and ``client`` (ConfigRecord with ``partition-id``). Which D^α samples
-the α steps used never goes into the reply: in a simulation (``write-truth``) the client
-writes it to the run directory's ``truth/`` for the scoring (:mod:`fednas.truth`).
+``arrays`` (α, and θ when the server sent θ; their updates when the server asks for
+``reply = "delta"``), ``metrics`` (losses, accuracies, ``num-examples``) and ``client``
+(ConfigRecord with ``partition-id``). Which D^α samples the α steps used never goes into
+the reply: in a simulation (``write-truth``) the client writes it to the run directory's
+``truth/`` for the scoring (:mod:`fednas.truth`). A ``query.bn_statistics`` message asks
+for the BatchNorm statistics of the server's model on the client's D^θ (see
+``server/bnstats.py``).
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from flwr.clientapp import ClientApp
 from clients.actors import restart_dead_actors
 from clients.dp_mods import dp_sgd_mod, update_dp_mod
 from clients.faults import fault_mod
+from clients.reply_mod import delta_reply_mod
+from fednas.batchnorm import QUERY_ACTION
 from fednas.config import Config, parse_config, search_from_record
-from fednas.federated import client_evaluate, client_train
+from fednas.federated import client_evaluate, client_statistics, client_train
 from fednas.privacy import noise_seed, private_rule_from_record
 from fednas.truth import write_truth
 
@@ -66,7 +71,8 @@ def _warn_once(message: str) -> None:
 
 # Train-only: DP mods registered on the whole app would also wrap evaluate messages. The
 # fault-injection mod (a testing knob) is outermost: what it does is what goes on the wire.
-@app.train(mods=[fault_mod, dp_sgd_mod, update_dp_mod])
+# The delta mod comes next: the DP mods inside it privatise the update whatever the form.
+@app.train(mods=[fault_mod, delta_reply_mod, dp_sgd_mod, update_dp_mod])
 def train(msg: Message, context: Context) -> Message:
     """Local search from the received global arrays; reply the new α (and θ).
 
@@ -87,6 +93,7 @@ def train(msg: Message, context: Context) -> Message:
         server_round=server_round,
         local_theta=_local_theta(context),
         alpha_gradient=private,
+        proximal_mu=float(train_cfg["proximal-mu"]) if "proximal-mu" in train_cfg else None,  # Flower's FedProx
     )
     if result.theta:
         context.state[THETA_STATE_KEY] = ArrayRecord(result.theta)
@@ -108,4 +115,22 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics = client_evaluate(cfg, msg.content["arrays"].to_torch_state_dict(), partition_id=pid,
                               num_clients=num, local_theta=_local_theta(context))
     content = RecordDict({"metrics": MetricRecord(metrics), "client": ConfigRecord({"partition-id": pid})})
+    return Message(content=content, reply_to=msg)
+
+
+@app.query(QUERY_ACTION)
+def bn_statistics(msg: Message, context: Context) -> Message:
+    """BatchNorm statistics of the server's model on this client's D^θ (``bn-statistics = "pooled"``).
+
+    Reply: ``statistics`` (ArrayRecord of running means and variances after a
+    recalibration pass), ``metrics`` (``bn-samples``: how many samples they cover) and
+    ``client`` (``partition-id``).
+    """
+    cfg = run_config(context)
+    pid, num = _node(context)
+    config = msg.content["config"]
+    stats, n = client_statistics(cfg, search_from_record(config), msg.content["arrays"].to_torch_state_dict(),
+                                 partition_id=pid, num_clients=num, server_round=int(config.get("server-round", 0)))
+    content = RecordDict({"statistics": ArrayRecord(stats), "metrics": MetricRecord({"bn-samples": n}),
+                          "client": ConfigRecord({"partition-id": pid})})
     return Message(content=content, reply_to=msg)

@@ -25,6 +25,8 @@ HEADS = ("gap", "flatten")
 # typo fails when the config is parsed, not after a long federated run.
 AMIA_SHADOW_KINDS = ("resnet18", "resnet50", "cnn", "searched")
 AMIA_ATTACKS = ("mlp", "lira", "loss")
+# Names the NAS-paradigm registry holds (fednas.paradigms.PARADIGMS; a test checks they agree).
+PARADIGMS = ("darts", "pdarts", "enas", "smash")
 # Names of the fault-injection modes (clients.faults.FAULTS holds them; it checks it agrees)
 # and of the robust strategies (server.robust.ROBUST holds them).
 FAULT_MODES = ("raise", "exit", "nan", "shape", "broadcast", "dtype", "extra-array", "missing-alpha", "huge",
@@ -126,9 +128,15 @@ KEYS: tuple[Key, ...] = (
     _k("alpha-order", "search", "first", "Architecture gradient: first-order, or second-order (unrolled, finite-difference Hessian-vector product).", choices=("first", "second")),
     _k("alpha-l2", "search", 0.0, "lambda of an L2 penalty lambda * sum(alpha^2) added to the alpha loss (the LR defense).", check=_nonneg, rule=">= 0"),
     _k("share-weights", "search", True, "Clients send theta too and the server averages it (FedNAS). Off: theta stays on each client."),
+    _k("alpha-warmup-rounds", "search", 0, "Warm-up: in rounds 1..N clients train theta only and alpha does not move (DARTS variants warm the weights up before the architecture; a random-weight supernet favours parameter-free ops).", check=_nonneg, rule=">= 0"),
+    _k("proximal-alpha", "search", False, "FedProx (strategy = fedprox): put the proximal term on alpha too, mu/2 ||alpha - alpha_global||^2 added to alpha's loss (off: theta only, as FedProx)."),
+    _k("bn-statistics", "search", "pooled", "BatchNorm running statistics of the global model. pooled: after aggregating, the server asks the round's clients for the statistics of the new global theta on their D^theta (a recalibration pass) and pools them, so eval-mode numbers describe the averaged model (with local theta: as client). client: each client re-estimates the statistics of the theta it replies on its D^theta and the server averages them (no extra round trip, approximate). ema: the theta steps' moving average, averaged (near-chance eval-mode accuracy for many rounds). D^alpha never enters them.", choices=("pooled", "client", "ema")),
+    _k("bn-statistics-batches", "search", 0, "Batches of batch-size samples of D^theta in a recalibration pass (0: all of D^theta).", check=_nonneg, rule=">= 0"),
     # --- federation ------------------------------------------------------------------
     _k("num-server-rounds", "fed", 3, "Federated rounds.", check=_pos, rule="> 0"),
     _k("strategy", "fed", "fedavg", "Server strategy (Flower built-ins). Robust to a minority of poisoned replies: fedmedian, fedtrimmedavg (trimmed-fraction), krum, multikrum (krum-select), bulyan (needs 4 byzantine-clients + 3 replies); byzantine-clients sets f for the last three.", choices=("fedavg", "fedavgm", "fedprox") + ROBUST_STRATEGIES),
+    _k("proximal-mu", "fed", 0.0, "FedProx's mu (strategy = fedprox, which sends it to the clients as proximal-mu): clients add mu/2 ||theta - theta_global||^2 to theta's loss (0: FedAvg).", check=_nonneg, rule=">= 0"),
+    _k("reply", "fed", "delta", "What a client's train reply carries: delta (the round's update, alpha_t2 - alpha_t1 and theta's when shared; the server adds the weighted mean update to what it sent) or weights (alpha_t2 and theta themselves). The same global model up to float rounding.", choices=("delta", "weights")),
     _k("fraction-train", "fed", 1.0, "Share of connected clients sampled for training each round.", check=_unit, rule="in (0, 1]"),
     _k("fraction-evaluate", "fed", 1.0, "Share of clients sampled for federated evaluation (0: none).", check=lambda x: 0.0 <= x <= 1.0, rule="in [0, 1]"),
     _k("min-train-clients", "fed", 2, "Minimum clients per training round (capped at the federation's size).", check=_pos, rule="> 0"),
@@ -181,6 +189,19 @@ KEYS: tuple[Key, ...] = (
     _k("md-keep", "amia", 0.5, "Share of the reference set kept for the student: its lowest-entropy samples (DMP).", check=_unit, rule="in (0, 1]"),
     _k("md-temperature", "amia", 1.0, "Softmax temperature of the teacher's soft labels.", check=_pos, rule="> 0"),
     _k("md-epochs", "amia", 100, "Epochs of the student's training on the kept reference samples.", check=_pos, rule="> 0"),
+    # --- derive: the final genotype trained from scratch, against random (fednas/derive) ---
+    _k("derive", "derive", False, "When the search ends, train the final genotype's network from scratch (and derive-random random genotypes of the space, the baseline) and write <run-dir>/derived/ (python -m simulations derive RUN_DIR does it for any finished run)."),
+    _k("derive-mode", "derive", "federated", "federated: FedAvg over the run's clients and their data (in one process); central: one model on all their data.", choices=("federated", "central")),
+    _k("derive-rounds", "derive", 20, "FedAvg rounds of the training (central: epochs).", check=_pos, rule="> 0"),
+    _k("derive-local-epochs", "derive", 1, "Passes over its data a client makes per round.", check=_pos, rule="> 0"),
+    _k("derive-batch-size", "derive", 32, "Batch size of the training.", check=_pos, rule="> 0"),
+    _k("derive-lr", "derive", 0.05, "SGD learning rate (momentum 0.9, weight decay 3e-4, gradient clip 5), cosine-annealed over the rounds as DARTS's evaluation.", check=_pos, rule="> 0"),
+    _k("derive-channels", "derive", 0, "Channels of the derived network (darts: of the first cell); 0: the search's.", check=_nonneg, rule=">= 0"),
+    _k("derive-layers", "derive", 0, "darts: cells of the derived network (DARTS evaluates 20); 0: the search's layers.", check=_nonneg, rule=">= 0"),
+    _k("derive-auxiliary-weight", "derive", 0.0, "darts: weight of the auxiliary head's loss (DARTS: 0.4); 0: no auxiliary head.", check=_nonneg, rule=">= 0"),
+    _k("derive-drop-path", "derive", 0.0, "Drop-path probability, reached linearly by the last round (DARTS: 0.2); 0: off.", check=lambda x: 0.0 <= x < 1.0, rule="in [0, 1)"),
+    _k("derive-data", "derive", "all", "Training data: all (every client's D^theta and D^alpha, DARTS's final training) or theta (D^theta only).", choices=("all", "theta")),
+    _k("derive-random", "derive", 5, "Random genotypes of the same space trained the same way (the random-search baseline); 0: none.", check=_nonneg, rule=">= 0"),
     # --- attack: the eavesdropper and ADRA (attacks/adra, docs/adra.md) --------------
     _k("eavesdrop", "attack", False, "Wrap the server's strategy with the eavesdropper: record each client's alpha before/after its round (captures/), attack it, write leakage/."),
     _k("attack", "attack", "adra", "Attack run on every capture, by name (attacks.ATTACKS).", choices=("adra",)),
@@ -191,19 +212,40 @@ KEYS: tuple[Key, ...] = (
     _k("alpha-pattern", "attack", "^alpha", "Regular expression (re.search) naming the alpha arrays among a message's arrays; the rest is theta."),
     _k("adra-mode", "attack", "strong", "paper: L2 matching of the raw gradient over a dummy image and soft label, kappa denoise (Li et al. 2024). strong: the known client optimizer unrolled, cosine distance, label search, TV/box priors, restarts.", choices=("paper", "strong")),
     _k("knows-weights", "attack", True, "The attacker uses the server's theta_t1 (on the wire when share-weights). Off, or when no theta was sent: surrogate theta from U(-bound, bound)."),
-    _k("surrogate-draws", "attack", 1, "Surrogate theta draws whose matching losses are averaged (when theta is not known).", check=_pos, rule="> 0"),
-    _k("adra-iterations", "attack", 300, "Optimisation steps of the reconstruction (strong: per label hypothesis stage schedule in docs/adra.md).", check=_pos, rule="> 0"),
-    _k("adra-restarts", "attack", 2, "strong: random restarts per label hypothesis; the best gradient match is kept (paper: 1).", check=_pos, rule="> 0"),
-    _k("adra-optimizer", "attack", "auto", "Optimiser of the dummy: adam, lbfgs, or auto (paper: lbfgs as DLG; strong: adam).", choices=("auto", "adam", "lbfgs")),
+    _k("theta-prior", "attack", "surrogate", "What the attacker uses for theta when it is not on the wire (or knows-weights = false): surrogate (fresh draws from U(-bound, bound), the paper's assumption), init (the theta_0 the server itself initialised: exact in round 1), shadow (theta_0 trained for the client's earlier rounds on the attacker's aux data).", choices=("surrogate", "init", "shadow")),
+    _k("surrogate-draws", "attack", 1, "theta draws whose matching losses are averaged when theta is not known (surrogate: independent draws; shadow: trajectories on different aux batches).", check=_pos, rule="> 0"),
+    _k("adra-iterations", "attack", 0, "Most optimisation steps of the reconstruction (0: the optimizer's own budget: lm 40, stopping earlier when the match plateaus; adam and lbfgs 300).", check=_nonneg, rule=">= 0"),
+    _k("adra-restarts", "attack", 2, "strong: starting points per label hypothesis (the best match is kept; the worst are dropped early). paper: 1.", check=_pos, rule="> 0"),
+    _k("adra-optimizer", "attack", "auto", "Optimiser of the dummy: lm (Levenberg-Marquardt with Broyden updates, batched over hypotheses), adam, lbfgs (paper mode only), or auto (paper: lbfgs as DLG; strong: lm).", choices=("auto", "lm", "adam", "lbfgs")),
     _k("adra-lr", "attack", 0.1, "Learning rate of the dummy's optimiser (adam; lbfgs uses 1 with a line search).", check=_pos, rule="> 0"),
-    _k("adra-distance", "attack", "cosine", "strong: distance between observed and predicted delta-alpha: cosine, l2 (scale-aware, normalised by the observed norm).", choices=("cosine", "l2")),
+    _k("adra-distance", "attack", "auto", "strong: distance between observed and predicted delta-alpha: cosine, l2 (scale-aware, normalised by the observed norm), auto (l2 where the replay is exact: theta exact and the client's round modelled exactly; else cosine).", choices=("auto", "cosine", "l2")),
     _k("adra-init", "attack", "aux", "strong: starting points: aux (the attacker's aux images whose predicted update best matches, a learned prior; labels inferred from them) or noise (uniform noise, every label tried).", choices=("aux", "noise")),
     _k("adra-labels", "attack", "auto", "strong: labels: try-all (every class per sample, B=1), joint (soft labels optimised with the images), auto (try-all when one sample per step, else joint).", choices=("auto", "try-all", "joint")),
     _k("adra-unroll", "attack", True, "strong: replay the client's known local procedure (every alpha step, the optimizer's state) instead of reading delta-alpha as one gradient."),
     _k("adra-tv", "attack", 0.02, "strong: weight of the total-variation prior.", check=_nonneg, rule=">= 0"),
-    _k("adra-prior", "attack", "none", "strong: learned prior from the attacker's aux pool: none, or pca (optimise coefficients of its principal components).", choices=("none", "pca")),
-    _k("adra-prior-components", "attack", 12, "strong: principal components of the pca prior.", check=_pos, rule="> 0"),
+    _k("adra-prior", "attack", "auto", "strong: what the dummy is made of: none (free pixels), pca (coefficients of the aux pool's principal components: a learned prior), auto (pixels up to 256 unknowns per hypothesis, else pca).", choices=("auto", "none", "pca")),
+    _k("adra-prior-components", "attack", 32, "strong: principal components of the pca prior.", check=_pos, rule="> 0"),
     _k("adra-kappa", "attack", 0.96, "paper: denoise, pixels above kappa (of 1; the paper's 245/255) are set to 0.", check=_unit, rule="in (0, 1]"),
+    # --- NAS paradigm (fednas/paradigms, docs/paradigms.md) --------------------------
+    _k("paradigm", "paradigm", "darts", "NAS paradigm: what a client searches and sends. darts (alpha by gradient), pdarts (progressive stages: deeper search network, fewer candidate ops, decided by the server), enas (an LSTM controller trained with REINFORCE, shared child weights), smash (a hypernetwork generates the weights of random architectures; clients rank candidates).", choices=PARADIGMS),
+    _k("pdarts-keep", "paradigm", "5,3,1", "pdarts: candidate ops kept per edge after each stage (the reference's 8 -> 5 -> 3 -> 1); the number of stages is its length."),
+    _k("pdarts-add-layers", "paradigm", "0,6,12", "pdarts, darts space: cells added to 'layers' in each stage (the reference's 5 -> 11 -> 17)."),
+    _k("pdarts-dag-cells", "paradigm", "1,2,3", "pdarts, dag space: P-node DAG cells stacked (sharing alpha) in each stage's search network."),
+    _k("pdarts-dropout", "paradigm", "0.1,0.4,0.7", "pdarts: dropout rate on skip connections in each stage (decayed within the stage as in the reference)."),
+    _k("pdarts-arch-warmup", "paradigm", 0.4, "pdarts: share of each stage's rounds in which alpha is held back (theta only; the reference's 10 of 25 epochs).", check=_unit0, rule="in [0, 1)"),
+    _k("pdarts-max-skip", "paradigm", 2, "pdarts: skip connections allowed in the final (normal or dag) cell.", check=_nonneg, rule=">= 0"),
+    _k("enas-lstm-size", "paradigm", 64, "enas: hidden size of the controller's LSTM (one layer).", check=_pos, rule="> 0"),
+    _k("enas-controller-steps", "paradigm", 5, "enas: controller (REINFORCE) steps per round, after the round's shared-weight steps.", check=_pos, rule="> 0"),
+    _k("enas-num-aggregate", "paradigm", 10, "enas: architectures sampled per controller step, each rewarded on its own D^alpha batch of alpha-batch-size; their policy gradients are averaged.", check=_pos, rule="> 0"),
+    _k("enas-controller-lr", "paradigm", 0.0035, "enas: learning rate of the controller's Adam (beta1 = 0, eps = 1e-3, as the reference).", check=_pos, rule="> 0"),
+    _k("enas-entropy-weight", "paradigm", 1e-4, "enas: weight of the sampled architecture's entropy in the reward.", check=_nonneg, rule=">= 0"),
+    _k("enas-baseline-decay", "paradigm", 0.99, "enas: decay of the reward's moving-average baseline.", check=_unit0, rule="in [0, 1)"),
+    _k("enas-tanh-constant", "paradigm", 1.1, "enas: logits are c * tanh(logits) (0: off).", check=_nonneg, rule=">= 0"),
+    _k("enas-op-tanh-reduce", "paradigm", 2.5, "enas: op logits use tanh-constant / this.", check=_pos, rule="> 0"),
+    _k("enas-derive-samples", "paradigm", 10, "enas: architectures sampled from the controller each round and ranked on the clients' D^alpha; the best of the last round is the final genotype.", check=_pos, rule="> 0"),
+    _k("smash-candidates", "paradigm", 100, "smash: random candidate architectures (fixed by the seed) that clients score on their D^alpha every round (the reference ranks 500 at the end).", check=_pos, rule="> 0"),
+    _k("smash-lr", "paradigm", 1e-3, "smash: Adam learning rate of the hypernetwork and the shared weights (betas 0.5, 0.999, as the reference).", check=_pos, rule="> 0"),
+    _k("smash-hyper-channels", "paradigm", 64, "smash: hidden channels of the hypernetwork (1-D convolutions over the edges of the architecture encoding).", check=_pos, rule="> 0"),
 )
 # fmt: on
 
@@ -298,8 +340,27 @@ def _cross_checks(flat: Mapping[str, Any]) -> list[str]:
     if flat["dp-server"] and not flat["dp-update"]:
         errors.append("'dp-server' = true needs 'dp-update' = true: Flower's client-side-clipping wrapper "
                       "relies on every client clipping its update (the update mod does)")
+    if flat["bn-statistics"] == "pooled" and flat["share-weights"] and (flat["dp-server"] or flat["dp-update-theta"]):
+        errors.append("'bn-statistics' = \"pooled\" sends statistics of D^theta outside the update's DP mechanism, "
+                      "which covers theta here ('dp-server' or 'dp-update-theta'): choose 'bn-statistics' = \"client\"")
+    if flat["proximal-mu"] > 0 and flat["strategy"] != "fedprox":
+        errors.append(f"'proximal-mu' = {flat['proximal-mu']} is sent by the fedprox strategy only; "
+                      f"set 'strategy' = \"fedprox\" (now {flat['strategy']!r}) or 'proximal-mu' = 0")
+    if flat["space"] == "dag":
+        for key in ("derive-layers", "derive-auxiliary-weight"):
+            if flat[key] > 0:
+                errors.append(f"'{key}' = {flat[key]} applies to the darts space (the dag space has no cells to stack)")
     errors.extend(_amia_checks(flat))
+    errors.extend(_adra_checks(flat))
+    errors.extend(_paradigm_checks(flat))
     return errors
+
+
+def _adra_checks(flat: Mapping[str, Any]) -> list[str]:
+    if flat["adra-mode"] == "strong" and flat["adra-optimizer"] == "lbfgs":
+        return ["'adra-optimizer' = \"lbfgs\" is for adra-mode = \"paper\" only: strong mode refines batched "
+                "hypotheses in the pixel box, for which it has lm (the default) and adam"]
+    return []
 
 
 def split_names(text: str) -> list[str]:
@@ -318,6 +379,56 @@ def _amia_checks(flat: Mapping[str, Any]) -> list[str]:
     if "lira" in split_names(flat["amia-attacks"]) and flat["amia-num-shadows"] < 2:
         errors.append(f"'amia-num-shadows' = {flat['amia-num-shadows']}: the lira attack fits each example's "
                       "out-distribution over shadows and needs at least 2 (or drop lira from 'amia-attacks')")
+    return errors
+
+
+def number_list(text: str, kind: type = int) -> list:
+    """A comma-separated list key as numbers (raises ValueError on a bad item)."""
+    return [kind(p) for p in split_names(text)]
+
+
+# Which spaces each paradigm builds, and what it cannot combine with (why, for the error).
+PARADIGM_SPACES = {"darts": SPACES, "pdarts": SPACES, "enas": ("dag",), "smash": ("dag",)}
+
+
+def _paradigm_checks(flat: Mapping[str, Any]) -> list[str]:
+    name = flat["paradigm"]
+    errors = []
+    if flat["space"] not in PARADIGM_SPACES[name]:
+        errors.append(f"'paradigm' = {name!r} is built for 'space' = {', '.join(PARADIGM_SPACES[name])} only "
+                      f"(got {flat['space']!r})")
+    lists = {}
+    for key, kind in (("pdarts-keep", int), ("pdarts-add-layers", int), ("pdarts-dag-cells", int),
+                      ("pdarts-dropout", float)):
+        try:
+            lists[key] = number_list(flat[key], kind)
+        except ValueError:
+            errors.append(f"'{key}' = {flat[key]!r}: expected comma-separated {kind.__name__}s")
+    keep = lists.get("pdarts-keep", [])
+    if "pdarts-keep" in lists and not (keep and all(1 <= a <= 8 for a in keep)
+                                       and all(a > b for a, b in zip(keep, keep[1:]))):
+        errors.append(f"'pdarts-keep' = {flat['pdarts-keep']!r}: expected decreasing counts in 1..8 (e.g. 5,3,1)")
+    for key in ("pdarts-add-layers", "pdarts-dag-cells", "pdarts-dropout"):
+        if key in lists and keep and len(lists[key]) != len(keep):
+            errors.append(f"'{key}' = {flat[key]!r}: one value per stage ({len(keep)}, as 'pdarts-keep')")
+    if any(c < 1 for c in lists.get("pdarts-dag-cells", [])) or any(a < 0 for a in lists.get("pdarts-add-layers", [])):
+        errors.append("'pdarts-dag-cells' must be >= 1 and 'pdarts-add-layers' >= 0")
+    if any(not 0.0 <= p < 1.0 for p in lists.get("pdarts-dropout", [])):
+        errors.append(f"'pdarts-dropout' = {flat['pdarts-dropout']!r}: rates in [0, 1)")
+    if name == "pdarts" and flat["strategy"] == "fedavgm":
+        errors.append("'paradigm' = 'pdarts' cannot use 'strategy' = 'fedavgm': alpha and theta change shape "
+                      "between stages, and FedAvgM's server momentum would mix them")
+    if name == "pdarts" and flat["dp-sgd"] and flat["dp-sgd-batchnorm"] == "example":
+        errors.append("'paradigm' = 'pdarts' with 'dp-sgd-batchnorm' = 'example': the skip-connect dropout cannot "
+                      "run in the per-example (vmap) forward; use 'running'")
+    if name in ("enas", "smash") and flat["alpha-order"] != "first":
+        errors.append(f"'paradigm' = {name!r} has no alpha gradient: 'alpha-order' must stay \"first\"")
+    if name == "smash" and flat["dp-sgd"]:
+        errors.append("'paradigm' = 'smash' learns no architecture parameter: there is no alpha step for 'dp-sgd' "
+                      "to privatise; 'dp-update' clips and noises the ranking scores it sends")
+    if name != "darts" and flat["strategy"] == "fedprox":
+        errors.append(f"'paradigm' = {name!r} cannot use 'strategy' = 'fedprox': its local training has no "
+                      "proximal term (FedProx is built into the darts search)")
     return errors
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from fednas import __version__
-from fednas.config import Config
+from fednas.config import Config, ConfigError, parse_config
 from fednas.data import resolve_path
 from fednas.rundir import atomic_save_npz, atomic_write_csv, atomic_write_json, new_run_dir, read_rows
 
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 ROUND_COLUMNS = (
     "round", "sampled", "replied", "failed", "rejected", "aggregated", "theta-loss", "theta-acc", "alpha-loss",
-    "alpha-acc", "eval-loss", "eval-acc", "central-loss", "central-acc", "genotype", "seconds", "rejections",
+    "alpha-acc", "eval-loss", "eval-acc", "central-loss", "central-acc", "alpha-entropy", "alpha-step", "alpha-drift",
+    "param-free-share", "genotype-changes", "genotype", "seconds", "rejections",
 )
 
 
@@ -88,9 +89,30 @@ class RunLog:
             "rejected": int(sum(r.get("rejected", 0) for r in self.rows)),
             "final-central-acc": last.get("central-acc"),
             "final-eval-acc": last.get("eval-acc"),
+            "final-alpha-entropy": last.get("alpha-entropy"),
+            "final-param-free-share": last.get("param-free-share"),
             "wall-seconds": round(time.time() - self.t0, 3),
         })
         atomic_write_json(self.dir / "summary.json", self.summary)
+
+
+def read_run_config(cfg_file: Path, overrides: dict[str, Any] | None, overridable: set[str] | frozenset[str],
+                    error: type[Exception], fixed: str = "are fixed by",
+                    only: str = "only these keys can be set here") -> tuple[Config, int]:
+    """A finished run's ``config.json`` with ``overrides`` (only keys in ``overridable``),
+    and its number of clients; problems raise ``error`` naming the file and the keys."""
+    bad = sorted(set(overrides or {}) - set(overridable))
+    if bad:
+        raise error(f"keys {bad} {fixed} {cfg_file}; {only}: {', '.join(sorted(overridable))}")
+    meta = json.loads(cfg_file.read_text())
+    try:
+        cfg = parse_config({**meta["config"], **(overrides or {})})
+    except ConfigError as err:
+        raise error(f"{cfg_file} with the overrides: {err}") from None
+    nodes = (meta.get("federation") or {}).get("nodes")
+    if not isinstance(nodes, int) or nodes < 1:
+        raise error(f"{cfg_file} lacks federation.nodes (the number of clients), needed to rebuild their data")
+    return cfg, nodes
 
 
 def mark_interrupted(run_dir: str | Path, signal_name: str) -> dict[str, Any]:

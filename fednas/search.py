@@ -158,11 +158,55 @@ def make_alpha_optimizer(params: list[torch.nn.Parameter], s: Any) -> torch.opti
     raise ValueError(f"unknown alpha-optimizer {s.alpha_optimizer!r}; choose adam or sgd")
 
 
+@dataclass(frozen=True)
+class Proximal:
+    """FedProx's proximal term μ/2 ‖w − w_global‖² on some parameters (Li et al. 2020).
+
+    ``anchors`` holds the global values the round started from, by parameter name; the
+    term's gradient μ(w − w_global) is added to those parameters' gradients (before θ's
+    clipping, as if it were part of the loss; after DP-SGD's noise on α, since it does not
+    depend on data).
+    """
+
+    mu: float
+    anchors: dict[str, torch.Tensor]
+
+    @classmethod
+    def at(cls, model: Supernet, mu: float, theta: bool = True, alpha: bool = False) -> Proximal:
+        """The term around the model's current θ (``theta``) and/or α (``alpha``)."""
+        named = (model.named_weight_parameters() if theta else []) + (model.named_arch_parameters() if alpha else [])
+        return cls(float(mu), {n: p.detach().clone() for n, p in named})
+
+    def gradients(self, named: list[tuple[str, torch.Tensor]], grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``grads`` of the ``named`` parameters plus the term's gradient where it applies."""
+        return [g + self.mu * (p.detach() - self.anchors[n]) if n in self.anchors else g
+                for (n, p), g in zip(named, grads)]
+
+
 def num_local_steps(s: Any, n_theta: int) -> int:
     """Steps of one round: ``local-steps``, or ``local-epochs`` passes over D^θ."""
     if s.local_epochs > 0:
         return s.local_epochs * max(1, n_theta // s.batch_size)
     return s.local_steps
+
+
+def _alpha_step(model: Supernet, rule: AlphaGradient, batch: Batch, ctx: StepContext, optimizer: torch.optim.Optimizer,
+                proximal: Proximal | None) -> tuple[float, float]:
+    """One α step on a D^α batch; its loss and accuracy.
+
+    BatchNorm still normalises by batch statistics, but its running statistics must not
+    learn from D^α: they are weights, and would carry D^α into θ (a weight-level channel
+    beside the architecture).
+    """
+    with frozen_running_statistics(model):
+        grads, loss, acc = rule(model, batch, ctx)
+    if proximal is not None:
+        grads = proximal.gradients(model.named_arch_parameters(), list(grads))
+    optimizer.zero_grad(set_to_none=True)
+    for p, g in zip(model.arch_parameters(), grads):
+        p.grad = g.detach()
+    optimizer.step()
+    return loss, acc
 
 
 @dataclass
@@ -177,7 +221,8 @@ class SearchResult:
 
 def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, settings: Any, seed: Any,
                  device: torch.device | str = "cpu", alpha_gradient: AlphaGradient | None = None,
-                 input_noise: InputNoise | None = None) -> SearchResult:
+                 input_noise: InputNoise | None = None, proximal: Proximal | None = None,
+                 train_alpha: bool = True) -> SearchResult:
     """Run one round of bilevel search in place on ``model``.
 
     Parameters
@@ -194,6 +239,10 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
         Overrides the rule named by ``settings.alpha_order``. A rule with a ``sampler``
         attribute (``sampler(indices, batch_size, rng) -> iterator of index arrays``, e.g.
         the Poisson sampler of the private rule) also draws the D^α batches.
+    proximal : Proximal, optional
+        FedProx's term around the round's global θ (and α), added to their gradients.
+    train_alpha : bool
+        False: θ steps only, no α step and no D^α batch (a warm-up round).
     input_noise : InputNoise, optional
         Noise added to every training input, of D^θ and D^α alike (the DP defense of
         AMIA); the clean data never reaches the model.
@@ -215,27 +264,25 @@ def local_search(model: Supernet, dataset: ImageSet, split: ClientSplit, setting
     alpha_counted = 0
     model.train()
     for _ in range(steps):
-        ia, it = next(alpha_iter), next(theta_iter)
-        xa, xt = x_all[ia], x_all[it]
-        if input_noise is not None:
-            xa, xt = input_noise(xa, ia, noise_rng), input_noise(xt, it, noise_rng)
-        a_batch = (xa.to(device), y_all[ia].to(device))
+        # α's batch first, then θ's, from one generator (and noise in the same order): the
+        # batch order of a run does not change with the code paths around it
+        ia = next(alpha_iter) if train_alpha else []
+        it = next(theta_iter)
+        xa = x_all[ia] if input_noise is None or not train_alpha else input_noise(x_all[ia], ia, noise_rng)
+        xt = x_all[it] if input_noise is None else input_noise(x_all[it], it, noise_rng)
         t_batch = (xt.to(device), y_all[it].to(device))
-        alpha_batches.append([int(i) for i in ia])
-        # α step on D^α. BatchNorm still normalises by batch statistics, but its running
-        # statistics must not learn from D^α: they are weights, and would carry D^α into
-        # θ (a weight-level channel beside the architecture).
-        with frozen_running_statistics(model):
-            grads, a_loss, a_acc = rule(model, a_batch, StepContext(t_batch, w_opt, settings))
-        a_opt.zero_grad(set_to_none=True)
-        for p, g in zip(model.arch_parameters(), grads):
-            p.grad = g.detach()
-        a_opt.step()
+        if train_alpha:
+            a_loss, a_acc = _alpha_step(model, rule, (xa.to(device), y_all[ia].to(device)),
+                                        StepContext(t_batch, w_opt, settings), a_opt, proximal)
+            alpha_batches.append([int(i) for i in ia])
         # θ step on D^θ
         logits = model(t_batch[0])
         loss = F.cross_entropy(logits, t_batch[1])
-        weights = model.weight_parameters()
-        for p, g in zip(weights, torch.autograd.grad(loss, weights)):  # θ only, never α
+        named = model.named_weight_parameters()
+        grads = list(torch.autograd.grad(loss, [p for _, p in named]))  # θ only, never α
+        if proximal is not None:
+            grads = proximal.gradients(named, grads)
+        for (_, p), g in zip(named, grads):
             p.grad = g
         if settings.theta_grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.weight_parameters(), settings.theta_grad_clip)

@@ -13,6 +13,9 @@ needs nothing from this project's ClientApp. Recording never raises into the fed
 a problem is logged and, where a reply is concerned, stored as a failed capture. With a
 ``judge`` (e.g. ``ReplyGuard.judge`` of a guard inside it) a reply the server will leave
 out of the aggregate is still recorded, as a ``rejected`` capture with the guard's reason.
+When the train config asks for updates (``reply = "delta"``, :mod:`fednas.updates`) the
+reply carries Δα; the eavesdropper, which recorded α_t1 going out, stores α_t2 = α_t1 + Δα,
+so a capture means the same with either reply form.
 
 The captures describe themselves (``captures/manifest.json``, :class:`attacks.captures.Manifest`):
 the victim's model, which arrays are α, and per capture the client's α settings as far as
@@ -33,6 +36,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from attacks.captures import CaptureStore, Manifest, split_arrays
+from fednas.updates import REPLY_KEY, apply_update
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +129,11 @@ class Eavesdropper(Strategy):
                 part: {k: list(np.shape(v)) for k, v in arrays.items()} for part, arrays in (("alpha", alpha), ("theta", theta))})
             self.store.write_manifest(self.manifest)
         sent = self.store.write_sent(server_round, alpha, theta) if alpha else None
+        config = message_configs(msg)
         self._sent[(server_round, msg.metadata.dst_node_id)] = {
-            "sent": sent, "config": message_configs(msg), "has-theta": bool(theta),
+            "sent": sent, "config": config, "has-theta": bool(theta),
+            # α_t1 itself only where the reply will be an update to add it to
+            "alpha-t1": alpha if config.get(REPLY_KEY) == "delta" else None,
         }
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -156,6 +163,12 @@ class Eavesdropper(Strategy):
             return
         sent = self._sent.get((server_round, node), {})
         alpha_t2, _ = split_arrays(message_arrays(msg), self.alpha_pattern)
+        delta_problem = None
+        if sent.get("alpha-t1") is not None and alpha_t2:
+            try:  # the reply is Δα: the client's α is what was sent plus it
+                alpha_t2 = apply_update(sent["alpha-t1"], alpha_t2)
+            except (KeyError, ValueError) as err:
+                delta_problem = f"the reply's delta cannot be added to the alpha sent: {err}"
         client = dict(msg.content.config_records.get(CLIENT_RECORD, {}))
         pid = client.get("partition-id")
         status, reason = "ok", ""
@@ -163,6 +176,8 @@ class Eavesdropper(Strategy):
             status, reason = "failed", f"no alpha (pattern {self.alpha_pattern!r}) was recorded going to node {node}"
         elif not alpha_t2:
             status, reason = "failed", f"the reply has no array matching alpha-pattern {self.alpha_pattern!r}"
+        elif delta_problem:
+            status, reason = "failed", delta_problem
         if rejected is not None:  # kept for the record; the attack refuses it (status is not ok)
             status, reason = "rejected", f"rejected by the server: {rejected}"
         metrics = message_metrics(msg)

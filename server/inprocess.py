@@ -27,11 +27,12 @@ def through(app: Any) -> ClientFn:
 
 
 class InProcessGrid(Grid):
-    """``num_nodes`` SuperNodes (partition ids 0..N-1) answering with ``train``/``evaluate``."""
+    """``num_nodes`` SuperNodes (partition ids 0..N-1) answering with ``train``/``evaluate``/``query``
+    (each may be a whole ``ClientApp``, which dispatches by message type itself)."""
 
     def __init__(self, run_config: Mapping[str, Any], num_nodes: int, train: ClientFn, evaluate: ClientFn | None = None,
-                 first_node_id: int = 1001) -> None:
-        self.train, self.evaluate = train, evaluate
+                 first_node_id: int = 1001, query: ClientFn | None = None) -> None:
+        self.train, self.evaluate, self.query = train, evaluate, query
         # What Flower's ServerApp runtime sets in its process; messages read it.
         for attr, value in (("_run_id", 1), ("_node_id", 0), ("_task_id", 1)):
             if getattr(TaskIdentity, attr) is None:
@@ -64,9 +65,10 @@ class InProcessGrid(Grid):
     def _deliver(self, msg: Message) -> Message:
         msg.metadata.__dict__["_message_id"] = f"m{next(self._ids)}"  # as InMemoryGrid does
         self.sent.append(msg)
-        fn = self.train if msg.metadata.message_type == MessageType.TRAIN else self.evaluate
+        category = msg.metadata.message_type.split(".")[0]
+        fn = {MessageType.TRAIN: self.train, MessageType.EVALUATE: self.evaluate, MessageType.QUERY: self.query}.get(category)
         if fn is None:
-            return Message(Error(code=1, reason="no evaluate function"), reply_to=msg)
+            return Message(Error(code=1, reason=f"no {category} function"), reply_to=msg)
         try:
             return fn(msg, self.contexts[msg.metadata.dst_node_id])
         except Exception as err:  # a failing client becomes an error reply, as in a simulation

@@ -13,11 +13,16 @@ from attacks.amia import amia_after_run
 from fednas.accounting import dp_summary
 from fednas.config import Config, check_against_federation, parse_config, search_to_record
 from fednas.data import check_federation, dataset_from_config
+from fednas.derive import derive_after_run
 from fednas.federated import central_evaluate, genotype_of, initial_arrays
+from fednas.progress import SearchProgress
 from fednas.runlog import RunLog, resolve_run_dir
 from server import route_logs_to_flower
+from server.bnstats import PooledStatistics
+from server.deltas import DeltaReplies
 from server.eavesdrop import Eavesdropper
 from server.guard import ReplyGuard
+from server.paradigm_strategy import with_paradigm
 from server.strategies import RoundBook, build_strategy
 
 log = logging.getLogger(__name__)
@@ -48,12 +53,15 @@ def _json_eps(value: float) -> float | str:
 
 
 def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
+    progress = SearchProgress()
+
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         state = arrays.to_torch_state_dict()
         metrics = {}
         if cfg.fed.central_eval and cfg.search.share_weights:
             metrics = central_evaluate(cfg, state)
         genotype = genotype_of(cfg, state)
+        metrics.update(progress.update(state, genotype))
         if server_round == 0:
             runlog.summary["initial-central-acc"] = metrics.get("central-acc")
             return MetricRecord(metrics) if metrics else None
@@ -76,23 +84,42 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
 def eavesdropping(cfg: Config, run_dir, strategy, judge=None):
     """Wrap ``strategy`` with the eavesdropper; attack online when asked (see attacks.leakage).
     ``judge`` marks the replies the server rejects (the guard's)."""
-    from attacks.captures import CaptureStore
+    from attacks.captures import CaptureStore, Manifest
     from attacks.leakage import LeakageAudit
 
     audit = LeakageAudit(run_dir, cfg.flat()) if cfg.attack.attack_online else None
     store = CaptureStore(run_dir)
-    return Eavesdropper(strategy, store, cfg.attack.alpha_pattern,
-                        on_capture=audit.submit if audit is not None else None, judge=judge), audit
+    manifest = Manifest(alpha_pattern=cfg.attack.alpha_pattern, paradigm=cfg.paradigm.paradigm)
+    return Eavesdropper(strategy, store, on_capture=audit.submit if audit is not None else None,
+                        manifest=manifest, judge=judge), audit
 
 
 def compose(cfg: Config, run_dir, num_nodes: int):
     """The server's strategy chain, outermost first: RoundBook (sorts replies by partition-id,
-    counts) > Eavesdropper (records every reply, bad ones marked) > ReplyGuard (leaves bad
-    replies out) > the named strategy (and its DP wrapper). Returns (book, audit)."""
-    guard = ReplyGuard(build_strategy(cfg.fed, num_nodes, cfg.dp), max_update_norm=cfg.fed.max_update_norm)
-    strategy, audit = guard, None
+    counts) > Eavesdropper (records every reply as it came over the wire, bad ones marked; with
+    delta replies it stores α_t2 = α_t1 + Δα) > ParadigmStrategy (the paradigm's server state:
+    P-DARTS's stages, ENAS's and SMASH's candidates; not for darts) > ReplyGuard (leaves bad
+    replies out; checks the update itself with ``reply = "delta"``) > DeltaReplies (``reply =
+    "delta"``: rebuilds sent + Δ, so everything inside sees weights) > PooledStatistics
+    (``bn-statistics = "pooled"``) > the named strategy (and its DP wrapper). The guard sits
+    inside the paradigm's wrapper: it checks replies against the model arrays the round sent
+    (a P-DARTS stage's α shape), without the server state, which clients never send back.
+    Delta replies and pooled statistics are the darts paradigm's: the other paradigms reply
+    arrays the server did not send (SMASH's scores) and have no supernet to recalibrate, so
+    they reply weights and average their statistics. Returns (book, audit)."""
+    darts = cfg.paradigm.paradigm == "darts"
+    strategy = build_strategy(cfg.fed, num_nodes, cfg.dp)
+    if darts and cfg.search.bn_statistics == "pooled" and cfg.search.share_weights:
+        strategy = PooledStatistics(strategy, cfg.fed.round_timeout)
+    delta = darts and cfg.fed.reply == "delta"
+    if delta:
+        strategy = DeltaReplies(strategy)
+    elif cfg.fed.reply == "delta":
+        log.info("paradigm %s replies weights (reply = \"delta\" is the darts paradigm's)", cfg.paradigm.paradigm)
+    guard = ReplyGuard(strategy, max_update_norm=cfg.fed.max_update_norm, delta_replies=delta)
+    strategy, audit = with_paradigm(guard, cfg), None
     if cfg.attack.eavesdrop:
-        strategy, audit = eavesdropping(cfg, run_dir, guard, judge=guard.judge)
+        strategy, audit = eavesdropping(cfg, run_dir, strategy, judge=guard.judge)
     return RoundBook(strategy, guard=guard), audit
 
 
@@ -144,6 +171,9 @@ def main(grid: Grid, context: Context) -> None:
         if audit is not None:
             audit.close()
         raise
+    if cfg.derive.derive:  # after the run is complete and saved; a failure is recorded, never raised
+        runlog.summary["derive"] = derive_after_run(run_dir)
+        runlog.write_summary()
     if cfg.amia.amia:  # after the run is complete and saved; a failure is recorded, never raised
         runlog.summary["amia"] = amia_after_run(run_dir)
         runlog.write_summary()

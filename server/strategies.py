@@ -9,17 +9,19 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedAvgM, Strategy
+from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedAvgM, FedProx, Strategy
 
 from fednas.config import sampled_per_round
 from server.robust import ROBUST, ROBUST_ARGS
 
 log = logging.getLogger(__name__)
 
-STRATEGIES: dict[str, type[FedAvg]] = {"fedavg": FedAvg, "fedavgm": FedAvgM}
+STRATEGIES: dict[str, type[FedAvg]] = {"fedavg": FedAvg, "fedavgm": FedAvgM, "fedprox": FedProx}
 STRATEGIES.update(ROBUST)
 # name -> constructor keywords beyond FedAvg's: f(fed config, clients sampled per round)
-STRATEGY_ARGS: dict[str, Callable[[Any, int], dict[str, Any]]] = {}
+STRATEGY_ARGS: dict[str, Callable[[Any, int], dict[str, Any]]] = {
+    "fedprox": lambda fed, sampled: {"proximal_mu": fed.proximal_mu},  # sent to clients as "proximal-mu"
+}
 STRATEGY_ARGS.update(ROBUST_ARGS)
 
 

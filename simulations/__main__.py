@@ -9,6 +9,10 @@ Ctrl-C) or 143 (SIGTERM) when it was stopped: the run is stopped with all its pr
 
 ``python -m simulations stop-superlink [--port N]`` stops the local SuperLink that plain
 ``flwr run`` started for this user (and what it runs), nobody else's.
+
+``python -m simulations derive RUN_DIR [--set key=value ...]`` trains a finished search's
+final genotype from scratch against random genotypes (``derive-*`` keys) and writes
+``RUN_DIR/derived/``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 
 from fednas.config import ConfigError
 from fednas.data import DatasetMissing
+from fednas.overrides import parse_overrides
 from simulations.deployment import launch_deployment
 from simulations.launcher import LaunchError, RunInterrupted, launch
 
@@ -45,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     stop = sub.add_parser("stop-superlink", help="stop this user's local SuperLink started by plain flwr run")
     stop.add_argument("--port", type=int, default=None,
                       help="its HTTP port (default: $FLWR_LOCAL_SUPERLINK_HTTP_API_PORT, else 39091)")
+    derive = sub.add_parser("derive", help="train a finished search's genotype from scratch, against random ones")
+    derive.add_argument("run_dir", help="the run directory of a finished search")
+    derive.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a derive-* key (repeatable), e.g. --set derive-rounds=30")
     return parser
 
 
@@ -65,10 +74,30 @@ def stop_superlink(port: int | None) -> int:
     return 1 if left else 0
 
 
+def derive_command(args: argparse.Namespace) -> int:
+    """Run derive on a finished search; print the comparison and the output folder."""
+    from fednas.derive import DeriveInputError, derive_run
+
+    try:
+        overrides = parse_overrides(args.sets)
+        out = derive_run(args.run_dir, overrides)
+    except (ConfigError, DeriveInputError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    m = json.loads((out / "metrics.json").read_text())
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731 (JSON has no NaN: null)
+    print(f"searched: test accuracy {fmt(m['test-acc'])} ({m['params']} parameters); random genotypes "
+          f"(n = {m['random-n']}): {fmt(m['random-test-acc-mean'])} ± {fmt(m['random-test-acc-std'])}")
+    print(out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.command == "derive":
+        return derive_command(args)
     if args.command == "stop-superlink":
         return stop_superlink(args.port)
     ray_given = [f"--{k.replace('_', '-')}" for k in RAY_OPTIONS if getattr(args, k) is not None]

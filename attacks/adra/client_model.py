@@ -2,9 +2,9 @@
 
 The server's train config tells the attacker how the client turns gradients into Δα:
 the optimizer (SGD, or Adam with β1, β2 = 0.999 and ε = 1e-8 as ``torch.optim.Adam``),
-its learning rate and L2 weight decay, the number of α steps, B. ADRA in strong mode
-replays exactly that, step after step, on K dummy batches, so that the predicted Δα is
-comparable to the observed one whatever the optimizer. θ between the client's α steps
+its learning rate and L2 weight decay, FedProx's μ when the term is on α, the number of α
+steps, B. ADRA in strong mode replays exactly that, step after step, on K dummy batches,
+so that the predicted Δα is comparable to the observed one whatever the optimizer. θ between the client's α steps
 moves by θ steps on data the attacker never sees; the replay keeps θ at θ_t1 (the one
 approximation left, exact for one local step).
 
@@ -35,11 +35,14 @@ class AlphaProcedure:
     beta1: float
     steps: int
     batch_size: int
+    eps: float = ADAM_EPS  # Adam's ε (ENAS's controller uses 1e-3)
+    proximal_mu: float = 0.0  # FedProx's term on α (proximal-alpha): μ(α − α_t1) joins the gradient
 
     @classmethod
-    def from_settings(cls, search: Any, steps: int) -> AlphaProcedure:
+    def from_settings(cls, search: Any, steps: int, proximal_mu: float = 0.0) -> AlphaProcedure:
         return cls(search.alpha_optimizer, float(search.alpha_lr), float(search.alpha_weight_decay),
-                   float(search.alpha_beta1), int(steps), int(search.alpha_batch_size))
+                   float(search.alpha_beta1), int(steps), int(search.alpha_batch_size),
+                   proximal_mu=float(proximal_mu) if search.proximal_alpha else 0.0)
 
     def gradient_estimate(self, delta: torch.Tensor, alpha_t1: torch.Tensor) -> torch.Tensor:
         """Δα read as one plain gradient step: −Δα/lr (the paper's 'architecture gradient')."""
@@ -64,6 +67,8 @@ def replay(proc: AlphaProcedure, alpha_t1: torch.Tensor,
     m = v = None
     for k in range(1, proc.steps + 1):
         g = grad_fn(k - 1, alpha) + proc.weight_decay * alpha
+        if proc.proximal_mu:
+            g = g + proc.proximal_mu * (alpha - alpha_t1)
         if proc.optimizer == "sgd":
             alpha = alpha - proc.lr * g
             continue
@@ -73,7 +78,7 @@ def replay(proc: AlphaProcedure, alpha_t1: torch.Tensor,
         v = (1 - ADAM_BETA2) * g * g if v is None else ADAM_BETA2 * v + (1 - ADAM_BETA2) * g * g
         m_hat = m / (1 - proc.beta1**k)
         v_hat = v / (1 - ADAM_BETA2**k)
-        eps = ADAM_EPS
+        eps = proc.eps
         if temperature > 0:
             eps = eps + temperature * g.detach().abs().mean(-1, keepdim=True)
         # clamp: sqrt's derivative at an exactly-zero second moment is infinite

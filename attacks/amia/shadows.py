@@ -31,6 +31,7 @@ from attacks.amia.api import restrict
 from attacks.amia.data import AttackerData
 from attacks.amia.defenses import Distillation, distill
 from attacks.amia.models import derived_network, fixed_architecture
+from attacks.amia.paradigms import searched_shadow
 from attacks.amia.target import make_student
 from attacks.amia.training import Recipe, accuracy, predict_proba, train_classifier
 from fednas.data import ClientSplit, ImageSet
@@ -114,12 +115,17 @@ def _searched(x: torch.Tensor, y: torch.Tensor, mim: Mimicry, spec: Any, seed: i
     split = ClientSplit(0, np.sort(perm[n_alpha:]), np.sort(perm[:n_alpha]), np.zeros(0, dtype=np.int64))
     settings = replace(cfg.search, local_steps=mim.search_steps_for(), local_epochs=0,
                        alpha_l2=mim.alpha_l2)
-    model = build_supernet(cfg.space, spec, seed).to(mim.device)
-    local_search(model, ImageSet("attacker", x, y, spec.num_classes), split, settings, [seed, 83],
-                 mim.device, input_noise=mim.recipe.noise)
+    if cfg.paradigm.paradigm != "darts":  # the attacker searches as the target did (its paradigm is public)
+        model, genotype = searched_shadow(cfg, x, y, split, mim.search_steps_for(), spec, seed, mim.device,
+                                          mim.recipe.noise)
+    else:
+        model = build_supernet(cfg.space, spec, seed).to(mim.device)
+        local_search(model, ImageSet("attacker", x, y, spec.num_classes), split, settings, [seed, 83],
+                     mim.device, input_noise=mim.recipe.noise)
+        genotype = model.genotype(cfg.fed.genotype_k)
     if mim.target == "supernet":
         return model.eval()
-    derived = derived_network(model.genotype(cfg.fed.genotype_k), cfg.space, spec, seed)
+    derived = derived_network(genotype, cfg.space, spec, seed)
     on = split.theta if cfg.amia.amia_retrain_on == "theta" else perm
     train_classifier(derived, x[on], y[on], mim.recipe.with_steps(mim.steps_for(len(on))), seed, device=mim.device)
     return derived

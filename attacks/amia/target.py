@@ -23,11 +23,13 @@ from torch import nn
 from attacks.amia.data import AMIAInputError
 from attacks.amia.defenses import Distillation, distill
 from attacks.amia.models import SmallCNN, derived_network
+from attacks.amia.paradigms import final_genotype, final_model, has_weights
 from attacks.amia.training import Recipe, recipe_from_search, train_classifier
-from fednas.config import GROUP_KEYS, Config, ConfigError, parse_config
+from fednas.config import GROUP_KEYS, Config
 from fednas.data import ImageSet, dataset_from_config, make_pools, partition_clients
 from fednas.noise import input_noise_from_config
 from fednas.rundir import load_npz
+from fednas.runlog import read_run_config
 from fednas.search import num_local_steps
 from fednas.spaces import InputSpec, Supernet, build_supernet
 
@@ -62,18 +64,9 @@ def load_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Ru
         status = _summary_status(run_dir)
         raise AMIAInputError(f"{run_dir} has no final model (model.npz is missing; the run's status is {status!r}): "
                              "AMIA attacks the model a completed run saved")
-    meta = json.loads(cfg_file.read_text())
-    bad = sorted(set(overrides or {}) - OVERRIDABLE)
-    if bad:
-        raise AMIAInputError(f"keys {bad} shape how the target was trained and are fixed by {cfg_file}; "
-                             f"only keys of the amia group can be set here: {', '.join(sorted(OVERRIDABLE))}")
-    try:
-        cfg = parse_config({**meta["config"], **(overrides or {})})
-    except ConfigError as err:
-        raise AMIAInputError(f"{cfg_file} with the overrides: {err}") from None
-    nodes = (meta.get("federation") or {}).get("nodes")
-    if not isinstance(nodes, int) or nodes < 1:
-        raise AMIAInputError(f"{cfg_file} lacks federation.nodes (the number of clients), needed to rebuild their data")
+    cfg, nodes = read_run_config(cfg_file, overrides, OVERRIDABLE, AMIAInputError,
+                                 fixed="shape how the target was trained and are fixed by",
+                                 only="only keys of the amia group can be set here")
     arrays = {k: torch.from_numpy(v) for k, v in load_npz(model_file).items()}
     return Run(run_dir, cfg, nodes, arrays, dataset_from_config(cfg.data, cfg.run.seed))
 
@@ -86,7 +79,12 @@ def _summary_status(run_dir: Path) -> str:
 
 
 def final_supernet(run: Run, device: str = "cpu") -> Supernet:
-    """The supernet with the run's final α and θ."""
+    """The supernet with the run's final α and θ (another paradigm: its final network)."""
+    if run.cfg.paradigm.paradigm != "darts":
+        if not has_weights(run.arrays):
+            raise AMIAInputError(f"{run.dir / 'model.npz'} holds no weights (share-weights = false); "
+                                 "set amia-target = derived")
+        return final_model(run.cfg, run.dataset.spec, run.arrays).to(device).eval()
     model = build_supernet(run.cfg.space, run.dataset.spec, run.cfg.run.seed)
     if not any(not k.startswith(model.alpha_prefix) for k in run.arrays):
         raise AMIAInputError(f"{run.dir / 'model.npz'} holds only alpha (share-weights = false: theta stayed on the "
@@ -128,9 +126,12 @@ def build_target(run: Run, device: str = "cpu") -> tuple[nn.Module, dict[str, An
     if run.cfg.amia.amia_target == "supernet":
         return final_supernet(run, device), {"kind": "supernet", "alpha-norm": alpha_norm}
     cfg = run.cfg
-    search = build_supernet(cfg.space, run.dataset.spec, cfg.run.seed)
-    search.load_arrays({k: v for k, v in run.arrays.items() if k.startswith(search.alpha_prefix)})
-    genotype = search.genotype(cfg.fed.genotype_k)
+    if cfg.paradigm.paradigm != "darts":
+        genotype = final_genotype(cfg, run.dataset.spec, run.arrays)
+    else:
+        search = build_supernet(cfg.space, run.dataset.spec, cfg.run.seed)
+        search.load_arrays({k: v for k, v in run.arrays.items() if k.startswith(search.alpha_prefix)})
+        genotype = search.genotype(cfg.fed.genotype_k)
     theta, alpha = client_indices(run)
     on = np.sort(theta if cfg.amia.amia_retrain_on == "theta" else np.concatenate([theta, alpha]))
     model = derived_network(genotype, cfg.space, run.dataset.spec, cfg.run.seed)

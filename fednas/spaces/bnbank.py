@@ -35,9 +35,18 @@ class BatchNormBank:
         for bn in self.modules:
             if (bn.eps, bn.momentum, bn.affine, bn.track_running_stats) != (first.eps, first.momentum, False, True):
                 raise ValueError("fused BatchNorms must share eps and momentum, without affine, tracking statistics")
-        self.eps, self.momentum = float(first.eps), float(first.momentum)
+        self.eps = float(first.eps)
         self._packed: dict[str, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}
         self.pack()
+
+    @property
+    def momentum(self) -> float:
+        """The modules' momentum now: read at every update, so that a recalibration pass
+        (:func:`fednas.batchnorm.recalibrate`) can set it batch by batch on the modules."""
+        momentum = self.modules[0].momentum
+        if momentum is None:
+            raise ValueError("fused BatchNorms need a fixed momentum (cumulative averaging is not supported)")
+        return float(momentum)
 
     @torch.no_grad()
     def pack(self) -> None:
@@ -70,18 +79,19 @@ class BatchNormBank:
     @torch.no_grad()
     def update(self, mean: torch.Tensor, var: torch.Tensor) -> None:
         """Fold batch means and unbiased variances ([N, C], one row per module) in, as BatchNorm2d does."""
-        keep = 1.0 - self.momentum
+        momentum = self.momentum
+        keep = 1.0 - momentum
         for name, batch in (("running_mean", mean), ("running_var", var)):
             base = self._base(name)
             if base is not None:
-                base.mul_(keep).add_(batch, alpha=self.momentum)
+                base.mul_(keep).add_(batch, alpha=momentum)
             elif _transformed(batch):  # foreach ops have no vmap batching rule: one module at a time
                 for r, b in zip(self._current(name), batch.unbind(0)):
-                    r.mul_(keep).add_(b, alpha=self.momentum)
+                    r.mul_(keep).add_(b, alpha=momentum)
             else:
                 running = self._current(name)
                 torch._foreach_mul_(running, keep)
-                torch._foreach_add_(running, list(batch.unbind(0)), alpha=self.momentum)
+                torch._foreach_add_(running, list(batch.unbind(0)), alpha=momentum)
         base = self._base("num_batches_tracked")
         if base is not None:
             base.add_(1)

@@ -60,7 +60,7 @@ def run_federation(run_dir: Path, flat: dict[str, Any], clients: int, runner: st
     from server.server_app import main
 
     run_config = parse_config(settings).flat()
-    grid = InProcessGrid(run_config, clients, through(app), through(app))
+    grid = InProcessGrid(run_config, clients, through(app), through(app), query=through(app))
     with logs_to(run_dir / "server.log"):
         main(grid, Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config=run_config))
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from attacks.adra.client_model import AlphaProcedure, replay
-from attacks.adra.victim import Victim, surrogate_theta
+from attacks.adra.theta import surrogate_theta
+from attacks.adra.victim import Victim
 from fednas.config import parse_config
 from fednas.data import ClientSplit, ImageSet
-from fednas.search import local_search
+from fednas.search import Proximal, local_search
 from fednas.spaces import InputSpec, build_supernet
 
 SPEC = InputSpec(1, 6, 5)
@@ -46,23 +47,26 @@ def test_batched_gradients_equal_plain_autograd_per_batch():
         torch.testing.assert_close(gx[i], gxi, rtol=1e-3, atol=1e-6)
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_replay_with_the_true_batches_reproduces_the_clients_delta_alpha(optimizer):
-    # θ barely moves (theta-lr 1e-9), so the replay's one approximation (θ fixed) is exact
+@pytest.mark.parametrize("optimizer, mu", [("adam", None), ("sgd", None), ("adam", 20.0), ("sgd", 20.0)])
+def test_replay_with_the_true_batches_reproduces_the_clients_delta_alpha(optimizer, mu):
+    # θ barely moves (theta-lr 1e-9), so the replay's one approximation (θ fixed) is exact;
+    # mu: FedProx's term on α (proximal-alpha), which the replay knows from the train config
     cfg = _cfg(**{"alpha-optimizer": optimizer, "local-steps": 3, "alpha-batch-size": 2, "alpha-lr": 0.01,
-                  "theta-lr": 1e-9, "theta-momentum": 0.0, "theta-weight-decay": 0.0, "alpha-l2": 0.05})
+                  "theta-lr": 1e-9, "theta-momentum": 0.0, "theta-weight-decay": 0.0, "alpha-l2": 0.05,
+                  "proximal-alpha": mu is not None})
     gen = torch.Generator().manual_seed(0)
     data = ImageSet("toy", torch.rand(40, 1, 6, 6, generator=gen), torch.randint(0, 5, (40,), generator=gen), 5)
     split = ClientSplit(0, np.arange(20), np.arange(20, 36), np.arange(36, 40))
     model = build_supernet(cfg.space, SPEC, 2)
     start = copy.deepcopy(model)
-    result = local_search(model, data, split, cfg.search, [3], "cpu")
+    proximal = None if mu is None else Proximal.at(model, mu, theta=False, alpha=True)
+    result = local_search(model, data, split, cfg.search, [3], "cpu", proximal=proximal)
     observed = torch.cat([(model.arch_state()[n] - start.arch_state()[n]).reshape(-1) for n in model.arch_state()])
     victim = Victim(cfg.space, SPEC, start.arch_state(), [start.weight_state()], alpha_l2=0.05)
     batches = [torch.as_tensor(b) for b in result.alpha_batches]
     x = torch.stack([data.x[b] for b in batches])[None]  # (1, K, B, C, H, W)
     y = F.one_hot(torch.stack([data.y[b] for b in batches]), 5).float()[None]
-    proc = AlphaProcedure.from_settings(cfg.search, 3)
+    proc = AlphaProcedure.from_settings(cfg.search, 3, mu or 0.0)
     pred = replay(proc, victim.alpha_flat[None], lambda k, a: victim.grads(x[:, k], y[:, k], a))[0]
     torch.testing.assert_close(pred, observed, rtol=2e-3, atol=1e-7)
     assert float(F.cosine_similarity(pred, observed, dim=0)) > 0.9999

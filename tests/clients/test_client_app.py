@@ -78,6 +78,21 @@ def test_fault_injection_makes_the_handler_raise():
         app(_train_message(cfg, initial_arrays(cfg)), _context(**{"fault-partitions": "1"}))
 
 
+def test_query_handler_replies_the_statistics_of_the_servers_model_on_d_theta():
+    cfg = parse_config(RUN)
+    arrays = initial_arrays(cfg)
+    config = ConfigRecord({**search_to_record(cfg.search), "server-round": 2})
+    msg = Message(RecordDict({"arrays": ArrayRecord(arrays), "config": config}), dst_node_id=11,
+                  message_type="query.bn_statistics")
+    reply = app(msg, _context())
+    _, split = client_data(cfg.data, cfg.run.seed, 1, 3)
+    assert reply.content["metrics"]["bn-samples"] == len(split.theta)
+    assert reply.content["client"]["partition-id"] == 1
+    stats = reply.content["statistics"].to_torch_state_dict()
+    assert set(stats) == {k for k in arrays if k.endswith(("running_mean", "running_var"))}
+    assert not torch.equal(stats["stem.1.running_var"], arrays["stem.1.running_var"])  # re-estimated
+
+
 def test_a_dp_sgd_reply_reports_epsilon_but_never_the_poisson_sample(tmp_path):
     # DP-SGD's guarantee relies on hiding which examples each step sampled: the reply reports ε
     # and carries no trace of the sample, which only the client's own truth record holds

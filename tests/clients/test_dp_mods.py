@@ -113,7 +113,9 @@ def test_dp_sgd_and_update_mods_account_two_rounds():
 
 @pytest.mark.parametrize("theta, share", [(False, True), (True, True), (False, False)])
 def test_dp_epsilon_is_claimed_only_for_a_mechanism_that_covers_every_array_sent(theta, share):
-    rc = run_config(dp_update=True, dp_update_theta=theta, share_weights=share, dp_update_noise_std=0.3)
+    # pooled BatchNorm statistics would leave the mechanism that covers θ: such configs use "client"
+    rc = run_config(dp_update=True, dp_update_theta=theta, share_weights=share, dp_update_noise_std=0.3,
+                    bn_statistics="client")
     arrays = ArrayRecord(initial_arrays(parse_config(rc))) if share else ArrayRecord(
         {k: v for k, v in initial_arrays(parse_config(rc)).items() if k.startswith("alpha")})
     m = update_dp_mod(message(rc, arrays=arrays), context(rc), train).content["metrics"]
@@ -151,7 +153,8 @@ def _norm(a: ArrayRecord, b: ArrayRecord, alpha_only: bool) -> float:
 
 @pytest.mark.parametrize("theta", [False, True])
 def test_update_mod_clips_the_chosen_update_to_c(theta):
-    rc = run_config(dp_update=True, dp_update_clip=0.05, dp_update_noise_std=0.0, dp_update_theta=theta)
+    rc = run_config(dp_update=True, dp_update_clip=0.05, dp_update_noise_std=0.0, dp_update_theta=theta,
+                    bn_statistics="client")  # pooled statistics would bypass a mechanism covering θ
     msg, ctx = message(rc), context(rc)
     out = update_dp_mod(msg, ctx, _reply_moving(1.0, 0.5))
     sent, got = msg.content["arrays"], out.content["arrays"]
@@ -167,7 +170,7 @@ def test_update_mod_clips_the_chosen_update_to_c(theta):
 
 
 def test_update_mod_keeps_a_zero_update_zero():
-    rc = run_config(dp_update=True, dp_update_noise_std=0.0, dp_update_theta=True)
+    rc = run_config(dp_update=True, dp_update_noise_std=0.0, dp_update_theta=True, bn_statistics="client")
     msg = message(rc)
     out = update_dp_mod(msg, context(rc), _reply_moving(0.0, 0.0))
     assert _norm(out.content["arrays"], msg.content["arrays"], alpha_only=False) == 0.0
@@ -221,7 +224,7 @@ def test_update_mod_beside_flowers_client_side_fixed_clipping_wrapper(monkeypatc
 def test_a_run_with_the_mods_on_reports_epsilon(tmp_path):
     run_dir = tmp_path / "run"
     sets = [f"{k}={v}" for k, v in {**TINY, "num-server-rounds": 2, "dp-sgd": "true", "dp-update": "true",
-                                   "dp-server": "true", "dp-server-noise-multiplier": 0.1,
+                                   "dp-server": "true", "dp-server-noise-multiplier": 0.1, "bn-statistics": "client",
                                    "run-dir": f'"{run_dir}"', "central-eval": "true"}.items()]
     cmd = [sys.executable, "-m", "simulations", "run", "--clients", "2"] + [a for s in sets for a in ("--set", s)]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=420)

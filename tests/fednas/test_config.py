@@ -57,3 +57,11 @@ def test_search_settings_survive_the_train_config_record():
     cfg = parse_config({"alpha-lr": 0.01, "alpha-order": "second"})
     record = {**search_to_record(cfg.search), "server-round": 3}
     assert search_from_record(record) == cfg.search
+
+
+def test_pooled_batchnorm_statistics_are_refused_beside_dp_that_covers_theta():
+    for keys in ({"dp-update": True, "dp-update-theta": True}, {"dp-update": True, "dp-server": True}):
+        with pytest.raises(ConfigError, match="'bn-statistics'"):
+            parse_config(keys)
+        parse_config({**keys, "bn-statistics": "client"})
+        parse_config({**keys, "share-weights": False})  # no global θ: nothing is pooled

@@ -6,7 +6,7 @@ from torch.func import functional_call
 
 from fednas.config import parse_config
 from fednas.data import client_data
-from fednas.search import SecondOrder, StepContext, local_search
+from fednas.search import Proximal, SecondOrder, StepContext, local_search
 from fednas.spaces import build_supernet
 
 
@@ -139,3 +139,31 @@ def test_alpha_steps_leave_batchnorm_running_statistics_alone():
         assert torch.equal(b, before[n]), n
     model(batch[0])  # outside the block a train-mode forward does update them
     assert any(not torch.equal(b, before[n]) for n, b in model.named_buffers() if n.endswith("running_mean"))
+
+
+def test_the_proximal_term_adds_the_gradient_of_mu_half_the_squared_distance():
+    cfg, ds, split, model = _setup()
+    prox = Proximal.at(model, 0.7, theta=True, alpha=True)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    named = list(model.named_parameters())
+    term = 0.35 * sum(((p - prox.anchors[n]) ** 2).sum() for n, p in named)
+    expected = torch.autograd.grad(term, [p for _, p in named])
+    got = prox.gradients(named, [torch.zeros_like(p) for _, p in named])
+    for (n, _), e, g in zip(named, expected, got):
+        torch.testing.assert_close(g, e, msg=n)
+    theta_only = Proximal.at(model, 0.7, theta=True, alpha=False)
+    assert set(theta_only.anchors) == {n for n, _ in model.named_weight_parameters()}
+
+
+def test_a_large_mu_keeps_the_local_weights_near_the_global_ones():
+    distances = []
+    for mu in (0.0, 5.0):  # theta-lr 0.1: lr·mu well inside SGD's stable range
+        cfg, ds, split, model = _setup({"local-steps": 8, "proximal-alpha": True, "alpha-lr": 0.05})
+        prox = Proximal.at(model, mu, theta=True, alpha=True)
+        local_search(model, ds, split, cfg.search, seed=[0, 1, 0], proximal=prox)
+        distances.append([float(torch.sqrt(sum(((p.detach() - prox.anchors[n]) ** 2).sum() for n, p in named)))
+                          for named in (model.named_weight_parameters(), model.named_arch_parameters())])
+    (theta0, alpha0), (theta1, alpha1) = distances
+    assert theta1 < 0.5 * theta0 and alpha1 < alpha0

@@ -9,13 +9,12 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp.strategy import FedAvg
 
 from attacks.adra.attack import ADRA
-from attacks.captures import CaptureStore
 from attacks.runner import knowledge_for
 from clients.client_app import app
 from fednas.config import parse_config, search_to_record
 from fednas.federated import client_train, initial_arrays
-from server.eavesdrop import Eavesdropper
 from server.guard import ReplyGuard, check_array, judge_replies, update_norm
+from server.server_app import compose
 from server.strategies import RoundBook, build_strategy
 from tests.server.inprocess_grid import InProcessGrid, through
 
@@ -57,10 +56,13 @@ def cfg():
     return parse_config(FLAT)
 
 
-def test_hostile_replies_are_left_out_and_the_model_is_the_honest_aggregate(cfg, tmp_path, caplog):
-    guard = ReplyGuard(build_strategy(cfg.fed, CLIENTS), max_update_norm=cfg.fed.max_update_norm)
-    store = CaptureStore(tmp_path)
-    book = RoundBook(Eavesdropper(guard, store, judge=guard.judge), guard=guard)
+@pytest.mark.parametrize("reply", ["weights", "delta"])
+def test_hostile_replies_are_left_out_and_the_model_is_the_honest_aggregate(cfg, reply, tmp_path, caplog):
+    # the ServerApp's own chain; with delta replies the guard checks the updates, and the
+    # eavesdropper, outside it, still records every reply (α_t1 + Δα for the honest ones)
+    cfg = cfg.replace(reply=reply, eavesdrop=True, attack_online=False, bn_statistics="ema")
+    book, _ = compose(cfg, tmp_path, CLIENTS)
+    store = book.strategy.store
     with caplog.at_level(logging.WARNING, logger="server.guard"):
         result = start(book, cfg)
     # the global model after two rounds is FedAvg over the honest replies alone
@@ -86,6 +88,9 @@ def test_hostile_replies_are_left_out_and_the_model_is_the_honest_aggregate(cfg,
             assert cap.status == "rejected" and REASONS[cap.partition_id] in cap.reason
         else:
             assert cap.status == "ok"
+            own = client_train(cfg, cfg.search, {k: torch.as_tensor(v) for k, v in {**cap.alpha_t1, **cap.theta_t1}.items()},
+                               partition_id=cap.partition_id, num_clients=CLIENTS, server_round=cap.round)
+            np.testing.assert_allclose(cap.alpha_t2["alpha"], own.arrays["alpha"].numpy(), rtol=1e-5, atol=1e-8)
     refused = ADRA(cfg.attack).reconstruct([caps[1]], knowledge_for(cfg.flat()))[0]
     assert caps[1].status == "rejected" and refused.status == "failed" and "rejected by the server" in refused.reason
 

@@ -48,7 +48,8 @@ def test_experiment_files_are_checked(tmp_path):
 def test_end_to_end_run_through_flwr_writes_every_file(tmp_path):
     # client 2 raises in every train call: the run must go on with the others and count it
     result = launch(None, ["num-server-rounds=2", "nodes=3", "channels=4", "local-steps=2", "max-samples=400",
-                           f"output-dir={tmp_path}", "run-name=e2e", "fault-partitions=2"], clients=3)
+                           f"output-dir={tmp_path}", "run-name=e2e", "fault-partitions=2",
+                           "derive=true", "derive-rounds=1", "derive-random=1"], clients=3)
     assert result.returncode == 0, result.status
     run = result.run_dir
     assert run.is_absolute() and run.parent == tmp_path
@@ -64,6 +65,8 @@ def test_end_to_end_run_through_flwr_writes_every_file(tmp_path):
     assert genotype["final"]["space"] == "dag" and len(genotype["rounds"]) == 2
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds-completed"] == 2 and summary["failures"] == 2
+    assert summary["derive"]["status"] == "completed" and (run / "derived" / "metrics.json").is_file()
+    assert {"alpha-entropy", "alpha-step", "param-free-share", "genotype-changes"} <= set(rounds.columns)
     with np.load(run / "model.npz") as model:
         assert model["alpha"].shape == (3, 8)
         final = dict(model)

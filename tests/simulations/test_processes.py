@@ -62,7 +62,9 @@ def test_a_runs_processes_are_found_by_tree_and_session_even_once_orphaned():
 # tag in its environment links it to whoever started the parent
 _DETACHER = textwrap.dedent("""
     import subprocess, sys
-    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    # its own stdio: holding the caller's pipe would keep subprocess.run waiting until it died
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(p.pid, flush=True)
 """)
 

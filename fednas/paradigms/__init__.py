@@ -1,0 +1,35 @@
+"""NAS paradigms by name: what a client searches and what it sends (docs/paradigms.md).
+
+``paradigm`` in the config picks one of :data:`PARADIGMS`. ``darts`` is the project's
+own search (under Flower it runs :mod:`fednas.federated` unchanged); ``pdarts``, ``enas``
+and ``smash`` follow their reference implementations, scaled to this project's spaces.
+:mod:`fednas.paradigms.federation` holds the paradigm-generic client and server steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fednas.paradigms.base import STATE_PREFIX, Paradigm, split_state
+from fednas.paradigms.darts import Darts
+from fednas.paradigms.enas import Enas
+from fednas.paradigms.pdarts import PDarts
+from fednas.paradigms.smash import Smash
+
+PARADIGMS: dict[str, type[Paradigm]] = {"darts": Darts, "pdarts": PDarts, "enas": Enas, "smash": Smash}
+
+
+def get_paradigm(name: str) -> Paradigm:
+    """The paradigm registered as ``name``; a clear error naming the choices otherwise."""
+    try:
+        return PARADIGMS[name]()
+    except KeyError:
+        raise ValueError(f"unknown paradigm {name!r}; choose one of: {', '.join(PARADIGMS)}") from None
+
+
+def paradigm_of(cfg: Any) -> Paradigm:
+    """The paradigm a run's config names."""
+    return get_paradigm(cfg.paradigm.paradigm)
+
+
+__all__ = ["PARADIGMS", "STATE_PREFIX", "Paradigm", "get_paradigm", "paradigm_of", "split_state"]
