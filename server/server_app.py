@@ -53,7 +53,10 @@ def _json_eps(value: float) -> float | str:
 
 
 def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
-    progress = SearchProgress()
+    # α's entropy, drift and genotype changes read α as the darts supernet's op weights per
+    # edge; the other paradigms' architecture state (a P-DARTS stage's pruned α, ENAS's
+    # controller, SMASH's scores) is not that
+    progress = SearchProgress() if cfg.paradigm.paradigm == "darts" else None
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         state = arrays.to_torch_state_dict()
@@ -61,7 +64,8 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
         if cfg.fed.central_eval and cfg.search.share_weights:
             metrics = central_evaluate(cfg, state)
         genotype = genotype_of(cfg, state)
-        metrics.update(progress.update(state, genotype))
+        if progress is not None:
+            metrics.update(progress.update(state, genotype))
         if server_round == 0:
             runlog.summary["initial-central-acc"] = metrics.get("central-acc")
             return MetricRecord(metrics) if metrics else None
