@@ -36,7 +36,7 @@ class LeakageAudit:
     """
 
     def __init__(self, run_dir: str | Path, flat: Mapping[str, Any], out_dir: str | Path | None = None,
-                 workers: int | None = None, target: Any = None) -> None:
+                 workers: int | None = None, target: Any = None, bars: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.flat = dict(flat)
         self.out_dir = Path(out_dir) if out_dir is not None else self.run_dir / "leakage"
@@ -45,7 +45,7 @@ class LeakageAudit:
         self.workers = int(self.flat.get("attack-workers", 1) if workers is None else workers)
         # identifiability needs the run's own dataset and supernet
         self.score_job = identifiability_job if self.flat.get("attack-identifiability", True) and target is None else None
-        self.runner = AttackRunner(self.run_dir, self.flat, self.out_dir, self.workers, target)
+        self.runner = AttackRunner(self.run_dir, self.flat, self.out_dir, self.workers, target, bars=bars)
 
     def submit(self, capture_id: str) -> None:
         """Schedule one capture's attack (and identifiability) now."""
@@ -86,5 +86,4 @@ class LeakageAudit:
 
     def close(self) -> None:
         """Stop scheduling and drop pending attacks (a run that failed)."""
-        if self.runner.pool is not None:
-            self.runner.pool.shutdown(wait=False, cancel_futures=True)
+        self.runner.close()

@@ -10,6 +10,10 @@ Per rebuilt sample, images in [0, 1]:
 - **label-correct**: the attack's label for the sample is its true label.
 - **identified**: the reconstruction's nearest neighbour (Euclidean, pixels) among the
   client's whole D^α is the true sample: the attacker could point at this very sample.
+- **identified-dataset**: the same against the whole dataset (every client's data, the
+  pools outside them too): the strict check, no luck from a small D^α.
+- **rank**, **rank-dataset**: the true sample's place (1 = nearest) among D^α, and among
+  the whole dataset, ordered by distance to the reconstruction.
 - **success**: identified, or recognisable: an oracle classifier (multinomial logistic
   regression on pixels, trained on data outside the clients': the holdout, aux and test
   pools) gives the reconstruction the true label and ssim ≥ 0.3. The paper's SR counts
@@ -76,10 +80,20 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
     return float(np.mean(values))
 
 
+def distances(image: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distance from ``image`` to every image of ``pool`` (N, ...)."""
+    return ((pool.reshape(len(pool), -1).astype(np.float64) - image.reshape(1, -1)) ** 2).sum(1)
+
+
 def nearest(image: np.ndarray, pool: np.ndarray) -> int:
     """Index in ``pool`` (N, ...) of the image nearest to ``image`` (Euclidean)."""
-    d = ((pool.reshape(len(pool), -1).astype(np.float64) - image.reshape(1, -1)) ** 2).sum(1)
-    return int(np.argmin(d))
+    return int(np.argmin(distances(image, pool)))
+
+
+def rank(image: np.ndarray, pool: np.ndarray, true: int) -> int:
+    """1 + the number of images in ``pool`` strictly nearer to ``image`` than ``pool[true]``."""
+    d = distances(image, pool)
+    return int((d < d[true]).sum()) + 1
 
 
 def is_success(identified: bool, oracle_correct: bool, ssim_value: float) -> bool:

@@ -35,12 +35,14 @@ log = logging.getLogger(__name__)
 
 COLUMNS = (
     "round", "partition-id", "node-id", "capture", "sample", "step", "position", "attacked", "status", "reason",
-    "success", "identified", "psnr", "ssim", "mse", "label-correct", "true-label", "predicted-label",
-    "oracle-label", "nearest-sample", "pool-size", "attack-seconds", "identifiability", "identifiability-rank",
-    "input-size", "match", "dp-epsilon",
+    "theta-knowledge", "fidelity", "success", "identified", "identified-dataset", "rank", "rank-dataset", "psnr",
+    "ssim", "mse", "label-correct", "true-label", "predicted-label", "oracle-label", "nearest-sample",
+    "nearest-dataset", "pool-size", "attack-seconds", "identifiability", "identifiability-rank", "input-size",
+    "match", "dp-epsilon",
 )
-SETTING_KEYS = ("attack", "adra-mode", "knows-weights", "surrogate-draws", "adra-iterations", "adra-restarts",
-                "adra-optimizer", "adra-lr", "adra-distance", "adra-labels", "adra-unroll", "adra-tv", "adra-prior")
+SETTING_KEYS = ("attack", "adra-mode", "knows-weights", "theta-prior", "surrogate-draws", "adra-iterations",
+                "adra-restarts", "adra-optimizer", "adra-lr", "adra-distance", "adra-labels", "adra-unroll", "adra-tv",
+                "adra-prior", "adra-prior-components", "device")
 SPACE_KEYS = ("nodes", "head", "activation", "channels", "dataset")
 
 
@@ -122,8 +124,9 @@ def _identifiability(run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> 
         return {"error": str(err)}
     ctx_x, ctx_y = _dataset_arrays(tuple(sorted(flat.items())))
     first = [i for step, _, i in truth_samples(truth) if step == 0]
-    x = torch.as_tensor(ctx_x[first])
-    y = torch.nn.functional.one_hot(torch.as_tensor(ctx_y[first]), knowledge.spec.num_classes).float()
+    dev = problem.victim.device
+    x = torch.as_tensor(ctx_x[first]).to(dev)
+    y = torch.nn.functional.one_hot(torch.as_tensor(ctx_y[first]), knowledge.spec.num_classes).float().to(dev)
     rank, size = jacobian_rank(problem.victim, x, y)
     return {"identifiability": rank / size, "identifiability-rank": rank, "input-size": size}
 
@@ -161,7 +164,7 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
     # attacked (rejected by the server, malformed, the attack refused or crashed): its rows
     # are counted apart, never as a failed attack
     base.update({"attacked": rec.status == "ok", "attack-seconds": round(rec.seconds, 3), "match": rec.match,
-                 "theta-source": rec.details.get("theta-source")})
+                 "theta-knowledge": rec.details.get("theta-knowledge"), "fidelity": rec.details.get("fidelity")})
     truth = ctx.truth(cid)
     if truth is None:
         if rec.status != "ok":
@@ -199,10 +202,14 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
         ss = M.ssim(img, true)
         nn = int(pool_idx[M.nearest(img, pool)])
         identified = nn == g
+        nn_all = M.nearest(img, ctx.x)
+        true_in_pool = int(np.flatnonzero(pool_idx == g)[0]) if (pool_idx == g).any() else None
         oracle_ok = int(oracle_labels[r]) == int(ctx.y[g])
         rows.append({**row, "status": "ok", "reason": "", "mse": e, "psnr": M.psnr(e), "ssim": ss,
                      "label-correct": int(rec.labels[r]) == int(ctx.y[g]), "predicted-label": int(rec.labels[r]),
                      "oracle-label": int(oracle_labels[r]), "nearest-sample": nn, "identified": identified,
+                     "nearest-dataset": nn_all, "identified-dataset": nn_all == g, "rank-dataset": M.rank(img, ctx.x, g),
+                     "rank": None if true_in_pool is None else M.rank(img, pool, true_in_pool),
                      "success": M.is_success(identified, oracle_ok, ss), "_image": img})
     return rows
 
@@ -248,6 +255,17 @@ def _mean(values: Sequence[Any]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _median(values: Sequence[Any]) -> float | None:
+    vals = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(float(v))]
+    return float(np.median(vals)) if vals else None
+
+
+def _values(values: Sequence[Any]) -> str:
+    """The distinct values of a column, most frequent first ("a; b")."""
+    counts = Counter(v for v in values if v)
+    return "; ".join(v for v, _ in counts.most_common())
+
+
 def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Overall figures over the attacked captures only: rates count every scored sample of
     an attacked capture (a sample it did not rebuild is no success), means are over rebuilt
@@ -270,6 +288,10 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "unscored": sum(1 for r in attacked if r.get("status") == "unscored"),
         "success-rate": _mean([bool(r.get("success")) for r in known]),
         "identified-rate": _mean([bool(r.get("identified")) for r in known]),
+        "identified-dataset-rate": _mean([bool(r.get("identified-dataset")) for r in known]),
+        "median-rank-dataset": _median([r.get("rank-dataset") for r in ok]),
+        "theta-knowledge": _values([r.get("theta-knowledge") for r in rows]),
+        "fidelity": _values([r.get("fidelity") for r in rows]),
         "label-accuracy": _mean([bool(r.get("label-correct")) for r in ok]),
         "mean-psnr": _mean([r.get("psnr") for r in ok]),
         "mean-ssim": _mean([r.get("ssim") for r in ok]),
@@ -304,16 +326,19 @@ def _fmt(v: Any, pct: bool = False) -> str:
 
 def summary_table(summary: Mapping[str, Any], clients: Sequence[Mapping[str, Any]]) -> str:
     """The end-of-run table (Markdown, also readable in a log)."""
-    lines = ["| client | attacked captures | samples | success | identified | PSNR dB | SSIM | label acc | "
-             "identifiability | dp-epsilon | could not be attacked |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| client | attacked captures | samples | θ known as | success | identified (D^α / dataset) | PSNR dB | "
+             "SSIM | label acc | identifiability | dp-epsilon | could not be attacked |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in clients:
-        lines.append(f"| {_fmt(c['partition-id'])} | {c['attacked']} | {c['samples']} | {_fmt(c['success-rate'], True)} | "
-                     f"{_fmt(c['identified-rate'], True)} | {_fmt(c['mean-psnr'])} | {_fmt(c['mean-ssim'])} | "
+        lines.append(f"| {_fmt(c['partition-id'])} | {c['attacked']} | {c['samples']} | {c['theta-knowledge'] or '–'} | "
+                     f"{_fmt(c['success-rate'], True)} | {_fmt(c['identified-rate'], True)} / "
+                     f"{_fmt(c['identified-dataset-rate'], True)} | {_fmt(c['mean-psnr'])} | {_fmt(c['mean-ssim'])} | "
                      f"{_fmt(c['label-accuracy'], True)} | {_fmt(c['mean-identifiability'])} | {_fmt(c['dp-epsilon'])} | "
                      f"{c['not-attacked']} |")
     s = summary
-    lines.append(f"| **all** | {s['attacked']} | {s['samples']} | {_fmt(s['success-rate'], True)} | "
-                 f"{_fmt(s['identified-rate'], True)} | {_fmt(s['mean-psnr'])} | {_fmt(s['mean-ssim'])} | "
+    lines.append(f"| **all** | {s['attacked']} | {s['samples']} | {s['theta-knowledge'] or '–'} | "
+                 f"{_fmt(s['success-rate'], True)} | {_fmt(s['identified-rate'], True)} / "
+                 f"{_fmt(s['identified-dataset-rate'], True)} | {_fmt(s['mean-psnr'])} | {_fmt(s['mean-ssim'])} | "
                  f"{_fmt(s['label-accuracy'], True)} | {_fmt(s['mean-identifiability'])} | | {s['not-attacked']} |")
     return "\n".join(lines)
 
@@ -374,6 +399,9 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
                "images, labels and match in `clients.csv`, arrays in `reconstructions/`).\n",
                *[f"- {reason} ({n} rows)" for reason, n in unscored.most_common()], ""]
     md += ["## Overall\n", _overall_table(summary), "",
+           "How faithfully the attack modelled the clients' rounds (`fidelity`): "
+           + ("; ".join(f"{v} ({n} rows)" for v, n in Counter(r.get("fidelity") for r in rows
+                                                              if r.get("fidelity")).most_common()) or "–"), "",
           "## Per client, ranked by leakage\n", summary_table(summary, clients), "",
           *dp_section(rows),
           "## Settings\n", "\n".join(f"- `{k}` = `{v}`" for k, v in settings.items()), "",
@@ -397,21 +425,23 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
 
 
 def _overall_table(s: Mapping[str, Any]) -> str:
-    return ("| captures | attacked | could not be attacked | samples | failed | unscored | success | identified | "
-            "mean PSNR dB | mean SSIM | label acc | identifiability | attack s/capture |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    return ("| captures | attacked | could not be attacked | samples | failed | unscored | θ known as | success | "
+            "identified (D^α) | identified (dataset) | median rank (dataset) | mean PSNR dB | mean SSIM | label acc | "
+            "identifiability | attack s/capture |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
             f"| {s['captures']} | {s['attacked']} | {s['not-attacked']} | {s['samples']} | {s['failed']} | "
-            f"{s['unscored']} | {_fmt(s['success-rate'], True)} | "
-            f"{_fmt(s['identified-rate'], True)} | {_fmt(s['mean-psnr'])} | {_fmt(s['mean-ssim'])} | "
+            f"{s['unscored']} | {s['theta-knowledge'] or '–'} | {_fmt(s['success-rate'], True)} | "
+            f"{_fmt(s['identified-rate'], True)} | {_fmt(s['identified-dataset-rate'], True)} | "
+            f"{_fmt(s['median-rank-dataset'])} | {_fmt(s['mean-psnr'])} | {_fmt(s['mean-ssim'])} | "
             f"{_fmt(s['label-accuracy'], True)} | {_fmt(s['mean-identifiability'])} | "
             f"{_fmt(s['attack-seconds-per-capture'])} |")
 
 
 def leakage_dict(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The ``leakage`` entry of the run's summary.json."""
-    keys = ("success-rate", "identified-rate", "mean-psnr", "label-accuracy", "mean-ssim", "mean-mse", "captures",
-            "attacked", "not-attacked", "samples", "failed", "unscored", "mean-identifiability",
-            "attack-seconds-per-capture", "dir")
+    keys = ("success-rate", "identified-rate", "identified-dataset-rate", "median-rank-dataset", "mean-psnr",
+            "label-accuracy", "mean-ssim", "mean-mse", "captures", "attacked", "not-attacked", "samples", "failed",
+            "unscored", "mean-identifiability", "attack-seconds-per-capture", "theta-knowledge", "fidelity", "dir")
     out = {k: summary.get(k) for k in keys}
     out["scored"] = bool(summary.get("samples"))  # some sample's truth was known (false in a deployment)
     return out

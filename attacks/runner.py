@@ -1,8 +1,10 @@
 """Running an attack over a run's captures: online (worker processes) or offline.
 
 ``AttackRunner`` takes capture ids as the eavesdropper writes them and attacks each in a
-worker process, so the rounds go on meanwhile; ``finish()`` waits for the rest, with a
-progress line, and saves every reconstruction under ``<leakage>/reconstructions/``. A
+worker process, so the rounds go on meanwhile; ``finish()`` waits for the rest and saves
+every reconstruction under ``<leakage>/reconstructions/``. Progress (per capture: stage,
+iteration, best match, ETA) goes to an :class:`attacks.progress.Board`: log lines in the
+run's log, or tqdm bars for the offline CLI. A
 worker only ever gets the run directory and a capture id: it loads the capture (never the
 truth) and the public knowledge itself. The identifiability figure, which needs the
 truth, is a separate scoring job (``attacks.report.identifiability_job``) run in the same
@@ -24,44 +26,13 @@ from typing import Any
 
 from attacks.base import Knowledge, Reconstruction, make_attack
 from attacks.captures import CaptureStore
+from attacks.progress import Board, CaptureTracker, Listener, QueueSink
 from fednas.config import parse_config
 from fednas.rundir import atomic_save_npz, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 RECONSTRUCTIONS = "reconstructions"
-
-
-class Progress:
-    """A progress line through logging: ``[#####-----] 5/10 captures, 12.3 s each, ETA 1 min``."""
-
-    def __init__(self, total: int, what: str = "captures", every: float = 0.0,
-                 emit: Callable[[str], None] | None = None) -> None:
-        self.total, self.what, self.every = total, what, every
-        self.done, self.t0, self._last = 0, time.monotonic(), 0.0
-        self._first: tuple[float, int] | None = None
-        self.emit = emit or log.info
-
-    def __call__(self, done: int, total: int | None = None) -> None:
-        now = time.monotonic()
-        if self._first is None:  # the rate is timed from the first report (after any set-up)
-            self._first = (now, done)
-        self.done = done
-        self.total = total or self.total
-        if done < self.total and now - self._last < self.every:
-            return
-        self._last = now
-        width = 20
-        filled = int(width * done / max(self.total, 1))
-        t_first, d_first = self._first
-        rate = (now - t_first) / (done - d_first) if done > d_first else (now - self.t0) / max(done, 1)
-        eta = rate * (self.total - done)
-        self.emit(f"[{'#' * filled}{'-' * (width - filled)}] {done}/{self.total} {self.what}, "
-                  f"{rate:.1f} s each, ETA {_human(eta)}")
-
-
-def _human(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 # ---------------------------------------------------------------------------- knowledge
@@ -76,7 +47,7 @@ def _knowledge(flat_items: tuple, target: Any = None) -> Knowledge:
         return target.knowledge(cfg)
     dataset = dataset_from_config(cfg.data, cfg.run.seed)
     aux_x = aux_y = None
-    if cfg.attack.adra_prior != "none" or cfg.attack.adra_init == "aux":
+    if cfg.attack.adra_prior != "none" or cfg.attack.adra_init == "aux" or cfg.attack.theta_prior == "shadow":
         aux = make_pools(len(dataset), cfg.data, cfg.run.seed).aux
         aux_x, aux_y = dataset.x[aux].numpy(), dataset.y[aux].numpy()
     return Knowledge(cfg, dataset.spec, aux_x, aux_y)
@@ -115,7 +86,7 @@ def one_thread():
 
 
 def attack_job(run_dir: str, capture_id: str, flat: Mapping[str, Any], out_dir: str,
-               progress: Callable[[int, int], None] | None = None, target: Any = None) -> Reconstruction:
+               progress: Callable[..., None] | None = None, target: Any = None) -> Reconstruction:
     """Attack one stored capture with the configured attack; save and return the result.
 
     ``target``: another app's model (``attacks.foreign.ForeignTarget``); None: this project's run.
@@ -125,7 +96,7 @@ def attack_job(run_dir: str, capture_id: str, flat: Mapping[str, Any], out_dir: 
 
 
 def _attack_job(run_dir: str, capture_id: str, flat: Mapping[str, Any], out_dir: str,
-                progress: Callable[[int, int], None] | None, target: Any = None) -> Reconstruction:
+                progress: Callable[..., None] | None, target: Any = None) -> Reconstruction:
     t0 = time.perf_counter()
     try:
         knowledge = knowledge_for(flat, target)
@@ -169,62 +140,84 @@ class AttackRunner:
     """
 
     def __init__(self, run_dir: str | Path, flat: Mapping[str, Any], out_dir: str | Path, workers: int = 1,
-                 target: Any = None) -> None:
+                 target: Any = None, bars: bool = False, emit: Callable[[str], None] | None = None) -> None:
         self.run_dir, self.out_dir = Path(run_dir), Path(out_dir)
         self.flat = dict(flat)
         self.target = target
         self.order: list[str] = []
         self.futures: dict[str, cf.Future] = {}
         self.scoring: dict[str, cf.Future] = {}
-        self.pool = None
+        self.pool = self.listener = self.manager = None
+        self.board = Board(0, max(workers, 1), bars=bars, emit=emit)
         if workers > 0:
-            self.pool = cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                               initializer=_init_worker)
+            ctx = multiprocessing.get_context("spawn")
+            self.pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker)
+            self.manager = ctx.Manager()  # its queue carries the workers' progress events here
+            self.queue = self.manager.Queue()
+            self.listener = Listener(self.queue, self.board)
 
     def submit(self, capture_id: str, score_job: Callable[..., Any] | None = None) -> None:
         """Schedule the attack of one capture (and its scoring job, e.g. identifiability)."""
         self.order.append(capture_id)
+        self.board.expect(1)
         if self.pool is None:
             return
-        self.futures[capture_id] = self.pool.submit(attack_job, str(self.run_dir), capture_id, self.flat,
-                                                    str(self.out_dir), None, self.target)
+        tracker = CaptureTracker(capture_id, QueueSink(self.queue))
+        future = self.pool.submit(attack_job, str(self.run_dir), capture_id, self.flat, str(self.out_dir), tracker,
+                                  self.target)
+        future.add_done_callback(lambda f, cid=capture_id: self._done(cid, _result(f, cid)))
+        self.futures[capture_id] = future
         if score_job is not None:
             self.scoring[capture_id] = self.pool.submit(score_job, str(self.run_dir), capture_id, self.flat)
+
+    def _done(self, cid: str, rec: Reconstruction) -> None:
+        self.board.finished(cid, rec.seconds, rec.status if rec.status == "ok" else f"failed ({rec.reason[:60]})")
 
     def finish(self, score_job: Callable[..., Any] | None = None,
                emit: Callable[[str], None] | None = None) -> tuple[dict[str, Reconstruction], dict[str, Any]]:
         """Wait for every attack (in-process ones run now); return reconstructions and scores."""
         results: dict[str, Reconstruction] = {}
         scores: dict[str, Any] = {}
-        bar = Progress(len(self.order), "captures attacked", emit=emit)
+        if emit is not None:
+            self.board.emit = emit
         try:
             if self.pool is None:
-                for i, cid in enumerate(self.order):
-                    inner = Progress(1, f"iterations of {cid}", every=10.0, emit=emit)
-                    results[cid] = attack_job(str(self.run_dir), cid, self.flat, str(self.out_dir), progress=inner,
+                for cid in self.order:
+                    tracker = CaptureTracker(cid, self.board.event)
+                    results[cid] = attack_job(str(self.run_dir), cid, self.flat, str(self.out_dir), progress=tracker,
                                               target=self.target)
+                    self._done(cid, results[cid])
                     if score_job is not None:
                         scores[cid] = _guard(score_job, str(self.run_dir), cid, self.flat)
-                    bar(i + 1)
             else:
                 pending = {f: cid for cid, f in self.futures.items()}
                 for f in cf.as_completed(pending):
-                    cid = pending[f]
-                    results[cid] = _result(f, cid)
-                    bar(len(results))
+                    results[pending[f]] = _result(f, pending[f])
                 for cid, f in self.scoring.items():
                     try:
                         scores[cid] = f.result()
                     except Exception as err:  # a scoring job must not lose the report
                         scores[cid] = {"error": f"{type(err).__name__}: {err}"}
         finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=True, cancel_futures=True)
+            self._close()
         for cid in self.order:  # a worker that died: still one failed row per capture
             if cid not in results:
                 results[cid] = Reconstruction.failed(cid, "the attack did not run (worker pool stopped)")
                 save_reconstruction(self.out_dir, results[cid])
         return results, scores
+
+    def _close(self, wait: bool = True) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=wait, cancel_futures=True)
+        if self.listener is not None:
+            self.listener.stop()
+        if self.manager is not None:
+            self.manager.shutdown()
+        self.board.close()
+
+    def close(self) -> None:
+        """Stop scheduling and drop pending attacks (a run that failed)."""
+        self._close(wait=False)
 
 
 def _result(f: cf.Future, cid: str) -> Reconstruction:

@@ -9,6 +9,7 @@ is counted once.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -57,6 +58,29 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
     fn()
     synchronize(device)
     return time.perf_counter() - t0, time.process_time() - c0
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a rate k/n."""
+    if n == 0:
+        return math.nan, math.nan
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and its t 95 % interval."""
+    from scipy import stats
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, math.nan, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
 
 
 def median(values: Sequence[float]) -> float | None:

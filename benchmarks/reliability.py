@@ -26,36 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import RESULTS, loadavg, machine, table, write_results
+from benchmarks.common import RESULTS, loadavg, machine, t_interval, table, wilson, write_results
 from fednas.rundir import read_rows
 from simulations.launcher import PROJECT_ROOT, launch
 from simulations.processes import alive, run_processes
 
 TINY = ["nodes=3", "channels=4", "local-steps=2", "batch-size=8", "alpha-batch-size=2", "max-samples=400",
         "fraction-evaluate=0.0", "min-evaluate-clients=0"]
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a rate k/n."""
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and its t 95 % interval."""
-    from scipy import stats
-
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan, math.nan
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 def dead_client(runs: int, clients: int, rounds: int) -> dict[str, Any]:

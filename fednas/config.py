@@ -212,18 +212,19 @@ KEYS: tuple[Key, ...] = (
     _k("alpha-pattern", "attack", "^alpha", "Regular expression (re.search) naming the alpha arrays among a message's arrays; the rest is theta."),
     _k("adra-mode", "attack", "strong", "paper: L2 matching of the raw gradient over a dummy image and soft label, kappa denoise (Li et al. 2024). strong: the known client optimizer unrolled, cosine distance, label search, TV/box priors, restarts.", choices=("paper", "strong")),
     _k("knows-weights", "attack", True, "The attacker uses the server's theta_t1 (on the wire when share-weights). Off, or when no theta was sent: surrogate theta from U(-bound, bound)."),
-    _k("surrogate-draws", "attack", 1, "Surrogate theta draws whose matching losses are averaged (when theta is not known).", check=_pos, rule="> 0"),
-    _k("adra-iterations", "attack", 300, "Optimisation steps of the reconstruction (strong: per label hypothesis stage schedule in docs/adra.md).", check=_pos, rule="> 0"),
-    _k("adra-restarts", "attack", 2, "strong: random restarts per label hypothesis; the best gradient match is kept (paper: 1).", check=_pos, rule="> 0"),
-    _k("adra-optimizer", "attack", "auto", "Optimiser of the dummy: adam, lbfgs, or auto (paper: lbfgs as DLG; strong: adam).", choices=("auto", "adam", "lbfgs")),
+    _k("theta-prior", "attack", "surrogate", "What the attacker uses for theta when it is not on the wire (or knows-weights = false): surrogate (fresh draws from U(-bound, bound), the paper's assumption), init (the theta_0 the server itself initialised: exact in round 1), shadow (theta_0 trained for the client's earlier rounds on the attacker's aux data).", choices=("surrogate", "init", "shadow")),
+    _k("surrogate-draws", "attack", 1, "theta draws whose matching losses are averaged when theta is not known (surrogate: independent draws; shadow: trajectories on different aux batches).", check=_pos, rule="> 0"),
+    _k("adra-iterations", "attack", 0, "Most optimisation steps of the reconstruction (0: the optimizer's own budget: lm 40, stopping earlier when the match plateaus; adam and lbfgs 300).", check=_nonneg, rule=">= 0"),
+    _k("adra-restarts", "attack", 2, "strong: starting points per label hypothesis (the best match is kept; the worst are dropped early). paper: 1.", check=_pos, rule="> 0"),
+    _k("adra-optimizer", "attack", "auto", "Optimiser of the dummy: lm (Levenberg-Marquardt with Broyden updates, batched over hypotheses), adam, lbfgs (paper mode only), or auto (paper: lbfgs as DLG; strong: lm).", choices=("auto", "lm", "adam", "lbfgs")),
     _k("adra-lr", "attack", 0.1, "Learning rate of the dummy's optimiser (adam; lbfgs uses 1 with a line search).", check=_pos, rule="> 0"),
-    _k("adra-distance", "attack", "cosine", "strong: distance between observed and predicted delta-alpha: cosine, l2 (scale-aware, normalised by the observed norm).", choices=("cosine", "l2")),
+    _k("adra-distance", "attack", "auto", "strong: distance between observed and predicted delta-alpha: cosine, l2 (scale-aware, normalised by the observed norm), auto (l2 where the replay is exact: theta exact and the client's round modelled exactly; else cosine).", choices=("auto", "cosine", "l2")),
     _k("adra-init", "attack", "aux", "strong: starting points: aux (the attacker's aux images whose predicted update best matches, a learned prior; labels inferred from them) or noise (uniform noise, every label tried).", choices=("aux", "noise")),
     _k("adra-labels", "attack", "auto", "strong: labels: try-all (every class per sample, B=1), joint (soft labels optimised with the images), auto (try-all when one sample per step, else joint).", choices=("auto", "try-all", "joint")),
     _k("adra-unroll", "attack", True, "strong: replay the client's known local procedure (every alpha step, the optimizer's state) instead of reading delta-alpha as one gradient."),
     _k("adra-tv", "attack", 0.02, "strong: weight of the total-variation prior.", check=_nonneg, rule=">= 0"),
-    _k("adra-prior", "attack", "none", "strong: learned prior from the attacker's aux pool: none, or pca (optimise coefficients of its principal components).", choices=("none", "pca")),
-    _k("adra-prior-components", "attack", 12, "strong: principal components of the pca prior.", check=_pos, rule="> 0"),
+    _k("adra-prior", "attack", "auto", "strong: what the dummy is made of: none (free pixels), pca (coefficients of the aux pool's principal components: a learned prior), auto (pixels up to 256 unknowns per hypothesis, else pca).", choices=("auto", "none", "pca")),
+    _k("adra-prior-components", "attack", 32, "strong: principal components of the pca prior.", check=_pos, rule="> 0"),
     _k("adra-kappa", "attack", 0.96, "paper: denoise, pixels above kappa (of 1; the paper's 245/255) are set to 0.", check=_unit, rule="in (0, 1]"),
     # --- NAS paradigm (fednas/paradigms, docs/paradigms.md) --------------------------
     _k("paradigm", "paradigm", "darts", "NAS paradigm: what a client searches and sends. darts (alpha by gradient), pdarts (progressive stages: deeper search network, fewer candidate ops, decided by the server), enas (an LSTM controller trained with REINFORCE, shared child weights), smash (a hypernetwork generates the weights of random architectures; clients rank candidates).", choices=PARADIGMS),
@@ -350,8 +351,16 @@ def _cross_checks(flat: Mapping[str, Any]) -> list[str]:
             if flat[key] > 0:
                 errors.append(f"'{key}' = {flat[key]} applies to the darts space (the dag space has no cells to stack)")
     errors.extend(_amia_checks(flat))
+    errors.extend(_adra_checks(flat))
     errors.extend(_paradigm_checks(flat))
     return errors
+
+
+def _adra_checks(flat: Mapping[str, Any]) -> list[str]:
+    if flat["adra-mode"] == "strong" and flat["adra-optimizer"] == "lbfgs":
+        return ["'adra-optimizer' = \"lbfgs\" is for adra-mode = \"paper\" only: strong mode refines batched "
+                "hypotheses in the pixel box, for which it has lm (the default) and adam"]
+    return []
 
 
 def split_names(text: str) -> list[str]:

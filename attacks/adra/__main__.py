@@ -1,9 +1,11 @@
-"""``python -m attacks.adra RUN_DIR [--set key=value ...] [--workers N] [--limit N] [--model pkg.mod:factory]``.
+"""``python -m attacks.adra RUN_DIR [--set key=value ...] [--workers N] [--limit N] [--device D] [--model pkg.mod:factory]``.
 
 Re-runs an attack configuration on a run's stored captures and writes a new leakage
 folder beside the run's (``leakage``, else ``leakage-1``, ``leakage-2``...: an existing
 one is never overwritten). Only attack keys (``adra-*``, ``knows-weights``, ...) can be
-changed: the captures were made under the run's own search space and data. The last line
+changed: the captures were made under the run's own search space and data; ``--device``
+picks where the attack runs (victim, solver, identifiability). Progress: tqdm bars on
+stderr, one per capture in flight (stage, iteration, best match, ETA). The last line
 printed is the new folder. Exit status: 0 done, 2 bad arguments or run directory.
 
 Captures of another Flower app (made with ``server.plugin.eavesdrop``) are attacked on the
@@ -30,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", help="a run directory holding captures/ (made with eavesdrop = true)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="change one attack key (repeatable), e.g. --set adra-mode=paper")
-    p.add_argument("--workers", type=int, help="worker processes (default: the run's attack-workers; 0: this process, with a per-iteration progress bar)")
+    p.add_argument("--workers", type=int, help="worker processes (default: the run's attack-workers; 0: this process)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                   help="where the attack runs (default: the run's device key; auto: CUDA when torch sees a GPU)")
     p.add_argument("--limit", type=int, default=0, help="attack only the first N captures (0: all)")
     p.add_argument("--rounds", default="", help="comma-separated rounds to attack (default: all)")
     p.add_argument("--out", default="leakage", help="name of the new folder inside the run directory (suffixed when taken)")
@@ -81,6 +85,14 @@ def load_settings(run_dir: Path, sets: list[str], foreign: bool = False) -> dict
     return parse_config(flat, allow_unknown=False).flat()
 
 
+def _check_device(name: str) -> None:
+    if name == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device cuda, but torch {torch.__version__} sees no CUDA device here")
+
+
 def foreign_target(run_dir: Path, args: argparse.Namespace):
     """The other app's target when ``--model`` is given or the manifest names a model; else None."""
     from attacks.captures import CaptureStore
@@ -105,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         target = foreign_target(run_dir, args)
         flat = load_settings(run_dir, args.sets, foreign=target is not None)
+        if args.device:
+            flat = parse_config({**flat, "device": args.device}).flat()
+            _check_device(args.device)
     except (ConfigError, TargetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -120,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = unique_path(run_dir / args.out)
     workers = flat["attack-workers"] if args.workers is None else args.workers
-    audit = LeakageAudit(run_dir, flat, out, workers, target)
+    audit = LeakageAudit(run_dir, flat, out, workers, target, bars=True)
     print(f"attacking {len(ids)} captures of {run_dir} ({flat['attack']}, mode {flat['adra-mode']}) into {out}",
           file=sys.stderr)
     for cid in ids:

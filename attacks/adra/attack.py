@@ -6,18 +6,21 @@ import dataclasses
 import logging
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from attacks.adra.solver import Problem, solve_paper, solve_strong
+from attacks.adra.client_model import AlphaProcedure
+from attacks.adra.paper import paper_optimizer, solve_paper
+from attacks.adra.solver import Problem, Report, solve_strong, strong_optimizer
 from attacks.adra.surfaces import NoArchitectureGradient, attack_surface
-from attacks.adra.victim import surrogate_theta
+from attacks.adra.theta import attacker_theta
 from attacks.base import Knowledge, Reconstruction
 from attacks.captures import Capture, missing_client_settings
 from fednas.config import ConfigError, search_from_record
+from fednas.federated import pick_device
 from fednas.search import num_local_steps
 
 log = logging.getLogger(__name__)
@@ -89,11 +92,14 @@ class ADRA:
 
     name = "adra"
 
-    def __init__(self, settings: Any, seed: int = 0) -> None:
+    def __init__(self, settings: Any, seed: int = 0, device: torch.device | str | None = None) -> None:
         if settings.adra_mode not in ("paper", "strong"):
             raise ValueError(f"unknown adra-mode {settings.adra_mode!r}; choose paper or strong")
+        if settings.adra_mode == "strong":
+            strong_optimizer(settings)  # an optimizer strong mode does not have fails here, before any work
         self.s, self.seed = settings, seed
-        self.progress: Callable[[int, int], None] | None = None
+        self.device = device  # None: the run's ``device`` key (auto: CUDA when this process sees a GPU)
+        self.progress: Report | None = None  # (stage, iteration, iterations, best match)
 
     def reconstruct(self, captures: Sequence[Capture], knowledge: Knowledge) -> list[Reconstruction]:
         """One reconstruction per capture; a capture it cannot use comes back ``failed``."""
@@ -111,8 +117,8 @@ class ADRA:
         return out
 
     # ------------------------------------------------------------------ one capture
-    def problem(self, capture: Capture, knowledge: Knowledge) -> tuple[Problem, str]:
-        """Check the capture and build what the solvers need (and the θ source used)."""
+    def problem(self, capture: Capture, knowledge: Knowledge) -> tuple[Problem, dict[str, Any]]:
+        """Check the capture and build what the solvers need (and what it knew and modelled)."""
         if capture.status != "ok":
             raise CaptureError(capture.reason or "the capture is marked failed")
         search, metrics = client_procedure(capture, foreign=knowledge.target is not None)
@@ -129,12 +135,9 @@ class ADRA:
         _check_arrays("alpha_t2", capture.alpha_t2, names, shapes)
         if self.s.knows_weights and surface.theta_t1:
             _check_arrays("theta_t1", surface.theta_t1, [n for n, _ in weights], [tuple(p.shape) for _, p in weights])
-            theta_source = "server"
-            thetas = [{k: torch.as_tensor(v) for k, v in surface.theta_t1.items()}]
-        else:
-            theta_source = f"surrogate x{self.s.surrogate_draws}"
-            thetas = surrogate_theta(ref, cfg.space.theta_init_bound, self.s.surrogate_draws, self._seed(capture),
-                                     weights)
+        # θ as sent, without the paradigm's server state (surfaces strip it)
+        theta = attacker_theta(dataclasses.replace(capture, theta_t1=surface.theta_t1), knowledge, self.s, search,
+                               weights, self._seed(capture))
         delta = torch.cat([torch.as_tensor(capture.delta_alpha[n], dtype=torch.float64).reshape(-1) for n in names])
         if float(delta.abs().max()) == 0.0:
             raise CaptureError("delta-alpha is zero: the client's round did not change alpha")
@@ -145,37 +148,62 @@ class ADRA:
             proc = dataclasses.replace(proc, proximal_mu=mu)
         if not (self.s.adra_mode == "strong" and self.s.adra_unroll):
             proc = dataclasses.replace(proc, steps=1)  # Δα read as one step
+        device = pick_device(cfg.run.device) if self.device is None else torch.device(self.device)
         alpha_t1 = {k: torch.as_tensor(v) for k, v in capture.alpha_t1.items()}
-        victim = surface.victim(alpha_t1, thetas, search.alpha_l2)
+        victim = surface.victim(alpha_t1, theta.thetas, search.alpha_l2, device)
         spec = knowledge.spec
-        problem = Problem(victim, proc, delta.float(), proc.steps, proc.batch_size, steps, spec.num_classes,
-                          (spec.channels, spec.image_size, spec.image_size))
-        return problem, theta_source
+        how = fidelity(self.s, search, proc, steps)
+        distance = self.s.adra_distance
+        if distance == "auto":  # the scale of Δα is information only where the replay is exact
+            distance = "l2" if theta.exact and how == "exact" else "cosine"
+        problem = Problem(victim, proc, delta.float().to(device), proc.steps, proc.batch_size, steps, spec.num_classes,
+                          (spec.channels, spec.image_size, spec.image_size), distance)
+        return problem, {"theta-knowledge": theta.knowledge, "fidelity": how, "distance": distance}
 
     def _one(self, capture: Capture, knowledge: Knowledge, t0: float) -> Reconstruction:
-        problem, theta_source = self.problem(capture, knowledge)
+        problem, known = self.problem(capture, knowledge)
         gen = torch.Generator().manual_seed(self._seed(capture) + 1)
         if self.s.adra_mode == "paper":
+            optimizer = paper_optimizer(self.s)
             sol = solve_paper(problem, self.s, gen, self.progress)
         else:
-            needs_aux = self.s.adra_prior == "pca" or self.s.adra_init == "aux"
+            optimizer = strong_optimizer(self.s)
+            needs_aux = self.s.adra_prior != "none" or self.s.adra_init == "aux"
             if needs_aux and knowledge.aux_images is None:
-                raise CaptureError("adra-init = 'aux' and adra-prior = 'pca' need the attacker's aux pool (Knowledge.aux_images)")
+                raise CaptureError("adra-init = 'aux' and adra-prior = 'pca'/'auto' need the attacker's aux pool "
+                                   "(Knowledge.aux_images)")
             sol = solve_strong(problem, self.s, gen, knowledge.aux_images, knowledge.aux_labels, self.progress)
         k, b = sol.labels.shape
         # which local step each image is for: known when every step is modelled
-        known = problem.steps == problem.local_steps
-        steps = np.repeat(np.arange(k), b) if known else np.full(k * b, -1)
+        known_steps = problem.steps == problem.local_steps
+        steps = np.repeat(np.arange(k), b) if known_steps else np.full(k * b, -1)
         return Reconstruction(
             capture.id, "ok", "",
             images=sol.images.reshape(k * b, *problem.image_shape).numpy().astype(np.float32),
             labels=sol.labels.reshape(-1).numpy().astype(np.int64),
             steps=steps.astype(np.int64), positions=np.tile(np.arange(b), k).astype(np.int64),
             match=sol.match, seconds=time.perf_counter() - t0,
-            details={"theta-source": theta_source, "hypotheses": sol.hypotheses, "iterations": sol.iterations,
-                     "modelled-steps": problem.steps, "local-steps": problem.local_steps, "B": problem.batch,
-                     "alpha-optimizer": problem.proc.optimizer},
+            details={**known, "hypotheses": sol.hypotheses,
+                     "iterations": sol.iterations, "modelled-steps": problem.steps, "local-steps": problem.local_steps,
+                     "B": problem.batch, "alpha-optimizer": problem.proc.optimizer, "solver": optimizer,
+                     "device": str(problem.victim.device)},
         )
 
     def _seed(self, capture: Capture) -> int:
         return (self.seed * 1_000_003 + zlib.crc32(capture.id.encode())) % (2**31)
+
+
+def fidelity(settings: Any, search: Any, proc: AlphaProcedure, steps: int) -> str:
+    """How faithfully the attack models the client's round: ``exact``, ``approximate: why`` or
+    ``not modelled: why`` (a column of the leakage report)."""
+    if search.alpha_order != "first":
+        return ("not modelled: second-order (unrolled) alpha steps are replayed as first-order; the unrolled "
+                "step needs the client's D^theta batch and theta step, which never cross the wire")
+    if settings.adra_mode == "paper" and (steps > 1 or search.alpha_optimizer != "sgd"):
+        return f"approximate: paper mode reads {steps} {search.alpha_optimizer} step(s) as one SGD step"
+    if proc.steps < steps:
+        return f"approximate: {steps} local steps read as one (adra-unroll = false)"
+    if steps > 1:
+        return ("approximate: theta moves between the client's alpha steps (theta steps on its D^theta batches); "
+                "the replay keeps theta_t1")
+    return "exact"

@@ -22,18 +22,17 @@ ATOL = 1e-6
 def jacobian(victim: Victim, x: torch.Tensor, y: torch.Tensor, draw: int = 0) -> torch.Tensor:
     """∂(∇_α L)/∂x at one batch x (B, C, H, W), labels y (B, classes): (n_alpha, B·C·H·W)."""
     theta = {k: v[draw] for k, v in victim.thetas.items()}
-    buffers = {k: v.clone() for k, v in victim.buffers.items()}
 
-    def f(xx: torch.Tensor, bufs: dict) -> torch.Tensor:
-        return victim.batch_gradient(theta, bufs, victim.alpha_flat, xx, y)
+    def f(xx: torch.Tensor) -> torch.Tensor:
+        return victim.batch_gradient(theta, victim.alpha_flat, xx, y)
 
-    jac = jacfwd(f, argnums=0)(x.float(), buffers)
+    jac = jacfwd(f)(x.float())
     return jac.reshape(jac.shape[0], -1)
 
 
 def jacobian_rank(victim: Victim, x: torch.Tensor, y: torch.Tensor, rtol: float = RTOL, atol: float = ATOL) -> tuple[int, int]:
     """(numerical rank, input size) of the Jacobian at the batch (see the module docstring)."""
-    jac = jacobian(victim, x, y).double()
+    jac = jacobian(victim, x, y).double().cpu()
     s = torch.linalg.svdvals(jac)
     if len(s) == 0:
         return 0, int(jac.shape[1])

@@ -23,7 +23,7 @@ class Pixels:
     """Dummy images as free pixels, projected into [0, 1] after every step."""
 
     def __init__(self, shape: tuple[int, ...]) -> None:
-        self.shape = shape
+        self.shape = self.param_shape = shape
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return images.clone()
@@ -39,7 +39,8 @@ class Pixels:
 class PCA:
     """Dummy images as aux-pool mean + Σ c_i σ_i v_i (clamped to [0, 1])."""
 
-    def __init__(self, shape: tuple[int, ...], aux_images: np.ndarray, components: int) -> None:
+    def __init__(self, shape: tuple[int, ...], aux_images: np.ndarray, components: int,
+                 device: torch.device | str = "cpu") -> None:
         flat = np.asarray(aux_images, np.float64).reshape(len(aux_images), -1)
         if flat.shape[1] != int(np.prod(shape[-3:])):
             raise ValueError(f"aux images of size {flat.shape[1]} do not fit the input shape {shape[-3:]}")
@@ -50,8 +51,9 @@ class PCA:
         _, s, vt = np.linalg.svd(flat - mean, full_matrices=False)
         scale = s[:k] / np.sqrt(max(len(flat) - 1, 1))
         self.shape, self.k = shape, k
-        self.mean = torch.tensor(mean, dtype=torch.float32)
-        self.basis = torch.tensor(vt[:k] * scale[:, None], dtype=torch.float32)  # (k, D)
+        self.param_shape = (*shape[:-3], k)
+        self.mean = torch.tensor(mean, dtype=torch.float32, device=device)
+        self.basis = torch.tensor(vt[:k] * scale[:, None], dtype=torch.float32, device=device)  # (k, D)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Least-squares coefficients of images (..., C, H, W) in the basis."""

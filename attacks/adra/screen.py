@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from attacks.adra.client_model import AlphaProcedure, replay
 
-MAX_AUX = 128  # aux images screened (a seeded subset of a larger pool)
+MAX_AUX_PIXELS = 128 * 784  # aux images screened: this many pixels' worth (a seeded subset of a larger pool)
 CHUNK = 64  # aux images per batched gradient call
 
 
@@ -51,7 +51,8 @@ def gradient_table(victim, aux_x: torch.Tensor, aux_y: torch.Tensor, classes: in
     for start in range(0, len(aux_x), CHUNK):
         x = aux_x[start : start + CHUNK].unsqueeze(1)  # (n, B=1, C, H, W)
         y = F.one_hot(aux_y[start : start + CHUNK], classes).float().unsqueeze(1)
-        per_draw = [victim.grads(x, y, draw=torch.full((len(x),), d, dtype=torch.long)) for d in range(victim.draws)]
+        per_draw = [victim.grads(x, y, draw=torch.full((len(x),), d, dtype=torch.long, device=x.device))
+                    for d in range(victim.draws)]
         rows.append(torch.stack(per_draw).mean(0))
     return torch.cat(rows)
 
@@ -60,9 +61,11 @@ def screen(victim, proc: AlphaProcedure, observed: torch.Tensor, aux_x: torch.Te
            classes: int, steps: int, batch: int, restarts: int, labels_kept: int, generator: torch.Generator,
            temperature: float = 0.05) -> Starts:
     """Starting hypotheses for a capture of ``steps`` × ``batch`` samples (module docstring)."""
-    if len(aux_x) > MAX_AUX:
-        keep = torch.randperm(len(aux_x), generator=generator)[:MAX_AUX]
+    most = max(16, MAX_AUX_PIXELS // aux_x[0].numel())
+    if len(aux_x) > most:
+        keep = torch.randperm(len(aux_x), generator=generator)[:most]
         aux_x, aux_y = aux_x[keep], aux_y[keep]
+    aux_x, aux_y = aux_x.to(victim.device), aux_y.to(victim.device)
     table = gradient_table(victim, aux_x, aux_y, classes)
     temp = temperature if proc.optimizer == "adam" else 0.0
     if steps * batch == 1:
@@ -72,7 +75,7 @@ def screen(victim, proc: AlphaProcedure, observed: torch.Tensor, aux_x: torch.Te
         for c in sorted(best_label, key=best_label.get, reverse=True)[:labels_kept]:
             rows = torch.nonzero(aux_y == c).flatten()
             chosen += rows[torch.argsort(score[rows], descending=True)[:restarts]].tolist()
-        idx = torch.tensor(chosen)
+        idx = torch.tensor(chosen, device=aux_x.device)
         return Starts(aux_x[idx].view(len(idx), 1, 1, *aux_x.shape[1:]), aux_y[idx].view(-1, 1, 1), score[idx])
     return _pursuit(proc, table, observed, aux_x, aux_y, steps, batch, restarts, generator, temp)
 
@@ -83,18 +86,18 @@ def _pursuit(proc, table, observed, aux_x, aux_y, steps, batch, restarts, genera
     for r in range(restarts):
         chosen: list[int] = []
         total = torch.zeros_like(table[0])
-        score = torch.tensor(0.0)
+        score = torch.tensor(0.0, device=table.device)
         for _ in range(n):
             cand = total[None] + table
             s = F.cosine_similarity(_one_step(proc, cand, temp), observed[None], dim=-1)
             if chosen:
-                s[torch.tensor(chosen)] = -2.0  # each aux image once
+                s[torch.tensor(chosen, device=s.device)] = -2.0  # each aux image once
             top = torch.argsort(s, descending=True)[:3]
             pick = int(top[0]) if r == 0 else int(top[torch.randint(len(top), (1,), generator=generator)])
             chosen.append(pick)
             total = total + table[pick]
             score = s[pick]
-        idx = torch.tensor(chosen)
+        idx = torch.tensor(chosen, device=aux_x.device)
         images.append(aux_x[idx].view(steps, batch, *aux_x.shape[1:]))
         labels.append(aux_y[idx].view(steps, batch))
         scores.append(score)

@@ -1,9 +1,7 @@
-"""The two reconstruction recipes: the paper's, and the strong one.
+"""The strong reconstruction recipe, and what both recipes share (the paper's: ``paper``).
 
 Both search dummy images (and labels) whose architecture gradient explains the observed
-Δα. Paper (Li et al. 2024, eq. 5): one dummy image and soft label from Gaussian noise,
-the L2 distance between −Δα/lr and the dummy's ∇_α L, L-BFGS, then the κ denoise.
-Strong: the client's known α procedure replayed step after step (optimizer model),
+Δα. Strong: the client's known α procedure replayed step after step (optimizer model),
 a cosine (or normalised L2) distance, every label tried (or soft labels optimised),
 TV and box priors or a PCA prior, several restarts per label with the weak labels
 dropped early, and the best match kept. All hypotheses of a capture are one batched
@@ -22,13 +20,14 @@ import torch
 import torch.nn.functional as F
 
 from attacks.adra.client_model import AlphaProcedure, replay
+from attacks.adra.lm import forward_difference_jacobian, levenberg_marquardt
 from attacks.adra.priors import PCA, Pixels, total_variation
 from attacks.adra.screen import screen
 from attacks.adra.victim import Victim
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]  # (iteration, total)
+Report = Callable[[str, int, int, "float | None"], None]  # (stage, iteration, iterations, best match)
 
 
 @dataclass
@@ -43,6 +42,7 @@ class Problem:
     local_steps: int  # α steps the client took
     classes: int
     image_shape: tuple[int, int, int]
+    distance: str = "cosine"  # resolved adra-distance (auto: l2 where the replay is exact, else cosine)
 
 
 @dataclass
@@ -70,16 +70,21 @@ def _temperature(it: int, total: int, start: float = 1.0, end: float = 0.02) -> 
     return start * (end / start) ** (it / max(total - 1, 1))
 
 
-def _match(problem: Problem, x: torch.Tensor, y: torch.Tensor, distance: str, temperature: float) -> torch.Tensor:
-    """Distance per hypothesis, averaged over θ draws. x (H, K, B, C, h, w), y (H, K, B, classes)."""
+def _predict(problem: Problem, x: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Predicted Δα per (hypothesis, θ draw): x (H, K, B, C, h, w), y (H, K, B, classes) -> (H·draws, n_alpha)."""
     v = problem.victim
     h, draws = x.shape[0], v.draws
     xe = x.repeat_interleave(draws, 0)
     ye = y.repeat_interleave(draws, 0)
-    draw = torch.arange(draws).repeat(h)
+    draw = torch.arange(draws, device=x.device).repeat(h)
     alpha0 = v.alpha_flat.expand(h * draws, -1)
-    pred = replay(problem.proc, alpha0, lambda k, a: v.grads(xe[:, k], ye[:, k], a, draw), temperature)
-    return _distance(distance, pred, problem.observed).view(h, draws).mean(1)
+    return replay(problem.proc, alpha0, lambda k, a: v.grads(xe[:, k], ye[:, k], a, draw), temperature)
+
+
+def _match(problem: Problem, x: torch.Tensor, y: torch.Tensor, distance: str, temperature: float) -> torch.Tensor:
+    """Distance per hypothesis, averaged over θ draws. x (H, K, B, C, h, w), y (H, K, B, classes)."""
+    pred = _predict(problem, x, y, temperature)
+    return _distance(distance, pred, problem.observed).view(x.shape[0], problem.victim.draws).mean(1)
 
 
 def _starts(problem: Problem, s: Any, generator: torch.Generator, aux_images, aux_labels) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
@@ -100,29 +105,93 @@ def _starts(problem: Problem, s: Any, generator: torch.Generator, aux_images, au
             return starts.images, starts.labels, None
         return starts.images, None, LABEL_CONFIDENCE * F.one_hot(starts.labels, c).float()
     shape = (k, b, *problem.image_shape)
+    dev = problem.victim.device
     if labels_mode == "try-all":
         n = c * s.adra_restarts
         fixed = torch.arange(c).repeat_interleave(s.adra_restarts).view(-1, 1, 1)
-        return torch.rand((n, *shape), generator=generator), fixed, None
+        return torch.rand((n, *shape), generator=generator).to(dev), fixed.to(dev), None
     n = s.adra_restarts
-    return torch.rand((n, *shape), generator=generator), None, 0.1 * torch.randn((n, k, b, c), generator=generator)
+    return (torch.rand((n, *shape), generator=generator).to(dev), None,
+            0.1 * torch.randn((n, k, b, c), generator=generator).to(dev))
 
 
-LABELS_KEPT = 2  # aux screening, one sample per capture: labels whose best aux images start hypotheses
+LABELS_KEPT = 3  # aux screening, one sample per capture: labels whose best aux images start hypotheses
 LABEL_CONFIDENCE = 4.0  # joint labels start as softmax(4 * one-hot): 0.86 on the screened label
 
 
-def solve_strong(problem: Problem, s: Any, generator: torch.Generator, aux_images=None, aux_labels=None,
-                 progress: Progress | None = None) -> Solution:
-    """Strong mode (see the module docstring). ``s`` is the ``attack`` config section."""
-    k, b, c = problem.steps, problem.batch, problem.classes
+def strong_optimizer(s: Any) -> str:
+    """The refinement optimizer of strong mode: ``lm`` (the default, ``auto``) or ``adam``."""
+    name = "lm" if s.adra_optimizer == "auto" else s.adra_optimizer
+    if name not in STRONG_OPTIMIZERS:
+        raise ValueError(f"adra-optimizer = {s.adra_optimizer!r} is not available in strong mode; choose one of: "
+                         f"auto, {', '.join(STRONG_OPTIMIZERS)}")
+    return name
+
+
+def iterations(s: Any, optimizer: str) -> int:
+    """``adra-iterations``, or the optimizer's own budget when it is 0 (auto)."""
+    return s.adra_iterations if s.adra_iterations > 0 else DEFAULT_ITERATIONS[optimizer]
+
+
+STRONG_OPTIMIZERS = ("lm", "adam")
+DEFAULT_ITERATIONS = {"lm": 40, "adam": 300, "lbfgs": 300}
+ADAM_TEMPERATURE_LM = 0.05  # the smoothed sign of an Adam client's first step, in Gauss-Newton's residual
+
+
+def make_param(problem: Problem, s: Any, aux_images) -> Pixels | PCA:
+    """The dummy's parametrisation: pixels, or the aux pool's principal components (``adra-prior``)."""
+    k, b = problem.steps, problem.batch
     shape = (k, b, *problem.image_shape)
+    prior = s.adra_prior
+    if prior == "auto":
+        prior = "none" if k * b * math.prod(problem.image_shape) <= PIXELS_MAX else "pca"
+    if prior == "pca":
+        if aux_images is None:
+            raise ValueError("adra-prior = 'pca' needs the attacker's aux pool (Knowledge.aux_images)")
+        return PCA(shape, aux_images, s.adra_prior_components, device=problem.victim.device)
+    return Pixels(shape)
+
+
+PIXELS_MAX = 256  # adra-prior = auto: free pixels up to this many unknowns per hypothesis, else pca
+
+
+def solve_strong(problem: Problem, s: Any, generator: torch.Generator, aux_images=None, aux_labels=None,
+                 progress: Report | None = None) -> Solution:
+    """Strong mode (see the module docstring). ``s`` is the ``attack`` config section."""
+    optimizer = strong_optimizer(s)
+    report = progress or (lambda *a: None)
+    report("screen", 0, 1, None)
     x0, fixed, logits0 = _starts(problem, s, generator, aux_images, aux_labels)
-    param = PCA(shape, aux_images, s.adra_prior_components) if s.adra_prior == "pca" else Pixels(shape)
+    param = make_param(problem, s, aux_images)
+    if optimizer == "lm":
+        return _refine_lm(problem, s, param, x0, fixed, logits0, report, aux_images)
+    return _refine_adam(problem, s, param, x0, fixed, logits0, report)
+
+
+def _labels(problem: Problem, fixed: torch.Tensor | None, logits: torch.Tensor | None) -> torch.Tensor:
+    k, b, c = problem.steps, problem.batch, problem.classes
+    return F.one_hot(fixed.expand(-1, k, b), c).float() if fixed is not None else torch.softmax(logits, -1)
+
+
+def _finish(problem: Problem, s: Any, param, params: torch.Tensor, fixed, logits, temperature: float,
+            hypotheses: int, its: int, report: Report) -> Solution:
+    """Score the surviving hypotheses once more and keep the best match."""
+    report("final", 0, 1, None)
+    with torch.no_grad():
+        x = param.images(params)
+        y = _labels(problem, fixed, logits)
+        final = _match(problem, x, y, problem.distance, temperature)
+    best = int(torch.argmin(torch.nan_to_num(final, nan=math.inf)))
+    report("final", 1, 1, float(final[best]))
+    return Solution(x[best].detach().cpu(), y[best].argmax(-1).cpu(), float(final[best]), hypotheses, its)
+
+
+def _refine_adam(problem: Problem, s: Any, param, x0, fixed, logits0, report: Report) -> Solution:
+    """Adam on pixels (or coefficients), TV and box priors, cosine-annealed, successive halving."""
     params = param.encode(x0).requires_grad_(True)
     label_params = logits0.clone().requires_grad_(True) if logits0 is not None else None
     n = len(x0)
-    total = s.adra_iterations
+    total = iterations(s, "adam")
     # successive halving: the best half of the hypotheses at 25% of the run, the best quarter at 50%
     stages = {int(total * 0.25): max(1, n // 2), int(total * 0.5): max(1, n // 4)}
     opt = torch.optim.Adam([params] + ([label_params] if label_params is not None else []), lr=s.adra_lr)
@@ -130,9 +199,9 @@ def solve_strong(problem: Problem, s: Any, generator: torch.Generator, aux_image
     adam = problem.proc.optimizer == "adam"
     for it in range(total):
         temp = _temperature(it, total) if adam else 0.0
-        y = F.one_hot(fixed.expand(-1, k, b), c).float() if fixed is not None else torch.softmax(label_params, -1)
+        y = _labels(problem, fixed, label_params)
         x = param.images(params)
-        dist = _match(problem, x, y, s.adra_distance, temp)
+        dist = _match(problem, x, y, problem.distance, temp)
         loss = dist + s.adra_tv * total_variation(x.flatten(1, 2))
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
@@ -141,14 +210,121 @@ def solve_strong(problem: Problem, s: Any, generator: torch.Generator, aux_image
         param.project(params)
         if it in stages and stages[it] < len(dist):
             params, fixed, label_params = _prune(opt, [params, fixed, label_params], dist.detach(), stages[it])
-        if progress is not None:
-            progress(it + 1, total)
+        report("refine", it + 1, total, float(torch.nan_to_num(dist.detach(), nan=math.inf).min()))
+    temp = _temperature(total - 1, total) if adam else 0.0
+    logits = label_params.detach() if label_params is not None else None
+    return _finish(problem, s, param, params.detach(), fixed, logits, temp, n, total, report)
+
+
+def _refine_lm(problem: Problem, s: Any, param, x0, fixed, logits0, report: Report,
+               aux_images=None) -> Solution:
+    """Levenberg–Marquardt on the batched hypotheses (attacks.adra.lm), coarse to fine.
+
+    ``coarse``: every hypothesis, a few steps in a small basis (the aux pool's first
+    principal components: cheap Jacobians, a smoother landscape); the best ``KEEP_FINE``
+    go on. ``refine``: those in the full parametrisation (``adra-prior``) until they plateau.
+    """
+    temp = ADAM_TEMPERATURE_LM if problem.proc.optimizer == "adam" else 0.0
+    total = iterations(s, "lm")
+    n_hyp = len(x0)
+    coarse = _coarse_param(problem, param, aux_images)
+    if coarse is not None and n_hyp > KEEP_FINE:
+        # cosine: scale-free, so a start whose gradient is far too large or small still moves
+        x0, fixed, logits0, _ = _lm_stage(problem, coarse, x0, fixed, logits0, temp, "coarse", COARSE_ITERATIONS,
+                                          {COARSE_ITERATIONS: KEEP_FINE}, report, "cosine")
+    x, fixed, logits, its = _lm_stage(problem, param, x0, fixed, logits0, temp, "refine", total,
+                                      {2: max(1, len(x0) // 2), 4: max(1, len(x0) // 4)}, report, problem.distance)
+    return _finish(problem, s, param, param.encode(x), fixed, logits, temp, n_hyp, its, report)
+
+
+KEEP_FINE = 2  # hypotheses that go on from the coarse stage to the full parametrisation
+COARSE_ITERATIONS = 6
+COARSE_COMPONENTS = 12
+
+
+def _coarse_param(problem: Problem, param, aux_images) -> PCA | None:
+    """The coarse stage's basis: the first principal components of the aux pool (None: no pool)."""
+    if aux_images is None or (isinstance(param, PCA) and param.k <= COARSE_COMPONENTS):
+        return None
+    shape = (problem.steps, problem.batch, *problem.image_shape)
+    return PCA(shape, aux_images, COARSE_COMPONENTS, device=problem.victim.device)
+
+
+def _lm_stage(problem: Problem, param, x0, fixed, logits0, temp: float, stage: str, total: int,
+              keep: dict[int, int], report: Report, distance: str):
+    """One LM run from images ``x0`` in ``param``'s coordinates; returns the survivors' images,
+    labels (fixed or logits) and the iterations taken."""
+    n_hyp = len(x0)
+    coeffs = param.encode(x0).detach()
+    n_img = coeffs[0].numel()
+    u0 = coeffs.reshape(n_hyp, -1)
+    if logits0 is not None:
+        u0 = torch.cat([u0, logits0.reshape(n_hyp, -1)], 1)
+    lab_shape = (problem.steps, problem.batch, problem.classes)
+    core = _residual_fn(problem, param, n_img, lab_shape, temp, distance)
+    onehot = F.one_hot(fixed.expand(-1, *lab_shape[:2]), lab_shape[2]).float() if fixed is not None else None
+
+    def residual(u: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return core(u, onehot[rows] if onehot is not None else None)
+
+    chunk = set_chunk(problem)
+
+    def jacobian(u: torch.Tensor, rows: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return forward_difference_jacobian(residual, u, rows, r, FD_STEP, chunk)
+
+    def project(u: torch.Tensor) -> torch.Tensor:
+        head = u[:, :n_img].reshape(len(u), *coeffs.shape[1:]).clone()
+        param.project(head)
+        return torch.cat([head.reshape(len(u), -1), u[:, n_img:]], 1)
+
+    res = levenberg_marquardt(residual, jacobian, u0, project, iterations=total, keep=keep,
+                              report=lambda it, tot, best: report(stage, it, tot, _cost_to_match(best, problem, distance)))
     with torch.no_grad():
-        x = param.images(params)
-    y = F.one_hot(fixed.expand(-1, k, b), c).float() if fixed is not None else torch.softmax(label_params, -1).detach()
-    final = _match(problem, x, y, s.adra_distance, _temperature(total - 1, total) if adam else 0.0).detach()
-    best = int(torch.argmin(torch.nan_to_num(final, nan=math.inf)))
-    return Solution(x[best].detach(), y[best].argmax(-1), float(final[best]), n, total)
+        x = param.images(res.u[:, :n_img].reshape(len(res.u), *coeffs.shape[1:]))
+    fixed_rows = fixed[res.rows] if fixed is not None else None
+    logits = res.u[:, n_img:].reshape(len(res.u), *lab_shape) if logits0 is not None else None
+    return x, fixed_rows, logits, res.iterations
+
+
+FD_STEP = 1e-2  # forward-difference step in pixels (of 1) or pca coefficients (of one standard deviation)
+SET_BUDGET = 2_000_000  # edges x pixels x samples per batched residual call (bounds its memory)
+
+
+def set_chunk(problem: Problem) -> int:
+    """How many hypotheses one residual call evaluates at once (memory grows with edges × pixels)."""
+    v = problem.victim
+    per = v.n_alpha / 8 * math.prod(problem.image_shape) * problem.batch * problem.steps * v.draws
+    return max(1, int(SET_BUDGET // max(per, 1)))
+
+
+def _cost_to_match(cost: float, problem: Problem, distance: str) -> float:
+    """||r||² of the LM residual as the reported distance (cosine: 2(1 − cos); averaged over draws)."""
+    scale = 2.0 if distance == "cosine" else 1.0
+    return cost / scale / problem.victim.draws
+
+
+def _residual_fn(problem: Problem, param, n_img: int, lab_shape, temperature: float, distance: str):
+    """r(u, y): per θ draw, the predicted Δα against the observed one, stacked: [H, draws · n_alpha].
+
+    ``y`` holds fixed one-hot labels [H, K, B, classes]; None: the labels are the softmax of
+    the unknowns after the image's (joint labels).
+    """
+    obs = problem.observed
+    unit = obs / obs.norm().clamp_min(1e-30)
+
+    def residual(u: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        h = len(u)
+        x = param.images(u[:, :n_img].reshape(h, *param.param_shape))
+        if y is None:
+            y = torch.softmax(u[:, n_img:].reshape(h, *lab_shape), -1)
+        pred = _predict(problem, x, y, temperature)  # [h * draws, n_alpha]
+        if distance == "cosine":
+            r = pred / pred.norm(dim=-1, keepdim=True).clamp_min(1e-30) - unit
+        else:
+            r = (pred - obs) / obs.norm().clamp_min(1e-30)
+        return r.reshape(h, -1)
+
+    return residual
 
 
 def _prune(opt: torch.optim.Optimizer, tensors: list[torch.Tensor | None], dist: torch.Tensor,
@@ -174,50 +350,3 @@ def _prune(opt: torch.optim.Optimizer, tensors: list[torch.Tensor | None], dist:
             opt.state[new] = state
         out.append(new)
     return out
-
-
-# --------------------------------------------------------------------------- paper
-
-
-def solve_paper(problem: Problem, s: Any, generator: torch.Generator, progress: Progress | None = None) -> Solution:
-    """The paper's ADRA (see the module docstring); one dummy batch of B, no restarts."""
-    b, c = problem.batch, problem.classes
-    v = problem.victim
-    target = problem.proc.gradient_estimate(problem.observed, v.alpha_flat)
-    x = torch.randn((1, b, *problem.image_shape), generator=generator).requires_grad_(True)
-    y_logits = torch.randn((1, b, c), generator=generator).requires_grad_(True)
-    optimizer = s.adra_optimizer if s.adra_optimizer != "auto" else "lbfgs"
-    total = s.adra_iterations
-
-    def objective() -> torch.Tensor:
-        g = v.grads(x, torch.softmax(y_logits, -1))
-        return ((g - target) ** 2).sum()
-
-    best = (math.inf, x.detach().clone(), y_logits.detach().clone())
-    if optimizer == "lbfgs":
-        opt = torch.optim.LBFGS([x, y_logits], lr=1.0, max_iter=1, history_size=100, line_search_fn="strong_wolfe")
-    else:
-        opt = torch.optim.Adam([x, y_logits], lr=s.adra_lr)
-    for it in range(total):
-        def closure() -> torch.Tensor:
-            opt.zero_grad(set_to_none=True)
-            value = objective()
-            value.backward()
-            return value
-
-        if optimizer == "lbfgs":
-            value = float(opt.step(closure).detach())
-        else:
-            value = float(closure())
-            opt.step()
-        if not math.isfinite(value):
-            break  # diverged: keep the last finite dummy
-        if value < best[0]:
-            best = (value, x.detach().clone(), y_logits.detach().clone())
-        if progress is not None:
-            progress(it + 1, total)
-    _, xb, yb = best
-    xb = torch.where(xb > s.adra_kappa, torch.zeros_like(xb), xb).clamp(0.0, 1.0)  # the κ denoise
-    with torch.no_grad():
-        final = float(((v.grads(xb, torch.softmax(yb, -1)) - target) ** 2).sum() / (target**2).sum().clamp_min(1e-30))
-    return Solution(xb[0], yb[0].argmax(-1).view(1, b), final, 1, total)

@@ -50,7 +50,7 @@ class Surface:
 
     model: Supernet
     theta_t1: dict[str, np.ndarray]  # θ the server sent, without its paradigm state
-    victim: Callable[[dict, list, float], Victim]  # (α_t1, θ draws, alpha-l2) -> victim
+    victim: Callable[[dict, list, float, Any], Victim]  # (α_t1, θ draws, alpha-l2, device) -> victim
     procedure: Callable[[Any, int], AlphaProcedure]  # (search settings, steps) -> procedure
     steps: Callable[[Any, dict], int]  # (search settings, reply metrics) -> architecture steps
     split: Callable[[Any], tuple[list, list]] = _own_split  # model -> (α, θ) named parameters
@@ -68,8 +68,8 @@ def _alpha_steps(search: Any, metrics: dict) -> int:
 
 def _gradient_surface(cfg: Any, spec: InputSpec, model: Any, capture: Any,
                       split: Callable[[Any], tuple[list, list]] = _own_split) -> Surface:
-    def victim(alpha: dict, thetas: list, l2: float) -> Victim:
-        return Victim(cfg.space, spec, alpha, thetas, alpha_l2=l2, model=model, split=split)
+    def victim(alpha: dict, thetas: list, l2: float, device: Any = "cpu") -> Victim:
+        return Victim(cfg.space, spec, alpha, thetas, alpha_l2=l2, device=device, model=model, split=split)
 
     return Surface(model, _theta(capture), victim, AlphaProcedure.from_settings, _alpha_steps, split)
 
@@ -91,8 +91,8 @@ def enas_surface(cfg: Any, spec: InputSpec, capture: Any) -> Surface:
     model = build_enas(cfg, spec)
     p = cfg.paradigm
 
-    def victim(alpha: dict, thetas: list, l2: float) -> Victim:
-        return ControllerVictim(cfg, spec, alpha, thetas, model)
+    def victim(alpha: dict, thetas: list, l2: float, device: Any = "cpu") -> Victim:
+        return ControllerVictim(cfg, spec, alpha, thetas, model, device)
 
     def procedure(search: Any, steps: int) -> AlphaProcedure:
         return AlphaProcedure("adam", p.enas_controller_lr, 0.0, ADAM_BETAS[0], steps,
@@ -167,7 +167,9 @@ class ControllerVictim(Victim):
                 i += k
             return functional_call(model.alpha_controller, params, (arch,))
 
-        def one(theta, buffers, alpha_flat, x, y):
+        buffers = self.buffers
+
+        def one(theta, alpha_flat, x, y):
             logits = functional_call(model, {**theta, **buffers}, (x.detach(),), {"arch": arch})
             hits = F.one_hot(logits.argmax(-1), classes).to(y.dtype)
             reward = (hits * y).sum(-1).mean() + self.entropy_weight * self.entropy

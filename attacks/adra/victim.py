@@ -11,6 +11,8 @@ client's train-mode forward pass sees its own batch.
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,26 +20,29 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from fednas.spaces import InputSpec, Supernet, build_supernet
+from fednas.spaces import InputSpec, build_supernet
+from fednas.spaces.base import stop_tracking_running_stats
+
+
+def _batchnorm_as_in_the_alpha_step(model: torch.nn.Module) -> None:
+    """The one place that decides how the replica's BatchNorm behaves.
+
+    The client's α step runs in train mode (BatchNorm normalises by the batch's own
+    statistics) and leaves the running statistics as they were (``fednas.search``), so the
+    replica runs in train mode and never updates them: the updates change no gradient.
+    """
+    model.train()
+    stop_tracking_running_stats(model)  # any module: another app's network too
+
+
+def _transformed(t: torch.Tensor) -> bool:
+    """Whether ``t`` is wrapped by a torch.func transform (jacfwd, vmap): plain autograd cannot run there."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy against soft (or one-hot) targets of shape (B, classes)."""
     return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
-
-
-def surrogate_theta(model: Supernet, bound: float, draws: int, seed: int,
-                    weights: Sequence[tuple[str, torch.Tensor]] | None = None) -> list[dict[str, torch.Tensor]]:
-    """``draws`` surrogate θ from U(−bound, bound) (the paper's assumption), seeded.
-
-    ``weights``: θ's named parameters (default the supernet's; another app's model gives its own).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    named = list(model.named_weight_parameters() if weights is None else weights)
-    out = []
-    for _ in range(draws):
-        out.append({n: torch.empty_like(p).uniform_(-bound, bound, generator=gen) for n, p in named})
-    return out
 
 
 class Victim:
@@ -69,7 +74,7 @@ class Victim:
                  seed: int = 0, device: torch.device | str = "cpu", model: torch.nn.Module | None = None,
                  split: Callable[[Any], tuple[list, list]] | None = None) -> None:
         model = (build_supernet(space, spec, seed) if model is None else model).to(device)
-        model.train()  # the client's α step runs in train mode: BatchNorm uses batch statistics
+        _batchnorm_as_in_the_alpha_step(model)
         for p in model.parameters():
             p.requires_grad_(False)
         arch, weights = split(model) if split is not None else (model.named_arch_parameters(),
@@ -100,38 +105,56 @@ class Victim:
             stacked[n] = torch.stack(vals)
         self.thetas = stacked  # name -> (draws, *shape)
         self.draws = len(thetas)
-        self.buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
-        self.n_alpha = sum(int(torch.tensor(s).prod()) for s in self.alpha_shapes)
-        self.batch_gradient = self._build()  # (theta, buffers, alpha_flat, x, y) -> ∇_α L of one batch
+        self.buffers = {n: b.detach() for n, b in model.named_buffers()}
+        self.n_alpha = sum(math.prod(s) for s in self.alpha_shapes)
+        self.sets = bool(getattr(model, "supports_sets", False))  # many hypotheses in one pass
+        self.batch_gradient = self._build()  # (theta, alpha_flat, x, y) -> ∇_α L of one batch
 
     @property
     def alpha_flat(self) -> torch.Tensor:
         return torch.cat([self.alpha[n].reshape(-1) for n in self.alpha_names])
 
-    def _build(self):
-        model, names, l2 = self.model, self.alpha_names, self.alpha_l2
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """α by name from flat vectors: [n_alpha] -> shapes, [N, n_alpha] -> [N, *shape]."""
+        lead, out, i = flat.shape[:-1], {}, 0
+        for n, s in zip(self.alpha_names, self.alpha_shapes):
+            k = math.prod(s)
+            out[n] = flat[..., i : i + k].reshape(*lead, *s)
+            i += k
+        return out
 
-        def one(theta, buffers, alpha_flat, x, y):
-            def loss(a_flat, bufs):
-                alphas = {}
-                i = 0
-                for n, s in zip(names, self.alpha_shapes):
-                    k = 1
-                    for d in s:
-                        k *= d
-                    alphas[n] = a_flat[i : i + k].reshape(s)
-                    i += k
-                logits = functional_call(model, {**theta, **bufs, **alphas}, (x,))
+    def _build(self):
+        model, l2 = self.model, self.alpha_l2
+
+        def one(theta, alpha_flat, x, y):
+            def loss(a_flat):
+                alphas = self.unflatten(a_flat)
+                logits = functional_call(model, {**theta, **self.buffers, **alphas}, (x,))
                 value = soft_cross_entropy(logits, y)
                 if l2 > 0:
                     value = value + l2 * (a_flat**2).sum()
                 return value
 
-            # buffers are passed in (not captured): BatchNorm's in-place running-stat update
-            # is only allowed on inputs of the transformed function
-            return grad(loss)(alpha_flat, buffers)
+            return grad(loss)(alpha_flat)
 
         return one
+
+    def _set_gradients(self, theta: Mapping[str, torch.Tensor], alpha: torch.Tensor, x: torch.Tensor,
+                       y: torch.Tensor) -> torch.Tensor:
+        """∇_α L of N batches in one pass of the supernet, one set of samples per batch."""
+        n, b = x.shape[:2]
+        create = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad or alpha.requires_grad)
+        with torch.enable_grad():
+            a = alpha if alpha.requires_grad else alpha.detach().requires_grad_(True)
+            alphas = self.unflatten(a)
+            logits = functional_call(self.model, {**theta, **self.buffers, **alphas}, (x.reshape(n * b, *x.shape[2:]),),
+                                     {"sets": n})
+            per_sample = -(y.reshape(n * b, -1) * F.log_softmax(logits, dim=-1)).sum(-1)
+            loss = per_sample.view(n, b).mean(1).sum()  # the sets' losses, summed: each α gets its own gradient
+            if self.alpha_l2 > 0:
+                loss = loss + self.alpha_l2 * (a**2).sum()
+            (g,) = torch.autograd.grad(loss, a, create_graph=create)
+        return g
 
     def grads(self, x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor | None = None,
               draw: torch.Tensor | None = None) -> torch.Tensor:
@@ -150,15 +173,20 @@ class Victim:
 
         Returns
         -------
-        tensor (N, n_alpha), differentiable with respect to ``x`` and ``y``.
+        tensor (N, n_alpha), differentiable with respect to ``x``, ``y`` and ``alpha`` when
+        they require gradients (and grad mode is on).
+
+        A supernet that evaluates independent sets of samples in one pass
+        (``supports_sets``: the fused ``dag``) computes all N gradients with one forward and
+        one backward, each batch its own set (own BatchNorm statistics, own α); others go
+        through ``torch.func.vmap``.
         """
         n = x.shape[0]
         if alpha is None:
             alpha = self.alpha_flat.expand(n, -1)
         if draw is None:
             draw = torch.zeros(n, dtype=torch.long, device=x.device)
-        # BatchNorm updates its running statistics in place: give every batch its own copy
-        buffers = {k: v.unsqueeze(0).repeat(n, *([1] * v.dim())) for k, v in self.buffers.items()}
+        draw = draw.to(x.device)
         out = torch.empty(n, self.n_alpha, dtype=x.dtype, device=x.device)
         parts = []
         for d in range(self.draws):
@@ -166,10 +194,13 @@ class Victim:
             if len(rows) == 0:
                 continue
             theta = {k: v[d] for k, v in self.thetas.items()}
+            if self.sets and not _transformed(x):
+                parts.append((rows, self._set_gradients(theta, alpha[rows], x[rows], y[rows])))
+                continue
             # θ enters unbatched (in_dims None): a batched weight would turn every convolution
             # into a grouped one whose double backward loops over the groups
-            fn = vmap(self.batch_gradient, in_dims=(None, 0, 0, 0, 0))
-            parts.append((rows, fn(theta, {k: v[rows] for k, v in buffers.items()}, alpha[rows], x[rows], y[rows])))
+            fn = vmap(self.batch_gradient, in_dims=(None, 0, 0, 0))
+            parts.append((rows, fn(theta, alpha[rows], x[rows], y[rows])))
         if len(parts) == 1 and len(parts[0][0]) == n:
             return parts[0][1]
         return out.index_put((torch.cat([r for r, _ in parts]),), torch.cat([g for _, g in parts]))

@@ -82,9 +82,22 @@ class Supernet(nn.Module, abc.ABC):
                     )
                 target.copy_(torch.as_tensor(value, dtype=target.dtype))
 
+    def stop_tracking_running_stats(self) -> None:
+        """See :func:`stop_tracking_running_stats`."""
+        stop_tracking_running_stats(self)
+
     @abc.abstractmethod
     def genotype(self, k: int = 2) -> Genotype:
         """Derive the discrete architecture, keeping ``k`` inputs per node."""
+
+
+def stop_tracking_running_stats(module: nn.Module) -> None:
+    """BatchNorm: normalise by batch statistics in train mode and never update the running
+    ones (eval mode still reads them). For replicas that only differentiate train-mode
+    passes, e.g. an attacker's: the updates cost time and change no output."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = False
 
 
 def init_weights(model: Supernet, scheme: str, bound: float, alpha_scale: float, generator: torch.Generator) -> None:

@@ -24,6 +24,8 @@ def _edge_index(i: int, j: int) -> int:
 class FusedDagSupernet(DagSupernet):
     """The ``dag`` space, evaluated source node by source node with fused ops."""
 
+    supports_sets = True  # forward(x, sets=S): S independent sets of samples in one pass
+
     def __init__(self, spec: InputSpec, nodes: int = 8, channels: int = 8,
                  activation: str = "elu", head: str = "gap") -> None:
         super().__init__(spec, nodes, channels, activation, head)
@@ -38,17 +40,19 @@ class FusedDagSupernet(DagSupernet):
         self._bank.pack()  # .to()/.double() replaced the BatchNorm buffers
         return out
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor, sets: int = 1) -> torch.Tensor:
+        """The last node's feature map; ``sets`` > 1: see :meth:`forward`."""
         bank = self._bank
-        weights = torch.softmax(self.alpha, dim=-1)
-        weights = weights.index_select(0, self._order.to(weights.device)).t().split(bank.sizes, dim=1)
+        weights = torch.softmax(self.alpha, dim=-1)  # [E, ops], or [S, E, ops]: one α per set
+        weights = weights.index_select(-2, self._order.to(weights.device)).transpose(-1, -2).split(bank.sizes, dim=-1)
         conv_weights = bank.weights()
         running = None if self.training else bank.running_stats()
-        state = self.stem(x).transpose(0, 1).contiguous()  # channel-major, see node_forward
+        state = self._stem(x, sets).transpose(0, 1).contiguous()  # channel-major, see node_forward
         incoming: list[list[torch.Tensor]] = [[] for _ in range(self.nodes)]
         batch_stats = []
         for i in range(self.nodes - 1):
-            out, stats = node_forward(bank, state, weights[i], conv_weights[i], None if running is None else running[i])
+            out, stats = node_forward(bank, state, weights[i], conv_weights[i],
+                                      None if running is None else running[i], sets)
             if stats is not None:
                 batch_stats.append(stats)
             for j, part in enumerate(out.unbind(0), start=i + 1):
@@ -59,3 +63,23 @@ class FusedDagSupernet(DagSupernet):
             b, _, h, w = x.shape
             bank.update_running_stats(batch_stats, [b * h * w] * len(batch_stats))
         return state.transpose(0, 1)
+
+    def forward(self, x: torch.Tensor, sets: int = 1) -> torch.Tensor:
+        """Logits. ``sets`` > 1 (train mode, running statistics not tracked): the batch is that
+        many independent sets of samples in a row, each with its own BatchNorm statistics
+        and, when ``alpha`` is [S, E, ops] (e.g. through ``functional_call``), its own α: S
+        separate passes of the supernet in one, for an attacker's many hypotheses."""
+        if sets > 1 and (not self.training or self.stem[1].track_running_stats):
+            raise ValueError("independent sets need train mode without running statistics "
+                             "(Supernet.stop_tracking_running_stats)")
+        return self.head(self.features(x, sets))
+
+    def _stem(self, x: torch.Tensor, sets: int) -> torch.Tensor:
+        conv, bn = self.stem
+        if sets == 1:
+            return bn(conv(x))
+        y = conv(x)
+        ys = y.view(sets, -1, *y.shape[1:])  # [S, B/S, C, H, W]: BatchNorm statistics per set
+        mean = ys.mean((1, 3, 4), keepdim=True)
+        var = ys.var((1, 3, 4), unbiased=False, keepdim=True)
+        return ((ys - mean) * (var + bn.eps).rsqrt()).view_as(y)

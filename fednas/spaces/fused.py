@@ -145,7 +145,10 @@ class EdgeBank:
 
     def update_running_stats(self, batch: Sequence[dict[str, tuple[torch.Tensor, torch.Tensor]]],
                              counts: Sequence[int]) -> None:
-        """Train mode: fold every group's batch statistics into the running ones."""
+        """Train mode: fold every group's batch statistics into the running ones (unless the
+        modules were told not to track them: ``Supernet.stop_tracking_running_stats``)."""
+        if not self.bn["bn1"].modules[0].track_running_stats:
+            return
         for name, bank in self.bn.items():
             means, variances = [], []
             for n, stats, count in zip(self.sizes, batch, counts):
@@ -157,24 +160,27 @@ class EdgeBank:
             bank.update(torch.cat(means), torch.cat(variances))
 
 
-def _centre(y: torch.Tensor, running: tuple[torch.Tensor, torch.Tensor] | None):
-    """BatchNorm's statistics of ``y`` [G, C, N] over its last dim: ``(y - mean, var, mean)``.
+def _centre(y: torch.Tensor, running: tuple[torch.Tensor, torch.Tensor] | None, sets: int = 1):
+    """BatchNorm's statistics of ``y`` [G, C, N]: ``(y - mean, var, mean)``, shaped [G, C, S, N/S].
 
-    Train mode: batch statistics (the mean as a sum scaled afterwards, so that its backward
-    is a broadcast, where ``mean``'s would divide the whole tensor). Eval mode: ``running``
-    = (mean, var) of shape [G, C]; the returned mean is then None.
+    Train mode: batch statistics over the last dim, separately for each of the ``sets``
+    equal chunks of it (independent sets of samples; 1: the whole batch). The mean is a sum
+    scaled afterwards, so that its backward is a broadcast, where ``mean``'s would divide
+    the whole tensor. Eval mode: ``running`` = (mean, var) of shape [G, C]; the returned
+    mean is then None.
     """
+    y = y.view(*y.shape[:2], sets, y.shape[-1] // sets)
     if running is None:
         scale = 1.0 / y.shape[-1]
         mean = y.sum(-1, keepdim=True) * scale
         centred = y - mean
         return centred, (centred * centred).sum(-1, keepdim=True) * scale, mean
     mean, var = running
-    return y - mean.reshape(*y.shape[:2], 1), var.reshape(*y.shape[:2], 1), None
+    return y - mean.reshape(*y.shape[:2], 1, 1), var.reshape(*y.shape[:2], 1, 1), None
 
 
 def node_forward(bank: EdgeBank, x: torch.Tensor, w: torch.Tensor, p: NodeWeights,
-                 running: dict[str, tuple[torch.Tensor, torch.Tensor]] | None):
+                 running: dict[str, tuple[torch.Tensor, torch.Tensor]] | None, sets: int = 1):
     """Every mixed op leaving one node, weighted: ``out[e] = sum_k w[k, e] op_k,e(x)``.
 
     Tensors are channel-major, [C, B, H, W], so that every per-group product is a batched
@@ -187,26 +193,33 @@ def node_forward(bank: EdgeBank, x: torch.Tensor, w: torch.Tensor, p: NodeWeight
         The bank the node's edges belong to (activation, BatchNorm eps).
     x : tensor [C, B, H, W]
         The node's value, channel-major.
-    w : tensor [len(PRIMITIVES), m]
+    w : tensor [len(PRIMITIVES), m], or [S, len(PRIMITIVES), m] with one α per set
         Softmax weights of the m edges leaving the node (one column per edge).
     p : NodeWeights
         Their conv weights.
     running : dict or None
         Running statistics (eval mode, from :meth:`EdgeBank.running_stats`); ``None``
         normalises with batch statistics (train mode).
+    sets : int
+        Train mode: the batch is ``sets`` independent sets of B/S samples in a row, each
+        normalised by its own statistics (and weighted by its own ``w``): S separate
+        forward passes in one, every unfold and product shared.
 
     Returns
     -------
     out : tensor [m, C, B, H, W]
     batch_stats : dict or None
-        Train mode: the detached batch means and biased variances, ``{bn: (mean, var)}``
-        with shapes [kinds, m, C] (pools: [2, 1, C], shared by every edge).
+        Train mode with one set: the detached batch means and biased variances,
+        ``{bn: (mean, var)}`` with shapes [kinds, m, C] (pools: [2, 1, C], shared by
+        every edge).
     """
     c, b, h, wd = x.shape
-    m, n, eps = w.shape[1], b * h * wd, bank.eps
+    m, n, eps = w.shape[-1], b * h * wd, bank.eps
     train = running is None
-    if train and n <= 1:
+    if train and n <= sets:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
+    if not train and sets != 1:
+        raise ValueError("independent sets of samples need batch statistics (train mode)")
     run = (lambda name: None) if train else (lambda name: running[name])  # noqa: E731
     a = bank.act(x).view(1, c * b, h, wd)  # one image of C*B planes: im2col loops over images
 
@@ -218,29 +231,31 @@ def node_forward(bank: EdgeBank, x: torch.Tensor, w: torch.Tensor, p: NodeWeight
     ya = torch.bmm(p.pw1, torch.bmm(p.dw1, patches(1)).transpose(0, 1))  # [2m, C, N] sep3, sep5
     yb = torch.bmm(p.pw1d, torch.bmm(p.dw1d, patches(2)).transpose(0, 1))  # [2m, C, N] dil3, dil5
     bn1 = run("bn1")
-    ca, var_a, mean_a = _centre(ya, None if bn1 is None else (bn1[0][:2], bn1[1][:2]))
-    cb, var_b, mean_b = _centre(yb, None if bn1 is None else (bn1[0][2:], bn1[1][2:]))
+    ca, var_a, mean_a = _centre(ya, None if bn1 is None else (bn1[0][:2], bn1[1][:2]), sets)
+    cb, var_b, mean_b = _centre(yb, None if bn1 is None else (bn1[0][2:], bn1[1][2:]), sets)
     # stage 2 of the separable convs: one depthwise conv over (group, channel, sample) planes
     s = bank.act(ca * (var_a + eps).rsqrt()).view(1, 2 * m * c * b, h, wd)
     d3 = depthwise(s, p.dw2.repeat_interleave(b, 0) if b > 1 else p.dw2, 1).view(2 * m, c, n)
-    c2, var2, mean2 = _centre(torch.bmm(p.pw2, d3), run("bn2"))
+    c2, var2, mean2 = _centre(torch.bmm(p.pw2, d3), run("bn2"), sets)
     # parameter-free ops, once for the node
     pooled = torch.stack([F.max_pool2d(x, 3, 1, 1), F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)])
     if train:
-        _, pvar, pmean = _centre(pooled.view(2, c, n), None)
-        pmean_e, pvar_e = pmean.view(2, 1, c), pvar.view(2, 1, c)
+        _, pvar, pmean = _centre(pooled.view(2, c, n), None, sets)  # [2, C, S, 1]
+        pmean_e, pvar_e = pmean[:, None], pvar[:, None]  # [2, 1, C, S, 1]: every edge alike
     else:
-        pmean_e, pvar_e = running["pool"]  # [2, m, C]
-    # the weighted sum: softmax weights folded into the final normalisations
-    sep = w[_W_CONV][:2, :, None] * (var2.view(2, m, c) + eps).rsqrt()  # [2, m, C]
-    dil = w[_W_CONV][2:, :, None] * (var_b.view(2, m, c) + eps).rsqrt()
-    pscale = w[_W_POOL, :, None] * (pvar_e + eps).rsqrt()  # [2, m, C]
-    out = (c2.view(2, m, c, n) * sep[..., None]).sum(0) + (cb.view(2, m, c, n) * dil[..., None]).sum(0)
-    free_scale = torch.cat([pscale, w[_W_SKIP, :, None].expand(1, m, c)])  # [3, m, C]
-    free = torch.cat([pooled.view(2, c, n), x.view(1, c, n)])  # [3, C, N]
-    out = out + torch.einsum("kmc,kcn->mcn", free_scale, free) - (pscale * pmean_e).sum(0)[..., None]
+        pmean_e, pvar_e = (t[..., None, None] for t in running["pool"])  # [2, m, C, 1, 1]
+    # the weighted sum: softmax weights folded into the final normalisations, per set
+    ws = (w if w.dim() == 3 else w[None]).permute(1, 2, 0)[:, :, None, :, None]  # [ops, m, 1, S or 1, 1]
+    sep = ws[_W_CONV][:2] * (var2.view(2, m, c, sets, 1) + eps).rsqrt()  # [2, m, C, S, 1]
+    dil = ws[_W_CONV][2:] * (var_b.view(2, m, c, sets, 1) + eps).rsqrt()
+    pscale = ws[_W_POOL] * (pvar_e + eps).rsqrt()  # [2, m, C, S, 1]
+    per_set = (2, m, c, sets, n // sets)
+    out = (c2.view(per_set) * sep).sum(0) + (cb.view(per_set) * dil).sum(0)  # [m, C, S, N/S]
+    free_scale = torch.cat([pscale, ws[_W_SKIP].expand(1, m, c, *pscale.shape[3:])])  # [3, m, C, S, 1]
+    free = torch.cat([pooled.view(2, c, n), x.view(1, c, n)]).view(3, c, sets, n // sets)  # [3, C, S, N/S]
+    out = out + torch.einsum("kmcs,kcsn->mcsn", free_scale[..., 0], free) - (pscale * pmean_e).sum(0)
     out = out.view(m, c, b, h, wd)
-    if not train:
+    if not train or sets != 1:
         return out, None
     stats = lambda t, kinds: t.detach().view(kinds, m, c)  # noqa: E731
     return out, {"pool": (pmean.detach().view(2, 1, c), pvar.detach().view(2, 1, c)),

@@ -16,6 +16,7 @@ from fednas.config import parse_config, search_to_record
 from fednas.data import ClientSplit, ImageSet
 from fednas.search import local_search
 from fednas.spaces import InputSpec, build_supernet
+from attacks.adra.victim import Victim
 
 SPEC = InputSpec(1, 4, 4)  # small images (4x4), four classes
 
@@ -81,7 +82,7 @@ def test_paper_mode_returns_denoised_images_in_the_box(easy):
     rec = ADRA(paper.attack).reconstruct([cap], knowledge)[0]
     assert rec.status == "ok", rec.reason
     assert rec.images.min() >= 0.0 and rec.images.max() <= paper.attack.adra_kappa
-    assert rec.details["theta-source"].startswith("surrogate")
+    assert rec.details["theta-knowledge"].startswith("surrogate")
 
 
 def test_the_attack_interface_cannot_receive_the_truth():
@@ -108,3 +109,65 @@ def test_a_bad_capture_is_reported_not_fatal(easy, damage, words):
     recs = ADRA(quick.attack).reconstruct([damage(good), good], knowledge)
     assert recs[0].status == "failed" and words in recs[0].reason
     assert recs[1].status == "ok"
+
+
+def test_theta_priors_say_what_the_attacker_knew(easy):
+    from attacks.adra.theta import attacker_theta, server_init_theta
+    from fednas.config import search_from_record
+
+    cfg, data, split, knowledge = easy
+    cap, _ = make_capture(cfg, data, split, seed=cfg.run.seed)
+    model = build_supernet(cfg.space, SPEC, 0)
+    search = search_from_record(cap.train_config)
+    wire = attacker_theta(cap, knowledge, cfg.attack, search, model.named_weight_parameters(), 1)
+    assert wire.knowledge == "wire θ_t1" and wire.exact
+    blind = cfg.attack.__class__(**{**cfg.attack.__dict__, "knows_weights": False, "theta_prior": "init"})
+    init = attacker_theta(cap, knowledge, blind, search, model.named_weight_parameters(), 1)
+    theta0 = server_init_theta(cfg, SPEC)
+    assert init.exact and "round 1" in init.knowledge
+    for name, value in init.thetas[0].items():  # the server's own seeded θ_0: what the client started from
+        torch.testing.assert_close(value, theta0[name])
+        torch.testing.assert_close(value, torch.as_tensor(cap.theta_t1[name]))
+    later = dataclasses.replace(cap, round=3)
+    assert not attacker_theta(later, knowledge, blind, search, model.named_weight_parameters(), 1).exact
+    shadow = cfg.attack.__class__(**{**cfg.attack.__dict__, "knows_weights": False, "theta_prior": "shadow",
+                                     "surrogate_draws": 2})
+    moved = attacker_theta(later, knowledge, shadow, search, model.named_weight_parameters(), 1)
+    assert len(moved.thetas) == 2 and "2 rounds on aux" in moved.knowledge
+    drift = [sum(float((t[n] - theta0[n]).norm()) for n in theta0) for t in moved.thetas]
+    assert all(d > 0 for d in drift) and drift[0] != drift[1]  # two trajectories, both moved off θ_0
+    surrogate = cfg.attack.__class__(**{**cfg.attack.__dict__, "knows_weights": False, "surrogate_draws": 3})
+    draws = attacker_theta(cap, knowledge, surrogate, search, model.named_weight_parameters(), 1)
+    assert len(draws.thetas) == 3 and "×3" in draws.knowledge and not draws.exact
+
+
+def test_paper_mode_averages_its_objective_over_theta_draws(easy):
+    from attacks.adra.paper import _paper_grads
+    from attacks.adra.theta import surrogate_theta
+
+    cfg, data, split, knowledge = easy
+    model = build_supernet(cfg.space, SPEC, 0)
+    thetas = surrogate_theta(model, 0.25, 2, 7)
+    victim = Victim(cfg.space, SPEC, model.arch_state(), thetas)
+    x, y = torch.rand(1, 1, 1, 4, 4), torch.randn(1, 1, 4)
+    both = _paper_grads(victim, x, y)
+    for d in range(2):
+        alone = Victim(cfg.space, SPEC, model.arch_state(), [thetas[d]]).grads(x, torch.softmax(y, -1))
+        torch.testing.assert_close(both[d], alone[0])
+
+
+def test_knobs_are_honoured_or_refused_before_anything_runs(easy):
+    from fednas.config import ConfigError
+
+    cfg, data, split, knowledge = easy
+    with pytest.raises(ConfigError, match="lbfgs"):
+        parse_config({"adra-mode": "strong", "adra-optimizer": "lbfgs"})
+    cap, _ = make_capture(cfg, data, split)
+    adam = ADRA(cfg.replace(adra_optimizer="adam", adra_iterations=2).attack).reconstruct([cap], knowledge)[0]
+    lm = ADRA(cfg.replace(adra_optimizer="lm", adra_iterations=2).attack).reconstruct([cap], knowledge)[0]
+    assert adam.details["solver"] == "adam" and lm.details["solver"] == "lm"
+    second = cfg.replace(alpha_order="second", adra_iterations=1)
+    cap2, _ = make_capture(second, data, split)
+    rec = ADRA(second.attack).reconstruct([cap2], knowledge)[0]
+    assert rec.status == "ok" and rec.details["fidelity"].startswith("not modelled: second-order")
+    assert rec.details["fidelity"] != "exact" and adam.details["fidelity"] == "exact"

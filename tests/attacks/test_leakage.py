@@ -78,6 +78,29 @@ def test_every_capture_gets_rows_files_and_a_summary(run_dir):
     assert full["samples"] == len(ids) - 1 and full["not-attacked-samples"] == 1
     assert full["success-rate"] == np.mean([r["success"] == "True" for r in ok])
     assert len(list((out / "reconstructions").glob("*.npz"))) == len(ids)
+    _check_strict_identification(cfg, out, ok, full)
+
+
+def _check_strict_identification(cfg, out, ok, full):
+    """identified-dataset, rank, rank-dataset, nearest-dataset recomputed from the saved arrays."""
+    from fednas.data import dataset_from_config
+
+    x = dataset_from_config(cfg.data, cfg.run.seed).x.numpy().reshape(-1, *load_npz(
+        out / "reconstructions" / f"{ok[0]['capture']}.npz")["images"].shape[1:])
+    for r in ok:
+        img = load_npz(out / "reconstructions" / f"{r['capture']}.npz")["images"][int(r["position"])]
+        order = np.argsort(((x.reshape(len(x), -1) - img.reshape(1, -1)) ** 2).sum(1), kind="stable")
+        g = int(r["sample"])
+        assert int(r["nearest-dataset"]) == int(order[0])
+        assert int(r["rank-dataset"]) == int(np.flatnonzero(order == g)[0]) + 1
+        assert (r["identified-dataset"] == "True") == (int(order[0]) == g)
+        # D^α is part of the dataset: the true sample can only rank better (or the same) there
+        assert 1 <= int(r["rank"]) <= int(r["rank-dataset"])
+        assert (r["identified"] == "True") == (int(r["rank"]) == 1)
+        assert r["theta-knowledge"] == "wire θ_t1" and r["fidelity"] == "exact"
+    assert full["identified-dataset-rate"] == np.mean([r["identified-dataset"] == "True" for r in ok])
+    assert full["median-rank-dataset"] == np.median([int(r["rank-dataset"]) for r in ok])
+    assert full["theta-knowledge"] == "wire θ_t1"
 
 
 def test_the_offline_cli_writes_a_new_folder_and_refuses_other_keys(run_dir, capsys):

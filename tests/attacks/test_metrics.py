@@ -56,6 +56,16 @@ def test_nearest_and_the_success_rule():
     assert not M.is_success(False, True, math.nan)
 
 
+def test_rank_is_the_true_samples_place_in_the_sorted_distances():
+    rng = np.random.default_rng(3)
+    pool = rng.random((40, 1, 4, 4))
+    img = rng.random((1, 4, 4))
+    order = np.argsort([np.sum((p - img) ** 2) for p in pool])
+    for place, true in enumerate(order):
+        assert M.rank(img, pool, int(true)) == place + 1
+    assert M.nearest(img, pool) == order[0]
+
+
 def test_oracle_classifies_digits_it_never_saw():
     from sklearn.datasets import load_digits
 

@@ -50,8 +50,8 @@ def test_the_pdarts_replica_predicts_the_clients_update_exactly():
     cfg = parse_config({**TINY, "paradigm": "pdarts", "num-server-rounds": 3})
     capture, x, y, spec = _capture(cfg)
     assert capture.alpha_t1["alpha"].shape == (3, 5)
-    problem, source = ADRA(cfg.attack).problem(capture, Knowledge(cfg, spec))
-    assert source == "server"
+    problem, known = ADRA(cfg.attack).problem(capture, Knowledge(cfg, spec))
+    assert known["theta-knowledge"] == "wire θ_t1" and known["fidelity"] == "exact"
     v = problem.victim
     predicted = replay(problem.proc, v.alpha_flat[None], lambda k, a: v.grads(x[None], y[None], a))[0]
     torch.testing.assert_close(predicted, problem.observed, rtol=1e-4, atol=1e-7)

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from attacks.adra.client_model import AlphaProcedure, replay
-from attacks.adra.victim import Victim, surrogate_theta
+from attacks.adra.theta import surrogate_theta
+from attacks.adra.victim import Victim
 from fednas.config import parse_config
 from fednas.data import ClientSplit, ImageSet
 from fednas.search import Proximal, local_search

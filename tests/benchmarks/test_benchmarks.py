@@ -73,3 +73,25 @@ def test_dp_benchmark_on_cuda_without_a_gpu_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="no CUDA device"):
         dp_main(["--quick", "--device", "cuda", "--results", str(tmp_path)])
     assert not list(tmp_path.iterdir())
+
+
+def test_intervals_agree_with_scipy():
+    from scipy import stats
+
+    from benchmarks.common import t_interval, wilson
+
+    for k, n in ((0, 4), (3, 10), (10, 10)):
+        ci = stats.binomtest(k, n).proportion_ci(method="wilson")
+        assert wilson(k, n) == pytest.approx((ci.low, ci.high), rel=1e-4, abs=1e-6)  # z = 1.96, scipy: 1.95996...
+    values = [3.0, 5.5, 4.25, 9.0]
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=sum(values) / 4, scale=stats.sem(values))
+    assert t_interval(values) == pytest.approx((sum(values) / 4, lo, hi))
+
+
+def test_adra_benchmark_on_cuda_without_a_gpu_is_a_clear_error():
+    from benchmarks.adra import main as adra_main
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    with pytest.raises(SystemExit, match="no CUDA device"):
+        adra_main(["--device", "cuda"])

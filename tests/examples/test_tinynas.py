@@ -76,8 +76,8 @@ def test_captures_describe_the_model_and_replay_the_clients_update_exactly(tmp_p
         capture, truth = store.load(cid), read_truth(tmp_path, store.meta(cid))
         assert capture.meta["client-settings"] == {"alpha-optimizer": "sgd", "alpha-lr": 0.5,
                                                    "alpha-batch-size": 1, "local-steps": 1}
-        problem, source = ADRA(knowledge.config.attack).problem(capture, knowledge)
-        assert source == "server"
+        problem, known = ADRA(knowledge.config.attack).problem(capture, knowledge)
+        assert known["theta-knowledge"] == "wire θ_t1" and known["fidelity"] == "exact"
         # the client's own sample, run through the factory's network and the settings read off
         # the wire, gives back exactly the Δα the eavesdropper saw: the contract holds end to end
         idx = truth["alpha-indices"]

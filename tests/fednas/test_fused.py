@@ -231,3 +231,37 @@ def test_forward_over_reverse_jacobian_equals_reference():
         return jacfwd(lambda xi: alpha_grad(params["alpha"], xi))(x)
 
     torch.testing.assert_close(jacobian(fused), jacobian(ref), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["flatten", "gap"])
+def test_independent_sample_sets_equal_separate_passes_of_the_reference(head):
+    # forward(x, sets=S): S sets of samples, each with its own BatchNorm statistics and its own α,
+    # must be S separate train-mode passes (the attacker's hypotheses in one call)
+    ref, fused = _pair("dag", nodes=4, head=head)
+    fused.train()
+    fused.stop_tracking_running_stats()
+    ref.train()
+    sets, per = 3, 2
+    x, y = _input(DAG_SPEC, batch=sets * per, seed=5)
+    g = torch.Generator().manual_seed(6)
+    alphas = torch.randn(sets, *fused.alpha.shape, generator=g, dtype=torch.float64, requires_grad=True)
+    params = {n: p.detach() for n, p in fused.named_parameters() if n != "alpha"}
+    logits = functional_call(fused, {**params, "alpha": alphas}, (x,), {"sets": sets})
+    losses = F.cross_entropy(logits, y, reduction="none").view(sets, per).mean(1)
+    (grads,) = torch.autograd.grad(losses.sum(), alphas)
+    for s in range(sets):
+        one = copy.deepcopy(ref)
+        with torch.no_grad():
+            one.alpha.copy_(alphas[s])
+        part = slice(s * per, (s + 1) * per)
+        want = one(x[part])
+        torch.testing.assert_close(logits[part], want, **TOL)
+        (want_grad,) = torch.autograd.grad(F.cross_entropy(want, y[part]), [one.alpha])
+        torch.testing.assert_close(grads[s], want_grad, **TOL)
+
+
+def test_independent_sets_refuse_running_statistics():
+    _, fused = _pair("dag", nodes=3)
+    x, _ = _input(DAG_SPEC, batch=4)
+    with pytest.raises(ValueError, match="running statistics"):
+        fused.train()(x, sets=2)

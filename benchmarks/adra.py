@@ -1,0 +1,158 @@
+"""``python -m benchmarks.adra [--device cpu|cuda] [--dataset D] [--nodes 8,32] [--captures N] [--solvers lm,adam]``:
+ADRA's seconds per capture and what it rebuilt, per solver, side by side with the reference.
+
+For each P it builds the captures of round 1 in this process, as the eavesdropper would
+record them (the real local search of clients 0, 1, ... from the server's seeded α and θ:
+one SGD step on one D^α sample, B = 1, θ known), attacks each with strong mode under every
+solver of ``--solvers`` (``adra-optimizer``: ``lm``, the default Levenberg–Marquardt, and
+``adam``, the first-order reference it replaced) on ``--device``, and scores it against the
+client's sample: wall and CPU seconds per capture (mean and t 95 % interval; the device
+drained before and after), identified in D^α and in the whole dataset (Wilson 95 %),
+label accuracy and PSNR; then the reference's seconds over each solver's. CPU seconds are
+the steadier figure on a shared machine. Asking for CUDA without a GPU is an error that
+says so, before anything runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from typing import Any
+
+import torch
+
+from attacks import metrics as M
+from attacks.adra.attack import ADRA
+from attacks.base import Knowledge
+from attacks.captures import Capture
+from benchmarks.common import machine, resolve_device, t_interval, table, timed, wilson, write_results
+from fednas.config import parse_config, search_to_record
+from fednas.data import client_data, make_pools
+from fednas.federated import client_train, initial_arrays
+
+EXPERIMENT = {"head": "flatten", "activation": "elu", "local-steps": 1, "alpha-batch-size": 1,
+              "alpha-optimizer": "sgd", "num-server-rounds": 1}
+
+
+def captures(cfg: Any, count: int) -> list[tuple[Capture, list[int]]]:
+    """Round-1 captures of clients 0..count-1 (a federation of ``count`` clients) and their samples."""
+    arrays = initial_arrays(cfg)
+    alpha = {k: v.numpy() for k, v in arrays.items() if k.startswith("alpha")}
+    theta = {k: v.numpy() for k, v in arrays.items() if not k.startswith("alpha")}
+    out = []
+    for pid in range(count):
+        reply = client_train(cfg, cfg.search, arrays, partition_id=pid, num_clients=count, server_round=1)
+        cap = Capture(id=f"r001-n{pid}", round=1, node_id=pid, partition_id=pid, alpha_t1=alpha,
+                      alpha_t2={k: v.numpy() for k, v in reply.arrays.items() if k.startswith("alpha")},
+                      theta_t1=theta, train_config={**search_to_record(cfg.search), "server-round": 1},
+                      metrics=dict(reply.metrics))
+        out.append((cap, list(reply.audit["alpha-indices"])))
+    return out
+
+
+def attack_all(cfg: Any, caps: list, knowledge: Knowledge, device: torch.device, label: str) -> dict[str, Any]:
+    """Attack every capture with ``cfg``'s attack settings; per-capture figures."""
+    dataset, _ = client_data(cfg.data, cfg.run.seed, 0, len(caps))
+    x_all, y_all = dataset.x.numpy(), dataset.y.numpy()
+    attack = ADRA(cfg.attack, seed=cfg.run.seed, device=device)
+    out: dict[str, list] = {"wall": [], "cpu": [], "identified": [], "identified-dataset": [], "label": [], "psnr": []}
+    for cap, used in caps:
+        _, split = client_data(cfg.data, cfg.run.seed, cap.partition_id, len(caps))
+        box: list = []
+        wall, cpu = timed(lambda: box.append(attack.reconstruct([cap], knowledge)[0]), device)
+        rec = box[0]
+        out["wall"].append(wall)
+        out["cpu"].append(cpu)
+        if rec.status != "ok":
+            logging.warning("%s %s failed: %s", label, cap.id, rec.reason)
+            for k in ("identified", "identified-dataset", "label"):
+                out[k].append(False)
+            continue
+        g, img = used[0], rec.images[0]
+        out["identified"].append(int(split.alpha[M.nearest(img, x_all[split.alpha])]) == g)
+        out["identified-dataset"].append(M.nearest(img, x_all) == g)
+        out["label"].append(int(rec.labels[0]) == int(y_all[g]))
+        out["psnr"].append(M.psnr(M.mse(img, x_all[g])))
+        print(f"  {label} {cap.id}: {wall:.1f} s wall, {cpu:.1f} s CPU, identified {out['identified'][-1]} "
+              f"(dataset {out['identified-dataset'][-1]}), label {out['label'][-1]}, PSNR {out['psnr'][-1]:.1f} dB",
+              flush=True)
+    return out
+
+
+def _mean(values: list[float]) -> str:
+    m, lo, hi = t_interval(values) if values else (math.nan, math.nan, math.nan)
+    return f"{m:.1f} [{lo:.1f}, {hi:.1f}]" if math.isfinite(lo) else f"{m:.1f}"
+
+
+def _rate(flags: list[bool]) -> str:
+    k, n = sum(flags), len(flags)
+    lo, hi = wilson(k, n)
+    return f"{k}/{n} [{100 * lo:.0f}, {100 * hi:.0f}] %"
+
+
+def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    base = {**EXPERIMENT, "dataset": args.dataset, "nodes": nodes, "seed": args.seed, "device": device.type}
+    cfg = parse_config(base)
+    dataset, _ = client_data(cfg.data, cfg.run.seed, 0, args.captures)
+    aux = make_pools(len(dataset), cfg.data, cfg.run.seed).aux
+    knowledge = Knowledge(cfg, dataset.spec, dataset.x[aux].numpy(), dataset.y[aux].numpy())
+    caps = captures(cfg, args.captures)
+    rows = []
+    for solver in args.solvers.split(","):
+        attack = {"adra-optimizer": solver}
+        if solver == args.reference and args.reference_iterations:
+            attack["adra-iterations"] = args.reference_iterations
+        scfg = parse_config({**base, **attack})
+        rows.append({"nodes": nodes, "solver": solver, **attack_all(scfg, caps, knowledge, device, f"P={nodes} {solver}")})
+    return rows
+
+
+def _ratio(reference: list[float], this: list[float]) -> float:
+    return (sum(reference) / len(reference)) / (sum(this) / len(this))
+
+
+def report(rows: list[dict[str, Any]], reference: str) -> str:
+    ref = {r["nodes"]: r for r in rows if r["solver"] == reference}
+    lines = []
+    for r in rows:
+        base = ref.get(r["nodes"])
+        # ratio of the mean seconds per capture (the two may have attacked different counts)
+        ratio = (f"{_ratio(base['wall'], r['wall']):.2f}x / {_ratio(base['cpu'], r['cpu']):.2f}x"
+                 if base is not None else "–")
+        lines.append([r["nodes"], r["solver"], len(r["wall"]), _mean(r["wall"]), _mean(r["cpu"]), ratio,
+                      _rate(r["identified"]), _rate(r["identified-dataset"]), _rate(r["label"]),
+                      _mean(r["psnr"]) if r["psnr"] else "–"])
+    return table(lines, ["P", "solver", "n", "wall s/capture [t95]", "CPU s/capture [t95]",
+                         f"{reference} s / this s (wall / CPU)", "identified D^α [Wilson 95]",
+                         "identified dataset [Wilson 95]", "label correct", "PSNR dB [t95]"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.adra", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda (an error without a GPU)")
+    p.add_argument("--dataset", default="mnist-5k", help="digits (8x8) or mnist-5k (28x28, default)")
+    p.add_argument("--nodes", default="32,64,128", help="comma-separated P")
+    p.add_argument("--captures", type=int, default=3, help="captures (clients of round 1) per P")
+    p.add_argument("--solvers", default="lm,adam", help="comma-separated adra-optimizer values to compare")
+    p.add_argument("--reference", default="adam", help="the solver the others are compared with")
+    p.add_argument("--reference-iterations", type=int, default=0,
+                   help="adra-iterations of the reference (0: its own default, 300 for adam)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    rows = [r for n in args.nodes.split(",") if n.strip() for r in run_nodes(int(n), args, device)]
+    print(f"\nADRA strong, {args.dataset}, B = 1, theta known (wire), one SGD step, seed {args.seed}, {device.type}, "
+          f"{args.threads} thread(s)")
+    print(report(rows, args.reference))
+    print("results:", write_results(f"adra-{device.type}", {"machine": machine(), "args": vars(args), "rows": rows}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,434 @@
+"""``tables.md`` and one CSV per table: the paper's value beside ours, cell by cell.
+
+Every row says what it is: our figure with n and its 95% interval, or why there is none
+(not runnable here, not run yet, or failed with its error). Never a blank.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fednas.config import toml_value
+from fednas.rundir import atomic_write_csv, atomic_write_json, atomic_write_text
+from simulations.tables import figures as F
+from simulations.tables import plots
+from simulations.tables import stats
+from simulations.tables.plan import Plan, Row
+from simulations.tables.runner import current, human
+
+TITLES = {
+    1: "Table 1: ADRA success rate and MSE by activation and P (B = 1)",
+    2: "Table 2: ADRA success rate and MSE by batch size B and P (elu)",
+    3: "Table 3: AMIA attack accuracy and F1 by P (DARTS)",
+    4: "Table 4: AMIA by NAS paradigm",
+    5: "Table 5: AMIA when a share η of the attacker's data follows the target's distribution",
+    6: "Table 6: defenses against both attacks, their accuracy cost and the ε each reaches",
+}
+PENDING = "not run yet: rerun the same command to compute it"
+
+
+# ---------------------------------------------------------------------------- formatting
+
+
+def pct(f: F.Fig, digits: int = 1) -> str:
+    if not f.ok:
+        return "–"
+    ci = f" [{100 * f.lo:.{digits}f}, {100 * f.hi:.{digits}f}]" if math.isfinite(f.lo) else ""
+    return f"{100 * f.value:.{digits}f}%{ci}"
+
+
+def num(f: F.Fig | float | None, digits: int = 3, signed: bool = False) -> str:
+    if f is None:
+        return "–"
+    if not isinstance(f, F.Fig):
+        f = F.Fig(float(f))
+    if not f.ok:
+        return "–"
+    s = "+" if signed else ""
+    ci = f" [{f.lo:{s}.{digits}f}, {f.hi:{s}.{digits}f}]" if math.isfinite(f.lo) else ""
+    return f"{f.value:{s}.{digits}f}{ci}"
+
+
+def paper_num(v: float | None, digits: int = 2, signed: bool = False) -> str:
+    if v is None:
+        return "– (not in the paper)"
+    if isinstance(v, float) and math.isnan(v):
+        return "–"
+    return f"{v:{'+' if signed else ''}.{digits}f}"
+
+
+def eps_text(dp: dict[str, Any]) -> str:
+    """Each mechanism's ε and what it covers, and the whole reply's when that differs."""
+    def fmt(e: float) -> str:
+        return "∞" if not math.isfinite(e) else f"{e:.3g}"
+
+    if not dp["mechanisms"]:
+        return "∞ (no DP)"
+    parts = [f"{name} {fmt(m['epsilon'])}" + (f" ({m['covers']})" if m["covers"] else "")
+             for name, m in dp["mechanisms"].items()]
+    mech = max(m["epsilon"] for m in dp["mechanisms"].values())
+    if dp["reply"] is not None and dp["reply"] != mech:
+        parts.append(f"whole reply {fmt(dp['reply'])}")
+    return "; ".join(parts)
+
+
+def _fields(prefix: str, f: F.Fig | None) -> dict[str, Any]:
+    f = f or F.Fig.none()
+    return {prefix: f.value, f"{prefix}-lo": f.lo, f"{prefix}-hi": f.hi}
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+
+class Evaluator:
+    """Reads the result files behind each row and computes its figures (or says why not)."""
+
+    def __init__(self, plan: Plan, out: Path) -> None:
+        self.plan, self.out = plan, out
+        self.m = plan.scale.amia
+
+    def results(self, row: Row) -> tuple[dict[str, list[dict[str, Any]]] | None, str]:
+        if row.reason:
+            return None, row.reason
+        got: dict[str, list[dict[str, Any]]] = {}
+        for role, keys in row.cells.items():
+            recs = [current(self.out, self.plan.tasks[k]) for k in keys]
+            if any(r is None for r in recs):
+                return None, PENDING
+            bad = next((r for r in recs if r.get("status") != "ok"), None)
+            if bad is not None:
+                return None, f"failed: {bad.get('error', '?')}"
+            got[role] = [r["result"] for r in recs]
+        return got, ""
+
+    def adra(self, res: list[dict[str, Any]]) -> dict[str, Any]:
+        return F.adra(res[0])
+
+    def amia(self, res: list[dict[str, Any]]) -> dict[str, Any]:
+        return F.amia(res, self.m.primary_shadow, self.m.primary_attack, self.m.fit_threshold)
+
+
+def _guard(fn: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str]:
+    try:
+        return fn(), ""
+    except (KeyError, ValueError, TypeError, ZeroDivisionError) as err:
+        return {}, f"failed to summarise: {type(err).__name__}: {err}"
+
+
+# ---------------------------------------------------------------------------- tables
+
+
+def adra_row(ev: Evaluator, row: Row) -> dict[str, Any]:
+    got, note = ev.results(row)
+    paper = row.paper or {}
+    out = {**row.labels, "paper-sr-%": paper.get("sr"), "paper-mse": paper.get("mse")}
+    fig, note = _guard(lambda: ev.adra(got["ours"])) if got else ({}, note)
+    if fig:
+        out.update({**_fields("success", fig["success"]), **_fields("identified", fig["identified"]),
+                    **_fields("label-acc", fig["label-acc"]), **_fields("mse", fig["mse"]),
+                    **_fields("psnr", fig["psnr"]), **_fields("ssim", fig["ssim"]), "n": fig["n"],
+                    "captures": fig["captures"], "failed-rows": fig["failed-rows"],
+                    "seconds-per-capture": fig["seconds-per-capture"], "theta-source": fig["theta-source"]})
+        if fig["failed-rows"]:
+            note = f"{fig['failed-rows']} of {fig['n']} samples not rebuilt (count as failures)"
+    out["note"] = note
+    out["_labels"] = list(row.labels)
+    out["_md"] = [paper_num(paper.get("sr"), 1) if row.paper else paper_num(None), paper_num(paper.get("mse")),
+                  pct(fig["success"]) if fig else "–", pct(fig["identified"]) if fig else "–",
+                  num(fig["mse"]) if fig else "–", num(fig["psnr"], 1) if fig else "–",
+                  str(fig["n"]) if fig else "–", human(fig["seconds-per-capture"]) if fig else "–", note]
+    return out
+
+
+ADRA_HEAD = ["paper SR %", "paper MSE", "success [95% CI]", "identified [95% CI]", "MSE [95% CI]",
+             "PSNR dB [95% CI]", "n", "s/capture", "note"]
+
+
+def amia_row(ev: Evaluator, row: Row) -> dict[str, Any]:
+    got, note = ev.results(row)
+    paper = row.paper or {}
+    out = {**row.labels, "paper-acc": paper.get("acc"), "paper-f1": paper.get("f1")}
+    fig, note = _guard(lambda: ev.amia(got["ours"])) if got else ({}, note)
+    md = ["–"] * 10
+    if fig:
+        p, th = fig["primary"], fig["theta"]
+        best = fig["best"]
+        out.update({**_fields("attack-acc", p["attack-acc"]), **_fields("f1", p["f1"]), **_fields("auc", p["auc"]),
+                    **_fields("tpr@1%fpr", p["tpr@1%fpr"]), **_fields("tpr@0.1%fpr", p["tpr@0.1%fpr"]),
+                    "fpr-resolution": p["fpr-resolution"], "best-auc": best[2].value if best else None,
+                    "best-auc-by": f"{best[0]}/{best[1]}" if best else "", "theta-auc": th["auc"].value if th else None,
+                    **_fields("train-acc-alpha", fig["train-acc-alpha"]), **_fields("train-acc-theta", fig["train-acc-theta"]),
+                    **_fields("test-acc", fig["test-acc"]), "fitted": fig["fitted"], "n": p["attack-acc"].n,
+                    "target": fig["target-kind"], "shadow": fig["shadow"], "attack": fig["attack"]})
+        if not fig["fitted"]:
+            note = (f"target has not fitted its data (train acc on D^θ {fig['train-acc-theta'].value:.2f} < "
+                    f"{ev.m.fit_threshold}): says little about membership")
+        md = [num(p["attack-acc"]), num(p["f1"]), num(p["auc"]), _tpr(p, "tpr@1%fpr", 0.01),
+              _tpr(p, "tpr@0.1%fpr", 0.001),
+              f"{best[2].value:.3f} ({best[0]}/{best[1]})" if best else "–", num(th["auc"]) if th else "–",
+              f"{fig['train-acc-alpha'].value:.3f} / {fig['train-acc-theta'].value:.3f}",
+              pct(fig["test-acc"]), str(p["attack-acc"].n)]
+    out["note"] = note
+    out["_labels"] = list(row.labels)
+    out["_md"] = [paper_num(paper.get("acc")) if row.paper else paper_num(None), paper_num(paper.get("f1")), *md, note]
+    return out
+
+
+AMIA_HEAD = ["paper acc", "paper F1", "attack acc [95% CI]", "F1 [95% CI]", "AUC [95% CI]", "TPR@1%FPR",
+             "TPR@0.1%FPR", "best AUC (shadow/attack)", "D^θ AUC", "target train acc D^α / D^θ", "target test acc",
+             "n members", "note"]
+
+
+def defense_adra_row(ev: Evaluator, row: Row) -> dict[str, Any]:
+    got, note = ev.results(row)
+    paper = row.paper or {}
+    out = {**row.labels, "paper-dsr-pp": paper.get("dsr"), "paper-dmse": paper.get("dmse"),
+           "paper-accuracy-cost": paper.get("cost")}
+    md = ["–"] * 7
+
+    def compute() -> dict[str, Any]:
+        d, b = ev.adra(got["defended"]), ev.adra(got["base"])
+        cost = F.accuracy_delta(F.utility(got["utility-defended"]), F.utility(got["utility-base"]))
+        return {"d": d, "b": b, "delta": F.adra_delta(d, b), "cost": cost, "eps": F.dp(got["utility-defended"]),
+                "eps-capture": F.dp(got["captures-defended"])}
+
+    fig, note = _guard(compute) if got else ({}, note)
+    if fig:
+        delta, cost_pos = fig["delta"], _cost(fig["cost"])
+        out.update({**_fields("dsuccess", delta["success"]), **_fields("didentified", delta["identified"]),
+                    **_fields("dmse", delta["mse"]), "success-defended": fig["d"]["success"].value,
+                    "success-base": fig["b"]["success"].value, **_fields("accuracy-cost", cost_pos),
+                    "epsilon-training": eps_text(fig["eps"]), "epsilon-captures": eps_text(fig["eps-capture"]),
+                    "n": fig["d"]["n"]})
+        md = [_pp(delta["success"]), _pp(delta["identified"]), num(delta["mse"], signed=True),
+              f"{pct(F.Fig(fig['d']['success'].value))} / {pct(F.Fig(fig['b']['success'].value))}",
+              _pp(cost_pos, signed=False),
+              f"training: {eps_text(fig['eps'])}. attacked updates: {eps_text(fig['eps-capture'])}",
+              str(fig["d"]["n"])]
+    return _defense_out(out, row, note, ("dsr", 1), ("dmse", 2), md)
+
+
+def _tpr(p: dict[str, Any], key: str, target: float) -> str:
+    """TPR at a fixed FPR; with fewer than 1/FPR non-members it is the TPR at zero false positives."""
+    return pct(p[key]) + (" (at 0 FP: too few non-members)" if p["fpr-resolution"] > target else "")
+
+
+def _pp(f: F.Fig, signed: bool = True) -> str:
+    """A change in a rate, in percentage points with its interval."""
+    if not f.ok:
+        return "–"
+    s = "+" if signed else ""
+    v, lo, hi = (100 * x + 0.0 for x in (f.value, f.lo, f.hi))  # + 0.0: no "-0.0"
+    return f"{v:{s}.1f} [{lo:{s}.1f}, {hi:{s}.1f}]"
+
+
+def _cost(change: F.Fig) -> F.Fig:
+    """An accuracy cost: the change in accuracy, negated (positive: the defense costs accuracy)."""
+    return F.Fig(-change.value, -change.hi, -change.lo, change.n)
+
+
+def _paper_cost(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.0f} pp"
+
+
+def defense_amia_row(ev: Evaluator, row: Row) -> dict[str, Any]:
+    got, note = ev.results(row)
+    paper = row.paper or {}
+    out = {**row.labels, "paper-dacc": paper.get("dacc"), "paper-df1": paper.get("df1"),
+           "paper-accuracy-cost": paper.get("cost")}
+    md = ["–"] * 6
+    fig, note = _guard(lambda: {"d": ev.amia(got["defended"]), "b": ev.amia(got["base"])}) if got else ({}, note)
+    if fig:
+        delta = F.amia_delta(fig["d"], fig["b"])
+        cost_pos = _cost(delta["test-acc"])
+        out.update({**_fields("dattack-acc", delta["attack-acc"]), **_fields("df1", delta["f1"]),
+                    "dauc": delta["auc"].value, **_fields("accuracy-cost", cost_pos),
+                    "n": fig["d"]["primary"]["attack-acc"].n})
+        md = [num(delta["attack-acc"], signed=True), num(delta["f1"], signed=True), num(delta["auc"], signed=True),
+              _pp(cost_pos, signed=False), "none: no (ε, δ) guarantee", str(out["n"])]
+    return _defense_out(out, row, note, ("dacc", 2), ("df1", 2), md)
+
+
+def _defense_out(out: dict[str, Any], row: Row, note: str, first: tuple[str, int], second: tuple[str, int],
+                 md: list[str]) -> dict[str, Any]:
+    """A Table 6 row's note and markdown cells: the paper's two changes (key, digits) and its cost, then ours."""
+    paper = row.paper or {}
+    out["note"] = note
+    out["_labels"] = list(row.labels)
+    out["_md"] = [paper_num(paper.get(first[0]), first[1], True) if row.paper else paper_num(None),
+                  paper_num(paper.get(second[0]), second[1], True), _paper_cost(paper.get("cost")), *md, note]
+    return out
+
+
+DEF_ADRA_HEAD = ["paper ΔSR pp", "paper ΔMSE", "paper acc cost", "Δsuccess pp [95% CI]", "Δidentified pp [95% CI]",
+                 "ΔMSE [95% CI]", "success defended / undefended", "acc cost pp [95% CI]", "ε (training; attacked updates)",
+                 "n", "note"]
+DEF_AMIA_HEAD = ["paper Δacc", "paper ΔF1", "paper acc cost", "Δattack acc [95% CI]", "ΔF1 [95% CI]", "ΔAUC",
+                 "acc cost pp [95% CI]", "ε", "n members", "note"]
+
+
+def table_rows(ev: Evaluator, table: int) -> list[tuple[str, dict[str, Any]]]:
+    """(part, row dict) for every row of one table."""
+    out = []
+    for row in ev.plan.rows[table]:
+        if table in (1, 2):
+            out.append(("adra", adra_row(ev, row)))
+        elif table in (3, 4, 5):
+            out.append(("amia", amia_row(ev, row)))
+        elif "activation" in row.labels:
+            out.append(("defense-adra", defense_adra_row(ev, row)))
+        else:
+            out.append(("defense-amia", defense_amia_row(ev, row)))
+    return out
+
+
+HEADS = {"adra": ADRA_HEAD, "amia": AMIA_HEAD, "defense-adra": DEF_ADRA_HEAD, "defense-amia": DEF_AMIA_HEAD}
+
+
+def markdown_table(rows: list[dict[str, Any]], head: list[str]) -> str:
+    labels = rows[0]["_labels"]
+    lines = ["| " + " | ".join([*labels, *head]) + " |", "|" + "---|" * (len(labels) + len(head))]
+    for r in rows:
+        cells = [str(r[k]) for k in labels] + [str(c) for c in r["_md"]]
+        cells[-1] = cells[-1] if len(cells[-1]) <= 400 else cells[-1][:400] + "… (the CSV has it all)"
+        lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def commit() -> str:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def definitions(plan: Plan) -> str:
+    from attacks import metrics as adra_metrics
+    from attacks.amia import metrics as amia_metrics
+
+    d = plan.paper["definitions"]
+    amia_defs = amia_metrics.__doc__.split("\n\n", 1)[1].strip()
+    return "\n\n".join([
+        "**The paper's set-up.** " + " ".join(d["setup"].split()),
+        "**The paper's ADRA figures.** " + " ".join(d["sr"].split()),
+        "**Ours (ADRA).** " + adra_metrics.DEFINITIONS
+        + "\nThe paper's SR stands beside our **success** (its closest reading); **identified** is the stricter, "
+          "attack-independent check. Our MSE is on [0, 1] pixels; the paper's scale is not stated, so compare "
+          "MSE within a column, not across.",
+        "**The paper's AMIA figures.** " + " ".join(d["attack-acc"].split()),
+        "**Ours (AMIA)**: members are the clients' D^α samples, non-members the held-out pool. " + amia_defs
+        + "\nBeside the paper's attack acc and F1 we report what the field now expects (LiRA's standard): AUC, TPR "
+          "at 1% and 0.1% FPR, and the target's train and test accuracy (a target that has not fitted its data says "
+          "nothing about membership); D^θ AUC is the weight-level baseline.",
+        "**Defenses.** The paper: " + " ".join(d["defenses"].split())
+        + " Ours: `dp-update` is the paper's DP_SGD (noise on the architecture update, σ = 0.1 reads N(0, 0.01) as "
+          "a variance), with client-level ε; `dp-sgd` is DP-SGD on every α step (example-level ε); LR = `alpha-l2`, "
+          "DP = `input-noise-std` (no formal guarantee), MD = `md` (docs/privacy.md, docs/amia.md). Accuracy cost = "
+          "undefended minus defended test accuracy. ε is at each run's `dp-delta` (1e-5 unless the scale sets it), "
+          "by the RDP accountant, per mechanism with what it covers; with weights shared and only α noised, "
+          "the whole reply has no bound (∞), as the project's DP reporting rule says (docs/privacy.md).",
+        "**Intervals (95%).**\n\n" + stats.__doc__.split("\n\n", 1)[1].strip(),
+    ])
+
+
+def setup(plan: Plan) -> str:
+    """What this scale's cells are made of, in words (from the scale file)."""
+    s = plan.scale
+    a, m, g = s.adra, s.amia, s.defenses
+
+    def kv(d: dict[str, Any]) -> str:
+        return ", ".join(f"`{k} = {toml_value(v)}`" for k, v in d.items()) or "the defaults"
+
+    def named(d: dict[str, dict[str, Any]]) -> str:
+        return "; ".join(f"{k}: {kv(v)}" for k, v in d.items()) or "none"
+
+    rounds = -(-a.samples // a.clients)
+    return "\n".join([
+        f"- Every run: {kv(s.base)}; the real ServerApp and ClientApp "
+        + ("in one process (an in-process Grid, no Ray)." if s.runner == "inprocess" else "through `flwr run`."),
+        f"- ADRA captures: {a.clients} clients, eavesdropped (the real eavesdropper); each "
+        f"(round, client) update is one capture; {a.samples} images per cell and seed, i.e. ⌈{a.samples}/B⌉ captures "
+        f"from the first {rounds} round(s) at B = 1"
+        + (" (all from round 1: θ_t1 is the server's initial θ_0, drawn from U(−0.25, 0.25) as in the paper)"
+           if rounds == 1 else "") + f"; the clients' procedure: {kv(a.capture)}.",
+        f"- ADRA attack: {kv(a.attack)}; attack modes {', '.join(a.modes)}; θ knowledge: "
+        + "; ".join(f"`{n}` = {kv(v)}" + (" (the paper's threat model)" if i == 0 else "")
+                    for i, (n, v) in enumerate((n, a.theta_modes[n]) for n in a.theta)) + ".",
+        f"- AMIA targets: {m.clients} clients, {kv(m.target)}; attack: {kv(m.attack)}; the figures "
+        f"beside the paper's are the `{m.primary_attack}` attack with `{m.primary_shadow}` shadows on D^α members; "
+        f"a target whose train accuracy on D^θ is below {m.fit_threshold} is flagged as not fitted.",
+        f"- Table 6: ADRA defenses ({named(g.adra)}), accuracy cost from a search at "
+        f"P = {g.utility_nodes} with {kv(g.utility)} with and without each; AMIA defenses "
+        f"({named(g.amia)}; amia-group keys act when attacking, the rest when training).",
+    ])
+
+
+INVOCATIONS = "invocations.json"
+
+
+def log_invocation(out: Path, command: str, rev: str, wall: float, counts: dict[str, Any]) -> None:
+    """Append one run of the harness on ``out`` (a resumed run has several) to its log; ``rev`` is
+    :func:`commit` as it was when the run started (the checkout may move while it runs)."""
+    path = out / INVOCATIONS
+    log = json.loads(path.read_text()) if path.is_file() else []
+    log.append({"command": command, "commit": rev, "started": time.strftime("%Y-%m-%dT%H:%M:%S",
+                time.localtime(time.time() - wall)), "wall-seconds": round(wall, 1), **counts})
+    atomic_write_json(path, log)
+
+
+def provenance(out: Path) -> list[str]:
+    """The commands, commits and wall time of every invocation that computed these results."""
+    path = out / INVOCATIONS
+    log = json.loads(path.read_text()) if path.is_file() else []
+    if not log:
+        return ["Command: none recorded (results made by an older version of the harness)  "]
+    commands = list(dict.fromkeys(e["command"] for e in log))
+    commits = list(dict.fromkeys(e["commit"] for e in log))
+    total = sum(e["wall-seconds"] for e in log)
+    return [f"Command: {' ; '.join(f'`{c}`' for c in commands)}  ",
+            f"Commit: {', '.join(f'`{c}`' for c in commits)}; wall time {human(total)} over {len(log)} "
+            f"invocation(s) (first started {log[0]['started']})  "]
+
+
+def write(plan: Plan, out: Path) -> Path:
+    """Write ``tables.md`` and ``table<N>.csv`` for the plan's tables; return tables.md."""
+    ev = Evaluator(plan, out)
+    s = plan.scale
+    parts = [f"# Tables 1–6 of Li et al. (2024) beside this project's ({s.name} scale)", "",
+             *provenance(out),
+             f"Scale: `{s.path.name}`: {' '.join(s.about.split())}  ",
+             f"Seeds: {', '.join(map(str, s.seeds))}; datasets run: {', '.join(plan.datasets)}; "
+             f"written {time.strftime('%Y-%m-%d %H:%M')}", ""]
+    counts = {"computed": 0, "not runnable here": 0, "not run yet": 0, "failed": 0}
+    body, all_rows = [], {}
+    for t in sorted(plan.rows):
+        rows = all_rows[t] = table_rows(ev, t)
+        body += [f"## {TITLES[t]}", ""]
+        for part in dict.fromkeys(p for p, _ in rows):
+            these = [r for p, r in rows if p == part]
+            body += [markdown_table(these, HEADS[part]), ""]
+        atomic_write_csv(out / f"table{t}.csv", [{k: v for k, v in r.items() if not k.startswith("_")} for _, r in rows])
+        for _, r in rows:
+            key = ("not run yet" if r["note"] == PENDING else "failed" if r["note"].startswith("failed")
+                   else "computed" if r.get("n") is not None else "not runnable here")
+            counts[key] += 1
+    made = plots.write_all(all_rows, out)
+    parts += ["Rows: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".  ",
+              "CSV: " + ", ".join(f"`table{t}.csv`" for t in sorted(plan.rows)) + "; plots: "
+              + (", ".join(f"`{p.name}`" for p in made) or "none yet (nothing computed)") + ".", ""]
+    if plan.notes:
+        parts += ["Datasets not available here: " + "; ".join(f"`{d}`: {r}" for d, r in plan.notes.items()), ""]
+    parts += ["## This scale's set-up", "", setup(plan), "", "## Definitions, the paper's and ours", "",
+              definitions(plan), "", *body]
+    return atomic_write_text(out / "tables.md", "\n".join(parts) + "\n")

@@ -1,0 +1,140 @@
+"""The tables' plan: scale files checked, every paper cell present and explained, cells shared."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from simulations.tables import engines
+from simulations.tables.plan import TABLES, load_paper, make_plan
+from simulations.tables.runner import current, result_path
+from simulations.tables.scale import SCALES, ScaleError, load_scale
+
+SMOKE = load_scale("smoke")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """One empty data-root for the module (CIFAR absent; the loaded datasets stay cached)."""
+    return str(tmp_path_factory.mktemp("data"))
+
+
+def _paper_cells(paper: dict, table: int) -> int:
+    """How many (dataset, ...) values the paper prints in a table."""
+    if table == 1:
+        return sum(len(v) for v in paper["table1"]["sr"].values())
+    if table == 2:
+        return sum(len(r) for r in paper["table2"]["sr"])
+    if table in (3, 4, 5):
+        return sum(len(v) for v in paper[f"table{table}"]["acc"].values())
+    adra = sum(len(v) for v in paper["table6"]["adra"]["sr"].values())
+    return adra + sum(len(r) for v in paper["table6"]["amia"]["acc"].values() for r in v)
+
+
+@pytest.mark.parametrize("name", sorted(SCALES))
+def test_every_scale_file_loads_and_plans(name, root):
+    scale = load_scale(name)
+    plan = make_plan(scale, TABLES, ("mnist-5k",), data_root=root)  # an empty data-root: CIFAR absent
+    assert plan.tasks
+    for t in TABLES:
+        assert plan.rows[t]
+
+
+def test_every_paper_value_has_a_row_and_no_row_is_blank(root):
+    plan = make_plan(SMOKE, TABLES, data_root=root)
+    paper = load_paper()
+    for t in TABLES:
+        with_paper = [r for r in plan.rows[t] if r.paper]
+        # each paper value appears once per θ/attack mode it is compared under; at least once
+        assert len({json.dumps(r.paper, sort_keys=True) + repr(sorted((k, v) for k, v in r.labels.items()
+                                                                        if k not in ("θ", "mode")))
+                    for r in with_paper}) == _paper_cells(paper, t)
+        for r in plan.rows[t]:
+            assert bool(r.cells) != bool(r.reason), r  # either ours is computed, or it says why not
+            assert all(k in plan.tasks for keys in r.cells.values() for k in keys)
+
+
+def test_reasons_name_the_dataset_the_paradigm_and_the_budget(root):
+    plan = make_plan(SMOKE, TABLES, data_root=root)
+    cifar = [r for r in plan.rows[3] if r.labels["dataset"] == "cifar10"]
+    assert cifar and all(r.reason.startswith("dataset absent") and root in r.reason for r in cifar)
+    table4 = {r.labels["paradigm"]: r for r in plan.rows[4] if r.labels["dataset"] == "mnist-5k"}
+    assert table4["darts"].cells
+    for name in ("enas", "pdarts", "smash"):
+        built = engines.paradigm_reasons([name])[name] == ""
+        assert table4[name].reason.startswith("out of this scale's budget" if built else "paradigm not built")
+    big = [r for r in plan.rows[1] if r.labels["P"] == 256]
+    assert big and all(r.reason.startswith("out of this scale's budget (P in [3])") for r in big)
+
+
+def test_a_cell_shared_by_tables_is_one_task(root):
+    plan = make_plan(SMOKE, (1, 2), data_root=root)
+    t1 = {k for r in plan.rows[1] if r.labels["activation"] == "elu" and r.labels["P"] == 3 for k in r.cells["ours"]}
+    t2 = {k for r in plan.rows[2] if r.labels["B"] == 1 and r.labels["P"] == 3 for k in r.cells["ours"]}
+    assert t1 and t1 == t2
+    # the two θ modes attack the same captures
+    deps = {plan.tasks[k].deps for k in t1}
+    assert len(deps) == 1
+
+
+def test_theta_mode_with_a_key_this_checkout_lacks_says_so(tmp_path, root):
+    text = (SMOKE.path.read_text()
+            .replace('theta = ["unknown", "server"]', 'theta = ["unknown", "round1"]')
+            .replace("server = { knows-weights = true }", 'round1 = { theta-knowledge-from-the-future = "round1" }'))
+    path = tmp_path / "scale.toml"
+    path.write_text(text)
+    plan = make_plan(load_scale(str(path)), (1,), data_root=root)
+    rows = [r for r in plan.rows[1] if r.labels["θ"] == "round1"]
+    assert rows and all("theta-knowledge-from-the-future" in r.reason and not r.cells for r in rows)
+
+
+@pytest.mark.parametrize("edit, names", [
+    (("[adra]\n", "[adra]\nsampels = 3\n"), "adra.sampels"),
+    (("samples = 2", "samples = 0"), "adra.samples"),
+    (("channels = 2", "chanels = 2"), "chanels"),
+    (('amia-shadows = "cnn"', 'amia-shadows = "cnn"\nalpha-l2 = 0.1'), "alpha-l2"),
+    (('primary-shadow = "cnn"', 'primary-shadow = "resnet50"'), "primary-shadow"),
+    (('theta = ["unknown", "server"]', 'theta = ["nobody"]'), "adra.theta"),
+])
+def test_a_bad_scale_file_is_refused_naming_the_key(tmp_path, edit, names):
+    path = tmp_path / "bad.toml"
+    path.write_text(SMOKE.path.read_text().replace(*edit, 1))
+    with pytest.raises(ScaleError, match=names.replace(".", r"\.")) as err:
+        load_scale(str(path))
+    assert str(path) in str(err.value)
+
+
+def test_a_result_made_with_other_settings_is_stale(tmp_path, root):
+    plan = make_plan(SMOKE, (2,), data_root=root)
+    task = next(t for t in plan.tasks.values() if t.kind == "adra")
+    path = result_path(tmp_path, task.key)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"key": task.key, "status": "ok", "spec": task.spec, "result": {}}))
+    assert current(tmp_path, task) is not None
+    path.write_text(json.dumps({"key": task.key, "status": "ok", "spec": {**task.spec, "attack": {}}, "result": {}}))
+    assert current(tmp_path, task) is None
+    # and a cell whose captures were made with other settings carries another input digest
+    other = SMOKE.path.read_text().replace("local-steps = 1", "local-steps = 2")
+    (tmp_path / "other.toml").write_text(other)
+    plan2 = make_plan(load_scale(str(tmp_path / "other.toml")), (2,), data_root=root)
+    assert plan2.tasks[task.key].spec["inputs"] != task.spec["inputs"]
+    assert Path(result_path(tmp_path, task.key)).is_file()
+
+
+def test_the_estimate_is_per_capture_scaled_by_p_and_reads_other_folders(tmp_path, root):
+    from simulations.tables.runner import P_EXPONENT, CostModel, units
+
+    plan = make_plan(SMOKE, (2,), data_root=root)
+    cells = {(t.spec["B"], t.spec["theta"]): t for t in plan.tasks.values() if t.kind == "adra"}
+    measured, other = cells[(1, "unknown")], cells[(2, "unknown")]
+    elsewhere = tmp_path / "slice"
+    path = result_path(elsewhere, measured.key)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"key": measured.key, "kind": "adra", "status": "ok", "spec": measured.spec,
+                                "seconds": 999.0, "cpu-seconds": 40.0}))
+    costs = CostModel(tmp_path / "empty", plan.tasks.values(), [elsewhere])
+    assert costs.measured(measured) and costs.seconds(measured) == pytest.approx(40.0)  # CPU seconds, not wall
+    per_capture = 40.0 / units(measured)
+    assert costs.seconds(other) == pytest.approx(per_capture * units(other))  # B = 2: half the captures
+    bigger = type(measured)(measured.key + "-P6", "adra", {**measured.spec, "P": 6}, measured.deps)
+    assert costs.seconds(bigger) == pytest.approx(40.0 * 2 ** P_EXPONENT)
