@@ -21,6 +21,7 @@ those are signalled.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import os
@@ -191,7 +192,7 @@ def still_running(seen: dict[int, float]) -> list[int]:
     return out
 
 
-class Launched:
+class Launched(abc.ABC):
     """Processes started together (a context manager): ``start()`` on entry, ``stop()`` on exit,
     also when starting fails half-way.
 
@@ -207,8 +208,9 @@ class Launched:
         self.seen: dict[int, float] = {}
         self.tag = new_tag()
 
+    @abc.abstractmethod
     def start(self) -> Launched:
-        raise NotImplementedError
+        """Start the processes (filling ``procs``) and return self."""
 
     def note_processes(self) -> None:
         """Remember every live process of these (their children's children included)."""

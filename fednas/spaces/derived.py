@@ -19,6 +19,7 @@ random set of ``k`` inputs, each with a uniformly random op other than ``none``.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 from typing import Any
 
@@ -58,7 +59,7 @@ class _Node(nn.Module):
         return sum(outs)
 
 
-class DerivedNetwork(nn.Module):
+class DerivedNetwork(nn.Module, abc.ABC):
     """Base: ``forward`` gives logits; ``forward_with_aux`` also the auxiliary head's (or None).
 
     ``drop_prob`` is the current drop-path probability (the trainer schedules it).
@@ -69,8 +70,9 @@ class DerivedNetwork(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_aux(x)[0]
 
+    @abc.abstractmethod
     def forward_with_aux(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        raise NotImplementedError
+        """Logits and the auxiliary head's logits (None without one): each space defines it."""
 
 
 class DerivedDag(DerivedNetwork):
