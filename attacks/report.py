@@ -143,7 +143,7 @@ def _dataset_arrays(flat_items: tuple) -> tuple[np.ndarray, np.ndarray]:
 # ---------------------------------------------------------------------------- scoring
 
 
-def _assign(recon: np.ndarray, truth: np.ndarray) -> list[tuple[int, int]]:
+def assign(recon: np.ndarray, truth: np.ndarray) -> list[tuple[int, int]]:
     """Optimal one-to-one assignment of reconstructions to true samples by MSE."""
     from scipy.optimize import linear_sum_assignment
 
@@ -186,7 +186,7 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
     for r_rows, t_rows in groups:
         if r_rows and t_rows:
             truth_imgs = ctx.x[[samples[j][2] for j in t_rows]]
-            for a, b in _assign(rec.images[r_rows], truth_imgs):
+            for a, b in assign(rec.images[r_rows], truth_imgs):
                 pairs[t_rows[b]] = r_rows[a]
     oracle_labels = ctx.oracle.predict(rec.images) if len(rec.images) else np.zeros(0, np.int64)
     rows = []

@@ -29,13 +29,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from opacus.accountants import IAccountant, PRVAccountant, RDPAccountant
 from scipy.optimize import brentq
 from scipy.special import log_ndtr, ndtr
 
 from fednas.privacy import check_delta
 
-RDP_ORDERS: tuple[float, ...] = tuple(RDPAccountant.DEFAULT_ALPHAS) + (80.0, 128.0, 256.0, 512.0, 1024.0)
+# Opacus's RDPAccountant.DEFAULT_ALPHAS (a test checks they agree), then a few larger orders. Opacus is
+# imported where it accounts, not here: it pulls in torch.distributed (~2 s), and every ClientApp
+# process imports this module through the DP mods
+OPACUS_ORDERS: tuple[float, ...] = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))
+RDP_ORDERS: tuple[float, ...] = OPACUS_ORDERS + (80.0, 128.0, 256.0, 512.0, 1024.0)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ class GaussianEvent:
 
 
 def _rdp(events: list[GaussianEvent], delta: float) -> float:
+    from opacus.accountants import RDPAccountant
+
     acc = RDPAccountant()
     acc.history = [(e.noise_multiplier, e.sample_rate, e.steps) for e in events]
     return float(acc.get_epsilon(delta, alphas=list(RDP_ORDERS)))
@@ -86,7 +91,9 @@ def gaussian_epsilon(mu: float, delta: float) -> float:
 def _prv(events: list[GaussianEvent], delta: float) -> float:
     if all(e.sample_rate == 1.0 for e in events):  # one Gaussian: the closed form, exactly
         return gaussian_epsilon(math.sqrt(sum(e.steps / e.noise_multiplier**2 for e in events)), delta)
-    acc: IAccountant = PRVAccountant()
+    from opacus.accountants import PRVAccountant
+
+    acc = PRVAccountant()
     acc.history = [(e.noise_multiplier, e.sample_rate, e.steps) for e in events]
     with warnings.catch_warnings(), np.errstate(all="ignore"):  # its grid's log(0) and overflows are handled
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,17 @@ from simulations.processes import Interrupted, Launched, StopSignals, stop_run_p
 log = logging.getLogger(__name__)
 
 CONNECTION = "fednas-deployment"
+STATUS_EVERY = 20.0  # s between ``flwr ls`` calls while the run is not known to have ended
+
+
+def server_done(run_dir: Path) -> bool:
+    """Whether the run's ``summary.json`` says its ServerApp has finished (any status but running)."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text()).get("status") not in (None, "running")
+    except (OSError, ValueError):  # not written yet, or being replaced
+        return False
+
+
 RAY_ONLY = ("cpus_per_client", "gpus_per_client", "ray_cpus", "ray_gpus", "ray_address")
 
 
@@ -213,12 +225,16 @@ class LocalDeployment(Launched):
         return sum(1 for n in nodes if n.get("status") == "online")
 
     # ------------------------------------------------------------------ runs
-    def run(self, override_file: Path, stream=None, timeout: float | None = None) -> tuple[int | None, str, int]:
+    def run(self, override_file: Path, stream=None, timeout: float | None = None,
+            ended: Callable[[], bool] | None = None) -> tuple[int | None, str, int]:
         """``flwr run . <connection> --stream``; wait for the run's final status.
 
-        Returns (run id, status, flwr's exit code). The status is polled with ``flwr ls``
+        Returns (run id, status, flwr's exit code). The status is read with ``flwr ls``
         while the log streams, since ``--stream`` neither ends exactly with the run nor
-        reports its outcome.
+        reports its outcome. Each ``flwr ls`` is a Python process of its own (seconds of CPU,
+        taken from the SuperNodes' ClientApps on a small machine), so it is asked every
+        ``STATUS_EVERY`` s, and at every check once ``ended()`` (cheap: e.g. the run directory's
+        ``summary.json`` says the ServerApp is done) is true.
         """
         cmd = ["flwr", "run", ".", CONNECTION, "--stream", "--run-config", str(override_file)]
         proc = subprocess.Popen(cmd, env=self.cli_env, cwd=self.project, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
@@ -228,13 +244,15 @@ class LocalDeployment(Launched):
         reader = threading.Thread(target=output.copy, args=(proc,), daemon=True)
         reader.start()
         deadline = None if timeout is None else time.monotonic() + timeout
-        status = "not started"
+        status, next_ask = "not started", 0.0
         try:
             while output.run_id is not None or reader.is_alive():  # without a run id once flwr is done, no run started
-                if output.run_id is not None:
+                now = time.monotonic()
+                if output.run_id is not None and (now >= next_ask or (ended is not None and ended())):
                     status = run_status(self.cli_env, output.run_id, self.project, CONNECTION)
                     if status.startswith("finished"):
                         break
+                    next_ask = time.monotonic() + STATUS_EVERY
                 self._check_alive()
                 if deadline is not None and time.monotonic() > deadline:
                     status = f"timed out after {timeout:.0f} s ({status})"
@@ -281,7 +299,7 @@ def launch_deployment(experiment: str | Path | None = None, sets: list[str] | No
             deployment.start()
             timings["deployment-start"] = deployment.startup_seconds
             t_run = time.monotonic()
-            _, status, returncode = deployment.run(override_file, stream, timeout)
+            _, status, returncode = deployment.run(override_file, stream, timeout, ended=lambda: server_done(run_dir))
             timings["flwr-run"] = time.monotonic() - t_run
         except Interrupted:
             pass  # signals.received says which; stopped below

@@ -95,3 +95,16 @@ def test_adra_benchmark_on_cuda_without_a_gpu_is_a_clear_error():
         pytest.skip("a GPU is here")
     with pytest.raises(SystemExit, match="no CUDA device"):
         adra_main(["--device", "cuda"])
+
+
+def test_adra_benchmark_scores_every_sample_of_a_capture_with_set_keys():
+    import argparse
+
+    from benchmarks.adra import run_nodes
+
+    args = argparse.Namespace(dataset="digits", captures=1, solvers="lm", reference="adam", reference_iterations=0,
+                              seed=0, set=["alpha-batch-size=2", "local-steps=2", "adra-iterations=2", "adra-restarts=1"])
+    (row,) = run_nodes(2, args, torch.device("cpu"))
+    # one capture of 2 local steps of 2 D^alpha samples: its time once, a score per sample
+    assert len(row["wall"]) == len(row["cpu"]) == 1
+    assert len(row["identified"]) == len(row["identified-dataset"]) == len(row["label"]) == len(row["psnr"]) == 4

@@ -101,3 +101,17 @@ def test_edge_cases():
         epsilon([GaussianEvent(1.0, 0.1, 3)], 1e-5, "moments")
     with pytest.raises(ValueError, match="sample_rate"):
         GaussianEvent(1.0, 0.0, 3)
+
+
+def test_the_rdp_orders_start_with_opacus_own_and_opacus_is_not_imported_with_the_module():
+    import subprocess
+    import sys
+
+    from opacus.accountants import RDPAccountant
+
+    from fednas.accounting import OPACUS_ORDERS
+
+    assert list(OPACUS_ORDERS) == list(RDPAccountant.DEFAULT_ALPHAS) and RDP_ORDERS[:len(OPACUS_ORDERS)] == OPACUS_ORDERS
+    # every ClientApp process imports the accountant through the DP mods: opacus (~2 s) only when it accounts
+    code = "import sys, clients.client_app; print('opacus' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

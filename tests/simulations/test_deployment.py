@@ -45,7 +45,10 @@ def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds(tmp_pat
         "num-server-rounds=2", "nodes=3", "channels=4", "max-samples=300", "head=flatten", "local-steps=1",
         "alpha-batch-size=1", "fraction-evaluate=0.0", "min-evaluate-clients=0", "eavesdrop=true",
         "attack-online=true", "attack-workers=0", "adra-iterations=2", "adra-restarts=1",
-        "attack-identifiability=false", "dp-sgd=true", f"output-dir={tmp_path}", "run-name=deploy"],
+        "attack-identifiability=false", "dp-sgd=true", f"output-dir={tmp_path}", "run-name=deploy",
+        # every message starts a ClientApp process on the SuperNode (~30 s on 2 busy cores): no
+        # statistics query per round here (the Ray runs and tests/server cover "pooled")
+        "bn-statistics=client"],
         clients=2, timeout=600)
     assert result.returncode == 0 and result.status == "finished:completed", result.status
     run = result.run_dir

@@ -13,15 +13,7 @@ import pytest
 from fednas.runlog import mark_interrupted
 from simulations.launcher import PROJECT_ROOT
 from simulations.processes import StopSignals, alive, run_processes
-
-
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+from tests.simulations.waiting import wait_for
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -83,7 +75,7 @@ def test_sigint_mid_round_stops_the_run_and_every_process_of_it(tmp_path):
             runs = [p for p in tmp_path.iterdir() if (p / "rounds.csv").is_file()]
             run_dir = runs[0] if runs else None
             return run_dir is not None and launcher.poll() is None
-        _wait_for(round_one_done, 400, "round 1 to finish")
+        wait_for(round_one_done, 400, "round 1 to finish")
         procs = run_processes([launcher.pid])  # launcher, SuperLink, SuperExec, ServerApp, Ray, flwr run
         cmdlines = " ".join(" ".join(p.cmdline()) for p in alive(procs))
         assert "flower-superlink" in cmdlines and "raylet" in cmdlines and "flwr-simulation" in cmdlines

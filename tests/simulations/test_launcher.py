@@ -1,11 +1,13 @@
+import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from attacks.amia.__main__ import main as amia_main
+from attacks.captures import CaptureStore
 from fednas.config import ConfigError, parse_config
 from fednas.data import dataset_from_config, make_pools
 from simulations.__main__ import main
@@ -45,11 +47,16 @@ def test_experiment_files_are_checked(tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_run_through_flwr_writes_every_file(tmp_path):
+def test_one_eavesdropped_run_through_flwr_writes_every_file_and_both_attacks(tmp_path):
+    """One real ``flwr run`` checks the run's files, a failing client, derive, the eavesdropper with
+    the online ADRA, and ``amia = true`` (each a Flower run of its own before: about 1 min each)."""
     # client 2 raises in every train call: the run must go on with the others and count it
     result = launch(None, ["num-server-rounds=2", "nodes=3", "channels=4", "local-steps=2", "max-samples=400",
-                           f"output-dir={tmp_path}", "run-name=e2e", "fault-partitions=2",
-                           "derive=true", "derive-rounds=1", "derive-random=1"], clients=3)
+                           "batch-size=16", "alpha-batch-size=1", f"output-dir={tmp_path}", "run-name=e2e",
+                           "fault-partitions=2", "derive=true", "derive-rounds=1", "derive-random=1",
+                           "eavesdrop=true", "attack-online=true", "attack-workers=1", "adra-iterations=3",
+                           "adra-restarts=1", "amia=true", "amia-shadows=cnn,searched", "amia-num-shadows=2",
+                           "amia-shadow-steps=3", "amia-mlp-epochs=5", "amia-members=40"], clients=3)
     assert result.returncode == 0, result.status
     run = result.run_dir
     assert run.is_absolute() and run.parent == tmp_path
@@ -75,6 +82,34 @@ def test_end_to_end_run_through_flwr_writes_every_file(tmp_path):
     pools = make_pools(len(dataset_from_config(cfg.data, cfg.run.seed)), cfg.data, cfg.run.seed)
     assert rounds["central-acc"].iloc[-1] == pytest.approx(reference.accuracy(cfg, final, pools.test), abs=1e-12)
     assert not list(run.glob(".*.tmp"))  # atomic writes leave no temporaries
+    _check_the_leakage_report(run, summary)
+    _check_amia_and_its_cli(run, summary)
+
+
+def _check_the_leakage_report(run: Path, summary: dict) -> None:
+    """The eavesdropper captured clients 0 and 1 in both rounds (client 2's error replies are
+    skipped) and the online ADRA scored each capture: 2 local steps of 1 sample each."""
+    ids = CaptureStore(run).ids()
+    assert len(ids) == 4
+    with open(run / "leakage" / "clients.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and {r["capture"] for r in rows} == set(ids)  # a row per rebuilt sample
+    assert all(r["status"] == "ok" for r in rows)
+    assert {r["partition-id"] for r in rows} == {"0", "1"} and all(float(r["psnr"]) > 0 for r in rows)
+    for name in ("report.md", "summary.json", "client-0.png", "client-1.png"):
+        assert (run / "leakage" / name).is_file(), name
+    assert summary["leakage"]["samples"] == 8 and 0.0 <= summary["leakage"]["success-rate"] <= 1.0
+
+
+def _check_amia_and_its_cli(run: Path, summary: dict) -> None:
+    """``amia = true`` attacked the saved model; the offline CLI adds another attack beside it."""
+    assert summary["amia"] == {"status": "completed", "dir": str(run / "amia")}
+    metrics = json.loads((run / "amia" / "metrics.json").read_text())
+    assert {r["shadow"] for r in metrics["results"]} == {"cnn", "searched"}
+    assert amia_main([str(run), "--set", "amia-shadows=cnn", "--set", "amia-num-shadows=2",
+                      "--set", "amia-shadow-steps=2", "--set", "amia-mlp-epochs=2", "--set", "amia-attacks=loss"]) == 0
+    again = json.loads((run / "amia-1" / "metrics.json").read_text())
+    assert again["target"]["test-acc"] == metrics["target"]["test-acc"]  # the same saved model
 
 
 @pytest.mark.slow

@@ -6,27 +6,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import psutil
 
 from simulations.processes import TAG_ENV, Launched, alive, new_tag, run_processes, still_running, terminate
-
-
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def _alive(pid):
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+from tests.simulations.waiting import pid_alive, wait_for
 
 
 SPAWNER = textwrap.dedent("""
@@ -43,13 +27,13 @@ def test_a_runs_processes_are_found_by_tree_and_session_even_once_orphaned():
     parent = subprocess.Popen([sys.executable, "-c", SPAWNER], stdout=subprocess.PIPE, text=True)
     try:
         child = int(parent.stdout.readline())
-        _wait_for(lambda: len(psutil.Process(child).children()) == 1, 30, "the grandchild")
+        wait_for(lambda: len(psutil.Process(child).children()) == 1, 30, "the grandchild")
         grandchild = psutil.Process(child).children()[0].pid
         found = {p.pid for p in run_processes([parent.pid])}
         assert found == {parent.pid, child, grandchild}
         parent.kill()  # the child and grandchild are orphaned, their session remains
         parent.wait()
-        _wait_for(lambda: psutil.Process(child).ppid() != parent.pid, 10, "re-parenting")
+        wait_for(lambda: psutil.Process(child).ppid() != parent.pid, 10, "re-parenting")
         procs = run_processes([child])
         assert {p.pid for p in procs} == {child, grandchild}
         assert terminate(procs, grace=5) == [] and alive(procs) == []
@@ -78,10 +62,10 @@ def test_a_tagged_process_is_found_by_its_tag_alone_and_an_untagged_one_is_not()
     pid, other = int(tagged.stdout), int(untagged.stdout)
     try:
         assert {p.pid for p in run_processes([], tag)} == {pid}
-        assert terminate(run_processes([], tag), grace=5) == [] and not _alive(pid) and _alive(other)
+        assert terminate(run_processes([], tag), grace=5) == [] and not pid_alive(pid) and pid_alive(other)
     finally:
         for p in (pid, other):
-            if _alive(p):
+            if pid_alive(p):
                 os.kill(p, signal.SIGKILL)
 
 
@@ -117,10 +101,10 @@ def test_children_in_their_own_session_and_orphans_are_stopped_and_nothing_else(
             assert pids <= {p.pid for p in run_processes([tree.procs[0].pid])} and pids <= set(tree.seen)
             assert os.getsid(tree.child) == tree.child != os.getsid(tree.procs[0].pid)
             os.kill(tree.child, signal.SIGKILL)  # the grandchild is orphaned: no parent links it to the tree now
-            _wait_for(lambda: not _alive(tree.child), 10, "the child to die")
-            assert _alive(tree.grandchild)
+            wait_for(lambda: not pid_alive(tree.child), 10, "the child to die")
+            assert pid_alive(tree.grandchild)
             assert tree.grandchild not in {p.pid for p in run_processes(tree.procs)}
-        assert still_running(tree.seen) == [] and not any(_alive(p) for p in pids)
+        assert still_running(tree.seen) == [] and not any(pid_alive(p) for p in pids)
         assert tree.procs[0].returncode is not None  # reaped: no zombie of ours left
         assert bystander.poll() is None  # never touched
     finally:
