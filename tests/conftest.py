@@ -41,19 +41,14 @@ def server_identity():
     TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
 
 
-# run first under pytest-xdist: the longest end-to-end files, so that neither worker is left
-# with one of them at the end while the other idles
+
+# first under pytest-xdist (--dist loadfile --no-loadscope-reorder hands out whole files in
+# the order their first test comes): the longest end-to-end files, then every file with a
+# slow test, so that neither worker is left with a long one at the end while the other idles
 LONGEST_FIRST = ("tests.simulations.test_deployment", "tests.simulations.test_tables_run")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """With ``-n 2 --dist loadgroup``: a file's fast tests stay together in one worker (their
-    module fixtures run once), while the slow end-to-end runs go one by one, slow ones first,
-    so that two workers share them evenly. A slow file with a module fixture of its own
-    names its group itself (test_tables_run)."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None and item.get_closest_marker("slow") is None:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    """Slow tests first, the files of ``LONGEST_FIRST`` before the rest (a stable sort)."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda it: (it.get_closest_marker("slow") is None, rank.get(it.module.__name__, len(rank))))

@@ -16,7 +16,7 @@ import pytest
 from simulations.tables.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tables-run")]  # one module fixture: one worker
+pytestmark = pytest.mark.slow
 
 
 def _ok_results(out: Path) -> dict[Path, bytes]:
