@@ -122,7 +122,17 @@ def publish(out: Path, dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     provenance = [out / render.INVOCATIONS] if (out / render.INVOCATIONS).is_file() else []
     for path in [out / "tables.md", *sorted(out.glob("table*.csv")), *sorted(out.glob("table*.png")), *provenance]:
-        shutil.copyfile(path, dest / path.name)
+        if path.suffix in (".md", ".csv", ".json"):  # published text names paths from the project's root
+            (dest / path.name).write_text(portable(path.read_text()))
+        else:
+            shutil.copyfile(path, dest / path.name)
+
+
+def portable(text: str, root: Path | None = None) -> str:
+    """``text`` with the absolute paths under ``root`` (default: the current folder) made relative
+    to it: a published table reads the same on every machine."""
+    base = str((root or Path.cwd()).resolve())
+    return text.replace(base + "/", "").replace(base, ".")
 
 
 def main(argv: list[str] | None = None) -> int:

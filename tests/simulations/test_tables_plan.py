@@ -138,3 +138,18 @@ def test_the_estimate_is_per_capture_scaled_by_p_and_reads_other_folders(tmp_pat
     assert costs.seconds(other) == pytest.approx(per_capture * units(other))  # B = 2: half the captures
     bigger = type(measured)(measured.key + "-P6", "adra", {**measured.spec, "P": 6}, measured.deps)
     assert costs.seconds(bigger) == pytest.approx(40.0 * 2 ** P_EXPONENT)
+
+
+def test_published_text_names_paths_from_the_project_root(tmp_path, monkeypatch):
+    from simulations.tables.__main__ import portable, publish
+
+    monkeypatch.chdir(tmp_path)  # run from the project root
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tables.md").write_text(f"not found under data-root='{tmp_path}/data' (looked in {tmp_path}/data/x)\n")
+    (out / "table1.csv").write_text(f"note\n{tmp_path}\n")
+    publish(out, tmp_path / "docs")
+    assert (tmp_path / "docs" / "tables.md").read_text() == "not found under data-root='data' (looked in data/x)\n"
+    assert (tmp_path / "docs" / "table1.csv").read_text() == "note\n.\n"
+    assert portable(f"a {tmp_path}/data b {tmp_path}", tmp_path) == "a data b ."
