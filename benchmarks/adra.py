@@ -25,6 +25,7 @@ import argparse
 import logging
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,40 +35,66 @@ from attacks.adra.attack import ADRA
 from attacks.base import Knowledge
 from attacks.captures import Capture
 from attacks.report import assign
-from benchmarks.common import machine, resolve_device, t_interval, table, timed, wilson, write_results
+from benchmarks.common import RESULTS, machine, resolve_device, t_interval, table, timed, wilson, write_results
 from fednas.config import parse_config, search_to_record
 from fednas.data import client_data, make_pools
-from fednas.overrides import parse_overrides
 from fednas.federated import client_train, initial_arrays
+from fednas.overrides import parse_overrides
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT = {"head": "flatten", "activation": "elu", "local-steps": 1, "alpha-batch-size": 1,
               "alpha-optimizer": "sgd", "num-server-rounds": 1}
 
 
-def captures(cfg: Any, count: int) -> list[tuple[Capture, list[int]]]:
-    """Round-1 captures of clients 0..count-1 (a federation of ``count`` clients) and their samples."""
-    arrays = initial_arrays(cfg)
-    alpha = {k: v.numpy() for k, v in arrays.items() if k.startswith("alpha")}
-    theta = {k: v.numpy() for k, v in arrays.items() if not k.startswith("alpha")}
-    out = []
-    for pid in range(count):
-        reply = client_train(cfg, cfg.search, arrays, partition_id=pid, num_clients=count, server_round=1)
+class Captures:
+    """Round-1 captures of clients 0..count-1 (a federation of ``count`` clients) and their
+    samples, built on first use and kept: a run whose budget ends early builds no more."""
+
+    def __init__(self, cfg: Any, count: int) -> None:
+        self.cfg, self.count = cfg, count
+        self.arrays = initial_arrays(cfg)
+        self.built: list[tuple[Capture, list[int]]] = []
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, pid: int) -> tuple[Capture, list[int]]:
+        if not 0 <= pid < self.count:
+            raise IndexError(pid)
+        while len(self.built) <= pid:
+            self.built.append(self._build(len(self.built)))
+        return self.built[pid]
+
+    def _build(self, pid: int) -> tuple[Capture, list[int]]:
+        cfg, arrays = self.cfg, self.arrays
+        alpha = {k: v.numpy() for k, v in arrays.items() if k.startswith("alpha")}
+        theta = {k: v.numpy() for k, v in arrays.items() if not k.startswith("alpha")}
+        reply = client_train(cfg, cfg.search, arrays, partition_id=pid, num_clients=self.count, server_round=1)
         cap = Capture(id=f"r001-n{pid}", round=1, node_id=pid, partition_id=pid, alpha_t1=alpha,
                       alpha_t2={k: v.numpy() for k, v in reply.arrays.items() if k.startswith("alpha")},
                       theta_t1=theta, train_config={**search_to_record(cfg.search), "server-round": 1},
                       metrics=dict(reply.metrics))
-        out.append((cap, list(reply.audit["alpha-indices"])))
-    return out
+        return cap, list(reply.audit["alpha-indices"])
 
 
-def attack_all(cfg: Any, caps: list, knowledge: Knowledge, device: torch.device, label: str) -> dict[str, Any]:
-    """Attack every capture with ``cfg``'s attack settings; per-capture figures."""
+def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: torch.device, label: str,
+               budget: float = 0.0) -> dict[str, Any]:
+    """Attack the captures in order with ``cfg``'s attack settings; per-capture figures.
+
+    ``budget`` > 0: no capture is started once that many wall seconds have been spent
+    (the first always is), so a slow case still reports what it finished.
+    """
     dataset, _ = client_data(cfg.data, cfg.run.seed, 0, len(caps))
     x_all, y_all = dataset.x.numpy(), dataset.y.numpy()
     attack = ADRA(cfg.attack, seed=cfg.run.seed, device=device)
     # wall and cpu: one per capture; the rest one per sample
     out: dict[str, list] = {"wall": [], "cpu": [], "identified": [], "identified-dataset": [], "label": [], "psnr": []}
     for cap, used in caps:
+        if budget > 0 and out["wall"] and sum(out["wall"]) >= budget:
+            log.warning("%s: the %.0f s budget is spent after %d of %d captures", label, budget,
+                            len(out["wall"]), len(caps))
+            break
         _, split = client_data(cfg.data, cfg.run.seed, cap.partition_id, len(caps))
         box: list = []
         wall, cpu = timed(lambda: box.append(attack.reconstruct([cap], knowledge)[0]), device)
@@ -75,7 +102,7 @@ def attack_all(cfg: Any, caps: list, knowledge: Knowledge, device: torch.device,
         out["wall"].append(wall)
         out["cpu"].append(cpu)
         if rec.status != "ok":
-            logging.warning("%s %s failed: %s", label, cap.id, rec.reason)
+            log.warning("%s %s failed: %s", label, cap.id, rec.reason)
             for k in ("identified", "identified-dataset", "label"):
                 out[k] += [False] * len(used)
             continue
@@ -120,14 +147,15 @@ def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> lis
     dataset, _ = client_data(cfg.data, cfg.run.seed, 0, args.captures)
     aux = make_pools(len(dataset), cfg.data, cfg.run.seed).aux
     knowledge = Knowledge(cfg, dataset.spec, dataset.x[aux].numpy(), dataset.y[aux].numpy())
-    caps = captures(cfg, args.captures)
+    caps = Captures(cfg, args.captures)
     rows = []
     for solver in args.solvers.split(","):
         attack = {"adra-optimizer": solver}
         if solver == args.reference and args.reference_iterations:
             attack["adra-iterations"] = args.reference_iterations
         scfg = parse_config({**base, **attack})
-        rows.append({"nodes": nodes, "solver": solver, **attack_all(scfg, caps, knowledge, device, f"P={nodes} {solver}")})
+        rows.append({"nodes": nodes, "solver": solver, **attack_all(scfg, caps, knowledge, device, f"P={nodes} {solver}",
+                                                                   args.budget)})
     return rows
 
 
@@ -162,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reference", default="adam", help="the solver the others are compared with")
     p.add_argument("--reference-iterations", type=int, default=0,
                    help="adra-iterations of the reference (0: its own default, 300 for adam)")
+    p.add_argument("--budget", type=float, default=0.0,
+                   help="wall seconds per P and solver after which no further capture starts (0: no bound)")
+    p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results (default benchmarks/results)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -174,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seed {args.seed}, {device.type}, "
           f"{args.threads} thread(s); changed: {' '.join(args.set) or 'nothing'}")
     print(report(rows, args.reference))
-    print("results:", write_results(f"adra-{device.type}", {"machine": machine(), "args": vars(args), "rows": rows}))
+    print("results:", write_results(f"adra-{device.type}", {"machine": machine(), "args": {**vars(args), "results": str(args.results)},
+                                                           "rows": rows}, args.results))
     return 0
 
 

@@ -287,14 +287,26 @@ def _lm_stage(problem: Problem, param, x0, fixed, logits0, temp: float, stage: s
 
 
 FD_STEP = 1e-2  # forward-difference step in pixels (of 1) or pca coefficients (of one standard deviation)
-SET_BUDGET = 2_000_000  # edges x pixels x samples per batched residual call (bounds its memory)
+SET_BUDGET = 2_000_000  # edges x pixels x samples per batched residual call on the CPU (bounds its memory)
+GPU_MEMORY_SHARE = 0.5  # on a GPU: the share of its free memory one residual call may take
+BYTES_PER_UNIT = 2048  # GPU bytes per edge x pixel x sample: 2x the ~1.1 kB of the fused inner step (H200, 28x28)
+
+
+def set_budget(device: torch.device) -> float:
+    """Edges × pixels × samples one residual call may hold: ``SET_BUDGET`` on the CPU, and on a
+    GPU what ``GPU_MEMORY_SHARE`` of its free memory holds (at least that), so that a large
+    card evaluates many hypotheses per call instead of a few calls' worth of kernel launches."""
+    if device.type != "cuda":
+        return float(SET_BUDGET)
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(float(SET_BUDGET), GPU_MEMORY_SHARE * free / BYTES_PER_UNIT)
 
 
 def set_chunk(problem: Problem) -> int:
     """How many hypotheses one residual call evaluates at once (memory grows with edges × pixels)."""
     v = problem.victim
     per = v.n_alpha / 8 * math.prod(problem.image_shape) * problem.batch * problem.steps * v.draws
-    return max(1, int(SET_BUDGET // max(per, 1)))
+    return max(1, int(set_budget(v.device) // max(per, 1)))
 
 
 def _cost_to_match(cost: float, problem: Problem, distance: str) -> float:

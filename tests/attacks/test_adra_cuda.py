@@ -45,3 +45,10 @@ def test_an_attack_runs_on_cuda_and_says_so():
     assert rec.status == "ok", rec.reason
     assert rec.details["device"].startswith("cuda")
     assert rec.images.shape == (1, 1, 4, 4) and np.isfinite(rec.images).all()
+
+
+def test_a_gpu_evaluates_more_hypotheses_per_residual_call_than_the_cpu():
+    from attacks.adra.solver import SET_BUDGET, set_budget
+
+    assert set_budget(torch.device("cpu")) == SET_BUDGET
+    assert set_budget(torch.device("cuda")) >= SET_BUDGET

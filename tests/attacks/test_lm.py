@@ -66,3 +66,11 @@ def test_projection_keeps_points_feasible():
     res = levenberg_marquardt(residual, _jacobian(residual), torch.full((2, 4), 0.3, dtype=torch.float64),
                               project=lambda u: u.clamp(0.0, 1.0), iterations=20)
     torch.testing.assert_close(res.u, torch.ones_like(res.u))
+
+
+def test_the_cpu_keeps_the_fixed_residual_call_budget():
+    import torch
+
+    from attacks.adra.solver import SET_BUDGET, set_budget
+
+    assert set_budget(torch.device("cpu")) == SET_BUDGET

@@ -103,8 +103,22 @@ def test_adra_benchmark_scores_every_sample_of_a_capture_with_set_keys():
     from benchmarks.adra import run_nodes
 
     args = argparse.Namespace(dataset="digits", captures=1, solvers="lm", reference="adam", reference_iterations=0,
-                              seed=0, set=["alpha-batch-size=2", "local-steps=2", "adra-iterations=2", "adra-restarts=1"])
+                              seed=0, budget=0.0,
+                              set=["alpha-batch-size=2", "local-steps=2", "adra-iterations=2", "adra-restarts=1"])
     (row,) = run_nodes(2, args, torch.device("cpu"))
     # one capture of 2 local steps of 2 D^alpha samples: its time once, a score per sample
     assert len(row["wall"]) == len(row["cpu"]) == 1
     assert len(row["identified"]) == len(row["identified-dataset"]) == len(row["label"]) == len(row["psnr"]) == 4
+
+
+def test_adra_benchmark_starts_no_capture_once_its_budget_is_spent(tmp_path):
+    from benchmarks.adra import main as adra_main
+
+    adra_main(["--dataset", "digits", "--nodes", "2", "--captures", "3", "--solvers", "lm", "--budget", "1e-6",
+               "--results", str(tmp_path), "--set", "adra-iterations=2", "--set", "adra-restarts=1"])
+    (path,) = tmp_path.glob("adra-cpu-*.json")
+    import json
+
+    (row,) = json.loads(path.read_text())["rows"]
+    assert len(row["wall"]) == 1  # the first capture always runs; the spent budget stops the other two
+    assert len(row["identified"]) == 1
