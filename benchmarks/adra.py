@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ import torch
 
 from attacks import metrics as M
 from attacks.adra.attack import ADRA
+from attacks.adra.solver import match_at
 from attacks.base import Knowledge
 from attacks.captures import Capture
 from attacks.report import assign
@@ -89,7 +91,8 @@ def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: to
     x_all, y_all = dataset.x.numpy(), dataset.y.numpy()
     attack = ADRA(cfg.attack, seed=cfg.run.seed, device=device)
     # wall and cpu: one per capture; the rest one per sample
-    out: dict[str, list] = {"wall": [], "cpu": [], "identified": [], "identified-dataset": [], "label": [], "psnr": []}
+    out: dict[str, list] = {"wall": [], "cpu": [], "match": [], "truth-match": [], "identified": [],
+                            "identified-dataset": [], "label": [], "psnr": []}
     for cap, used in caps:
         if budget > 0 and out["wall"] and sum(out["wall"]) >= budget:
             log.warning("%s: the %.0f s budget is spent after %d of %d captures", label, budget,
@@ -101,6 +104,8 @@ def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: to
         rec = box[0]
         out["wall"].append(wall)
         out["cpu"].append(cpu)
+        out["truth-match"].append(truth_match(attack, cap, knowledge, used, x_all, y_all))
+        out["match"].append(rec.match if rec.status == "ok" else math.nan)
         if rec.status != "ok":
             log.warning("%s %s failed: %s", label, cap.id, rec.reason)
             for k in ("identified", "identified-dataset", "label"):
@@ -114,8 +119,18 @@ def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: to
             out["psnr"].append(M.psnr(M.mse(img, x_all[g])))
             print(f"  {label} {cap.id} sample {g}: {wall:.1f} s wall, {cpu:.1f} s CPU (capture), identified "
                   f"{out['identified'][-1]} (dataset {out['identified-dataset'][-1]}), label {out['label'][-1]}, "
-                  f"PSNR {out['psnr'][-1]:.1f} dB", flush=True)
+                  f"PSNR {out['psnr'][-1]:.1f} dB; match {rec.match:.3g} (at the truth {out['truth-match'][-1]:.3g})",
+                  flush=True)
     return out
+
+
+def truth_match(attack: ADRA, cap: Capture, knowledge: Knowledge, used: list[int], x_all, y_all) -> float:
+    """The attack's distance at the client's true samples of the modelled steps (see ``match_at``)."""
+    problem, _ = attack.problem(cap, knowledge)
+    n = problem.steps * problem.batch
+    shape = (problem.steps, problem.batch, *problem.image_shape)
+    return match_at(problem, torch.as_tensor(x_all[used[:n]]).reshape(shape),
+                    torch.as_tensor(y_all[used[:n]]).reshape(shape[:2]))
 
 
 def matched(rec: Any, used: list[int], train_config: dict[str, Any], x_all) -> list[tuple[int, int]]:
@@ -159,6 +174,13 @@ def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> lis
     return rows
 
 
+def _medians(row: dict[str, Any]) -> str:
+    """Median match of the reconstructions and of the true samples (older rows have neither)."""
+    got = [v for v in row.get("match", []) if math.isfinite(v)]
+    truth = [v for v in row.get("truth-match", []) if math.isfinite(v)]
+    return f"{statistics.median(got):.2g} / {statistics.median(truth):.2g}" if got and truth else "–"
+
+
 def _ratio(reference: list[float], this: list[float]) -> float:
     return (sum(reference) / len(reference)) / (sum(this) / len(this))
 
@@ -171,11 +193,11 @@ def report(rows: list[dict[str, Any]], reference: str) -> str:
         # ratio of the mean seconds per capture (the two may have attacked different counts)
         ratio = (f"{_ratio(base['wall'], r['wall']):.2f}x / {_ratio(base['cpu'], r['cpu']):.2f}x"
                  if base is not None else "–")
-        lines.append([r["nodes"], r["solver"], len(r["wall"]), _mean(r["wall"]), _mean(r["cpu"]), ratio,
+        lines.append([r["nodes"], r["solver"], len(r["wall"]), _mean(r["wall"]), _mean(r["cpu"]), ratio, _medians(r),
                       _rate(r["identified"]), _rate(r["identified-dataset"]), _rate(r["label"]),
                       _mean(r["psnr"]) if r["psnr"] else "–"])
     return table(lines, ["P", "solver", "captures", "wall s/capture [t95]", "CPU s/capture [t95]",
-                         f"{reference} s / this s (wall / CPU)", "identified D^α [Wilson 95]",
+                         f"{reference} s / this s (wall / CPU)", "match / at truth (medians)", "identified D^α [Wilson 95]",
                          "identified dataset [Wilson 95]", "label correct", "PSNR dB [t95]"])
 
 

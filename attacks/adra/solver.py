@@ -119,6 +119,19 @@ LABELS_KEPT = 3  # aux screening, one sample per capture: labels whose best aux 
 LABEL_CONFIDENCE = 4.0  # joint labels start as softmax(4 * one-hot): 0.86 on the screened label
 
 
+def match_at(problem: Problem, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """The distance strong mode minimises, at given images (K, B, C, H, W) and labels (K, B).
+
+    At the client's true samples (a benchmark knows them) it tells a solver's failure
+    (the truth matches far better than the reconstruction) from missing information.
+    """
+    temp = ADAM_TEMPERATURE_LM if problem.proc.optimizer == "adam" else 0.0
+    dev = problem.victim.device
+    y = F.one_hot(labels.long(), problem.classes).float()
+    with torch.no_grad():
+        return float(_match(problem, images[None].float().to(dev), y[None].to(dev), problem.distance, temp)[0])
+
+
 def strong_optimizer(s: Any) -> str:
     """The refinement optimizer of strong mode: ``lm`` (the default, ``auto``) or ``adam``."""
     name = "lm" if s.adra_optimizer == "auto" else s.adra_optimizer

@@ -6,6 +6,7 @@ No timing is asserted (speed is what the benchmark prints, not what a test check
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -122,3 +123,5 @@ def test_adra_benchmark_starts_no_capture_once_its_budget_is_spent(tmp_path):
     (row,) = json.loads(path.read_text())["rows"]
     assert len(row["wall"]) == 1  # the first capture always runs; the spent budget stops the other two
     assert len(row["identified"]) == 1
+    # θ known and one SGD step: the replay is exact, so the client's own sample explains Δα to rounding
+    assert row["truth-match"][0] < 1e-8 and math.isfinite(row["match"][0])
