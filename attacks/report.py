@@ -152,6 +152,24 @@ def assign(recon: np.ndarray, truth: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(r.tolist(), t.tolist()))
 
 
+def pairs_by_step(images: np.ndarray, image_steps: np.ndarray, truth_steps: Sequence[int],
+                  truth: np.ndarray) -> dict[int, int]:
+    """Truth row -> reconstruction row: matched by least MSE (:func:`assign`) within each local
+    step, or all together where the attack could not say which step an image is for (step < 0)."""
+    image_steps = np.asarray(image_steps)
+    if (image_steps < 0).any():
+        groups = [(list(range(len(images))), list(range(len(truth))))]
+    else:
+        groups = [([i for i, st in enumerate(image_steps) if st == s], [j for j, st in enumerate(truth_steps) if st == s])
+                  for s in sorted(set(truth_steps))]
+    pairs: dict[int, int] = {}
+    for r_rows, t_rows in groups:
+        if r_rows and t_rows:
+            for a, b in assign(images[r_rows], truth[t_rows]):
+                pairs[t_rows[b]] = r_rows[a]
+    return pairs
+
+
 def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, extra: Mapping[str, Any]) -> list[dict[str, Any]]:
     """clients.csv rows of one capture (one per true sample; one row when none is known)."""
     meta = ctx.store.meta(cid)
@@ -178,16 +196,7 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
     split = ctx.splits.get(pid) if pid is not None else None
     pool_idx = split.alpha if split is not None else np.array([g for _, _, g in samples])
     pool = ctx.x[pool_idx]
-    pairs: dict[int, int] = {}  # truth row -> reconstruction row
-    steps = sorted({s for s, _, _ in samples})
-    groups = [(list(range(len(rec.images))), list(range(len(samples))))] if (rec.steps < 0).any() else [
-        ([i for i, st in enumerate(rec.steps) if st == s], [j for j, (st, _, _) in enumerate(samples) if st == s])
-        for s in steps]
-    for r_rows, t_rows in groups:
-        if r_rows and t_rows:
-            truth_imgs = ctx.x[[samples[j][2] for j in t_rows]]
-            for a, b in assign(rec.images[r_rows], truth_imgs):
-                pairs[t_rows[b]] = r_rows[a]
+    pairs = pairs_by_step(rec.images, rec.steps, [s for s, _, _ in samples], ctx.x[[g for _, _, g in samples]])
     oracle_labels = ctx.oracle.predict(rec.images) if len(rec.images) else np.zeros(0, np.int64)
     rows = []
     for j, (s, p, g) in enumerate(samples):

@@ -36,7 +36,7 @@ from attacks.adra.attack import ADRA
 from attacks.adra.solver import match_at
 from attacks.base import Knowledge
 from attacks.captures import Capture
-from attacks.report import assign
+from attacks.report import pairs_by_step
 from benchmarks.common import RESULTS, machine, resolve_device, t_interval, table, timed, wilson, write_results
 from fednas.config import parse_config, search_to_record
 from fednas.data import client_data, make_pools
@@ -134,14 +134,10 @@ def truth_match(attack: ADRA, cap: Capture, knowledge: Knowledge, used: list[int
 
 
 def matched(rec: Any, used: list[int], train_config: dict[str, Any], x_all) -> list[tuple[int, int]]:
-    """(sample, reconstruction row) pairs: within each local step, by least MSE."""
+    """(sample, reconstruction row) pairs: within each local step, by least MSE (as the leakage report)."""
     b = max(1, int(train_config.get("alpha-batch-size", 1)))
-    pairs = []
-    for s in range(math.ceil(len(used) / b)):
-        truth = used[s * b:(s + 1) * b]
-        rows = [i for i, st in enumerate(rec.steps) if st == s] if len(rec.steps) else list(range(len(rec.images)))
-        pairs += [(truth[t], rows[r]) for r, t in assign(rec.images[rows], x_all[truth])] if rows else []
-    return pairs
+    pairs = pairs_by_step(rec.images, rec.steps, [i // b for i in range(len(used))], x_all[used])
+    return [(used[t], r) for t, r in sorted(pairs.items())]
 
 
 def _mean(values: list[float]) -> str:

@@ -4,6 +4,8 @@ import time
 
 import psutil
 
+from simulations.processes import alive
+
 
 def wait_for(predicate, timeout: float, what: str) -> None:
     """Return once ``predicate()`` is true; an AssertionError naming ``what`` after ``timeout`` s."""
@@ -16,8 +18,8 @@ def wait_for(predicate, timeout: float, what: str) -> None:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether the process ``pid`` exists and is not a zombie."""
+    """Whether the process ``pid`` exists and is not a zombie (``simulations.processes.alive`` by pid)."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        return bool(alive([psutil.Process(pid)]))
     except psutil.NoSuchProcess:
         return False
