@@ -8,9 +8,13 @@ solver of ``--solvers`` (``adra-optimizer``: ``lm``, the default Levenberg–Mar
 ``adam``, the first-order reference it replaced) on ``--device``, and scores it against the
 client's sample: wall and CPU seconds per capture (mean and t 95 % interval; the device
 drained before and after), identified in D^α and in the whole dataset (Wilson 95 %),
-label accuracy and PSNR; then the reference's seconds over each solver's. CPU seconds are
-the steadier figure on a shared machine. Asking for CUDA without a GPU is an error that
-says so, before anything runs.
+label accuracy and PSNR, and the attack's distance at the reconstruction beside its
+distance at the client's true samples (near 0 where the replay is exact: a larger match is
+the solver's local minimum, not missing information); then the reference's seconds over
+each solver's. CPU seconds are the steadier figure on a shared machine. Asking for CUDA
+without a GPU is an error that says so, before anything runs. ``--budget S`` starts no
+capture once S wall seconds of a P and solver are spent (captures are built as they are
+attacked); ``--results DIR`` puts the JSON elsewhere than ``benchmarks/results``.
 
 ``--set KEY=VALUE`` (repeatable) changes the run's config for the clients and the attack
 alike, e.g. ``alpha-batch-size=8``, ``local-steps=5 alpha-optimizer=adam`` (the default
