@@ -100,7 +100,7 @@ def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: to
     for cap, used in caps:
         if budget > 0 and out["wall"] and sum(out["wall"]) >= budget:
             log.warning("%s: the %.0f s budget is spent after %d of %d captures", label, budget,
-                            len(out["wall"]), len(caps))
+                        len(out["wall"]), len(caps))
             break
         _, split = client_data(cfg.data, cfg.run.seed, cap.partition_id, len(caps))
         box: list = []
@@ -108,9 +108,10 @@ def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: to
         rec = box[0]
         out["wall"].append(wall)
         out["cpu"].append(cpu)
-        out["truth-match"].append(truth_match(attack, cap, knowledge, used, x_all, y_all))
-        out["match"].append(rec.match if rec.status == "ok" else math.nan)
-        if rec.status != "ok":
+        ok = rec.status == "ok"  # a capture the attack refused has no problem to measure the truth in
+        out["truth-match"].append(truth_match(attack, cap, knowledge, used, x_all, y_all) if ok else math.nan)
+        out["match"].append(rec.match if ok else math.nan)
+        if not ok:
             log.warning("%s %s failed: %s", label, cap.id, rec.reason)
             for k in ("identified", "identified-dataset", "label"):
                 out[k] += [False] * len(used)
