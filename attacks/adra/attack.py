@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.adra.client_model import AlphaProcedure
+from attacks.adra.client_model import AlphaProcedure, data_free_update
 from attacks.adra.paper import paper_optimizer, solve_paper
 from attacks.adra.solver import Problem, Report, solve_strong, strong_optimizer
 from attacks.adra.surfaces import NoArchitectureGradient, attack_surface
@@ -24,6 +24,9 @@ from fednas.federated import pick_device
 from fednas.search import num_local_steps
 
 log = logging.getLogger(__name__)
+
+
+DATA_FREE_RTOL = 1e-3  # |Δα − the data-free update| below this share of |Δα|: no information in the capture
 
 
 class CaptureError(ValueError):
@@ -148,6 +151,14 @@ class ADRA:
             proc = dataclasses.replace(proc, proximal_mu=mu)
         if not (self.s.adra_mode == "strong" and self.s.adra_unroll):
             proc = dataclasses.replace(proc, steps=1)  # Δα read as one step
+        alpha_flat = torch.cat([torch.as_tensor(capture.alpha_t1[n], dtype=torch.float64).reshape(-1) for n in names])
+        free = data_free_update(proc, alpha_flat, search.alpha_l2)
+        # α_t2 on the wire is rounded to its dtype's spacing: a decay-only Δα matches to that, not better
+        spacing = torch.cat([torch.as_tensor(np.spacing(np.abs(capture.alpha_t2[n]))).double().reshape(-1)
+                             for n in names])
+        if float((delta - free).norm()) <= DATA_FREE_RTOL * float(delta.norm()) + float(spacing.norm()):
+            raise CaptureError("delta-alpha is the client's weight decay alone: its loss gradient was zero (a "
+                               "saturated softmax on the right class, loss 0), so the update holds nothing of its samples")
         device = pick_device(cfg.run.device) if self.device is None else torch.device(self.device)
         alpha_t1 = {k: torch.as_tensor(v) for k, v in capture.alpha_t1.items()}
         victim = surface.victim(alpha_t1, theta.thetas, search.alpha_l2, device)

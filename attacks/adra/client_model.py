@@ -84,3 +84,13 @@ def replay(proc: AlphaProcedure, alpha_t1: torch.Tensor,
         # clamp: sqrt's derivative at an exactly-zero second moment is infinite
         alpha = alpha - proc.lr * m_hat / (v_hat.clamp_min(1e-30).sqrt() + eps)
     return alpha - alpha_t1
+
+
+def data_free_update(proc: AlphaProcedure, alpha_t1: torch.Tensor, alpha_l2: float = 0.0) -> torch.Tensor:
+    """Δα that ``proc`` makes when the loss gradient is zero: weight decay and the ``alpha-l2``
+    penalty alone (a client whose softmax saturates on the right class, loss exactly 0).
+
+    A capture equal to it carries nothing about the client's samples.
+    """
+    a = alpha_t1.reshape(1, -1).double()
+    return replay(proc, a, lambda k, alpha: 2.0 * alpha_l2 * alpha)[0]

@@ -171,3 +171,16 @@ def test_knobs_are_honoured_or_refused_before_anything_runs(easy):
     rec = ADRA(second.attack).reconstruct([cap2], knowledge)[0]
     assert rec.status == "ok" and rec.details["fidelity"].startswith("not modelled: second-order")
     assert rec.details["fidelity"] != "exact" and adam.details["fidelity"] == "exact"
+
+
+def test_a_capture_holding_only_weight_decay_is_refused_with_the_reason(easy):
+    """A client whose loss is exactly 0 (its softmax saturated on the right class) sends Δα = −lr·wd·α_t1."""
+    cfg, data, split, knowledge = easy
+    cap, _ = make_capture(cfg, data, split)
+    lr, wd = cfg.search.alpha_lr, cfg.search.alpha_weight_decay
+    assert wd > 0
+    decay_only = dataclasses.replace(cap, alpha_t2={k: v - lr * wd * v for k, v in cap.alpha_t1.items()})
+    rec = ADRA(cfg.attack).reconstruct([decay_only], knowledge)[0]
+    assert rec.status == "failed" and "weight decay alone" in rec.reason
+    # the real capture of the same round is attacked
+    assert ADRA(dataclasses.replace(cfg.attack, adra_iterations=1)).reconstruct([cap], knowledge)[0].status == "ok"
