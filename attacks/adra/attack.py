@@ -151,12 +151,7 @@ class ADRA:
             proc = dataclasses.replace(proc, proximal_mu=mu)
         if not (self.s.adra_mode == "strong" and self.s.adra_unroll):
             proc = dataclasses.replace(proc, steps=1)  # Δα read as one step
-        alpha_flat = torch.cat([torch.as_tensor(capture.alpha_t1[n], dtype=torch.float64).reshape(-1) for n in names])
-        free = data_free_update(proc, alpha_flat, search.alpha_l2)
-        # α_t2 on the wire is rounded to its dtype's spacing: a decay-only Δα matches to that, not better
-        spacing = torch.cat([torch.as_tensor(np.spacing(np.abs(capture.alpha_t2[n]))).double().reshape(-1)
-                             for n in names])
-        if float((delta - free).norm()) <= DATA_FREE_RTOL * float(delta.norm()) + float(spacing.norm()):
+        if holds_only_decay(capture, names, proc, search.alpha_l2, delta):
             raise CaptureError("delta-alpha is the client's weight decay alone: its loss gradient was zero (a "
                                "saturated softmax on the right class, loss 0), so the update holds nothing of its samples")
         device = pick_device(cfg.run.device) if self.device is None else torch.device(self.device)
@@ -202,6 +197,17 @@ class ADRA:
 
     def _seed(self, capture: Capture) -> int:
         return (self.seed * 1_000_003 + zlib.crc32(capture.id.encode())) % (2**31)
+
+
+def holds_only_decay(capture: Capture, names: list[str], proc: AlphaProcedure, alpha_l2: float,
+                     delta: torch.Tensor) -> bool:
+    """Whether Δα (flat, float64) is the update ``proc`` makes with a zero loss gradient, to
+    ``DATA_FREE_RTOL`` and the rounding of α_t2 on the wire (its dtype's spacing)."""
+    alpha_t1 = torch.cat([torch.as_tensor(capture.alpha_t1[n], dtype=torch.float64).reshape(-1) for n in names])
+    free = data_free_update(proc, alpha_t1, alpha_l2)
+    spacing = torch.cat([torch.as_tensor(np.spacing(np.abs(capture.alpha_t2[n]))).double().reshape(-1)
+                         for n in names])
+    return float((delta - free).norm()) <= DATA_FREE_RTOL * float(delta.norm()) + float(spacing.norm())
 
 
 def fidelity(settings: Any, search: Any, proc: AlphaProcedure, steps: int) -> str:

@@ -312,6 +312,8 @@ def set_budget(device: torch.device) -> float:
     if device.type != "cuda":
         return float(SET_BUDGET)
     free, _ = torch.cuda.mem_get_info(device)
+    # blocks torch's allocator keeps cached are free to it, though not to the driver
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     return max(float(SET_BUDGET), GPU_MEMORY_SHARE * free / BYTES_PER_UNIT)
 
 
