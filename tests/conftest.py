@@ -41,7 +41,6 @@ def server_identity():
     TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
 
 
-
 # first under pytest-xdist (--dist loadfile --no-loadscope-reorder hands out whole files in
 # the order their first test comes): the longest end-to-end files, then every file with a
 # slow test, so that neither worker is left with a long one at the end while the other idles
