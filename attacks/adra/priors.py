@@ -60,6 +60,10 @@ class PCA:
         flat = images.reshape(*images.shape[:-3], -1) - self.mean
         return torch.linalg.lstsq(self.basis.T, flat.reshape(-1, flat.shape[-1]).T).solution.T.reshape(*flat.shape[:-1], self.k)
 
+    def offsets(self, params: torch.Tensor) -> torch.Tensor:
+        """Σ c_i σ_i v_i as images (no mean, no clamp): moves away from a given image."""
+        return (params @ self.basis).reshape(*params.shape[:-1], *self.shape[-3:])
+
     def images(self, params: torch.Tensor) -> torch.Tensor:
         flat = self.mean + params @ self.basis
         return flat.reshape(*params.shape[:-1], *self.shape[-3:]).clamp(0.0, 1.0)

@@ -6,14 +6,17 @@ of first-order quantities, one batched pass, no double backward. Then:
 
 - one sample per capture (B = 1, one local step): rank the aux images by the cosine
   between their predicted Δα and the observed one. The labels of the best matches infer
-  the label; the best images of the best labels are the restarts' starting points;
+  the label; the best images of the best labels are the restarts' starting points, and
+  the last start of each label is the learned inverse's image (:func:`ridge_inverse`: a
+  ridge regression from the aux images' unit updates to their pixels, evaluated at the
+  observed Δα);
 - several samples (B > 1 or several steps): a greedy matching pursuit picks, slot after
   slot, the aux image whose gradient added to the chosen ones best explains Δα
   (the batch gradient read as the sum of per-sample gradients), randomised among the top
   three for restarts after the first.
 
 The refinement (``solver.solve_strong``) then moves these images, exactly modelled, to
-the observed Δα; a starting point is an aux image, never a client's.
+the observed Δα; a starting point comes from the aux pool alone, never from a client's data.
 """
 
 from __future__ import annotations
@@ -69,14 +72,21 @@ def screen(victim, proc: AlphaProcedure, observed: torch.Tensor, aux_x: torch.Te
     table = gradient_table(victim, aux_x, aux_y, classes)
     temp = temperature if proc.optimizer == "adam" else 0.0
     if steps * batch == 1:
-        score = F.cosine_similarity(_one_step(proc, table, temp), observed[None], dim=-1)
+        updates = _one_step(proc, table, temp)
+        score = F.cosine_similarity(updates, observed[None], dim=-1)
         best_label = {int(c): float(score[aux_y == c].max()) for c in aux_y.unique()}
         chosen: list[int] = []
-        for c in sorted(best_label, key=best_label.get, reverse=True)[:labels_kept]:
+        labels = sorted(best_label, key=best_label.get, reverse=True)[:labels_kept]
+        for c in labels:
             rows = torch.nonzero(aux_y == c).flatten()
             chosen += rows[torch.argsort(score[rows], descending=True)[:restarts]].tolist()
         idx = torch.tensor(chosen, device=aux_x.device)
-        return Starts(aux_x[idx].view(len(idx), 1, 1, *aux_x.shape[1:]), aux_y[idx].view(-1, 1, 1), score[idx])
+        images = aux_x[idx].view(len(idx), 1, 1, *aux_x.shape[1:]).clone()
+        learned = ridge_inverse(updates, aux_x, observed)
+        if learned is not None and restarts > 1:
+            # the learned inverse takes the last start of every label hypothesis
+            images[restarts - 1 :: restarts] = learned.view(1, 1, 1, *aux_x.shape[1:])
+        return Starts(images, aux_y[idx].view(-1, 1, 1), score[idx])
     return _pursuit(proc, table, observed, aux_x, aux_y, steps, batch, restarts, generator, temp)
 
 
@@ -102,3 +112,63 @@ def _pursuit(proc, table, observed, aux_x, aux_y, steps, batch, restarts, genera
         labels.append(aux_y[idx].view(steps, batch))
         scores.append(score)
     return Starts(torch.stack(images), torch.stack(labels), torch.stack(scores))
+
+
+
+RIDGE_LAMBDAS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)  # times the mean squared singular value of the features
+
+
+@dataclass
+class Ridge:
+    """Ridge regression of centred targets on centred features, held as an SVD (all λ at once)."""
+
+    mu_f: torch.Tensor
+    mu_y: torch.Tensor
+    u: torch.Tensor  # (N, r)
+    sv: torch.Tensor  # (r,)
+    vt: torch.Tensor  # (r, F)
+    uty: torch.Tensor  # (r, D): Uᵀ(Y − mean)
+
+    @classmethod
+    def fit(cls, feats: torch.Tensor, targets: torch.Tensor) -> Ridge:
+        mu_f, mu_y = feats.mean(0), targets.mean(0)
+        u, sv, vt = torch.linalg.svd(feats - mu_f, full_matrices=False)
+        return cls(mu_f, mu_y, u, sv, vt, u.T @ (targets - mu_y))
+
+    def penalty(self, rel: float) -> float:
+        return rel * float((self.sv**2).mean())
+
+    def loo_error(self, lam: float, targets: torch.Tensor) -> float:
+        """Mean squared leave-one-out error, in closed form: residual / (1 − hat diagonal)."""
+        shrink = self.sv**2 / (self.sv**2 + lam)
+        fit = self.u @ (shrink[:, None] * self.uty)
+        hat = 1.0 / len(self.u) + (self.u**2 * shrink).sum(1)  # the intercept's share, then the features
+        return float((((targets - self.mu_y - fit) / (1 - hat).clamp_min(1e-9)[:, None]) ** 2).mean())
+
+    def predict(self, lam: float, feats: torch.Tensor) -> torch.Tensor:
+        coef = (feats - self.mu_f) @ self.vt.T
+        return self.mu_y + (coef * self.sv / (self.sv**2 + lam)) @ self.uty
+
+
+def ridge_inverse(updates: torch.Tensor, aux_x: torch.Tensor, observed: torch.Tensor) -> torch.Tensor | None:
+    """An image for ``observed`` from a learned inverse: ridge regression from the aux images'
+    unit predicted updates (N, n_alpha) to their pixels, λ chosen by leave-one-out error.
+
+    Where the aux pool is sparse its best-matching image is far from the client's; the
+    regression interpolates between aux images and often starts closer (a linear, per-capture
+    "learning to invert" attack of the gradient-inversion literature). None: fewer than
+    ``RIDGE_MIN`` aux images with a non-zero update.
+    """
+    norms = updates.norm(dim=1)
+    ok = norms > 0  # a saturated aux image has no gradient at all
+    if int(ok.sum()) < RIDGE_MIN:
+        return None
+    feats = (updates[ok] / norms[ok, None]).double()
+    pixels = aux_x[ok].reshape(int(ok.sum()), -1).double()
+    ridge = Ridge.fit(feats, pixels)
+    lam = min((ridge.penalty(rel) for rel in RIDGE_LAMBDAS), key=lambda lam: ridge.loo_error(lam, pixels))
+    target = observed.double() / observed.norm().clamp_min(1e-30)
+    return ridge.predict(lam, target[None])[0].clamp(0.0, 1.0).to(aux_x.dtype)
+
+
+RIDGE_MIN = 8

@@ -186,12 +186,12 @@ def _labels(problem: Problem, fixed: torch.Tensor | None, logits: torch.Tensor |
     return F.one_hot(fixed.expand(-1, k, b), c).float() if fixed is not None else torch.softmax(logits, -1)
 
 
-def _finish(problem: Problem, s: Any, param, params: torch.Tensor, fixed, logits, temperature: float,
-            hypotheses: int, its: int, report: Report) -> Solution:
-    """Score the surviving hypotheses once more and keep the best match."""
+def _finish(problem: Problem, s: Any, param, params: torch.Tensor | None, fixed, logits, temperature: float,
+            hypotheses: int, its: int, report: Report, images: torch.Tensor | None = None) -> Solution:
+    """Score the surviving hypotheses (``params``, or their ``images``) once more and keep the best match."""
     report("final", 0, 1, None)
     with torch.no_grad():
-        x = param.images(params)
+        x = param.images(params) if images is None else images
         y = _labels(problem, fixed, logits)
         final = _match(problem, x, y, problem.distance, temperature)
     best = int(torch.argmin(torch.nan_to_num(final, nan=math.inf)))
@@ -234,20 +234,25 @@ def _refine_lm(problem: Problem, s: Any, param, x0, fixed, logits0, report: Repo
     """Levenberg–Marquardt on the batched hypotheses (attacks.adra.lm), coarse to fine.
 
     ``coarse``: every hypothesis, a few steps in a small basis (the aux pool's first
-    principal components: cheap Jacobians, a smoother landscape); the best ``KEEP_FINE``
-    go on. ``refine``: those in the full parametrisation (``adra-prior``) until they plateau.
+    principal components: cheap Jacobians, a smoother landscape) around its start; the best
+    ``KEEP_FINE`` go on. ``refine``: those in the full parametrisation (``adra-prior``)
+    until they plateau. Moving around each start instead of re-encoding it in the basis
+    keeps what a good start (the learned inverse) has beyond the first components.
     """
     temp = ADAM_TEMPERATURE_LM if problem.proc.optimizer == "adam" else 0.0
     total = iterations(s, "lm")
     n_hyp = len(x0)
+    around = s.adra_init == "aux"  # a noise start has no detail worth keeping: re-encoding it denoises it
     coarse = _coarse_param(problem, param, aux_images)
     if coarse is not None and n_hyp > KEEP_FINE:
         # cosine: scale-free, so a start whose gradient is far too large or small still moves
         x0, fixed, logits0, _ = _lm_stage(problem, coarse, x0, fixed, logits0, temp, "coarse", COARSE_ITERATIONS,
-                                          {COARSE_ITERATIONS: KEEP_FINE}, report, "cosine")
+                                          {COARSE_ITERATIONS: KEEP_FINE}, report, "cosine", around=around)
+    # a PCA prior refines around each start too: its detail beyond the components stays
     x, fixed, logits, its = _lm_stage(problem, param, x0, fixed, logits0, temp, "refine", total,
-                                      {2: max(1, len(x0) // 2), 4: max(1, len(x0) // 4)}, report, problem.distance)
-    return _finish(problem, s, param, param.encode(x), fixed, logits, temp, n_hyp, its, report)
+                                      {2: max(1, len(x0) // 2), 4: max(1, len(x0) // 4)}, report, problem.distance,
+                                      around=around and isinstance(param, PCA))
+    return _finish(problem, s, param, None, fixed, logits, temp, n_hyp, its, report, images=x)
 
 
 KEEP_FINE = 2  # hypotheses that go on from the coarse stage to the full parametrisation
@@ -264,11 +269,16 @@ def _coarse_param(problem: Problem, param, aux_images) -> PCA | None:
 
 
 def _lm_stage(problem: Problem, param, x0, fixed, logits0, temp: float, stage: str, total: int,
-              keep: dict[int, int], report: Report, distance: str):
+              keep: dict[int, int], report: Report, distance: str, around: bool = False):
     """One LM run from images ``x0`` in ``param``'s coordinates; returns the survivors' images,
-    labels (fixed or logits) and the iterations taken."""
+    labels (fixed or logits) and the iterations taken.
+
+    ``around``: the unknowns are moves in ``param``'s basis (a PCA) away from each start
+    itself, from 0, so that a start keeps the detail the basis cannot hold.
+    """
     n_hyp = len(x0)
-    coeffs = param.encode(x0).detach()
+    base = x0.detach() if around else None
+    coeffs = torch.zeros(n_hyp, *param.param_shape, device=x0.device) if around else param.encode(x0).detach()
     n_img = coeffs[0].numel()
     u0 = coeffs.reshape(n_hyp, -1)
     if logits0 is not None:
@@ -278,7 +288,7 @@ def _lm_stage(problem: Problem, param, x0, fixed, logits0, temp: float, stage: s
     onehot = F.one_hot(fixed.expand(-1, *lab_shape[:2]), lab_shape[2]).float() if fixed is not None else None
 
     def residual(u: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return core(u, onehot[rows] if onehot is not None else None)
+        return core(u, onehot[rows] if onehot is not None else None, base[rows] if base is not None else None)
 
     chunk = set_chunk(problem)
 
@@ -293,7 +303,8 @@ def _lm_stage(problem: Problem, param, x0, fixed, logits0, temp: float, stage: s
     res = levenberg_marquardt(residual, jacobian, u0, project, iterations=total, keep=keep,
                               report=lambda it, tot, best: report(stage, it, tot, _cost_to_match(best, problem, distance)))
     with torch.no_grad():
-        x = param.images(res.u[:, :n_img].reshape(len(res.u), *coeffs.shape[1:]))
+        u_img = res.u[:, :n_img].reshape(len(res.u), *coeffs.shape[1:])
+        x = (base[res.rows] + param.offsets(u_img)).clamp(0.0, 1.0) if around else param.images(u_img)
     fixed_rows = fixed[res.rows] if fixed is not None else None
     logits = res.u[:, n_img:].reshape(len(res.u), *lab_shape) if logits0 is not None else None
     return x, fixed_rows, logits, res.iterations
@@ -339,9 +350,10 @@ def _residual_fn(problem: Problem, param, n_img: int, lab_shape, temperature: fl
     obs = problem.observed
     unit = obs / obs.norm().clamp_min(1e-30)
 
-    def residual(u: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    def residual(u: torch.Tensor, y: torch.Tensor | None, base: torch.Tensor | None = None) -> torch.Tensor:
         h = len(u)
-        x = param.images(u[:, :n_img].reshape(h, *param.param_shape))
+        u_img = u[:, :n_img].reshape(h, *param.param_shape)
+        x = param.images(u_img) if base is None else (base + param.offsets(u_img)).clamp(0.0, 1.0)
         if y is None:
             y = torch.softmax(u[:, n_img:].reshape(h, *lab_shape), -1)
         pred = _predict(problem, x, y, temperature)  # [h * draws, n_alpha]

@@ -184,3 +184,29 @@ def test_a_capture_holding_only_weight_decay_is_refused_with_the_reason(easy):
     assert rec.status == "failed" and "weight decay alone" in rec.reason
     # the real capture of the same round is attacked
     assert ADRA(dataclasses.replace(cfg.attack, adra_iterations=1)).reconstruct([cap], knowledge)[0].status == "ok"
+
+
+def test_aux_starts_include_the_learned_inverse_and_the_coarse_stage_keeps_their_detail(easy):
+    from attacks.adra.priors import PCA
+    from attacks.adra.screen import _one_step, gradient_table, ridge_inverse, screen
+    from attacks.adra.solver import _lm_stage
+
+    cfg, data, split, knowledge = easy
+    cap, _ = make_capture(cfg, data, split)
+    problem, _ = ADRA(cfg.attack).problem(cap, knowledge)
+    aux_x, aux_y = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels)
+    restarts = 3
+    starts = screen(problem.victim, problem.proc, problem.observed, aux_x, aux_y, 4, 1, 1, restarts, 2,
+                    torch.Generator().manual_seed(0))
+    table = gradient_table(problem.victim, aux_x, aux_y, 4)
+    learned = ridge_inverse(_one_step(problem.proc, table, 0.0), aux_x, problem.observed)
+    for last in starts.images[restarts - 1 :: restarts]:  # one per label hypothesis
+        assert torch.allclose(last.flatten(), learned)
+    # no LM step taken: 'around' hands each start back whole, re-encoding keeps only 3 components
+    x0 = starts.images[:2]
+    basis = PCA((1, 1, *x0.shape[-3:]), knowledge.aux_images, 3)
+    fixed = starts.labels[:2]
+    kept, *_ = _lm_stage(problem, basis, x0, fixed, None, 0.0, "coarse", 0, {}, lambda *a: None, "cosine", around=True)
+    assert torch.allclose(kept, x0)
+    coded, *_ = _lm_stage(problem, basis, x0, fixed, None, 0.0, "coarse", 0, {}, lambda *a: None, "cosine")
+    assert not torch.allclose(coded, x0, atol=1e-3)
