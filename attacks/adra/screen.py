@@ -76,8 +76,7 @@ def screen(victim, proc: AlphaProcedure, observed: torch.Tensor, aux_x: torch.Te
         score = F.cosine_similarity(updates, observed[None], dim=-1)
         best_label = {int(c): float(score[aux_y == c].max()) for c in aux_y.unique()}
         chosen: list[int] = []
-        labels = sorted(best_label, key=best_label.get, reverse=True)[:labels_kept]
-        for c in labels:
+        for c in sorted(best_label, key=best_label.get, reverse=True)[:labels_kept]:
             rows = torch.nonzero(aux_y == c).flatten()
             chosen += rows[torch.argsort(score[rows], descending=True)[:restarts]].tolist()
         idx = torch.tensor(chosen, device=aux_x.device)
@@ -112,7 +111,6 @@ def _pursuit(proc, table, observed, aux_x, aux_y, steps, batch, restarts, genera
         labels.append(aux_y[idx].view(steps, batch))
         scores.append(score)
     return Starts(torch.stack(images), torch.stack(labels), torch.stack(scores))
-
 
 
 RIDGE_LAMBDAS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)  # times the mean squared singular value of the features
