@@ -81,8 +81,8 @@ def screen(victim, proc: AlphaProcedure, observed: torch.Tensor, aux_x: torch.Te
             chosen += rows[torch.argsort(score[rows], descending=True)[:restarts]].tolist()
         idx = torch.tensor(chosen, device=aux_x.device)
         images = aux_x[idx].view(len(idx), 1, 1, *aux_x.shape[1:]).clone()
-        learned = ridge_inverse(updates, aux_x, observed)
-        if learned is not None and restarts > 1:
+        learned = ridge_inverse(updates, aux_x, observed) if restarts > 1 else None  # one start: the best aux image
+        if learned is not None:
             # the learned inverse takes the last start of every label hypothesis
             images[restarts - 1 :: restarts] = learned.view(1, 1, 1, *aux_x.shape[1:])
         return Starts(images, aux_y[idx].view(-1, 1, 1), score[idx])
