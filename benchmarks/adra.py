@@ -8,8 +8,9 @@ solver of ``--solvers`` (``adra-optimizer``: ``lm``, the default Levenberg–Mar
 ``adam``, the first-order reference it replaced) on ``--device``, and scores it against the
 client's sample: wall and CPU seconds per capture (mean and t 95 % interval; the device
 drained before and after), identified in D^α and in the whole dataset (Wilson 95 %),
-label accuracy and PSNR, and the attack's distance at the reconstruction beside its
-distance at the client's true samples (near 0 where the replay is exact: a larger match is
+success (the report's SR: identified, or the oracle's label right at SSIM ≥ 0.3), label
+accuracy and PSNR, what the attacker knew of θ (a column), and the attack's distance at
+the reconstruction beside its distance at the client's true samples (near 0 where the replay is exact: a larger match is
 the solver's local minimum, not missing information); then the reference's seconds over
 each solver's. CPU seconds are the steadier figure on a shared machine. Asking for CUDA
 without a GPU is an error that says so, before anything runs. ``--budget S`` starts no
@@ -33,6 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from attacks import metrics as M
@@ -93,10 +95,11 @@ def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: to
     """
     dataset, _ = client_data(cfg.data, cfg.run.seed, 0, len(caps))
     x_all, y_all = dataset.x.numpy(), dataset.y.numpy()
+    oracle = success_oracle(cfg, x_all, y_all)
     attack = ADRA(cfg.attack, seed=cfg.run.seed, device=device)
-    # wall and cpu: one per capture; the rest one per sample
-    out: dict[str, list] = {"wall": [], "cpu": [], "match": [], "truth-match": [], "identified": [],
-                            "identified-dataset": [], "label": [], "psnr": []}
+    # wall, cpu and theta: one per capture; the rest one per sample
+    out: dict[str, list] = {"wall": [], "cpu": [], "theta": [], "match": [], "truth-match": [], "identified": [],
+                            "identified-dataset": [], "success": [], "label": [], "psnr": []}
     for cap, used in caps:
         if budget > 0 and out["wall"] and sum(out["wall"]) >= budget:
             log.warning("%s: the %.0f s budget is spent after %d of %d captures", label, budget,
@@ -108,18 +111,21 @@ def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: to
         rec = box[0]
         out["wall"].append(wall)
         out["cpu"].append(cpu)
+        out["theta"].append(rec.details.get("theta-knowledge", "–"))
         ok = rec.status == "ok"  # a capture the attack refused has no problem to measure the truth in
         out["truth-match"].append(truth_match(attack, cap, knowledge, used, x_all, y_all) if ok else math.nan)
         out["match"].append(rec.match if ok else math.nan)
         if not ok:
             log.warning("%s %s failed: %s", label, cap.id, rec.reason)
-            for k in ("identified", "identified-dataset", "label"):
+            for k in ("identified", "identified-dataset", "success", "label"):
                 out[k] += [False] * len(used)
             continue
         for g, r in matched(rec, used, cap.train_config, x_all):
             img = rec.images[r]
             out["identified"].append(int(split.alpha[M.nearest(img, x_all[split.alpha])]) == g)
             out["identified-dataset"].append(M.nearest(img, x_all) == g)
+            oracle_ok = int(oracle.predict(img[None])[0]) == int(y_all[g])
+            out["success"].append(M.is_success(out["identified"][-1], oracle_ok, M.ssim(img, x_all[g])))
             out["label"].append(int(rec.labels[r]) == int(y_all[g]))
             out["psnr"].append(M.psnr(M.mse(img, x_all[g])))
             print(f"  {label} {cap.id} sample {g}: {wall:.1f} s wall, {cpu:.1f} s CPU (capture), identified "
@@ -127,6 +133,13 @@ def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: to
                   f"PSNR {out['psnr'][-1]:.1f} dB; match {rec.match:.3g} (at the truth {out['truth-match'][-1]:.3g})",
                   flush=True)
     return out
+
+
+def success_oracle(cfg: Any, x_all, y_all) -> M.Oracle:
+    """The leakage report's scoring oracle: fitted on the holdout, aux and test pools (no client's data)."""
+    pools = make_pools(len(x_all), cfg.data, cfg.run.seed)
+    outside = np.concatenate([pools.holdout, pools.aux, pools.test])
+    return M.Oracle(x_all[outside], y_all[outside], seed=cfg.run.seed)
 
 
 def truth_match(attack: ADRA, cap: Capture, knowledge: Knowledge, used: list[int], x_all, y_all) -> float:
@@ -194,12 +207,20 @@ def report(rows: list[dict[str, Any]], reference: str) -> str:
         # ratio of the mean seconds per capture (the two may have attacked different counts)
         ratio = (f"{_ratio(base['wall'], r['wall']):.2f}x / {_ratio(base['cpu'], r['cpu']):.2f}x"
                  if base is not None else "–")
-        lines.append([r["nodes"], r["solver"], len(r["wall"]), _mean(r["wall"]), _mean(r["cpu"]), ratio, _medians(r),
-                      _rate(r["identified"]), _rate(r["identified-dataset"]), _rate(r["label"]),
+        lines.append([r["nodes"], r["solver"], _theta(r), len(r["wall"]), _mean(r["wall"]), _mean(r["cpu"]), ratio,
+                      _medians(r), _rate(r["identified"]), _rate(r["identified-dataset"]),
+                      _rate(r["success"]) if "success" in r else "–", _rate(r["label"]),
                       _mean(r["psnr"]) if r["psnr"] else "–"])
-    return table(lines, ["P", "solver", "captures", "wall s/capture [t95]", "CPU s/capture [t95]",
-                         f"{reference} s / this s (wall / CPU)", "match / at truth (medians)", "identified D^α [Wilson 95]",
-                         "identified dataset [Wilson 95]", "label correct", "PSNR dB [t95]"])
+    return table(lines, ["P", "solver", "θ known to the attacker", "captures", "wall s/capture [t95]",
+                         "CPU s/capture [t95]", f"{reference} s / this s (wall / CPU)", "match / at truth (medians)",
+                         "identified D^α [Wilson 95]", "identified dataset [Wilson 95]", "success (SR) [Wilson 95]",
+                         "label correct", "PSNR dB [t95]"])
+
+
+def _theta(row: dict[str, Any]) -> str:
+    """What the attacker knew of θ, over the row's attacked captures (older rows do not say)."""
+    seen = sorted({t for t in row.get("theta", []) if t != "–"})
+    return ", ".join(seen) or "–"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,8 +108,25 @@ def test_adra_benchmark_scores_every_sample_of_a_capture_with_set_keys():
                               set=["alpha-batch-size=2", "local-steps=2", "adra-iterations=2", "adra-restarts=1"])
     (row,) = run_nodes(2, args, torch.device("cpu"))
     # one capture of 2 local steps of 2 D^alpha samples: its time once, a score per sample
-    assert len(row["wall"]) == len(row["cpu"]) == 1
+    assert len(row["wall"]) == len(row["cpu"]) == len(row["theta"]) == 1
     assert len(row["identified"]) == len(row["identified-dataset"]) == len(row["label"]) == len(row["psnr"]) == 4
+    assert len(row["success"]) == 4
+    # success is identified, or recognisable: never less than identified
+    assert all(s or not i for s, i in zip(row["success"], row["identified"]))
+    assert row["theta"] == ["wire θ_t1"]
+
+
+def test_adra_benchmark_says_what_the_attacker_knew_of_theta():
+    import argparse
+
+    from benchmarks.adra import report, run_nodes
+
+    args = argparse.Namespace(dataset="digits", captures=1, solvers="lm", reference="lm", reference_iterations=0,
+                              seed=0, budget=0.0, set=["knows-weights=false", "theta-prior=init",
+                                                       "adra-iterations=2", "adra-restarts=1"])
+    (row,) = run_nodes(2, args, torch.device("cpu"))
+    assert row["theta"] == ["server θ_0 (exact: round 1)"]
+    assert "server θ_0 (exact: round 1)" in report([row], "lm")
 
 
 def test_adra_benchmark_starts_no_capture_once_its_budget_is_spent(tmp_path):
