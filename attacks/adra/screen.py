@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from attacks.adra.client_model import AlphaProcedure, replay
 
 MAX_AUX_PIXELS = 128 * 784  # aux images screened: this many pixels' worth (a seeded subset of a larger pool)
-CHUNK = 64  # aux images per batched gradient call
+CHUNK = 64  # most aux images per batched gradient call (fewer where images and supernet are large)
 
 
 @dataclass
@@ -48,12 +48,13 @@ def _one_step(proc: AlphaProcedure, g: torch.Tensor, temperature: float) -> torc
 
 
 @torch.no_grad()
-def gradient_table(victim, aux_x: torch.Tensor, aux_y: torch.Tensor, classes: int) -> torch.Tensor:
-    """Per aux image (alone, its own label), ∇_α L at α_t1 averaged over the θ draws: (N, n_alpha)."""
+def gradient_table(victim, aux_x: torch.Tensor, aux_y: torch.Tensor, classes: int, chunk: int = CHUNK) -> torch.Tensor:
+    """Per aux image (alone, its own label), ∇_α L at α_t1 averaged over the θ draws: (N, n_alpha),
+    ``chunk`` images per batched call."""
     rows = []
-    for start in range(0, len(aux_x), CHUNK):
-        x = aux_x[start : start + CHUNK].unsqueeze(1)  # (n, B=1, C, H, W)
-        y = F.one_hot(aux_y[start : start + CHUNK], classes).float().unsqueeze(1)
+    for start in range(0, len(aux_x), chunk):
+        x = aux_x[start : start + chunk].unsqueeze(1)  # (n, B=1, C, H, W)
+        y = F.one_hot(aux_y[start : start + chunk], classes).float().unsqueeze(1)
         per_draw = [victim.grads(x, y, draw=torch.full((len(x),), d, dtype=torch.long, device=x.device))
                     for d in range(victim.draws)]
         rows.append(torch.stack(per_draw).mean(0))
@@ -62,14 +63,15 @@ def gradient_table(victim, aux_x: torch.Tensor, aux_y: torch.Tensor, classes: in
 
 def screen(victim, proc: AlphaProcedure, observed: torch.Tensor, aux_x: torch.Tensor, aux_y: torch.Tensor,
            classes: int, steps: int, batch: int, restarts: int, labels_kept: int, generator: torch.Generator,
-           temperature: float = 0.05) -> Starts:
-    """Starting hypotheses for a capture of ``steps`` × ``batch`` samples (module docstring)."""
+           temperature: float = 0.05, chunk: int = CHUNK) -> Starts:
+    """Starting hypotheses for a capture of ``steps`` × ``batch`` samples (module docstring);
+    ``chunk``: aux images per batched gradient call (it bounds the screen's memory)."""
     most = max(16, MAX_AUX_PIXELS // aux_x[0].numel())
     if len(aux_x) > most:
         keep = torch.randperm(len(aux_x), generator=generator)[:most]
         aux_x, aux_y = aux_x[keep], aux_y[keep]
     aux_x, aux_y = aux_x.to(victim.device), aux_y.to(victim.device)
-    table = gradient_table(victim, aux_x, aux_y, classes)
+    table = gradient_table(victim, aux_x, aux_y, classes, chunk)
     temp = temperature if proc.optimizer == "adam" else 0.0
     if steps * batch == 1:
         updates = _one_step(proc, table, temp)

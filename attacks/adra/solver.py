@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from attacks.adra.client_model import AlphaProcedure, replay
 from attacks.adra.lm import forward_difference_jacobian, levenberg_marquardt
 from attacks.adra.priors import PCA, Pixels, total_variation
-from attacks.adra.screen import screen
+from attacks.adra.screen import CHUNK, screen
 from attacks.adra.victim import Victim
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def _starts(problem: Problem, s: Any, generator: torch.Generator, aux_images, au
             raise ValueError("adra-init = 'aux' needs the attacker's aux pool (Knowledge.aux_images)")
         starts = screen(problem.victim, problem.proc, problem.observed, torch.as_tensor(aux_images),
                         torch.as_tensor(aux_labels), c, k, b, s.adra_restarts,
-                        LABELS_KEPT if labels_mode == "try-all" else 1, generator)
+                        LABELS_KEPT if labels_mode == "try-all" else 1, generator, chunk=screen_chunk(problem))
         if labels_mode == "try-all":
             return starts.images, starts.labels, None
         return starts.images, None, LABEL_CONFIDENCE * F.one_hot(starts.labels, c).float()
@@ -333,6 +333,22 @@ def set_chunk(problem: Problem) -> int:
     v = problem.victim
     per = v.n_alpha / 8 * math.prod(problem.image_shape) * problem.batch * problem.steps * v.draws
     return max(1, int(set_budget(v.device) // max(per, 1)))
+
+
+def screen_chunk(problem: Problem) -> int:
+    """Aux images per batched gradient call of the screen (at most ``screen.CHUNK``).
+
+    A first-order gradient holds about a third of the memory per edge × pixel of the
+    residual's double backward (64 images at P = 32, 28×28 peaked at ~9 GB on the CPU; at
+    P = 64 they took the machine's 24 GB), so the screen gets ``FIRST_ORDER_SHARE`` × the
+    residual's budget.
+    """
+    v = problem.victim
+    per = v.n_alpha / 8 * math.prod(problem.image_shape)
+    return max(1, min(CHUNK, int(FIRST_ORDER_SHARE * set_budget(v.device) // max(per, 1))))
+
+
+FIRST_ORDER_SHARE = 3
 
 
 def _cost_to_match(cost: float, problem: Problem, distance: str) -> float:

@@ -186,6 +186,27 @@ def test_a_capture_holding_only_weight_decay_is_refused_with_the_reason(easy):
     assert ADRA(dataclasses.replace(cfg.attack, adra_iterations=1)).reconstruct([cap], knowledge)[0].status == "ok"
 
 
+def test_the_screen_sizes_its_gradient_calls_to_memory_and_chunking_changes_nothing(easy):
+    import dataclasses
+
+    from attacks.adra.screen import CHUNK, gradient_table
+    from attacks.adra.solver import FIRST_ORDER_SHARE, screen_chunk, set_budget
+
+    cfg, data, split, knowledge = easy
+    cap, _ = make_capture(cfg, data, split)
+    problem, _ = ADRA(cfg.attack).problem(cap, knowledge)
+    aux_x, aux_y = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels)
+    one_by_one = gradient_table(problem.victim, aux_x, aux_y, 4, chunk=1)
+    assert torch.allclose(gradient_table(problem.victim, aux_x, aux_y, 4, chunk=7), one_by_one, rtol=1e-4, atol=1e-7)
+    assert screen_chunk(problem) == CHUNK  # a small supernet at 8x8: the cap
+    budget = FIRST_ORDER_SHARE * set_budget(problem.victim.device)
+    for side in (280, 900, 5000):  # larger images: fewer per call, never 0, within the budget while > 1
+        big = dataclasses.replace(problem, image_shape=(1, side, side))
+        chunk = screen_chunk(big)
+        per = problem.victim.n_alpha / 8 * side * side
+        assert 1 <= chunk < CHUNK and (chunk == 1 or chunk * per <= budget)
+
+
 def test_aux_starts_include_the_learned_inverse_and_the_coarse_stage_keeps_their_detail(easy):
     from attacks.adra.priors import PCA
     from attacks.adra.screen import _one_step, gradient_table, ridge_inverse, screen
