@@ -190,8 +190,9 @@ def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> lis
 
 def _medians(row: dict[str, Any]) -> str:
     """Median match of the reconstructions and of the true samples (older rows have neither)."""
-    got = [v for v in row.get("match", []) if math.isfinite(v)]
-    truth = [v for v in row.get("truth-match", []) if math.isfinite(v)]
+    # a refused capture has none (NaN; null once written to JSON)
+    got = [v for v in row.get("match", []) if v is not None and math.isfinite(v)]
+    truth = [v for v in row.get("truth-match", []) if v is not None and math.isfinite(v)]
     return f"{statistics.median(got):.2g} / {statistics.median(truth):.2g}" if got and truth else "–"
 
 

@@ -16,7 +16,7 @@ from attacks.adra.client_model import AlphaProcedure, data_free_update
 from attacks.adra.paper import paper_optimizer, solve_paper
 from attacks.adra.solver import Problem, Report, solve_strong, strong_optimizer
 from attacks.adra.surfaces import NoArchitectureGradient, attack_surface
-from attacks.adra.theta import attacker_theta
+from attacks.adra.theta import attacker_theta, theta_path
 from attacks.base import Knowledge, Reconstruction
 from attacks.captures import Capture, missing_client_settings
 from fednas.config import ConfigError, search_from_record
@@ -156,15 +156,30 @@ class ADRA:
                                "saturated softmax on the right class, loss 0), so the update holds nothing of its samples")
         device = pick_device(cfg.run.device) if self.device is None else torch.device(self.device)
         alpha_t1 = {k: torch.as_tensor(v) for k, v in capture.alpha_t1.items()}
-        victim = surface.victim(alpha_t1, theta.thetas, search.alpha_l2, device)
+        moved = self._moves_theta(knowledge, proc)
+        thetas = theta.thetas
+        if moved:  # θ at each local step, every draw
+            aux_x, aux_y = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels).long()
+            thetas = [t for th in theta.thetas for t in theta_path(cfg, knowledge.spec, search, alpha_t1, th,
+                                                                  proc.steps, aux_x, aux_y, self._seed(capture))]
+        victim = surface.victim(alpha_t1, thetas, search.alpha_l2, device)
+        if moved:
+            victim.per_step(proc.steps)
         spec = knowledge.spec
-        how = fidelity(self.s, search, proc, steps)
+        how = fidelity(self.s, search, proc, steps, moved)
         distance = self.s.adra_distance
         if distance == "auto":  # the scale of Δα is information only where the replay is exact
             distance = "l2" if theta.exact and how == "exact" else "cosine"
         problem = Problem(victim, proc, delta.float().to(device), proc.steps, proc.batch_size, steps, spec.num_classes,
                           (spec.channels, spec.image_size, spec.image_size), distance)
         return problem, {"theta-knowledge": theta.knowledge, "fidelity": how, "distance": distance}
+
+    def _moves_theta(self, knowledge: Knowledge, proc: AlphaProcedure) -> bool:
+        """Whether the replay moves θ between unrolled α steps (``theta-between-steps = aux``):
+        this project's darts supernet, an aux pool, and more than one step modelled."""
+        paradigm = getattr(getattr(knowledge.config, "paradigm", None), "paradigm", "darts")
+        return (proc.steps > 1 and self.s.theta_between_steps == "aux" and knowledge.aux_images is not None
+                and knowledge.target is None and paradigm == "darts")
 
     def _one(self, capture: Capture, knowledge: Knowledge, t0: float) -> Reconstruction:
         problem, known = self.problem(capture, knowledge)
@@ -210,7 +225,7 @@ def holds_only_decay(capture: Capture, names: list[str], proc: AlphaProcedure, a
     return float((delta - free).norm()) <= DATA_FREE_RTOL * float(delta.norm()) + float(spacing.norm())
 
 
-def fidelity(settings: Any, search: Any, proc: AlphaProcedure, steps: int) -> str:
+def fidelity(settings: Any, search: Any, proc: AlphaProcedure, steps: int, moved: bool = False) -> str:
     """How faithfully the attack models the client's round: ``exact``, ``approximate: why`` or
     ``not modelled: why`` (a column of the leakage report)."""
     if search.alpha_order != "first":
@@ -220,6 +235,9 @@ def fidelity(settings: Any, search: Any, proc: AlphaProcedure, steps: int) -> st
         return f"approximate: paper mode reads {steps} {search.alpha_optimizer} step(s) as one SGD step"
     if proc.steps < steps:
         return f"approximate: {steps} local steps read as one (adra-unroll = false)"
+    if steps > 1 and moved:
+        return ("approximate: theta moves between the client's alpha steps (theta steps on its D^theta batches); "
+                "the replay moves it by the client's theta optimizer on the aux pool's mean gradient")
     if steps > 1:
         return ("approximate: theta moves between the client's alpha steps (theta steps on its D^theta batches); "
                 "the replay keeps theta_t1")

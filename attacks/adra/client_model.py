@@ -5,8 +5,10 @@ the optimizer (SGD, or Adam with β1, β2 = 0.999 and ε = 1e-8 as ``torch.optim
 its learning rate and L2 weight decay, FedProx's μ when the term is on α, the number of α
 steps, B. ADRA in strong mode replays exactly that, step after step, on K dummy batches,
 so that the predicted Δα is comparable to the observed one whatever the optimizer. θ between the client's α steps
-moves by θ steps on data the attacker never sees; the replay keeps θ at θ_t1 (the one
-approximation left, exact for one local step).
+moves by θ steps on data the attacker never sees: the victim holds one θ per step, moved
+by the client's θ optimizer on the aux pool's mean gradient (``theta.theta_path``,
+``theta-between-steps = "aux"``), or θ_t1 throughout (``held``). That is the one
+approximation left; one local step is exact.
 
 Adam's first step is lr·g/(|g| + ε): a sign, whose derivative is zero. The replay
 replaces ε by ``temperature`` × the mean |g| of the dummy's own gradient, a smooth sign

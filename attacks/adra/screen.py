@@ -11,9 +11,13 @@ of first-order quantities, one batched pass, no double backward. Then:
   ridge regression from the aux images' unit updates to their pixels, evaluated at the
   observed Δα);
 - several samples (B > 1 or several steps): a greedy matching pursuit picks, slot after
-  slot, the aux image whose gradient added to the chosen ones best explains Δα
-  (the batch gradient read as the sum of per-sample gradients), randomised among the top
-  three for restarts after the first.
+  slot, the aux image that with the chosen ones best explains Δα, the client's procedure
+  replayed step by step on their gradients (a step's gradient is its batch's mean; Adam
+  normalises each step on its own, so its steps are not one step on the sum),
+  randomised among the top three for restarts after the first. With B = 1 (several
+  steps) the last restart is a learned inverse over whole captures
+  (:func:`sequence_inverse`: random aux sequences replayed the same way, regressed on
+  their pixels and labels).
 
 The refinement (``solver.solve_strong``) then moves these images, exactly modelled, to
 the observed Δα; a starting point comes from the aux pool alone, never from a client's data.
@@ -88,7 +92,13 @@ def screen(victim, proc: AlphaProcedure, observed: torch.Tensor, aux_x: torch.Te
             # the learned inverse takes the last start of every label hypothesis
             images[restarts - 1 :: restarts] = learned.view(1, 1, 1, *aux_x.shape[1:])
         return Starts(images, aux_y[idx].view(-1, 1, 1), score[idx])
-    return _pursuit(proc, table, observed, aux_x, aux_y, steps, batch, restarts, generator, temp)
+    starts = _pursuit(proc, table, observed, aux_x, aux_y, steps, batch, restarts, generator, temp)
+    # B > 1: a step's images are exchangeable, so a regression could only give their mean
+    learned = (sequence_inverse(proc, table, observed, aux_x, aux_y, steps, batch, temp, classes)
+               if restarts > 1 and batch == 1 else None)
+    if learned is not None:  # the learned inverse takes the last restart
+        starts.images[-1], starts.labels[-1] = learned
+    return starts
 
 
 def _pursuit(proc, table, observed, aux_x, aux_y, steps, batch, restarts, generator, temp) -> Starts:
@@ -96,23 +106,43 @@ def _pursuit(proc, table, observed, aux_x, aux_y, steps, batch, restarts, genera
     images, labels, scores = [], [], []
     for r in range(restarts):
         chosen: list[int] = []
-        total = torch.zeros_like(table[0])
         score = torch.tensor(0.0, device=table.device)
-        for _ in range(n):
-            cand = total[None] + table
-            s = F.cosine_similarity(_one_step(proc, cand, temp), observed[None], dim=-1)
+        for slot in range(n):
+            s = F.cosine_similarity(_slot_updates(proc, table, chosen, slot, steps, batch, temp), observed[None], dim=-1)
             if chosen:
                 s[torch.tensor(chosen, device=s.device)] = -2.0  # each aux image once
             top = torch.argsort(s, descending=True)[:3]
             pick = int(top[0]) if r == 0 else int(top[torch.randint(len(top), (1,), generator=generator)])
             chosen.append(pick)
-            total = total + table[pick]
             score = s[pick]
         idx = torch.tensor(chosen, device=aux_x.device)
         images.append(aux_x[idx].view(steps, batch, *aux_x.shape[1:]))
         labels.append(aux_y[idx].view(steps, batch))
         scores.append(score)
     return Starts(torch.stack(images), torch.stack(labels), torch.stack(scores))
+
+
+def _slot_updates(proc: AlphaProcedure, table: torch.Tensor, chosen: list[int], slot: int, steps: int, batch: int,
+                  temp: float) -> torch.Tensor:
+    """Predicted Δα (N, n_alpha) with every aux image as the candidate for ``slot``.
+
+    The client's procedure is replayed step by step (two Adam steps are not one step on
+    the summed gradient): a step's gradient is the mean over its chosen images and the
+    candidate; the steps after the candidate's have none yet (zero: for SGD this is the
+    matching pursuit on the summed gradient). The table is at α_t1 (α's drift is left out).
+    """
+    here = slot // batch
+    grads = []
+    for k in range(steps):
+        rows = chosen[k * batch : (k + 1) * batch]
+        if k < here:
+            grads.append(table[rows].mean(0).expand_as(table))
+        elif k == here:
+            grads.append((table[rows].sum(0) + table) / (len(rows) + 1) if rows else table)
+        else:
+            grads.append(torch.zeros_like(table))
+    many = AlphaProcedure(proc.optimizer, proc.lr, 0.0, proc.beta1, steps, proc.batch_size, proc.eps)
+    return replay(many, torch.zeros_like(table), lambda k, a: grads[k], temp)
 
 
 RIDGE_LAMBDAS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)  # times the mean squared singular value of the features
@@ -172,3 +202,42 @@ def ridge_inverse(updates: torch.Tensor, aux_x: torch.Tensor, observed: torch.Te
 
 
 RIDGE_MIN = 8
+
+
+def sequence_inverse(proc: AlphaProcedure, table: torch.Tensor, observed: torch.Tensor, aux_x: torch.Tensor,
+                     aux_y: torch.Tensor, steps: int, batch: int, temp: float,
+                     classes: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Images (steps, B, C, H, W) and labels (steps, B) for ``observed`` from a learned inverse
+    over whole captures: ``SETS`` random sequences of aux images, each replayed through the
+    client's procedure on the gradient table (as the pursuit does), their unit updates
+    regressed on their pixels and one-hot labels (ridge, λ by leave-one-out).
+
+    The replay tells Adam's steps apart, so the regression can place images in their steps
+    (the screen uses it with B = 1: within a step the order is free, and images would blur
+    towards their batch's mean). None: fewer than ``RIDGE_MIN`` aux images with a non-zero gradient.
+    """
+    rows = torch.nonzero(table.norm(dim=1) > 0).flatten()
+    if len(rows) < RIDGE_MIN:
+        return None
+    n = steps * batch
+    pick = rows[torch.randint(len(rows), (SETS, n), generator=torch.Generator().manual_seed(0)).to(rows.device)]
+    grads = [table[pick[:, k * batch : (k + 1) * batch]].mean(1) for k in range(steps)]
+    many = AlphaProcedure(proc.optimizer, proc.lr, 0.0, proc.beta1, steps, proc.batch_size, proc.eps)
+    updates = replay(many, torch.zeros_like(grads[0]), lambda k, a: grads[k], temp)
+    norms = updates.norm(dim=1, keepdim=True)
+    keep = norms[:, 0] > 0
+    feats = (updates[keep] / norms[keep]).double()
+    pixels = aux_x[pick[keep]].reshape(int(keep.sum()), -1).double()
+    onehot = F.one_hot(aux_y[pick[keep]], classes).reshape(int(keep.sum()), -1).double()
+    ridge = Ridge.fit(feats, torch.cat([pixels, onehot], 1))
+    lam = min((ridge.penalty(rel) for rel in RIDGE_LAMBDAS),
+              key=lambda lam: ridge.loo_error(lam, torch.cat([pixels, onehot], 1)))
+    target = observed.double() / observed.norm().clamp_min(1e-30)
+    pred = ridge.predict(lam, target[None])[0]
+    size = pixels.shape[1]
+    images = pred[:size].clamp(0.0, 1.0).to(aux_x.dtype).view(steps, batch, *aux_x.shape[1:])
+    labels = pred[size:].view(steps, batch, classes).argmax(-1)
+    return images, labels
+
+
+SETS = 2048  # random aux sequences the capture-level learned inverse is fitted on

@@ -78,7 +78,7 @@ def _predict(problem: Problem, x: torch.Tensor, y: torch.Tensor, temperature: fl
     ye = y.repeat_interleave(draws, 0)
     draw = torch.arange(draws, device=x.device).repeat(h)
     alpha0 = v.alpha_flat.expand(h * draws, -1)
-    return replay(problem.proc, alpha0, lambda k, a: v.grads(xe[:, k], ye[:, k], a, draw), temperature)
+    return replay(problem.proc, alpha0, lambda k, a: v.grads(xe[:, k], ye[:, k], a, draw, step=k), temperature)
 
 
 def _match(problem: Problem, x: torch.Tensor, y: torch.Tensor, distance: str, temperature: float) -> torch.Tensor:

@@ -95,6 +95,49 @@ def shadow_theta(config: Any, spec: Any, search: Any, alpha: dict[str, torch.Ten
     return {n: p.detach().clone() for n, p in model.named_weight_parameters()}
 
 
+def theta_path(config: Any, spec: Any, search: Any, alpha: dict[str, torch.Tensor], theta: ThetaDict, steps: int,
+               aux_x: torch.Tensor, aux_y: torch.Tensor, seed: int) -> list[ThetaDict]:
+    """θ at each of the client's ``steps`` α steps: ``theta`` first, then moved by the client's θ
+    optimizer (SGD with momentum, weight decay, clipping) on the aux pool's mean gradient.
+
+    The client's θ step between two α steps uses a D^θ batch the attacker never sees; the
+    aux pool's mean gradient over batches of the client's size (the BatchNorm statistics of
+    its batches) is the expected step on such a batch: a population estimate, from up to
+    ``PATH_IMAGES`` seeded aux images. α is held at ``alpha``.
+    """
+    model = build_supernet(config.space, spec, config.run.seed)
+    model.load_arrays(alpha)
+    named = model.named_weight_parameters()
+    with torch.no_grad():
+        for n, p in named:
+            p.copy_(torch.as_tensor(theta[n], dtype=p.dtype))
+    model.train()
+    weights = [p for _, p in named]
+    if len(aux_x) > PATH_IMAGES:
+        keep = torch.randperm(len(aux_x), generator=torch.Generator().manual_seed(seed))[:PATH_IMAGES]
+        aux_x, aux_y = aux_x[keep], aux_y[keep]
+    opt = torch.optim.SGD(weights, lr=search.theta_lr, momentum=search.theta_momentum,
+                          weight_decay=search.theta_weight_decay)
+    path = [{n: p.detach().clone() for n, p in named}]
+    for _ in range(steps - 1):
+        total = [torch.zeros_like(p) for p in weights]
+        size = max(1, int(search.batch_size))
+        for i in range(0, len(aux_x), size):  # batches of the client's size: its BatchNorm statistics
+            xb, yb = aux_x[i : i + size], aux_y[i : i + size]
+            loss = F.cross_entropy(model(xb), yb, reduction="sum") / len(aux_x)
+            total = [t + g for t, g in zip(total, torch.autograd.grad(loss, weights))]
+        for p, g in zip(weights, total):
+            p.grad = g
+        if search.theta_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(weights, search.theta_grad_clip)
+        opt.step()
+        path.append({n: p.detach().clone() for n, p in named})
+    return path
+
+
+PATH_IMAGES = 256  # aux images whose mean gradient moves θ between α steps
+
+
 THETA_PRIORS: dict[str, Callable[..., tuple[list[ThetaDict], str, bool]]] = {}
 
 

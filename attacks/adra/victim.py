@@ -103,12 +103,20 @@ class Victim:
                     raise ValueError(f"θ {n!r} has shape {tuple(v.shape)}, the supernet expects {tuple(p.shape)}")
                 vals.append(v)
             stacked[n] = torch.stack(vals)
-        self.thetas = stacked  # name -> (draws, *shape)
+        self.thetas = stacked  # name -> (draws × steps, *shape)
+        self.steps = 1  # θ per draw: one per local α step where the replay moves θ (:meth:`per_step`)
         self.draws = len(thetas)
         self.buffers = {n: b.detach() for n, b in model.named_buffers()}
         self.n_alpha = sum(math.prod(s) for s in self.alpha_shapes)
         self.sets = bool(getattr(model, "supports_sets", False))  # many hypotheses in one pass
         self.batch_gradient = self._build()  # (theta, alpha_flat, x, y) -> ∇_α L of one batch
+
+    def per_step(self, steps: int) -> None:
+        """Read the θ list as ``draws`` × ``steps``: draw d's θ at local step k is entry d·steps + k."""
+        total = self.draws * self.steps
+        if steps < 1 or total % steps:
+            raise ValueError(f"{total} θ cannot be read as draws of {steps} steps each")
+        self.steps, self.draws = steps, total // steps
 
     @property
     def alpha_flat(self) -> torch.Tensor:
@@ -157,7 +165,7 @@ class Victim:
         return g
 
     def grads(self, x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor | None = None,
-              draw: torch.Tensor | None = None) -> torch.Tensor:
+              draw: torch.Tensor | None = None, step: int = 0) -> torch.Tensor:
         """∇_α L for N independent batches.
 
         Parameters
@@ -170,6 +178,9 @@ class Victim:
             α at which to take each gradient (default α_t1 for all): unrolled steps move it.
         draw : long tensor (N,), optional
             Which θ draw each batch uses (default 0).
+        step : int
+            The client's local α step (its θ where the replay moves θ between steps; the last
+            one beyond them).
 
         Returns
         -------
@@ -186,11 +197,11 @@ class Victim:
             alpha = self.alpha_flat.expand(n, -1)
         if draw is None:
             draw = torch.zeros(n, dtype=torch.long, device=x.device)
-        draw = draw.to(x.device)
+        which = draw.to(x.device) * self.steps + min(step, self.steps - 1)
         out = torch.empty(n, self.n_alpha, dtype=x.dtype, device=x.device)
         parts = []
-        for d in range(self.draws):
-            rows = (draw == d).nonzero().flatten()
+        for d in range(self.draws * self.steps):
+            rows = (which == d).nonzero().flatten()
             if len(rows) == 0:
                 continue
             theta = {k: v[d] for k, v in self.thetas.items()}

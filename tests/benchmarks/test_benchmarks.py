@@ -127,6 +127,8 @@ def test_adra_benchmark_says_what_the_attacker_knew_of_theta():
     (row,) = run_nodes(2, args, torch.device("cpu"))
     assert row["theta"] == ["server θ_0 (exact: round 1)"]
     assert "server θ_0 (exact: round 1)" in report([row], "lm")
+    # a refused capture's match is NaN, null in the written JSON: the table reads both
+    assert "server θ_0" in report([{**row, "match": [None], "truth-match": [math.nan]}], "lm")
 
 
 def test_adra_benchmark_starts_no_capture_once_its_budget_is_spent(tmp_path):

@@ -1,0 +1,97 @@
+"""θ between the client's unrolled α steps: the aux pool's mean-gradient path, read per step by the victim."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attacks.adra.attack import ADRA
+from attacks.adra.solver import match_at
+from attacks.adra.theta import PATH_IMAGES, server_init_theta, theta_path
+from attacks.adra.victim import Victim
+from attacks.base import Knowledge
+from fednas.config import parse_config
+from fednas.data import ClientSplit, ImageSet
+from fednas.spaces import build_supernet
+from tests.attacks.test_adra import SPEC, _blobs, make_capture
+
+BASE = {"nodes": 4, "channels": 4, "head": "flatten", "alpha-optimizer": "adam", "local-steps": 3,
+        "alpha-batch-size": 1, "batch-size": 8, "theta-lr": 0.2, "theta-momentum": 0.9, "theta-weight-decay": 1e-3}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    cfg = parse_config(BASE)
+    gen = torch.Generator().manual_seed(0)
+    x = _blobs(80, gen)
+    data = ImageSet("blobs", x, torch.randint(0, 4, (80,), generator=gen), 4)
+    split = ClientSplit(0, np.arange(0, 30), np.arange(30, 50), np.arange(0))
+    aux = np.arange(50, 80)
+    return cfg, data, split, Knowledge(cfg, SPEC, data.x[aux].numpy(), data.y[aux].numpy())
+
+
+def test_the_path_takes_the_clients_theta_steps_on_the_aux_pools_mean_batch_gradient(setup):
+    cfg, _, _, knowledge = setup
+    s = cfg.search
+    model = build_supernet(cfg.space, SPEC, cfg.run.seed)
+    alpha = {k: v.clone() for k, v in model.arch_state().items()}
+    theta0 = server_init_theta(cfg, SPEC)
+    ax, ay = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels)
+    path = theta_path(cfg, SPEC, s, alpha, theta0, 3, ax, ay, seed=0)
+    assert len(path) == 3 and all(torch.equal(path[0][n], theta0[n]) for n in theta0)
+    # reference: the same steps written out, each gradient the size-weighted mean over client-sized batches
+    model.train()
+    named = model.named_weight_parameters()
+    weights = [p for _, p in named]
+    opt = torch.optim.SGD(weights, lr=s.theta_lr, momentum=s.theta_momentum, weight_decay=s.theta_weight_decay)
+    assert len(ax) <= PATH_IMAGES
+    for k in (1, 2):
+        grads = [torch.zeros_like(p) for p in weights]
+        for i in range(0, len(ax), s.batch_size):
+            xb, yb = ax[i : i + s.batch_size], ay[i : i + s.batch_size]
+            g = torch.autograd.grad(F.cross_entropy(model(xb), yb), weights)
+            grads = [a + len(xb) / len(ax) * b for a, b in zip(grads, g)]
+        for p, g in zip(weights, grads):
+            p.grad = g
+        if s.theta_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(weights, s.theta_grad_clip)
+        opt.step()
+        for n, p in named:
+            assert torch.allclose(path[k][n], p.detach(), rtol=1e-4, atol=1e-6), (k, n)
+    assert any(not torch.equal(path[1][n], path[0][n]) for n in theta0)
+
+
+def test_the_victim_reads_one_theta_per_step_and_the_last_beyond(setup):
+    cfg, _, _, _ = setup
+    model = build_supernet(cfg.space, SPEC, cfg.run.seed)
+    alpha = model.arch_state()
+    a = server_init_theta(cfg, SPEC)
+    b = {n: 1.5 * v for n, v in a.items()}
+    pair = Victim(cfg.space, SPEC, alpha, [a, b])
+    pair.per_step(2)
+    assert pair.draws == 1
+    x = _blobs(3, torch.Generator().manual_seed(1)).unsqueeze(1)
+    y = F.one_hot(torch.tensor([0, 1, 2]), 4).float().unsqueeze(1)
+    for step, theta in ((0, a), (1, b), (4, b)):
+        assert torch.allclose(pair.grads(x, y, step=step), Victim(cfg.space, SPEC, alpha, [theta]).grads(x, y),
+                              rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="cannot be read as draws of 3 steps"):
+        Victim(cfg.space, SPEC, alpha, [a, b]).per_step(3)
+
+
+def test_moving_theta_between_adam_steps_brings_the_truth_nearer_its_capture(setup):
+    cfg, data, split, knowledge = setup
+    held, moved = [], []
+    for seed in range(3):
+        cap, used = make_capture(cfg, data, split, seed=seed)
+        for mode, out in (("held", held), ("aux", moved)):
+            run = parse_config({**BASE, "theta-between-steps": mode})
+            problem, known = ADRA(run.attack).problem(cap, dataclasses.replace(knowledge, config=run))
+            assert ("aux pool's mean gradient" in known["fidelity"]) == (mode == "aux")
+            shape = (problem.steps, problem.batch, *problem.image_shape)
+            out.append(match_at(problem, data.x[used].reshape(shape), data.y[used].reshape(shape[:2])))
+    assert all(m < h for m, h in zip(moved, held)), (moved, held)
