@@ -119,9 +119,9 @@ def theta_path(config: Any, spec: Any, search: Any, alpha: dict[str, torch.Tenso
     opt = torch.optim.SGD(weights, lr=search.theta_lr, momentum=search.theta_momentum,
                           weight_decay=search.theta_weight_decay)
     path = [{n: p.detach().clone() for n, p in named}]
+    size = max(1, int(search.batch_size))
     for _ in range(steps - 1):
         total = [torch.zeros_like(p) for p in weights]
-        size = max(1, int(search.batch_size))
         for i in range(0, len(aux_x), size):  # batches of the client's size: its BatchNorm statistics
             xb, yb = aux_x[i : i + size], aux_y[i : i + size]
             loss = F.cross_entropy(model(xb), yb, reduction="sum") / len(aux_x)
@@ -176,6 +176,11 @@ def _shadow(ctx: dict[str, Any]) -> tuple[list[ThetaDict], str, bool]:
     return thetas, f"shadow θ ({r - 1} rounds on aux) ×{s.surrogate_draws}", False
 
 
+def paradigm_of(config: Any) -> str:
+    """The NAS paradigm a run's config names (``darts`` where it names none)."""
+    return getattr(getattr(config, "paradigm", None), "paradigm", "darts")
+
+
 def attacker_theta(capture: Any, knowledge: Any, settings: Any, search: Any,
                    weights: Sequence[tuple[str, torch.Tensor]], seed: int) -> ThetaChoice:
     """The θ the attack uses for ``capture`` (see the module docstring).
@@ -188,7 +193,7 @@ def attacker_theta(capture: Any, knowledge: Any, settings: Any, search: Any,
         prior = THETA_PRIORS[settings.theta_prior]
     except KeyError:
         raise ValueError(f"unknown theta-prior {settings.theta_prior!r}; choose one of: {', '.join(THETA_PRIORS)}") from None
-    paradigm = getattr(getattr(knowledge.config, "paradigm", None), "paradigm", "darts")
+    paradigm = paradigm_of(knowledge.config)
     if paradigm != "darts" and settings.theta_prior != "surrogate":
         raise ValueError(f"theta-prior = {settings.theta_prior!r} rebuilds the darts supernet's θ_0; paradigm "
                          f"{paradigm!r} takes theta-prior = 'surrogate'")
