@@ -3,11 +3,11 @@
 Two lines in any ServerApp (docs/plugin.md)::
 
     from server.plugin import eavesdrop
-    strategy = eavesdrop(FedAvg(...), "/abs/run-dir", model="my_app.model:build", input_shape=(1, 28, 28))
+    strategy = eavesdrop(FedAvg(...), "RUN_DIR", model="my_app.model:build", input_shape=(1, 28, 28))
 
 then ``strategy.start(...)`` as usual: the wrapped strategy aggregates exactly what it would
-alone; ``/abs/run-dir/captures`` fills with each client's α before and after every round, and
-``python -m attacks.adra /abs/run-dir`` attacks them offline on ``my_app.model:build``.
+alone; ``RUN_DIR/captures`` fills with each client's α before and after every round, and
+``python -m attacks.adra RUN_DIR`` attacks them offline on ``my_app.model:build``.
 """
 
 from __future__ import annotations
