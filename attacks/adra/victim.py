@@ -109,6 +109,7 @@ class Victim:
         self.buffers = {n: b.detach() for n, b in model.named_buffers()}
         self.n_alpha = sum(math.prod(s) for s in self.alpha_shapes)
         self.sets = bool(getattr(model, "supports_sets", False))  # many hypotheses in one pass
+        self._token, self._slots = object(), None  # which θ the model holds (:meth:`_hold`)
         self.batch_gradient = self._build()  # (theta, alpha_flat, x, y) -> ∇_α L of one batch
 
     def per_step(self, steps: int) -> None:
@@ -147,16 +148,36 @@ class Victim:
 
         return one
 
-    def _set_gradients(self, theta: Mapping[str, torch.Tensor], alpha: torch.Tensor, x: torch.Tensor,
-                       y: torch.Tensor) -> torch.Tensor:
-        """∇_α L of N batches in one pass of the supernet, one set of samples per batch."""
+    def _hold(self, index: int) -> torch.nn.Module:
+        """The model with θ entry ``index`` as its weights (swapped in when another is there).
+
+        ``functional_call`` with the whole θ swaps thousands of tensors in and out on every
+        call (a third of a capture's time at P = 32); held between calls, only α is swapped
+        per call. The tensors are swapped, never written into, so a graph built under one
+        θ stays valid after another is held. The model is the victim's from then on.
+        """
+        model = self.model
+        held = getattr(model, "_adra_held", None)
+        if held is None or held[0] is not self._token or held[1] != index:
+            if self._slots is None:
+                self._slots = [(model.get_submodule(n.rpartition(".")[0]), n.rpartition(".")[2], n)
+                               for n in self.thetas]
+            for module, leaf, name in self._slots:
+                module._parameters[leaf] = self.thetas[name][index]
+            model._adra_held = (self._token, index)
+        return model
+
+    def _set_gradients(self, index: int, alpha: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """∇_α L of N batches in one pass of the supernet, one set of samples per batch, under
+        θ entry ``index``."""
         n, b = x.shape[:2]
         create = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad or alpha.requires_grad)
         with torch.enable_grad():
             a = alpha if alpha.requires_grad else alpha.detach().requires_grad_(True)
             alphas = self.unflatten(a)
-            logits = functional_call(self.model, {**theta, **self.buffers, **alphas}, (x.reshape(n * b, *x.shape[2:]),),
-                                     {"sets": n})
+            # a supernet has no tied weights, and α's few tensors are all that is swapped
+            logits = functional_call(self._hold(index), alphas, (x.reshape(n * b, *x.shape[2:]),), {"sets": n},
+                                     tie_weights=False)
             per_sample = -(y.reshape(n * b, -1) * F.log_softmax(logits, dim=-1)).sum(-1)
             loss = per_sample.view(n, b).mean(1).sum()  # the sets' losses, summed: each α gets its own gradient
             if self.alpha_l2 > 0:
@@ -204,10 +225,10 @@ class Victim:
             rows = (which == d).nonzero().flatten()
             if len(rows) == 0:
                 continue
-            theta = {k: v[d] for k, v in self.thetas.items()}
             if self.sets and not _transformed(x):
-                parts.append((rows, self._set_gradients(theta, alpha[rows], x[rows], y[rows])))
+                parts.append((rows, self._set_gradients(d, alpha[rows], x[rows], y[rows])))
                 continue
+            theta = {k: v[d] for k, v in self.thetas.items()}
             # θ enters unbatched (in_dims None): a batched weight would turn every convolution
             # into a grouped one whose double backward loops over the groups
             fn = vmap(self.batch_gradient, in_dims=(None, 0, 0, 0))

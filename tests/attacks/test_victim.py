@@ -47,6 +47,24 @@ def test_batched_gradients_equal_plain_autograd_per_batch():
         torch.testing.assert_close(gx[i], gxi, rtol=1e-3, atol=1e-6)
 
 
+def test_victims_sharing_one_model_each_hold_their_own_theta():
+    # a victim keeps its θ in the model between calls (only α is swapped per call); another
+    # victim of the same model must swap its own back in, whichever ran last
+    cfg = _cfg()
+    model = build_supernet(cfg.space, SPEC, 1)
+    assert getattr(model, "supports_sets", False)  # the path that holds θ
+    alpha = {n: p.detach() for n, p in model.named_arch_parameters()}
+    thetas = surrogate_theta(model, 0.25, 2, 7)
+    x = torch.rand(3, 1, 1, 6, 6)
+    y = F.one_hot(torch.tensor([[0], [3], [4]]), 5).float()
+    first = [Victim(cfg.space, SPEC, alpha, [t], model=copy.deepcopy(model)).grads(x, y) for t in thetas]
+    a, b = (Victim(cfg.space, SPEC, alpha, [t], model=model) for t in thetas)
+    for _ in range(2):
+        torch.testing.assert_close(a.grads(x, y), first[0])
+        torch.testing.assert_close(b.grads(x, y), first[1])
+    assert not torch.allclose(first[0], first[1])
+
+
 @pytest.mark.parametrize("optimizer, mu", [("adam", None), ("sgd", None), ("adam", 20.0), ("sgd", 20.0)])
 def test_replay_with_the_true_batches_reproduces_the_clients_delta_alpha(optimizer, mu):
     # θ barely moves (theta-lr 1e-9), so the replay's one approximation (θ fixed) is exact;
