@@ -100,7 +100,8 @@ def _starts(problem: Problem, s: Any, generator: torch.Generator, aux_images, au
             raise ValueError("adra-init = 'aux' needs the attacker's aux pool (Knowledge.aux_images)")
         starts = screen(problem.victim, problem.proc, problem.observed, torch.as_tensor(aux_images),
                         torch.as_tensor(aux_labels), c, k, b, s.adra_restarts,
-                        LABELS_KEPT if labels_mode == "try-all" else 1, generator, chunk=screen_chunk(problem))
+                        LABELS_KEPT * LABEL_GROUPS if labels_mode == "try-all" else 1, generator,
+                        chunk=screen_chunk(problem))
         if labels_mode == "try-all":
             return starts.images, starts.labels, None
         return starts.images, None, LABEL_CONFIDENCE * F.one_hot(starts.labels, c).float()
@@ -116,6 +117,8 @@ def _starts(problem: Problem, s: Any, generator: torch.Generator, aux_images, au
 
 
 LABELS_KEPT = 3  # aux screening, one sample per capture: labels whose best aux images start hypotheses
+LABEL_GROUPS = 2  # groups of LABELS_KEPT labels refined at most (the next only while the match stays high)
+ESCALATE_MATCH = 0.1  # a best match above this (relative l2 or 1 − cos) refines the next group of labels
 LABEL_CONFIDENCE = 4.0  # joint labels start as softmax(4 * one-hot): 0.86 on the screened label
 
 
@@ -176,9 +179,48 @@ def solve_strong(problem: Problem, s: Any, generator: torch.Generator, aux_image
     report("screen", 0, 1, None)
     x0, fixed, logits0 = _starts(problem, s, generator, aux_images, aux_labels)
     param = make_param(problem, s, aux_images)
-    if optimizer == "lm":
-        return _refine_lm(problem, s, param, x0, fixed, logits0, report, aux_images)
-    return _refine_adam(problem, s, param, x0, fixed, logits0, report)
+
+    def refine(rows: torch.Tensor) -> Solution:
+        f, lg = (None if t is None else t[rows] for t in (fixed, logits0))
+        if optimizer == "lm":
+            return _refine_lm(problem, s, param, x0[rows], f, lg, report, aux_images)
+        return _refine_adam(problem, s, param, x0[rows], f, lg, report)
+
+    if fixed is None or s.adra_init != "aux":  # joint labels, or noise starts for every label: one run
+        return refine(torch.arange(len(x0), device=x0.device))
+    return _escalate(refine, _label_groups(fixed, LABELS_KEPT))
+
+
+def _label_groups(fixed: torch.Tensor, per_group: int) -> list[torch.Tensor]:
+    """Hypothesis rows in groups of ``per_group`` labels, in the order the labels first appear
+    (the screen's ranking)."""
+    order: list[int] = []
+    for label in fixed.flatten().tolist():
+        if label not in order:
+            order.append(label)
+    flat = fixed.flatten()
+    return [torch.nonzero(torch.isin(flat, torch.tensor(order[i : i + per_group], device=flat.device))).flatten()
+            for i in range(0, len(order), per_group)]
+
+
+def _escalate(refine: Callable[[torch.Tensor], Solution], groups: list[torch.Tensor]) -> Solution:
+    """Refine the best-screened labels' hypotheses; while the best match stays above
+    ``ESCALATE_MATCH``, the next group of labels too (up to ``LABEL_GROUPS``), and keep the best.
+
+    The screen ranks the true label first in most captures but not all (6th of 10 in one of
+    18 measured at P = 32); a match that high means the run found no image that explains Δα.
+    """
+    best: Solution | None = None
+    hypotheses = iters = 0
+    for rows in groups[:LABEL_GROUPS]:
+        sol = refine(rows)
+        hypotheses, iters = hypotheses + sol.hypotheses, iters + sol.iterations
+        if best is None or sol.match < best.match or not math.isfinite(best.match):
+            best = sol
+        if best.match <= ESCALATE_MATCH:
+            break
+        log.info("best match %.3g > %.3g: refining the next labels", best.match, ESCALATE_MATCH)
+    return Solution(best.images, best.labels, best.match, hypotheses, iters)
 
 
 def _labels(problem: Problem, fixed: torch.Tensor | None, logits: torch.Tensor | None) -> torch.Tensor:

@@ -231,3 +231,30 @@ def test_aux_starts_include_the_learned_inverse_and_the_coarse_stage_keeps_their
     assert torch.allclose(kept, x0)
     coded, *_ = _lm_stage(problem, basis, x0, fixed, None, 0.0, "coarse", 0, {}, lambda *a: None, "cosine")
     assert not torch.allclose(coded, x0, atol=1e-3)
+
+
+def test_label_groups_follow_the_screens_ranking():
+    from attacks.adra.solver import _label_groups
+
+    fixed = torch.tensor([7, 7, 2, 2, 9, 9, 0, 0, 4]).view(-1, 1, 1)
+    groups = _label_groups(fixed, 2)
+    assert [fixed.flatten()[g].tolist() for g in groups] == [[7, 7, 2, 2], [9, 9, 0, 0], [4]]
+
+
+@pytest.mark.parametrize("matches, runs, best", [([0.05, 0.01], 1, 0.05), ([0.4, 0.02], 2, 0.02),
+                                                 ([0.4, 0.9], 2, 0.4), ([float("nan"), 0.3], 2, 0.3)])
+def test_the_next_labels_are_refined_only_while_the_match_stays_high(matches, runs, best):
+    from attacks.adra import solver
+
+    assert solver.LABEL_GROUPS == 2 and solver.ESCALATE_MATCH == 0.1
+    calls = []
+
+    def refine(rows):
+        calls.append(rows.tolist())
+        m = matches[len(calls) - 1]
+        return solver.Solution(torch.full((1, 1, 1, 2, 2), m), torch.zeros(1, 1, dtype=torch.long), m, 4, 10)
+
+    groups = [torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5])]
+    sol = solver._escalate(refine, groups)
+    assert calls == [[0, 1], [2, 3]][:runs]  # never the third group
+    assert sol.match == best and sol.hypotheses == 4 * runs and sol.iterations == 10 * runs
