@@ -258,3 +258,21 @@ def test_the_next_labels_are_refined_only_while_the_match_stays_high(matches, ru
     sol = solver._escalate(refine, groups)
     assert calls == [[0, 1], [2, 3]][:runs]  # never the third group
     assert sol.match == best and sol.hypotheses == 4 * runs and sol.iterations == 10 * runs
+
+
+def test_only_free_pixels_refine_the_next_labels(easy, monkeypatch):
+    # a learned basis never matches below ESCALATE_MATCH, so it keeps to the screen's first labels
+    from attacks.adra import solver
+
+    cfg, data, split, knowledge = easy
+    cap, _ = make_capture(cfg, data, split)
+    monkeypatch.setattr(solver, "ESCALATE_MATCH", -1.0)  # every match counts as too high
+    for prior, groups in (("none", 2), ("pca", 1)):  # 4 classes: groups of 3 labels and 1
+        run = cfg.replace(adra_prior=prior, adra_prior_components=4, adra_iterations=2).attack
+        problem, _ = ADRA(run).problem(cap, knowledge)
+        args = (knowledge.aux_images, knowledge.aux_labels)
+        _, fixed, _ = solver._starts(problem, run, torch.Generator().manual_seed(0), *args)
+        rows = solver._label_groups(fixed, solver.LABELS_KEPT)
+        assert len(rows) == 2
+        sol = solver.solve_strong(problem, run, torch.Generator().manual_seed(0), *args)
+        assert sol.hypotheses == sum(len(r) for r in rows[:groups]), prior
