@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import subprocess
 import time
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from simulations.tables import plots
 from simulations.tables import stats
 from simulations.tables.plan import Plan, Row
 from simulations.tables.runner import current, human
+
+PROJECT = Path(__file__).resolve().parents[2]  # the checkout: commit() asks git there; portable() shortens paths
 
 TITLES = {
     1: "Table 1: ADRA success rate and MSE by activation and P (B = 1)",
@@ -302,7 +305,7 @@ def markdown_table(rows: list[dict[str, Any]], head: list[str]) -> str:
 
 
 def commit() -> str:
-    root = Path(__file__).resolve().parents[2]
+    root = PROJECT
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -387,13 +390,26 @@ def log_invocation(out: Path, command: str, rev: str, wall: float, counts: dict[
     atomic_write_json(path, log)
 
 
+def portable(command: str, root: Path = PROJECT) -> str:
+    """``command`` as tables.md shows it: absolute paths inside ``root`` made relative to it,
+    others cut to ``…/`` and their last two parts (invocations.json keeps them whole: they
+    name one machine's folders, which a reader elsewhere does not have)."""
+    words = []
+    for word in shlex.split(command):
+        if word.startswith("/"):
+            path = Path(word)
+            word = str(path.relative_to(root)) if path.is_relative_to(root) else "…/" + "/".join(path.parts[-2:])
+        words.append(word if word.startswith("…/") else shlex.quote(word))  # … for display: never quoted
+    return " ".join(words)
+
+
 def provenance(out: Path) -> list[str]:
     """The commands, commits and wall time of every invocation that computed these results."""
     path = out / INVOCATIONS
     log = json.loads(path.read_text()) if path.is_file() else []
     if not log:
         return ["Command: none recorded (results made by an older version of the harness)  "]
-    commands = list(dict.fromkeys(e["command"] for e in log))
+    commands = list(dict.fromkeys(portable(e["command"]) for e in log))
     commits = list(dict.fromkeys(e["commit"] for e in log))
     total = sum(e["wall-seconds"] for e in log)
     return [f"Command: {' ; '.join(f'`{c}`' for c in commands)}  ",

@@ -80,3 +80,16 @@ def test_pooled_amia_figures_equal_the_metrics_of_the_pooled_decisions():
     assert pooled["f1"].value == pytest.approx(amia_metrics.f1_score(labels, dec))
     assert pooled["attack-acc"].lo < pooled["attack-acc"].value < pooled["attack-acc"].hi
     assert pooled["attack-acc"].n == 150
+
+
+def test_the_recorded_command_names_no_machines_folders(tmp_path):
+    from simulations.tables.render import log_invocation, portable, provenance
+
+    root = tmp_path / "project"
+    cmd = f"python -m simulations.tables --out {root}/outputs/t --costs-from /tmp/tcost /work/wt/x/outputs/t"
+    assert portable(cmd, root) == "python -m simulations.tables --out outputs/t --costs-from …/tmp/tcost …/outputs/t"
+    out = tmp_path / "out"
+    out.mkdir()
+    log_invocation(out, "python -m simulations.tables --costs-from /tmp/tcost", "abc", 1.0, {"ok": 1})
+    assert provenance(out)[0] == "Command: `python -m simulations.tables --costs-from …/tmp/tcost`  "
+    assert "/tmp/tcost" in (out / "invocations.json").read_text()  # the log keeps the whole path
