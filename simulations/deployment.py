@@ -35,8 +35,9 @@ from pathlib import Path
 
 from fednas.config import ConfigError
 from simulations.launcher import (PROJECT_ROOT, Federation, LaunchError, LaunchResult, RunOutput, _healthy,
-                                  finish_run_dir, flower_env, free_port, interrupted, prepare, reserve_run_dir,
+                                  finish_run_dir, flower_env, interrupted, prepare, reserve_run_dir,
                                   run_status, stop_flower_run)
+from simulations.ports import free_port
 from simulations.processes import Interrupted, Launched, StopSignals, stop_run_processes
 
 log = logging.getLogger(__name__)

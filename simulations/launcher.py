@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from fednas.data import check_federation, dataset_from_config
 from fednas.overrides import parse_overrides
 from fednas.rundir import atomic_write_text, new_run_dir
 from fednas.runlog import mark_interrupted
+from simulations.ports import free_port
 from simulations.processes import TAG_ENV, Interrupted, StopSignals, new_tag, stop_run_processes
 
 log = logging.getLogger(__name__)
@@ -138,12 +138,6 @@ def flower_env(project: Path, port: int | None = None, tag: str | None = None) -
     if tag is not None:
         env[TAG_ENV] = tag
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _healthy(port: int) -> bool:

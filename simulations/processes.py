@@ -88,6 +88,12 @@ def run_processes(roots: Iterable[Root], tag: str | None = None,
     return list(found.values())
 
 
+def session_members(sid: int, tag: str) -> list[psutil.Process]:
+    """The processes of session ``sid`` whose environment has ``TAG_ENV=tag``: what a session
+    leader started and left behind when it exited (the tag keeps a reused id from matching)."""
+    return [p for p in psutil.process_iter() if _sid(p.pid) == sid and _tagged(p, tag)]
+
+
 def _tagged(proc: psutil.Process, tag: str) -> bool:
     try:
         return proc.environ().get(TAG_ENV) == tag

@@ -9,7 +9,8 @@ import textwrap
 
 import psutil
 
-from simulations.processes import TAG_ENV, Launched, alive, new_tag, run_processes, still_running, terminate
+from simulations.processes import (TAG_ENV, Launched, alive, new_tag, run_processes, session_members, still_running,
+                                   terminate)
 from tests.simulations.waiting import pid_alive, wait_for
 
 
@@ -101,7 +102,8 @@ def test_children_in_their_own_session_and_orphans_are_stopped_and_nothing_else(
             assert pids <= {p.pid for p in run_processes([tree.procs[0].pid])} and pids <= set(tree.seen)
             assert os.getsid(tree.child) == tree.child != os.getsid(tree.procs[0].pid)
             os.kill(tree.child, signal.SIGKILL)  # the grandchild is orphaned: no parent links it to the tree now
-            wait_for(lambda: not pid_alive(tree.child), 10, "the child to die")
+            # reaped, not only dead: a zombie child is still the root's child and still leads its session
+            wait_for(lambda: not psutil.pid_exists(tree.child), 10, "the child to be reaped")
             assert pid_alive(tree.grandchild)
             assert tree.grandchild not in {p.pid for p in run_processes(tree.procs)}
         assert still_running(tree.seen) == [] and not any(pid_alive(p) for p in pids)
@@ -128,3 +130,20 @@ def test_stop_superlink_leaves_a_listener_that_is_not_a_superlink_alone(capsys):
         listener.kill()
         listener.wait()
     assert main(["stop-superlink", "--port", str(port)]) == 1  # nothing listens now
+
+
+def test_what_an_exited_session_leader_left_is_found_by_its_session_and_tag():
+    tag, other = new_tag(), new_tag()
+    code = "import subprocess, sys; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); sys.exit(1)"
+    leader = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, TAG_ENV: tag}, start_new_session=True)
+    untagged = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, TAG_ENV: other},
+                                start_new_session=True)
+    assert leader.wait(timeout=30) == 1 and untagged.wait(timeout=30) == 1
+    try:
+        wait_for(lambda: session_members(leader.pid, tag), 30, "the leader's child")
+        left = session_members(leader.pid, tag)
+        assert len(left) == 1 and os.getsid(left[0].pid) == leader.pid
+        assert session_members(leader.pid, other) == []  # another tag, even in that session, is not taken
+        assert terminate(left, grace=5) == [] and session_members(leader.pid, tag) == []
+    finally:
+        terminate(session_members(untagged.pid, other), grace=5)

@@ -1,11 +1,13 @@
 """A simulation attached to a Ray cluster of two nodes (a head and a worker) on loopback."""
 
 import json
+import logging
+import sys
 
 import pytest
 
 from fednas.config import ConfigError
-from simulations.launcher import PROJECT_ROOT, Federation, launch, prepare
+from simulations.launcher import PROJECT_ROOT, Federation, LaunchError, launch, prepare
 from simulations.processes import still_running
 from simulations.ray_cluster import LocalRayCluster
 
@@ -23,9 +25,37 @@ def test_cluster_wide_resources_with_an_address_are_refused_before_anything_star
         prepare(PROJECT_ROOT, None, [], {"clients": 2, "ray_address": "127.0.0.1:6379", "ray_cpus": 2})
 
 
+class FailingFirst(LocalRayCluster):
+    """A cluster whose first ``fail`` ``ray start`` runs for node ``node`` exit with code 1, as
+    one does whose port was taken before it could bind it."""
+
+    def __init__(self, node: str, fail: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.node, self.fail, self.commands = node, fail, []
+
+    def _command(self, name, args):
+        self.commands.append(name)
+        if name == self.node and self.commands.count(name) <= self.fail:
+            return [sys.executable, "-c", "import sys; print('Address already in use'); sys.exit(1)"]
+        return super()._command(name, args)
+
+
+def test_a_node_that_never_starts_fails_the_cluster_with_its_log_after_its_tries():
+    cluster = FailingFirst("head", fail=2, workers=1, tries=2)
+    with pytest.raises(LaunchError) as err, cluster:
+        pass
+    assert "head node exited with code 1 (try 2 of 2)" in str(err.value)
+    assert "Address already in use" in str(err.value)  # the end of its log, which stop() removed
+    assert cluster.commands == ["head", "head"] and not cluster.temp_dir.exists()
+
+
 @pytest.mark.slow
-def test_a_simulation_runs_on_a_local_head_and_worker(tmp_path):
-    with LocalRayCluster(workers=1, cpus_per_node=1) as cluster:
+def test_a_simulation_runs_on_a_local_head_and_worker(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="simulations.ray_cluster")
+    with FailingFirst("worker-0", fail=1, workers=1, cpus_per_node=1) as cluster:
+        # the worker's first ray start failed; its second, with other ports, joined
+        assert cluster.commands == ["head", "worker-0", "worker-0"]
+        assert "worker-0 node exited with code 1 (try 1 of 3)" in caplog.text and "trying again" in caplog.text
         assert cluster.nodes() == 2
         # one CPU a client on two one-CPU nodes: Flower's actor pool has one actor on each node
         result = launch(None, ["num-server-rounds=2", "nodes=3", "channels=4", "max-samples=300", "local-steps=2",
