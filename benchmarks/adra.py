@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 
 from attacks import metrics as M
@@ -47,6 +48,7 @@ from benchmarks.common import RESULTS, machine, resolve_device, t_interval, tabl
 from fednas.config import parse_config, search_to_record
 from fednas.data import client_data, make_pools
 from fednas.federated import client_train, initial_arrays
+from fednas.memory import memory_warning
 from fednas.overrides import parse_overrides
 
 log = logging.getLogger(__name__)
@@ -174,6 +176,8 @@ def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> lis
             **parse_overrides(args.set)}
     cfg = parse_config(base)
     dataset, _ = client_data(cfg.data, cfg.run.seed, 0, args.captures)
+    if device.type == "cpu" and (warning := memory_warning(cfg, dataset.spec, 1, psutil.virtual_memory().available)):
+        log.warning("P=%d: %s", nodes, warning)  # the captures' local search comes first
     aux = make_pools(len(dataset), cfg.data, cfg.run.seed).aux
     knowledge = Knowledge(cfg, dataset.spec, dataset.x[aux].numpy(), dataset.y[aux].numpy())
     caps = Captures(cfg, args.captures)

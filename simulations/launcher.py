@@ -27,8 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fednas.config import ConfigError, check_against_federation, parse_config, toml_value
+import psutil
+
+from fednas.config import ConfigError, check_against_federation, parse_config, sampled_per_round, toml_value
 from fednas.data import check_federation, dataset_from_config
+from fednas.memory import memory_warning
 from fednas.overrides import parse_overrides
 from fednas.rundir import atomic_write_text, new_run_dir
 from fednas.runlog import mark_interrupted
@@ -265,8 +268,22 @@ def prepare(project: Path, experiment: str | Path | None, sets: list[str], fed_o
     if federation.gpus_per_client > 0 and cfg.run.device == "cpu":
         raise ConfigError("--gpus-per-client > 0 but 'device' = 'cpu'; set device to auto or cuda")
     check_against_federation(cfg, federation.clients)
-    check_federation(dataset_from_config(cfg.data, cfg.run.seed), cfg.data, cfg.run.seed, federation.clients)
+    dataset = dataset_from_config(cfg.data, cfg.run.seed)
+    check_federation(dataset, cfg.data, cfg.run.seed, federation.clients)
+    warning = memory_warning(cfg, dataset.spec, clients_at_once(cfg, federation), psutil.virtual_memory().available)
+    if warning is not None:
+        log.warning("%s", warning)
     return overrides, federation
+
+
+def clients_at_once(cfg: Any, federation: Federation) -> int:
+    """Clients whose local search runs at the same time in this machine's memory: those a
+    round samples, as many as Ray's CPUs hold (0 when their memory is elsewhere: GPU clients,
+    or a Ray cluster attached to)."""
+    if federation.ray_address or federation.gpus_per_client > 0:
+        return 0
+    cpus = federation.ray_cpus if federation.ray_cpus is not None else (os.cpu_count() or 1)
+    return max(1, min(sampled_per_round(cfg.fed, federation.clients), int(cpus // federation.cpus_per_client)))
 
 
 def reserve_run_dir(project: Path, overrides: dict[str, Any]) -> tuple[Path, Path]:

@@ -1,5 +1,6 @@
 import csv
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from attacks.captures import CaptureStore
 from fednas.config import ConfigError, parse_config
 from fednas.data import dataset_from_config, make_pools
 from simulations.__main__ import main
-from simulations.launcher import PROJECT_ROOT, launch, load_experiment, prepare
+from simulations.launcher import PROJECT_ROOT, Federation, clients_at_once, launch, load_experiment, prepare
 from tests import reference
 
 
@@ -44,6 +45,25 @@ def test_experiment_files_are_checked(tmp_path):
     good.write_text("nodes = 4\n[federation]\nclients = 2\n")
     overrides, federation = prepare(PROJECT_ROOT, good, ["channels=4"], {})
     assert overrides == {"nodes": 4, "channels": 4} and federation.clients == 2
+
+
+def test_a_search_that_cannot_fit_in_memory_is_warned_of_before_anything_starts(caplog):
+    caplog.set_level(logging.WARNING, logger="simulations.launcher")
+    prepare(PROJECT_ROOT, None, ["nodes=8"], {"clients": 2})
+    assert "needs about" not in caplog.text
+    # P = 256 with batches of 4096 8x8 images: terabytes, more than any machine has
+    prepare(PROJECT_ROOT, None, ["nodes=256", "batch-size=4096"], {"clients": 2, "ray_cpus": 2})
+    assert "needs about" in caplog.text and "'batch-size' 4096" in caplog.text and "2 client(s) at once" in caplog.text
+
+
+def test_clients_at_once_are_those_sampled_that_ray_cpus_hold_in_this_machines_memory():
+    cfg = parse_config({"fraction-train": 1.0})
+    assert clients_at_once(cfg, Federation(clients=8, ray_cpus=4, cpus_per_client=2)) == 2
+    assert clients_at_once(cfg, Federation(clients=1, ray_cpus=4)) == 1
+    assert clients_at_once(parse_config({"fraction-train": 0.5, "min-train-clients": 1}),
+                           Federation(clients=4, ray_cpus=16)) == 2
+    assert clients_at_once(cfg, Federation(clients=4, gpus_per_client=0.5)) == 0  # their memory is the GPU's
+    assert clients_at_once(cfg, Federation(clients=4, ray_address="10.0.0.1:6379")) == 0  # another machine's
 
 
 @pytest.mark.slow
