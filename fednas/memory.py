@@ -26,6 +26,11 @@ PER_NODE = 387.0
 SECOND_ORDER = 2.0  # the unrolled step holds the graph at θ' while it differentiates through it
 
 
+def step_batch(cfg: Any) -> int:
+    """The larger of a step's two batches: the one whose step peaks."""
+    return max(cfg.search.batch_size, cfg.search.alpha_batch_size)
+
+
 def search_step_bytes(cfg: Any, spec: InputSpec) -> int | None:
     """Estimated peak bytes of one local search step of one client (None where there is no
     estimate: a space or paradigm other than the dag with DARTS)."""
@@ -33,9 +38,8 @@ def search_step_bytes(cfg: Any, spec: InputSpec) -> int | None:
         return None
     p = cfg.space.nodes
     per_sample = (PER_EDGE * p * (p - 1) / 2 + PER_NODE * p) * cfg.space.channels * spec.image_size**2
-    batch = max(cfg.search.batch_size, cfg.search.alpha_batch_size)
     factor = SECOND_ORDER if cfg.search.alpha_order == "second" else 1.0
-    return int(per_sample * batch * factor)
+    return int(per_sample * step_batch(cfg) * factor)
 
 
 def memory_warning(cfg: Any, spec: InputSpec, parallel: int, available: int) -> str | None:
@@ -44,7 +48,7 @@ def memory_warning(cfg: Any, spec: InputSpec, parallel: int, available: int) -> 
     step = search_step_bytes(cfg, spec)
     if step is None or step * parallel <= available:
         return None
-    batch = max(cfg.search.batch_size, cfg.search.alpha_batch_size)
+    batch = step_batch(cfg)
     fits = int(batch * available / (step * parallel))
     return (f"a local search step of dag P = {cfg.space.nodes}, C = {cfg.space.channels} on "
             f"{spec.image_size}x{spec.image_size} with batch {batch} ('batch-size' {cfg.search.batch_size}, "
