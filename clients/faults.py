@@ -7,8 +7,8 @@ the honest reply: the α arrays (names starting with ``alpha``) are replaced by 
 (``nan``), flattened (``shape``), cut to one row that NumPy would broadcast
 (``broadcast``), cast to float64 (``dtype``) or set to 1e30 (``huge``); an array is added
 (``extra-array``) or α is left out (``missing-alpha``); or the reply claims
-``num-examples = -1`` (``bad-weight``). What the server does about each: README,
-"Reliability".
+``num-examples = -1`` (``bad-weight``). What the server does about each:
+docs/reliability.md.
 """
 
 from __future__ import annotations

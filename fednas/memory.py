@@ -20,7 +20,7 @@ from fednas.spaces.base import InputSpec
 # the P(P−1)/2 edges (eight ops' saved activations) plus PER_NODE for each node (its sum,
 # output and normalisation). Least squares on the fused dag supernet in train mode, ELU,
 # torch 2.14 on CPU: 11 measured steps, P = 8–64, 8×8 and 28×28, C = 8 and 16, batches
-# 1–32; every one within 0.92–1.06 of the estimate (the README's memory paragraph).
+# 1–32; every one within 0.92–1.06 of the estimate (docs/performance.md).
 PER_EDGE = 68.5
 PER_NODE = 387.0
 SECOND_ORDER = 2.0  # the unrolled step holds the graph at θ' while it differentiates through it

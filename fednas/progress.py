@@ -2,7 +2,7 @@
 
 DARTS's architecture is read off α by an argmax, which always returns *something*: a
 genotype taken from an α that has barely left its 1e-3·N(0, 1) start is a random draw
-(the quickstart's). These figures, written to ``rounds.csv`` every round, say whether α
+(the quickstart's, or search-quick.toml's). These figures, written to ``rounds.csv`` every round, say whether α
 has decided anything:
 
 ``alpha-entropy``

@@ -1,4 +1,4 @@
-"""``python -m fednas.readme``: rewrite README.md's config table from the schema."""
+"""``python -m fednas.configdoc``: rewrite the config table of docs/configuration.md from the schema."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from fednas.config import markdown_table
 from fednas.rundir import atomic_write_text
 
 START, END = "<!-- config-table:start -->", "<!-- config-table:end -->"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
+
+
+def table_in(text: str) -> str | None:
+    """The text between the markers of ``text`` (None without them)."""
+    m = re.search(re.escape(START) + r"\n(.*?)" + re.escape(END), text, re.S)
+    return m.group(1) if m else None
 
 
 def update(path: Path) -> bool:
@@ -25,5 +32,5 @@ def update(path: Path) -> bool:
 
 
 if __name__ == "__main__":
-    readme = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "README.md"
-    print(f"{readme}: {'updated' if update(readme) else 'already up to date'}")
+    page = Path(sys.argv[1]) if len(sys.argv) > 1 else PAGE
+    print(f"{page}: {'updated' if update(page) else 'already up to date'}")
