@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +34,12 @@ PARADIGMS = ("darts", "pdarts", "enas", "smash")
 FAULT_MODES = ("raise", "exit", "nan", "shape", "broadcast", "dtype", "extra-array", "missing-alpha", "huge",
                "bad-weight")
 ROBUST_STRATEGIES = ("fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
+# Old names of renamed keys (old -> new): still read, with a warning naming the new key, so
+# that older pyproject files, experiment TOMLs, --set items and run directories keep working.
+# "nodes" also meant the federation's size and "steps" the local steps; the new names cannot.
+RENAMED_KEYS = {"nodes": "dag-nodes", "steps": "cell-nodes"}
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -89,9 +97,9 @@ KEYS: tuple[Key, ...] = (
     _k("device", "run", "auto", "Torch device for clients and server: auto (cuda when the process has a GPU), cpu, cuda.", choices=("auto", "cpu", "cuda")),
     # --- search space ----------------------------------------------------------------
     _k("space", "space", "dag", "Search space: dag (the paper's P-node DAG) or darts (stacked DARTS cells).", choices=SPACES),
-    _k("nodes", "space", 8, "dag: P, nodes after the stem (node 0 is the stem's output); alpha has P(P-1)/2 x 8 entries.", check=lambda x: x >= 2, rule=">= 2"),
+    _k("dag-nodes", "space", 8, "dag: P, nodes after the stem (node 0 is the stem's output); alpha has P(P-1)/2 x 8 entries.", check=lambda x: x >= 2, rule=">= 2"),
     _k("layers", "space", 5, "darts: number of stacked cells (reduction cells at 1/3 and 2/3).", check=lambda x: x >= 3, rule=">= 3"),
-    _k("steps", "space", 4, "darts: intermediate nodes per cell (4 gives 14 edges).", check=lambda x: x >= 1, rule=">= 1"),
+    _k("cell-nodes", "space", 4, "darts: intermediate nodes per cell (4 gives 14 edges).", check=lambda x: x >= 1, rule=">= 1"),
     _k("channels", "space", 8, "Channels C of every node (darts: of the first cell).", check=_pos, rule="> 0"),
     _k("activation", "space", "elu", "Activation inside every op.", choices=ACTIVATIONS),
     _k("head", "space", "gap", "Classifier head: gap (global average pool + linear, as DARTS) or flatten (linear over the whole last feature map).", choices=HEADS),
@@ -282,10 +290,11 @@ class _ConfigBase:
 
     def replace(self, **overrides: Any) -> Config:
         """Return a copy with some keys changed, given by field name (validated)."""
-        return parse_config({**self.flat(), **{k.replace("_", "-"): v for k, v in overrides.items()}})
+        changed = canonical_keys({k.replace("_", "-"): v for k, v in overrides.items()})
+        return parse_config({**self.flat(), **changed})
 
 
-# One frozen section per group: ``cfg.space.nodes``, ``cfg.search.alpha_lr``, ...
+# One frozen section per group: ``cfg.space.dag_nodes``, ``cfg.search.alpha_lr``, ...
 Config = dataclasses.make_dataclass(
     "Config", [(group, SECTION_CLASSES[group]) for group in GROUPS], bases=(_ConfigBase,), frozen=True
 )
@@ -433,6 +442,32 @@ def _paradigm_checks(flat: Mapping[str, Any]) -> list[str]:
     return errors
 
 
+def canonical_keys(raw: Mapping[str, Any], source: str = "") -> dict[str, Any]:
+    """``raw`` with every old key name (:data:`RENAMED_KEYS`) replaced by its new one.
+
+    Each old name found is reported (a :class:`DeprecationWarning` and a logged warning,
+    both naming the new key). Call it once per source (a file, the ``--set`` items) before
+    merging sources: an old key in one source may override the new key of another.
+
+    Raises
+    ------
+    ConfigError
+        When one mapping gives both the old and the new name of a key.
+    """
+    out = dict(raw)
+    where = f" (in {source})" if source else ""
+    both = [f"'{old}' and '{new}'" for old, new in RENAMED_KEYS.items() if old in out and new in out]
+    if both:
+        raise ConfigError(f"both names of a renamed key given{where}: {'; '.join(both)}; keep only the new one")
+    for old, new in RENAMED_KEYS.items():
+        if old in out:
+            message = f"config key '{old}' is deprecated{where}: use '{new}'"
+            warnings.warn(message, DeprecationWarning, stacklevel=3)
+            log.warning("%s", message)
+            out = {(new if k == old else k): v for k, v in out.items()}
+    return out
+
+
 def parse_config(raw: Mapping[str, Any] | None = None, *, allow_unknown: bool = False) -> Config:
     """Validate a flat mapping of hyphenated keys and build a :class:`Config`.
 
@@ -442,22 +477,24 @@ def parse_config(raw: Mapping[str, Any] | None = None, *, allow_unknown: bool = 
         Keys to set; missing keys take the schema's defaults.
     allow_unknown : bool
         Ignore keys the schema does not know instead of failing (for apps that put
-        their own keys beside ours).
+        their own keys beside ours). The old names of renamed keys are then taken as
+        such an app's own keys, not as ours.
 
     Raises
     ------
     ConfigError
         Listing every unknown key (with the closest known names), wrong type and
-        out-of-range value.
+        out-of-range value, and a key given under both its old and new name.
     """
-    raw = dict(raw or {})
+    raw = dict(raw or {}) if allow_unknown else canonical_keys(raw or {})
     errors: list[str] = []
     flat: dict[str, Any] = {}
     for name, value in raw.items():
         key = KEY_BY_NAME.get(name)
         if key is None:
             if not allow_unknown:
-                near = difflib.get_close_matches(name, KEY_BY_NAME, n=3)
+                near = difflib.get_close_matches(name, [*KEY_BY_NAME, *RENAMED_KEYS], n=3)
+                near = list(dict.fromkeys(RENAMED_KEYS.get(n, n) for n in near))  # an old name's new one
                 hint = f"; did you mean {', '.join(repr(n) for n in near)}?" if near else ""
                 errors.append(f"unknown config key '{name}'{hint} (python -m fednas.config lists all keys)")
             continue

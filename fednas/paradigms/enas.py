@@ -82,9 +82,9 @@ def build_enas(cfg: Any, spec: InputSpec) -> EnasDag:
     s, p = cfg.space, cfg.paradigm
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.run.seed)
-        controller = Controller(s.nodes, cfg.fed.genotype_k, p.enas_lstm_size, p.enas_tanh_constant,
+        controller = Controller(s.dag_nodes, cfg.fed.genotype_k, p.enas_lstm_size, p.enas_tanh_constant,
                                 p.enas_op_tanh_reduce)
-        model = EnasDag(spec, s.nodes, s.channels, s.activation, s.head, controller)
+        model = EnasDag(spec, s.dag_nodes, s.channels, s.activation, s.head, controller)
     init_weights(model, s.theta_init, s.theta_init_bound, 0.0, torch.Generator().manual_seed(cfg.run.seed + 1))
     controller.reset_parameters(torch.Generator().manual_seed(cfg.run.seed + 2))
     return model

@@ -19,13 +19,13 @@ def test_pyproject_lists_every_key_with_the_schema_default():
 def test_defaults_parse_and_round_trip():
     cfg = parse_config()
     assert parse_config(cfg.flat()) == cfg
-    assert cfg.replace(nodes=5).space.nodes == 5
+    assert cfg.replace(dag_nodes=5).space.dag_nodes == 5
 
 
 @pytest.mark.parametrize("raw, words", [
-    ({"nodez": 3}, ["unknown config key 'nodez'", "'nodes'"]),
-    ({"nodes": 1}, ["'nodes'", ">= 2"]),
-    ({"nodes": "8"}, ["'nodes'", "integer"]),
+    ({"nodez": 3}, ["unknown config key 'nodez'", "'dag-nodes'"]),
+    ({"dag-nodes": 1}, ["'dag-nodes'", ">= 2"]),
+    ({"dag-nodes": "8"}, ["'dag-nodes'", "integer"]),
     ({"fraction-train": 0.0}, ["'fraction-train'", "(0, 1]"]),
     ({"fraction-train": 1.5}, ["'fraction-train'", "(0, 1]"]),
     ({"dataset": "imagenet"}, ["'dataset'", "digits", "mnist", "cifar10"]),
@@ -43,9 +43,9 @@ def test_bad_values_name_the_key_and_what_is_allowed(raw, words):
 
 def test_every_error_is_reported_at_once():
     with pytest.raises(ConfigError) as info:
-        parse_config({"nodes": 0, "activation": "x", "bogus": 1})
+        parse_config({"dag-nodes": 0, "activation": "x", "bogus": 1})
     msg = str(info.value)
-    assert "'nodes'" in msg and "'activation'" in msg and "'bogus'" in msg
+    assert "'dag-nodes'" in msg and "'activation'" in msg and "'bogus'" in msg
 
 
 def test_ints_are_accepted_for_floats_and_unknown_keys_can_be_allowed():
