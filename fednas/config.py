@@ -350,7 +350,8 @@ def _cross_checks(flat: Mapping[str, Any]) -> list[str]:
     if flat["dp-server"] and not flat["dp-update"]:
         errors.append("'dp-server' = true needs 'dp-update' = true: Flower's client-side-clipping wrapper "
                       "relies on every client clipping its update (the update mod does)")
-    if flat["bn-statistics"] == "pooled" and flat["share-weights"] and (flat["dp-server"] or flat["dp-update-theta"]):
+    if (flat["paradigm"] == "darts" and flat["bn-statistics"] == "pooled" and flat["share-weights"]
+            and (flat["dp-server"] or flat["dp-update-theta"])):
         errors.append("'bn-statistics' = \"pooled\" sends statistics of D^theta outside the update's DP mechanism, "
                       "which covers theta here ('dp-server' or 'dp-update-theta'): choose 'bn-statistics' = \"client\"")
     if flat["proximal-mu"] > 0 and flat["strategy"] != "fedprox":
@@ -439,6 +440,43 @@ def _paradigm_checks(flat: Mapping[str, Any]) -> list[str]:
     if name != "darts" and flat["strategy"] == "fedprox":
         errors.append(f"'paradigm' = {name!r} cannot use 'strategy' = 'fedprox': its local training has no "
                       "proximal term (FedProx is built into the darts search)")
+    errors.extend(_ignored_by_paradigm(flat))
+    return errors
+
+
+# Settings a paradigm's round never reads: (key, paradigms, whether the value asks for
+# something, why the paradigm cannot do it). Refused rather than silently ignored. The
+# tuning knobs another paradigm's round has in their place (alpha-lr for enas's
+# enas-controller-lr, theta-lr for smash's smash-lr, another paradigm's own keys) are not
+# listed: one experiment file sets them for every paradigm it runs.
+PARADIGM_IGNORES: tuple[tuple[str, tuple[str, ...], Callable[[Any], bool], str], ...] = (
+    ("alpha-warmup-rounds", ("pdarts", "enas", "smash"), lambda v: v > 0,
+     "the alpha warm-up is part of the darts round only (pdarts holds alpha back within each stage by "
+     "'pdarts-arch-warmup'; enas and smash take no alpha gradient step to hold back)"),
+    ("bn-statistics", ("pdarts", "enas", "smash"), lambda v: v == "client",
+     "only the darts round re-estimates BatchNorm statistics before replying; this paradigm replies the "
+     "theta steps' moving averages, which the server averages (as 'ema')"),
+    ("bn-statistics-batches", ("pdarts", "enas", "smash"), lambda v: v > 0,
+     "its round runs no BatchNorm recalibration pass (only the darts round does)"),
+    ("proximal-alpha", ("pdarts", "enas", "smash"), bool,
+     "its local training has no proximal term (FedProx is built into the darts round)"),
+    ("alpha-l2", ("enas", "smash"), lambda v: v > 0,
+     "it has no alpha loss for the L2 penalty (the LR defense) to act on: enas trains a controller by "
+     "REINFORCE, smash ranks candidates"),
+    ("dp-sgd-batchnorm", ("enas",), lambda v: v == "example",
+     "enas's private step clips the controller's per-architecture gradients, which pass through no "
+     "BatchNorm layer"),
+)
+
+
+def _ignored_by_paradigm(flat: Mapping[str, Any]) -> list[str]:
+    name = flat["paradigm"]
+    errors = []
+    for key, paradigms, asks, why in PARADIGM_IGNORES:
+        if key == "dp-sgd-batchnorm" and not flat["dp-sgd"]:
+            continue  # read only by DP-SGD, which is off
+        if name in paradigms and asks(flat[key]):
+            errors.append(f"'{key}' = {flat[key]!r} is ignored by 'paradigm' = {name!r}: {why}")
     return errors
 
 
