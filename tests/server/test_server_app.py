@@ -19,8 +19,8 @@ def _quickstart(tmp_path, **overrides):
 
 @pytest.mark.slow
 def test_quickstart_central_accuracy_tracks_the_clients(tmp_path):
-    # Issue 10's acceptance: every round's central-acc within 5 points of the clients' mean
-    # theta-acc, or above it. FedAvg's averaged moving averages gave 0.08-0.10 here.
+    # Statistics that describe the averaged model: every round's central-acc within 5 points
+    # of the clients' mean theta-acc, or above it. FedAvg's averaged moving averages gave 0.08-0.10 here.
     rounds = _quickstart(tmp_path, **{"num-server-rounds": 2})
     assert list(rounds["round"]) == [1, 2]
     assert (rounds["central-acc"] >= rounds["theta-acc"] - 0.05).all(), rounds[["theta-acc", "central-acc"]]

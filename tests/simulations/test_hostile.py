@@ -1,4 +1,4 @@
-"""Hostile clients in a real federated run (flwr run, Ray): every row of issue 14's table at once.
+"""Hostile clients in a real federated run (flwr run, Ray): every fault mode at once.
 
 One run, eleven clients: three honest (0, 9, 10) and eight hostile, each misbehaving in its
 own way in every round, through the real ClientApp's fault-injection mod. The run must
