@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--clients", type=int, default=4)
     f.add_argument("--rounds", type=int, default=10)
     f.add_argument("--local-steps", type=int, default=10)
-    dag_nodes_option(f, type=int, default=8, help="P of the federated runs' dag supernet")
-    f.add_argument("--fed-nodes", dest="dag_nodes", type=int, action=DeprecatedOption, new="--dag-nodes")
+    f.add_argument("--fed-dag-nodes", type=int, default=8, help="P of the federated runs' dag supernet")
+    f.add_argument("--fed-nodes", dest="fed_dag_nodes", type=int, action=DeprecatedOption, new="--fed-dag-nodes")
     f.add_argument("--gpus-per-client", type=float, default=0.5, help="with --device cuda")
     return p
 

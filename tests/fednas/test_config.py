@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from fednas.config import KEYS, ConfigError, parse_config, search_from_record, search_to_record
+from fednas.config import KEY_BY_NAME, KEYS, ConfigError, parse_config, search_from_record, search_to_record
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -65,3 +65,18 @@ def test_pooled_batchnorm_statistics_are_refused_beside_dp_that_covers_theta():
             parse_config(keys)
         parse_config({**keys, "bn-statistics": "client"})
         parse_config({**keys, "share-weights": False})  # no global θ: nothing is pooled
+
+
+def test_every_line_of_the_schema_is_readable():
+    long = [f"{p.name}:{i}" for p in sorted((ROOT / "fednas" / "config").glob("*.py"))
+            for i, line in enumerate(p.read_text().splitlines(), 1) if len(line) > 120]
+    assert long == []
+
+
+@pytest.mark.parametrize(("name", "group"), [
+    ("genotype-k", "space"), ("fault-partitions", "fault"), ("fault-mode", "fault"), ("md", "defense"),
+    ("md-student", "defense"), ("md-epochs", "defense"), ("dag-nodes", "space"), ("proximal-mu", "fed"),
+])
+def test_keys_sit_in_the_group_they_configure(name, group):
+    assert KEY_BY_NAME[name].group == group
+    assert hasattr(getattr(parse_config(), group), KEY_BY_NAME[name].field)

@@ -52,7 +52,7 @@ def _fake_run(tmp_path, keys, clients=2):
     """A finished search's directory: its config and final genotype (what derive reads)."""
     cfg = parse_config(keys)
     dataset = dataset_from_config(cfg.data, cfg.run.seed)
-    genotype = random_genotype(cfg.space, dataset.spec, cfg.fed.genotype_k, 99)
+    genotype = random_genotype(cfg.space, dataset.spec, cfg.space.genotype_k, 99)
     atomic_write_json(tmp_path / "config.json", {"config": cfg.flat(), "federation": {"supernodes": clients}})
     atomic_write_json(tmp_path / "genotype.json", {"final": genotype.to_dict()})
     return genotype

@@ -15,7 +15,7 @@ def test_a_string_key_keeps_its_text_and_the_result_parses():
     assert parse_override('activation="tanh"') == ("activation", "tanh")
     sets = parse_overrides(["dag-nodes=4", "alpha-lr=0.01", "share-weights=false", "fault-partitions=0,2"])
     assert sets == {"dag-nodes": 4, "alpha-lr": 0.01, "share-weights": False, "fault-partitions": "0,2"}
-    assert parse_config(sets).fed.fault_partitions == "0,2"
+    assert parse_config(sets).fault.fault_partitions == "0,2"
 
 
 @pytest.mark.parametrize("item", ["nodes", "=3", ""])
