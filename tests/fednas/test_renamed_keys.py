@@ -62,4 +62,3 @@ def test_the_dag_nodes_option_keeps_nodes_as_a_deprecated_alias():
     assert parser.parse_args(["--dag-nodes", "3"]).dag_nodes == 3
     with pytest.warns(DeprecationWarning, match="--nodes is deprecated: use --dag-nodes"):
         assert parser.parse_args(["--nodes", "5"]).dag_nodes == 5
-
