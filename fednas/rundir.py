@@ -126,3 +126,13 @@ def unique_path(path: str | Path) -> Path:
 def read_rows(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def federation_size(meta: Mapping[str, Any]) -> int | None:
+    """The number of SuperNodes (clients) a run's ``config.json`` records, or None.
+
+    ``federation.supernodes``; runs written before the rename recorded it as ``nodes``.
+    """
+    federation = meta.get("federation") or {}
+    size = federation.get("supernodes", federation.get("nodes"))
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else None

@@ -127,7 +127,7 @@ class Planner:
         a = self.s.adra
         overrides = self.s.defenses.adra.get(defense, {})
         captures = -(-a.samples // b)
-        cfg = self.config(a.capture, overrides, dataset=d, nodes=p, activation=act, alpha_batch_size=b, seed=seed,
+        cfg = self.config(a.capture, overrides, dataset=d, dag_nodes=p, activation=act, alpha_batch_size=b, seed=seed,
                           num_server_rounds=-(-captures // a.clients))  # every (round, client) update is a capture
         key = f"captures/{d}/{act}/P{p}/B{b}/{defense}/s{seed}"
         return self.add(Task(key, "captures", {"config": cfg, "clients": a.clients, "captures": captures,
@@ -203,7 +203,7 @@ class Planner:
         m = self.s.amia
         base = m.target if recipe == "amia" else self.s.defenses.utility
         para = {"paradigm": paradigm} if paradigm != "darts" or engines.has_key("paradigm") else {}
-        cfg = self.config(base, overrides, para, dataset=d, nodes=p, seed=seed)
+        cfg = self.config(base, overrides, para, dataset=d, dag_nodes=p, seed=seed)
         key = f"targets/{recipe}/{d}/P{p}/{paradigm}/{defense}/s{seed}"
         return self.add(Task(key, "target", {"config": cfg, "clients": m.clients, "runner": self.s.runner,
                                              "dataset": d, "P": p, "recipe": recipe}))

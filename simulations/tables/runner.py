@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from fednas.config import RENAMED_KEYS
 from fednas.rundir import atomic_write_json
 from simulations.tables.plan import Task
 
@@ -66,11 +67,19 @@ def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
+def _renamed(spec: Any) -> Any:
+    """A recorded spec with its config's old key names as the new ones (a result written
+    before a key was renamed was computed with the same settings)."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
+        return spec
+    return {**spec, "config": {RENAMED_KEYS.get(k, k): v for k, v in spec["config"].items()}}
+
+
 def current(out: Path, task: Task) -> dict[str, Any] | None:
     """The task's result when it was computed with the planned settings, else None (a result
     made with other settings, e.g. after the scale file changed, is stale and recomputed)."""
     r = load_result(out, task.key)
-    return r if r is not None and _same(r.get("spec"), task.spec) else None
+    return r if r is not None and _same(_renamed(r.get("spec")), task.spec) else None
 
 
 def is_done(out: Path, task: Task) -> bool:

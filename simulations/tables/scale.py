@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fednas.config import ConfigError, GROUP_KEYS, parse_config
+from fednas.config import GROUP_KEYS, MD_KEYS, ConfigError, parse_config
 
 SIMULATIONS = Path(__file__).resolve().parent.parent
 SCALES = {"smoke": "scale-smoke.toml", "cpu": "scale-cpu.toml", "gpu": "scale-gpu.toml"}
-AMIA_KEYS = frozenset(k.name for k in GROUP_KEYS["amia"])
+AMIA_KEYS = frozenset(k.name for k in GROUP_KEYS["amia"]) | MD_KEYS
 
 
 class ScaleError(ConfigError):
