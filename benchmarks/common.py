@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from fednas import stats
 from fednas.rundir import atomic_write_json, unique_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -60,27 +61,15 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a rate k/n."""
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """Wilson score 95% interval of a rate k/n (:func:`fednas.stats.wilson_interval`)."""
+    return stats.wilson_interval(k, n)
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and its t 95 % interval."""
-    from scipy import stats
-
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan, math.nan
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+    """Mean and its Student-t 95% interval (:func:`fednas.stats.t_interval`)."""
+    mean = sum(values) / len(values)
+    return (mean, *stats.t_interval(values))
 
 
 def median(values: Sequence[float]) -> float | None:
