@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from fednas import stats
-from fednas.rundir import atomic_write_json, unique_path
+from fednas.rundir import atomic_write_json, portable_paths, unique_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -300,5 +300,17 @@ def _fmt(v: Any) -> str:
 def write_results(kind: str, payload: dict[str, Any], root: Path = RESULTS) -> Path:
     """``<root>/<kind>-<timestamp>.json`` (never overwritten); ``payload`` holds ``machine()`` from the start."""
     path = unique_path(root / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    atomic_write_json(path, {"benchmark": kind, **payload, "loadavg-at-end": loadavg()})
+    atomic_write_json(path, _portable({"benchmark": kind, **payload, "loadavg-at-end": loadavg()}))
     return path
+
+
+def _portable(obj: Any) -> Any:
+    """``obj`` with every string's absolute paths made portable: results are committed, and
+    name no folder of the machine that made them (the project's own made relative)."""
+    if isinstance(obj, str):
+        return portable_paths(obj, Path(__file__).resolve().parents[1])
+    if isinstance(obj, dict):
+        return {k: _portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_portable(v) for v in obj]
+    return obj
