@@ -99,7 +99,8 @@ def cluster_rate(outcomes: Sequence[Any], clusters: Sequence[Any] | None = None,
     Wilson's interval with n. Otherwise Wilson's interval at n* = p(1 − p)/var, var the
     ratio estimator's cluster-robust variance, n* at most n (clustering never adds
     information); where the variance is zero (p = 0 or 1, or every capture at p) n* = n,
-    Korn & Graubard's convention (the data say nothing of the correlation then).
+    Korn & Graubard's convention (the data say nothing of the correlation then); with a
+    single capture, whose variance cannot be estimated, n* = 1: one observation.
     """
     y, m = _clusters([float(bool(v)) if v is not None else None for v in outcomes], clusters)
     n = float(m.sum())
@@ -110,7 +111,7 @@ def cluster_rate(outcomes: Sequence[Any], clusters: Sequence[Any] | None = None,
         n_eff = n
     else:
         _, var = _ratio_variance(y, m)
-        n_eff = min(n, p * (1 - p) / var) if var > 0 else n  # NaN (one cluster) is not > 0 either
+        n_eff = 1.0 if len(m) < 2 else min(n, p * (1 - p) / var) if var > 0 else n
     lo, hi = wilson_interval(p * n_eff, n_eff, confidence)
     return p, lo, hi, n_eff
 

@@ -46,6 +46,8 @@ def test_a_cluster_rate_with_one_sample_per_cluster_is_wilson_and_else_the_hand_
     assert stats.cluster_rate([1, 0, 1, 0, 1, 0], [0, 0, 1, 1, 2, 2])[3] == 6
     # no spread at all (every sample failed): the data say nothing of the correlation, n* = n
     assert stats.cluster_rate([0] * 8, [0, 0, 0, 0, 1, 1, 1, 1])[1:] == (*stats.wilson_interval(0, 8), 8)
+    # one capture of eight: one observation
+    assert stats.cluster_rate([1, 0] * 4, [0] * 8)[1:] == (*stats.wilson_interval(0.5, 1), 1)
 
 
 def test_the_cluster_rate_covers_95_percent_where_pooled_wilson_does_not():
