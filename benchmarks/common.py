@@ -9,7 +9,6 @@ is counted once.
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import statistics
