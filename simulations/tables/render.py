@@ -268,7 +268,7 @@ def paper_readings(plan: Plan) -> str:
     t = plan.paper["table3"]
     lines = ["The paper's attack acc read two ways. Its eq. 11 defines attack acc as 2·P[correct] − 1; read so, "
              "P[correct] = (acc + 1)/2. On balanced members and non-members an attack with P[correct] = P can only "
-             "reach F1 between (2P − 1)/P and 1/(2 − P) (from TP + TN = 2nP): the paper's F1 fits a reading when it "
+             "reach F1 between (2P − 1)/P and 1/(2 − P) for P ≥ 1/2 (from TP + TN = 2nP): the paper's F1 fits a reading when it "
              "lies in that range (both figures as printed, ± 0.005). Calling every query a member gives F1 = 2/3.",
              "", "| dataset | P | paper acc | paper F1 | as plain accuracy: P[correct], F1 range, fits | "
              "as 2P − 1: P[correct], F1 range, fits |", "|---|---|---|---|---|---|"]
