@@ -28,20 +28,18 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS, PeakMemory, loadavg, machine, mb, table, write_results
+from fednas import stats
 from fednas.overrides import dag_nodes_option
 from fednas.rundir import read_rows
 from simulations.launcher import PROJECT_ROOT, launch
 
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
-
-
 def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval (nan with fewer than 2 values)."""
-    n = len(values)
-    if n < 2:
+    """Mean and the half-width of its 95% t-interval (:func:`fednas.stats.t_interval`; nan
+    with fewer than 2 values)."""
+    if len(values) < 2:
         return (values[0] if values else math.nan), math.nan
-    t = T95.get(n - 1, 1.96 + 2.4 / (n - 1))  # the table, else a close large-n approximation
-    return statistics.fmean(values), t * statistics.stdev(values) / math.sqrt(n)
+    lo, hi = stats.t_interval(values)
+    return statistics.fmean(values), (hi - lo) / 2
 
 
 def workload(args: Any, n: int) -> list[str]:
