@@ -29,7 +29,7 @@ from attacks.captures import CaptureStore
 from attacks.privacy_report import dp_section
 from fednas.config import parse_config
 from fednas.rundir import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
-from fednas.truth import UNSCORED_REASON, read_truth
+from fednas.truth import UNSCORED_REASON, TruthRecord, read_truth
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +82,9 @@ def _federation_size(run_dir: Path) -> int | None:
     return int(nodes) if nodes else None
 
 
-def truth_samples(truth: Mapping[str, Any]) -> list[tuple[int, int, int]]:
+def truth_samples(truth: TruthRecord) -> list[tuple[int, int, int]]:
     """(step, position, global index) of every sample a capture's client used."""
-    indices = list(truth.get("alpha-indices", []))
-    sizes = list(truth.get("alpha-step-sizes", [])) or [len(indices)]
-    out, start = [], 0
-    for step, size in enumerate(sizes):
-        for pos in range(int(size)):
-            out.append((step, pos, int(indices[start + pos])))
-        start += int(size)
-    return out
+    return truth.samples()
 
 
 # ---------------------------------------------------------------------------- identifiability
