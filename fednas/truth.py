@@ -75,12 +75,22 @@ class TruthRecord:
         The client's whole D^α, when the client wrote it.
     extra : mapping
         The record's other fields, kept as written.
+    source : str or None
+        The file it was read from (for error messages; not compared).
     """
 
     alpha_indices: tuple[int, ...]
     alpha_batch_sizes: tuple[int, ...]
     alpha_pool: tuple[int, ...] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False)
+
+    def check_within(self, size: int) -> None:
+        """Every index points into a data set of ``size`` samples; else a ``SchemaError`` naming the file."""
+        for name, values in ((INDICES, self.alpha_indices), (POOL, self.alpha_pool or ())):
+            outside = [i for i in values if i >= size]
+            if outside:
+                raise SchemaError(self.source, name, f"index {outside[0]} is outside the data ({size} samples)")
 
     def samples(self) -> list[tuple[int, int, int]]:
         """(step, position in the step, index) of every sample the client's α steps used."""
@@ -126,7 +136,8 @@ class TruthRecord:
                                           "indices (one size per alpha step: how many samples it used)")
         pool = f.index_list(POOL)
         extra = {k: v for k, v in data.items() if k not in (VERSION_KEY, INDICES, SIZES, OLD_SIZES, POOL)}
-        return cls(tuple(indices), tuple(sizes), None if pool is None else tuple(pool), extra)
+        return cls(tuple(indices), tuple(sizes), None if pool is None else tuple(pool), extra,
+                   None if path is None else str(path))
 
     @classmethod
     def of_batches(cls, batches: Sequence[Sequence[int]], pool: Sequence[int] | None = None,

@@ -6,7 +6,9 @@ one is never overwritten). Only attack keys (``adra-*``, ``knows-weights``, ...)
 changed: the captures were made under the run's own search space and data; ``--device``
 picks where the attack runs (victim, solver, identifiability). Progress: tqdm bars on
 stderr, one per capture in flight (stage, iteration, best match, ETA). The last line
-printed is the new folder. Exit status: 0 done, 2 bad arguments or run directory.
+printed is the new folder. Exit status: 0 done, 1 no capture could be attacked (the report
+says why), 2 bad arguments, run directory, manifest or model (checked before any capture).
+A capture whose files are unreadable is skipped, with its path and reason in the report.
 
 Captures of another Flower app (made with ``server.plugin.eavesdrop``) are attacked on the
 app's own network: ``--model package.module:factory`` (or the model the captures' manifest
@@ -102,7 +104,8 @@ def foreign_target(run_dir: Path, args: argparse.Namespace):
     if args.model is None and (manifest is None or manifest.model is None):
         return None
     target = ForeignTarget.from_run(run_dir, args.model, args.data, args.aux, args.input_shape, args.classes)
-    target.spec()  # the contract is checked now: imports, α names, input shape
+    target.spec()  # the contract is checked now, once: imports, input shape,
+    target.check(manifest)  # α parameters named and shaped as the captured ones
     return target
 
 
@@ -113,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from attacks.captures import CaptureStore
     from attacks.foreign import TargetError
     from attacks.leakage import LeakageAudit
+    from fednas.schema import SchemaError
 
     try:
         target = foreign_target(run_dir, args)
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.device:
             flat = parse_config({**flat, "device": args.device}).flat()
             _check_device(args.device)
-    except (ConfigError, TargetError) as err:
+    except (ConfigError, TargetError, SchemaError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     store = CaptureStore(run_dir)
@@ -144,7 +148,13 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: summary.get(k) for k in ("success-rate", "identified-rate", "mean-psnr", "label-accuracy",
                                                    "attack-seconds-per-capture")}))
     print(out)
-    return 0 if summary.get("status") != "failed" else 1
+    if summary.get("status") == "failed":
+        print(f"error: the leakage report failed ({summary.get('error')}); see {out / 'report.md'}", file=sys.stderr)
+        return 1
+    if not summary.get("attacked"):
+        print(f"error: no capture could be attacked; the reasons are in {out / 'report.md'}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
