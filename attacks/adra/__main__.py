@@ -98,7 +98,7 @@ def _check_device(name: str) -> None:
 def foreign_target(run_dir: Path, args: argparse.Namespace):
     """The other app's target when ``--model`` is given or the manifest names a model; else None."""
     from attacks.captures import CaptureStore
-    from attacks.foreign import ForeignTarget
+    from attacks.foreign import ForeignTarget, load_callable
 
     manifest = CaptureStore(run_dir).manifest()
     if args.model is None and (manifest is None or manifest.model is None):
@@ -106,6 +106,9 @@ def foreign_target(run_dir: Path, args: argparse.Namespace):
     target = ForeignTarget.from_run(run_dir, args.model, args.data, args.aux, args.input_shape, args.classes)
     target.spec()  # the contract is checked now, once: imports, input shape,
     target.check(manifest)  # α parameters named and shaped as the captured ones
+    for ref, what in ((args.data, "data"), (args.aux, "aux")):
+        if ref is not None:
+            load_callable(ref, what)  # importable now, not after the attacks
     return target
 
 

@@ -141,3 +141,23 @@ def test_a_truncated_manifest_is_an_error_naming_it_before_any_work(captured, tm
     assert adra_main([str(copy), *DATA, *ATTACK]) == 2
     assert f"{manifest}: truncated or not JSON" in capsys.readouterr().err
     assert not list(copy.glob("leakage*"))
+
+
+def test_data_that_cannot_load_leaves_the_attacks_figures_unscored_with_the_reason(captured, tmp_path, monkeypatch):
+    run_dir, _ = captured
+    _factory_module(tmp_path, monkeypatch, "def broken():\n    raise OSError('the images are on another disk')\n")
+    assert adra_main([str(run_dir), "--data", "wrongnets:broken", "--aux", "cellsearch.data:public_images", *ATTACK,
+                      "--out", "broken"]) == 0
+    out = run_dir / "broken"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["attacked"] == CLIENTS * ROUNDS and summary["samples"] == 0 and summary["unscored"] > 0
+    with open(out / "clients.csv", newline="") as f:
+        reasons = {r["reason"] for r in csv.DictReader(f)}
+    assert reasons == {"scoring could not start: OSError: the images are on another disk"}
+    assert "scoring could not start" in (out / "report.md").read_text()
+
+
+def test_a_data_reference_that_does_not_import_is_refused_before_any_capture(captured, capsys):
+    run_dir, _ = captured
+    assert adra_main([str(run_dir), "--data", "cellsearch.data:no_such", *ATTACK, "--out", "nodata"]) == 2
+    assert "--data 'cellsearch.data:no_such'" in capsys.readouterr().err and not list(run_dir.glob("nodata*"))
