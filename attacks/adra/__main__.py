@@ -60,16 +60,17 @@ def _shape(text: str) -> tuple[int, int, int]:
     return c, h, w
 
 
-def load_settings(run_dir: Path, sets: list[str], foreign: bool = False) -> dict:
+def load_settings(run_dir: Path, sets: list[str], foreign: bool = False, aux: bool = False) -> dict:
     """The run's flat config with the ``--set`` attack keys applied (validated).
 
     Another app's run has no config.json: its attack starts from the schema's defaults,
-    with ``adra-init = noise`` (no aux pool unless ``--aux``) and no identifiability
-    (it needs this project's dataset).
+    with ``adra-init = noise``, no learned prior unless ``--aux`` gives the attacker's pool
+    (``aux``; a ``--set`` that asks for one without it is an error now, not once per
+    capture) and no identifiability (it needs this project's dataset).
     """
     path = run_dir / "config.json"
     if foreign:
-        flat = {"adra-init": "noise", "attack-identifiability": False}
+        flat = {"adra-init": "noise", "attack-identifiability": False, **({} if aux else {"adra-prior": "none"})}
     elif path.is_file():
         flat = dict(json.loads(path.read_text())["config"])
     else:
@@ -84,7 +85,12 @@ def load_settings(run_dir: Path, sets: list[str], foreign: bool = False) -> dict
             raise ConfigError(f"--set {key}: only attack keys can change offline ({', '.join(sorted(allowed))})")
         flat[key] = value
     flat = {k: v for k, v in flat.items() if k in KEY_BY_NAME}  # keys of an older schema are dropped
-    return parse_config(flat, allow_unknown=False).flat()
+    flat = parse_config(flat, allow_unknown=False).flat()
+    if foreign and not aux and flat["adra-mode"] != "paper" and (flat["adra-prior"] != "none" or flat["adra-init"] == "aux"):
+        raise ConfigError(f"adra-prior = {flat['adra-prior']!r}, adra-init = {flat['adra-init']!r} need the "
+                          "attacker's own images: pass --aux package.module:function, or --set adra-prior=none "
+                          "adra-init=noise")
+    return flat
 
 
 def _check_device(name: str) -> None:
@@ -123,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         target = foreign_target(run_dir, args)
-        flat = load_settings(run_dir, args.sets, foreign=target is not None)
+        flat = load_settings(run_dir, args.sets, foreign=target is not None, aux=args.aux is not None)
         if args.device:
             flat = parse_config({**flat, "device": args.device}).flat()
             _check_device(args.device)

@@ -161,3 +161,12 @@ def test_a_data_reference_that_does_not_import_is_refused_before_any_capture(cap
     run_dir, _ = captured
     assert adra_main([str(run_dir), "--data", "cellsearch.data:no_such", *ATTACK, "--out", "nodata"]) == 2
     assert "--data 'cellsearch.data:no_such'" in capsys.readouterr().err and not list(run_dir.glob("nodata*"))
+
+
+def test_without_the_attackers_images_the_attack_runs_without_a_learned_prior(captured, capsys):
+    run_dir, _ = captured
+    assert adra_main([str(run_dir), "--data", "cellsearch.data:images", *ATTACK, "--limit", "1", "--out", "noaux"]) == 0
+    summary = json.loads((run_dir / "noaux" / "summary.json").read_text())
+    assert summary["attacked"] == 1 and summary["settings"]["adra-prior"] == "none"
+    assert adra_main([str(run_dir), *ATTACK, "--set", "adra-prior=pca", "--out", "pca"]) == 2
+    assert "--aux" in capsys.readouterr().err and not list(run_dir.glob("pca*"))
