@@ -184,7 +184,8 @@ class Manifest:
             re.compile(pattern)
         except re.error as err:
             raise f.fail("alpha-pattern", f"not a regular expression ({err})") from None
-        shape = f.get("input-shape", lambda v: isinstance(v, list) and len(v) == 3 and all(is_int(x) and x > 0 for x in v),
+        shape = f.get("input-shape",
+                      lambda v: isinstance(v, list) and len(v) == 3 and all(is_int(x) and x > 0 for x in v),
                       "[channels, height, width] (three positive integers)")
         classes = f.integer("num-classes", minimum=1)
         settings, wire = f.mapping("client-settings"), f.mapping("wire-keys")

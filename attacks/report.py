@@ -427,7 +427,7 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
             atomic_write_bytes(out_dir / f"client-{client.replace(' ', '-')}.png",
                                _png(rs, ctx, f"client {client}: truth, rebuilt, nearest"))
         except (ValueError, KeyError, IndexError, TypeError) as err:
-            log.warning("could not draw client %s: %s", pid, err)
+            log.warning("could not draw client %s: %s", client, err)
     settings = settings_of(flat, getattr(ctx, "model", None))
     failures = Counter(r.get("reason") for r in rows if r.get("attacked") and r.get("status") == "failed")
     unscored = Counter(r.get("reason") for r in rows if r.get("attacked") and r.get("status") == "unscored")

@@ -86,7 +86,8 @@ def load_settings(run_dir: Path, sets: list[str], foreign: bool = False, aux: bo
         flat[key] = value
     flat = {k: v for k, v in flat.items() if k in KEY_BY_NAME}  # keys of an older schema are dropped
     flat = parse_config(flat, allow_unknown=False).flat()
-    if foreign and not aux and flat["adra-mode"] != "paper" and (flat["adra-prior"] != "none" or flat["adra-init"] == "aux"):
+    wants_aux = flat["adra-prior"] != "none" or flat["adra-init"] == "aux"
+    if foreign and not aux and flat["adra-mode"] != "paper" and wants_aux:
         raise ConfigError(f"adra-prior = {flat['adra-prior']!r}, adra-init = {flat['adra-init']!r} need the "
                           "attacker's own images: pass --aux package.module:function, or --set adra-prior=none "
                           "adra-init=noise")

@@ -43,7 +43,8 @@ def test_one_list_per_alpha_step_reads_as_those_steps():
     nested = TruthRecord.from_json({"alpha-indices": [[166], [3, 4]], "alpha-step-sizes": [1, 2]})
     assert nested == TruthRecord.from_json({"alpha-indices": [166, 3, 4], "alpha-batch-sizes": [1, 2]})
     assert TruthRecord.from_json({"alpha-indices": [[166]]}).samples() == [(0, 0, 166)]
-    assert TruthRecord.of_batches([np.array([8, 2]), [5]], pool=range(10)).samples() == [(0, 0, 8), (0, 1, 2), (1, 0, 5)]
+    batches = TruthRecord.of_batches([np.array([8, 2]), [5]], pool=range(10))
+    assert batches.samples() == [(0, 0, 8), (0, 1, 2), (1, 0, 5)] and batches.alpha_pool == tuple(range(10))
 
 
 @pytest.mark.parametrize("record, field, words", [
