@@ -86,14 +86,15 @@ class Fields:
         return SchemaError(self.path, field, problem)
 
     def get(self, field: str, check: Callable[[Any], bool], expected: str, *, required: bool = False,
-            default: Any = None, nullable: bool = True) -> Any:
-        """``data[field]`` when ``check`` accepts it; missing: ``default`` (or an error when required)."""
+            default: Any = None) -> Any:
+        """``data[field]`` when ``check`` accepts it; missing: ``default`` (or an error when required);
+        null: None, unless required."""
         if field not in self.data:
             if required:
                 raise self.fail(field, f"missing (expected {expected})")
             return default
         value = self.data[field]
-        if value is None and nullable and not required:
+        if value is None and not required:
             return None
         if not check(value):
             raise self.fail(field, f"expected {expected}, found {_show(value)}")
