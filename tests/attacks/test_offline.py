@@ -103,3 +103,17 @@ def test_a_truncated_manifest_stops_the_attack_before_any_work(run_dir, capsys):
     assert adra_cli([str(run_dir), *ATTACK]) == 2
     assert f"error: {manifest}: truncated or not JSON" in capsys.readouterr().err
     assert not list(run_dir.glob("leakage*"))
+
+
+def test_a_report_that_cannot_be_computed_is_still_written_plain(run_dir, monkeypatch, capsys):
+    import attacks.leakage
+
+    def broken(*args, **kwargs):  # e.g. a disk that fills up while the figures are written
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(attacks.leakage, "write_report", broken)
+    assert adra_cli([str(run_dir), *ATTACK]) == 1
+    assert "the leakage report failed (OSError: No space left on device)" in capsys.readouterr().err
+    rows, summary, report = _report(run_dir / "leakage")
+    assert summary["status"] == "failed" and summary["attacked"] == 2 and len({r["capture"] for r in rows}) == 2
+    assert "could not be computed" in report and "No space left on device" in report
