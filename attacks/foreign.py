@@ -15,8 +15,8 @@
 Optional, for scoring only: ``--data package.module:function`` returning ``(images,
 labels)`` (float images in [0, 1], shape (N, C, H, W)), the set the clients' ``audit``
 records index (``alpha-indices``, ``alpha-batch-sizes``, optionally ``alpha-pool``: the
-client's whole D^α; :class:`fednas.truth.TruthRecord`); ``--aux`` (same signature): the attacker's own images, for the
-aux-screened starting points and the PCA prior.
+client's whole D^α; :class:`fednas.truth.TruthRecord`); ``--aux`` (same signature): the
+attacker's own images, for the aux-screened starting points and the PCA prior.
 """
 
 from __future__ import annotations
