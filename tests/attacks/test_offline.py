@@ -18,7 +18,7 @@ from server.eavesdrop import Eavesdropper
 from tests.server.inprocess_grid import InProcessGrid
 
 CLIENTS = 2
-FLAT = {"nodes": 3, "channels": 4, "head": "flatten", "local-steps": 1, "alpha-batch-size": 1, "max-samples": 300,
+FLAT = {"dag-nodes": 3, "channels": 4, "head": "flatten", "local-steps": 1, "alpha-batch-size": 1, "max-samples": 300,
         "eavesdrop": True}
 ATTACK = ["--workers", "0", "--set", "adra-iterations=2", "--set", "adra-restarts=1",
           "--set", "attack-identifiability=false"]
@@ -29,7 +29,7 @@ def captured(tmp_path_factory):
     """Two clients, one round: two captures and their truth records."""
     path = tmp_path_factory.mktemp("run")
     cfg = parse_config({**FLAT, "run-dir": str(path)})
-    RunLog(cfg, path, {"nodes": CLIENTS})
+    RunLog(cfg, path, {"supernodes": CLIENTS})
     strategy = Eavesdropper(FedAvg(fraction_evaluate=0.0, min_train_nodes=CLIENTS, min_available_nodes=CLIENTS),
                             CaptureStore(path))
     strategy.start(grid=InProcessGrid(cfg.flat(), CLIENTS, train), initial_arrays=ArrayRecord(initial_arrays(cfg)),

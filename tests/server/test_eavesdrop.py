@@ -165,7 +165,7 @@ def test_replies_without_partition_id_are_named_once_and_kept_apart_in_the_repor
     from fednas.runlog import RunLog
 
     cfg = cfg.replace(run_dir=str(tmp_path))
-    RunLog(cfg, tmp_path, {"nodes": CLIENTS})
+    RunLog(cfg, tmp_path, {"supernodes": CLIENTS})
     store = CaptureStore(tmp_path)
     with caplog.at_level(logging.WARNING, logger="server.eavesdrop"):
         _run(Eavesdropper(_strategy(FedAvg), store), cfg, rounds=2, train_fn=_untagged)
