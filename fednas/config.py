@@ -30,7 +30,7 @@ PARADIGMS = ("darts", "pdarts", "enas", "smash")
 # Names of the fault-injection modes (clients.faults.FAULTS holds them; it checks it agrees)
 # and of the robust strategies (server.robust.ROBUST holds them).
 FAULT_MODES = ("raise", "exit", "nan", "shape", "broadcast", "dtype", "extra-array", "missing-alpha", "huge",
-               "bad-weight")
+               "amplify", "bad-weight")
 ROBUST_STRATEGIES = ("fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
 
 
@@ -145,8 +145,10 @@ KEYS: tuple[Key, ...] = (
     _k("central-eval", "fed", True, "Evaluate the global model on the server's test pool after every round."),
     _k("genotype-k", "fed", 2, "Inputs kept per node when deriving the genotype.", check=_pos, rule="> 0"),
     _k("fault-partitions", "fed", "", "Fault injection, a testing knob: comma-separated partition ids that misbehave in every train call, each as fault-mode or as its own 'id:mode' (e.g. '1,2:nan,3:exit'). Ids must exist in the federation."),
-    _k("fault-mode", "fed", "raise", "What a fault-partitions client does: raise (an exception), exit (its process dies), nan (alpha all NaN), shape (alpha flattened), broadcast (alpha of one row), dtype (alpha as float64), extra-array, missing-alpha, huge (alpha = 1e30), bad-weight (num-examples = -1).", choices=FAULT_MODES),
-    _k("max-update-norm", "fed", 0.0, "Server-side bound on a reply's update: the L2 norm over every array of (reply - what the server sent); a reply above it is left out of the aggregate (0: no bound).", check=_nonneg, rule=">= 0"),
+    _k("fault-mode", "fed", "raise", "What a fault-partitions client does: raise (an exception), exit (its process dies), nan (alpha all NaN), shape (alpha flattened), broadcast (alpha of one row), dtype (alpha as float64), extra-array, missing-alpha, huge (alpha = 1e30), amplify (the alpha update x 100), bad-weight (num-examples = -1).", choices=FAULT_MODES),
+    _k("max-update-norm", "fed", 0.0, "Absolute bound on a reply's update: the L2 norm over every floating-point array of the update (the reply itself with reply = delta, reply - what the server sent otherwise); a reply above it is rejected or clipped as update-guard says (0: no bound).", check=_nonneg, rule=">= 0"),
+    _k("update-guard", "fed", "reject", "What the server does to a reply whose update is too large: above update-guard-k x the round's lower-median update norm, per group (alpha, theta), or above max-update-norm. reject: left out of the aggregate; clip: scaled down to the limit and aggregated; off: no size check (then max-update-norm must be 0). Counted in rounds.csv (rejected, clipped).", choices=("reject", "clip", "off")),
+    _k("update-guard-k", "fed", 10.0, "The update guard's relative limit: k x the round's lower-median norm of the alpha updates and of the theta updates (the lower median: with 2 clients, the smaller norm).", check=lambda x: x >= 1.0, rule=">= 1"),
     _k("trimmed-fraction", "fed", 0.2, "fedtrimmedavg: share cut off each tail, coordinate-wise, before averaging (Flower's beta).", check=lambda x: 0.0 <= x < 0.5, rule="in [0, 0.5)"),
     _k("byzantine-clients", "fed", 0, "krum, multikrum, bulyan: f, the number of poisoned clients to tolerate per round.", check=_nonneg, rule=">= 0"),
     _k("krum-select", "fed", 0, "multikrum: replies kept and averaged (0: the sampled clients minus byzantine-clients).", check=_nonneg, rule=">= 0"),
@@ -344,6 +346,9 @@ def _cross_checks(flat: Mapping[str, Any]) -> list[str]:
     if flat["bn-statistics"] == "pooled" and flat["share-weights"] and (flat["dp-server"] or flat["dp-update-theta"]):
         errors.append("'bn-statistics' = \"pooled\" sends statistics of D^theta outside the update's DP mechanism, "
                       "which covers theta here ('dp-server' or 'dp-update-theta'): choose 'bn-statistics' = \"client\"")
+    if flat["update-guard"] == "off" and flat["max-update-norm"] > 0:
+        errors.append(f"'max-update-norm' = {flat['max-update-norm']} bounds the update's size, which 'update-guard' = "
+                      "\"off\" does not check: set 'update-guard' to \"reject\" or \"clip\", or 'max-update-norm' = 0")
     if flat["proximal-mu"] > 0 and flat["strategy"] != "fedprox":
         errors.append(f"'proximal-mu' = {flat['proximal-mu']} is sent by the fedprox strategy only; "
                       f"set 'strategy' = \"fedprox\" (now {flat['strategy']!r}) or 'proximal-mu' = 0")

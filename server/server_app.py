@@ -73,7 +73,8 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
         row = {**book.current, **metrics, "round": server_round,
                "seconds": round(time.time() - runlog.t0, 3)}
         runlog.add_round(row, genotype)
-        runlog.summary.update({"rejections": book.rejections, "rounds-kept-previous": book.kept_previous})
+        runlog.summary.update({"rejections": book.rejections, "clippings": book.clippings,
+                               "rounds-kept-previous": book.kept_previous})
         if book.epsilons:  # the final ε: the largest cumulative ε any client reached
             eps = book.epsilons
             runlog.summary["dp"] = {**dp_summary(cfg.dp), "epsilon": _json_eps(max(eps.values())),
@@ -103,7 +104,8 @@ def compose(cfg: Config, run_dir, num_nodes: int):
     counts) > Eavesdropper (records every reply as it came over the wire, bad ones marked; with
     delta replies it stores α_t2 = α_t1 + Δα) > ParadigmStrategy (the paradigm's server state:
     P-DARTS's stages, ENAS's and SMASH's candidates; not for darts) > ReplyGuard (leaves bad
-    replies out; checks the update itself with ``reply = "delta"``) > DeltaReplies (``reply =
+    replies out, rejects or clips oversized updates; checks the update itself with ``reply =
+    "delta"``) > DeltaReplies (``reply =
     "delta"``: rebuilds sent + Δ, so everything inside sees weights) > PooledStatistics
     (``bn-statistics = "pooled"``) > the named strategy (and its DP wrapper). The guard sits
     inside the paradigm's wrapper: it checks replies against the model arrays the round sent
@@ -120,7 +122,9 @@ def compose(cfg: Config, run_dir, num_nodes: int):
         strategy = DeltaReplies(strategy)
     elif cfg.fed.reply == "delta":
         log.info("paradigm %s replies weights (reply = \"delta\" is the darts paradigm's)", cfg.paradigm.paradigm)
-    guard = ReplyGuard(strategy, max_update_norm=cfg.fed.max_update_norm, delta_replies=delta)
+    guard = ReplyGuard(strategy, max_update_norm=cfg.fed.max_update_norm, delta_replies=delta,
+                       update_guard=cfg.fed.update_guard, update_guard_k=cfg.fed.update_guard_k,
+                       alpha_pattern=cfg.attack.alpha_pattern)
     strategy, audit = with_paradigm(guard, cfg), None
     if cfg.attack.eavesdrop:
         strategy, audit = eavesdropping(cfg, run_dir, strategy, judge=guard.judge)

@@ -98,7 +98,8 @@ class RoundBook(Strategy):
     ``dp-epsilon`` (``epsilons``) and puts the round's max and mean in ``current`` instead
     of FedAvg's example-weighted average of the ``dp-*`` metrics, which means nothing.
     Given the ``guard`` (a :class:`server.guard.ReplyGuard` inside), it counts the replies
-    it rejected (``rejected``, ``rejections``, every round's in ``self.rejections``), says
+    it rejected (``rejected``, ``rejections``, every round's in ``self.rejections``) and
+    those it clipped and aggregated (``clipped``, ``clippings``; ``self.clippings``), says
     whether the round aggregated anything (``aggregated``; why not in ``kept_previous``),
     and takes ε only from replies it accepted.
     """
@@ -109,6 +110,7 @@ class RoundBook(Strategy):
         self.current: dict[str, Any] = {}
         self.epsilons: dict[int, float] = {}
         self.rejections: list[dict[str, Any]] = []  # every round's
+        self.clippings: list[dict[str, Any]] = []  # every round's replies the guard clipped, and how
         self.kept_previous: list[dict[str, Any]] = []  # rounds without a new global model, and why
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -139,9 +141,12 @@ class RoundBook(Strategy):
     def _book_rejections(self, server_round: int, replies: list[Message], aggregated: bool) -> list[Message]:
         """Count the guard's rejections and a round without a new model; return the accepted replies."""
         rejected = list(getattr(self.guard, "rejections", []))
-        self.current.update({"rejected": len(rejected), "aggregated": aggregated,
-                             "rejections": "; ".join(f"partition {r.partition_id}: {r.reason}" for r in rejected)})
+        clipped = list(getattr(self.guard, "clippings", []))
+        self.current.update({"rejected": len(rejected), "clipped": len(clipped), "aggregated": aggregated,
+                             "rejections": "; ".join(f"partition {r.partition_id}: {r.reason}" for r in rejected),
+                             "clippings": "; ".join(f"partition {r.partition_id}: {r.reason}" for r in clipped)})
         self.rejections += [r.as_dict() for r in rejected]
+        self.clippings += [r.as_dict() for r in clipped]
         if not aggregated:
             reason = getattr(self.guard, "kept_previous", None)
             if reason is None:  # the guard logs its own reasons
