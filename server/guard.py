@@ -332,5 +332,6 @@ class ReplyGuard(Strategy):
         return self.strategy.aggregate_evaluate(server_round, kept) if kept else None
 
     def summary(self) -> None:
-        log.info("\t├──> ReplyGuard: names, shapes, dtypes, finite values; update size: %s", self.bound.describe())
+        log.info("\t├──> ReplyGuard: names, shapes, dtypes, finite values; update size: %s",
+                 self.bound.describe())
         self.strategy.summary()

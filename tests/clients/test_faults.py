@@ -66,7 +66,8 @@ def test_a_faulty_partition_corrupts_its_honest_reply(mode, check, honest):
 def test_amplify_multiplies_the_alpha_update_by_100_in_either_reply_form(form):
     sent = {k: v.numpy() for k, v in initial_arrays(parse_config(RUN)).items()}
     honest = {k: v.numpy() for k, v in _reply(1, {"reply": form}).content["arrays"].items()}
-    amplified = {k: v.numpy() for k, v in _reply(1, {"reply": form}, **{"fault-partitions": "1:amplify"}).content["arrays"].items()}
+    faulty = _reply(1, {"reply": form}, **{"fault-partitions": "1:amplify"})
+    amplified = {k: v.numpy() for k, v in faulty.content["arrays"].items()}
     base = 0.0 if form == "delta" else sent["alpha"].astype(np.float64)
     update = honest["alpha"].astype(np.float64) - base
     assert np.abs(update).max() > 0

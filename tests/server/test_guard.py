@@ -205,12 +205,13 @@ def test_the_update_norm_is_the_norm_of_reply_minus_sent_per_group_over_every_re
     from server.magnitude import UpdateBound
 
     rng = np.random.default_rng(0)
-    sent = {"arrays": {"alpha_a": rng.normal(size=(3, 4)).astype(np.float32), "b": rng.normal(size=5).astype(np.float32)},
+    sent = {"arrays": {"alpha_a": rng.normal(size=(3, 4)).astype(np.float32),
+                       "b": rng.normal(size=5).astype(np.float32)},
             "extra": {"c": rng.normal(size=7).astype(np.float32), "n": np.array(3, np.int64)}}
     reply = {key: {k: (np.asarray(v + 1) if v.dtype.kind == "i" else rng.normal(size=v.shape).astype(np.float32))
                    for k, v in arrays.items()} for key, arrays in sent.items()}
-    msg = Message(RecordDict({key: ArrayRecord({k: Array(v) for k, v in arrays.items()}) for key, arrays in reply.items()}),
-                  dst_node_id=1, message_type=MessageType.TRAIN)
+    records = {key: ArrayRecord({k: Array(v) for k, v in arrays.items()}) for key, arrays in reply.items()}
+    msg = Message(RecordDict(records), dst_node_id=1, message_type=MessageType.TRAIN)
     bound = UpdateBound()
     theta = np.concatenate([(reply[key][k].astype(np.float64) - sent[key][k]).ravel()
                             for key, k in (("arrays", "b"), ("extra", "c"))])
