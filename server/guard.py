@@ -17,9 +17,9 @@ itself sent that node:
 
 A reply that fails is left out of the aggregate, with its reason (logged, and kept in
 ``rejections`` for the round's row); the inner strategy never sees it. A clipped reply is
-aggregated with its update scaled down, in place (logged, and kept in ``clippings``). A round in which
-nothing is left to aggregate, or whose aggregate is not finite, returns no arrays, so
-Flower keeps the previous global model. Evaluate replies get the metric checks. The guard
+aggregated with its update scaled down, in place (logged, and kept in ``clippings``). A
+round in which nothing is left to aggregate, or whose aggregate is not finite, returns no
+arrays, so Flower keeps the previous global model. Evaluate replies get the metric checks. The guard
 never raises on a reply: one it cannot check is rejected with the error as its reason.
 """
 

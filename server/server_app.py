@@ -125,8 +125,8 @@ def compose(cfg: Config, run_dir, num_nodes: int):
     delta replies it stores α_t2 = α_t1 + Δα) > ParadigmStrategy (the paradigm's server state:
     P-DARTS's stages, ENAS's and SMASH's candidates; not for darts) > ReplyGuard (leaves bad
     replies out, rejects or clips oversized updates; checks the update itself with ``reply =
-    "delta"``) > DeltaReplies (``reply =
-    "delta"``: rebuilds sent + Δ, so everything inside sees weights) > PooledStatistics
+    "delta"``) > DeltaReplies (``reply = "delta"``: rebuilds sent + Δ, so everything inside
+    sees weights) > PooledStatistics
     (``bn-statistics = "pooled"``) > the named strategy (and its DP wrapper). The guard sits
     inside the paradigm's wrapper: it checks replies against the model arrays the round sent
     (a P-DARTS stage's α shape), without the server state, which clients never send back.
