@@ -5,7 +5,8 @@ Two kinds of fault. Before training: ``raise`` (the train call raises) and ``exi
 client's process dies with ``os._exit``, as on a crash or an OOM kill). After training, on
 the honest reply: the α arrays (names starting with ``alpha``) are replaced by NaN
 (``nan``), flattened (``shape``), cut to one row that NumPy would broadcast
-(``broadcast``), cast to float64 (``dtype``) or set to 1e30 (``huge``); an array is added
+(``broadcast``), cast to float64 (``dtype``), set to 1e30 (``huge``) or their update made 100
+times larger (``amplify``: finite and well formed, yet it alone sets FedAvg's α); an array is added
 (``extra-array``) or α is left out (``missing-alpha``); or the reply claims
 ``num-examples = -1`` (``bad-weight``). What the server does about each:
 docs/reliability.md.
@@ -23,11 +24,13 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from clients.dp_mods import settings
 from fednas.config import FAULT_MODES, fault_plan
+from fednas.updates import REPLY_KEY
 
 log = logging.getLogger(__name__)
 
 ALPHA_PREFIX = "alpha"
 HUGE = 1e30
+AMPLIFY = 100.0  # the factor ``amplify`` multiplies the α update by
 
 
 def _raise(pid: int) -> None:
@@ -59,6 +62,16 @@ ARRAY_FAULTS: dict[str, Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 }
 
 
+def amplified(arrays: dict[str, np.ndarray], sent: dict[str, np.ndarray], delta: bool) -> dict[str, np.ndarray]:
+    """The α update × ``AMPLIFY``, in the reply's form: Δα × 100, or sent + 100 (α − sent)."""
+    out = dict(arrays)
+    for k, v in arrays.items():
+        if k.startswith(ALPHA_PREFIX):
+            update = v.astype(np.float64) if delta else v.astype(np.float64) - sent[k].astype(np.float64)
+            out[k] = (AMPLIFY * update + (0.0 if delta else sent[k].astype(np.float64))).astype(v.dtype)
+    return out
+
+
 def _bad_weight(content: RecordDict) -> RecordDict:
     metrics = dict(content["metrics"])
     metrics["num-examples"] = -1
@@ -66,7 +79,7 @@ def _bad_weight(content: RecordDict) -> RecordDict:
     return content
 
 
-FAULTS: tuple[str, ...] = (*BEFORE, *ARRAY_FAULTS, "bad-weight")
+FAULTS: tuple[str, ...] = (*BEFORE, *ARRAY_FAULTS, "amplify", "bad-weight")
 assert set(FAULTS) == set(FAULT_MODES), "fednas.config.FAULT_MODES and clients.faults disagree"
 
 
@@ -79,7 +92,9 @@ def fault_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
     reply = call_next(msg, context)
     if reply.has_error():
         return reply
-    return Message(content=corrupt_reply(mode, reply.content), reply_to=msg)
+    sent = {k: v.numpy() for k, v in msg.content["arrays"].items()} if "arrays" in msg.content.array_records else {}
+    delta = "config" in msg.content.config_records and msg.content["config"].get(REPLY_KEY) == "delta"
+    return Message(content=corrupt_reply(mode, reply.content, sent=sent, delta=delta), reply_to=msg)
 
 
 def before_train(mode: str | None, pid: int) -> None:
@@ -88,13 +103,16 @@ def before_train(mode: str | None, pid: int) -> None:
         BEFORE[mode](pid)
 
 
-def corrupt_reply(mode: str | None, content: RecordDict, arrays_key: str = "arrays") -> RecordDict:
-    """The reply ``content`` as a client in ``mode`` would send it (unchanged for other modes)."""
+def corrupt_reply(mode: str | None, content: RecordDict, arrays_key: str = "arrays",
+                  sent: dict[str, np.ndarray] | None = None, delta: bool = False) -> RecordDict:
+    """The reply ``content`` as a client in ``mode`` would send it (unchanged for other modes).
+    ``amplify`` needs what the client was ``sent`` and whether it replies updates (``delta``)."""
     if mode == "bad-weight":
         return _bad_weight(content)
-    if mode not in ARRAY_FAULTS:
+    if mode not in ARRAY_FAULTS and mode != "amplify":
         return content
     arrays = {k: v.numpy() for k, v in content[arrays_key].items()}
-    content[arrays_key] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in ARRAY_FAULTS[mode](arrays).items()})
+    corrupted = amplified(arrays, sent or {}, delta) if mode == "amplify" else ARRAY_FAULTS[mode](arrays)
+    content[arrays_key] = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in corrupted.items()})
     log.warning("fault injection: the reply is corrupted (%s)", mode)
     return content

@@ -24,9 +24,9 @@ from fednas.rundir import (atomic_save_npz, atomic_write_csv, atomic_write_json,
 log = logging.getLogger(__name__)
 
 ROUND_COLUMNS = (
-    "round", "sampled", "replied", "failed", "rejected", "aggregated", "theta-loss", "theta-acc", "alpha-loss",
+    "round", "sampled", "replied", "failed", "rejected", "clipped", "aggregated", "theta-loss", "theta-acc", "alpha-loss",
     "alpha-acc", "eval-loss", "eval-acc", "central-loss", "central-acc", "alpha-entropy", "alpha-step", "alpha-drift",
-    "param-free-share", "genotype-changes", "genotype", "seconds", "rejections",
+    "param-free-share", "genotype-changes", "genotype", "seconds", "rejections", "clippings",
 )
 
 
@@ -88,6 +88,7 @@ class RunLog:
             "rounds-completed": len(self.rows),
             "failures": int(sum(r.get("failed", 0) for r in self.rows)),
             "rejected": int(sum(r.get("rejected", 0) for r in self.rows)),
+            "clipped": int(sum(r.get("clipped", 0) for r in self.rows)),
             "final-central-acc": last.get("central-acc"),
             "final-eval-acc": last.get("eval-acc"),
             "final-alpha-entropy": last.get("alpha-entropy"),

@@ -8,15 +8,18 @@ itself sent that node:
 
 - one ArrayRecord per record sent, holding exactly the arrays sent (names), each with the
   shape and dtype sent, readable, and finite;
-- optionally, the L2 norm of the update (reply − sent, over every array; the reply itself
-  when clients send updates) at most ``max_update_norm``;
 - exactly one MetricRecord, whose weight (``num-examples``) is one finite number > 0, and
-  whose keys are those of the round's other replies (the most common set).
+  whose keys are those of the round's other replies (the most common set);
+- last, over the replies that passed all of the above, the size of each one's update
+  (:mod:`server.magnitude`): per group (α, θ) at most ``update-guard-k`` × the round's
+  lower-median norm, and as a whole at most ``max-update-norm`` when set; beyond it the
+  reply is rejected or clipped (``update-guard``).
 
 A reply that fails is left out of the aggregate, with its reason (logged, and kept in
-``rejections`` for the round's row); the inner strategy never sees it. A round in which
-nothing is left to aggregate, or whose aggregate is not finite, returns no arrays, so
-Flower keeps the previous global model. Evaluate replies get the metric checks. The guard
+``rejections`` for the round's row); the inner strategy never sees it. A clipped reply is
+aggregated with its update scaled down, in place (logged, and kept in ``clippings``). A
+round in which nothing is left to aggregate, or whose aggregate is not finite, returns no
+arrays, so Flower keeps the previous global model. Evaluate replies get the metric checks. The guard
 never raises on a reply: one it cannot check is rejected with the error as its reason.
 """
 
@@ -30,10 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from server.magnitude import Sizing, UpdateBound, clipped_arrays, group_norms, size_verdicts, update_of
 from server.strategies import partition_of
 
 log = logging.getLogger(__name__)
@@ -43,7 +47,7 @@ Sent = dict[str, dict[str, np.ndarray]]  # ArrayRecord name -> array name -> wha
 
 @dataclass(frozen=True)
 class Rejection:
-    """One reply left out of a round's aggregate."""
+    """One reply left out of a round's aggregate (or, in ``clippings``, clipped: the reason says how)."""
 
     round: int
     node_id: int
@@ -99,17 +103,6 @@ def check_array(name: str, arr: Any, ref: np.ndarray) -> str | None:
     return None
 
 
-def update_norm(reply: Mapping[str, ArrayRecord], sent: Sent, delta: bool = False) -> float:
-    """L2 norm, over every array, of reply − sent (of the reply itself when it is an update)."""
-    total = 0.0
-    for key, expected in sent.items():
-        for name, ref in expected.items():
-            value = reply[key][name].numpy().astype(np.float64)
-            diff = value if delta else value - ref.astype(np.float64)
-            total += float(np.square(diff).sum())
-    return math.sqrt(total)
-
-
 def check_metrics(msg: Message, weight_key: str) -> str | None:
     """Why the reply's MetricRecord cannot weight an average (None: it can)."""
     records = msg.content.metric_records
@@ -137,11 +130,21 @@ def common_keys(replies: list[Message]) -> frozenset[str] | None:
 
 
 def judge_replies(replies: list[Message], sent: Mapping[int, Sent] | None, weight_key: str,
-                  max_update_norm: float = 0.0, delta: bool = False) -> list[str | None]:
+                  bound: UpdateBound | None = None, delta: bool = False) -> list[str | None]:
     """Each reply's reason to be rejected (None: accepted), error replies None.
 
     ``sent`` maps node id to what it was sent (train replies); None checks only metrics
-    (evaluate replies).
+    (evaluate replies). ``bound``: the size limits on train replies' updates (none if None).
+    """
+    return [v.reason for v in assess_replies(replies, sent, weight_key, bound, delta)]
+
+
+def assess_replies(replies: list[Message], sent: Mapping[int, Sent] | None, weight_key: str,
+                   bound: UpdateBound | None = None, delta: bool = False) -> list[Sizing]:
+    """Each reply's verdict: rejected with a reason, clipped (scales per group), or accepted.
+
+    The size check comes last, over the replies every other check accepted: the round's
+    reference norm is theirs (see :mod:`server.magnitude`).
     """
     verdicts: list[str | None] = []
     for msg in replies:
@@ -149,18 +152,45 @@ def judge_replies(replies: list[Message], sent: Mapping[int, Sent] | None, weigh
             verdicts.append(None)
             continue
         try:
-            verdicts.append(_judge_one(msg, sent, weight_key, max_update_norm, delta))
+            verdicts.append(_judge_one(msg, sent, weight_key))
         except Exception as err:  # a reply that cannot be checked is not aggregated
             verdicts.append(f"could not be checked: {type(err).__name__}: {err}")
     keys = common_keys([m for m, v in zip(replies, verdicts) if v is None and not m.has_error()])
     for i, msg in enumerate(replies):
         if verdicts[i] is None and not msg.has_error() and metric_keys(msg) != keys:
             verdicts[i] = f"metric keys {sorted(metric_keys(msg))} differ from the other replies' {sorted(keys)}"
-    return verdicts
+    out = [Sizing(reason=v) for v in verdicts]
+    if sent is None or bound is None or not bound.active:
+        return out
+    checked = [i for i, (m, v) in enumerate(zip(replies, verdicts)) if v is None and not m.has_error()]
+    norms = []
+    for i in checked:
+        node = int(replies[i].metadata.src_node_id)
+        norms.append(reply_norms(replies[i], sent[node], delta, bound))
+    for i, sizing in zip(checked, size_verdicts(norms, bound)):
+        out[i] = sizing
+    return out
 
 
-def _judge_one(msg: Message, sent: Mapping[int, Sent] | None, weight_key: str, max_norm: float,
-               delta: bool) -> str | None:
+def reply_norms(msg: Message, sent: Sent, delta: bool, bound: UpdateBound) -> dict[str, float]:
+    """The L2 norm of a reply's update per group (α, θ), over all its ArrayRecords."""
+    squares: dict[str, float] = {}
+    for key, expected in sent.items():
+        reply = {name: arr.numpy() for name, arr in msg.content.array_records[key].items()}
+        for g, norm in group_norms(update_of(reply, expected, delta), bound).items():
+            squares[g] = squares.get(g, 0.0) + norm * norm
+    return {g: math.sqrt(v) for g, v in squares.items()}
+
+
+def clip_reply(msg: Message, sent: Sent, delta: bool, sizing: Sizing, bound: UpdateBound) -> None:
+    """Scale the reply's update by the sizing's factors, in place (its ArrayRecords replaced)."""
+    for key, expected in sent.items():
+        reply = {name: arr.numpy() for name, arr in msg.content.array_records[key].items()}
+        clipped = clipped_arrays(reply, expected, delta, sizing.scales, bound)
+        msg.content[key] = ArrayRecord({n: Array(np.ascontiguousarray(v)) for n, v in clipped.items()})
+
+
+def _judge_one(msg: Message, sent: Mapping[int, Sent] | None, weight_key: str) -> str | None:
     if sent is not None:
         node = int(msg.metadata.src_node_id)
         if node not in sent:
@@ -168,10 +198,6 @@ def _judge_one(msg: Message, sent: Mapping[int, Sent] | None, weight_key: str, m
         problem = check_arrays(msg.content.array_records, sent[node])
         if problem:
             return problem
-        if max_norm > 0:
-            norm = update_norm(msg.content.array_records, sent[node], delta)
-            if not norm <= max_norm:
-                return f"update norm {norm:.3g} exceeds max-update-norm = {max_norm:g}"
     return check_metrics(msg, weight_key)
 
 
@@ -201,19 +227,26 @@ class ReplyGuard(Strategy):
     strategy : Strategy
         The strategy that aggregates the replies that pass.
     max_update_norm : float
-        Bound on a reply's update norm (0: none).
+        Absolute bound on a reply's update norm (0: none).
     delta_replies : bool
         Clients reply updates (Δ) rather than whole arrays: the norm is the reply's own.
+    update_guard : str
+        What a reply beyond a size limit gets: ``reject``, ``clip``, or ``off`` (no limit).
+    update_guard_k : float
+        The relative limit: k × the round's lower-median update norm, per group (α, θ).
+    alpha_pattern : str
+        Regular expression naming the α arrays (the rest is θ).
     """
 
-    def __init__(self, strategy: Strategy, max_update_norm: float = 0.0, delta_replies: bool = False) -> None:
-        if max_update_norm < 0:
-            raise ValueError(f"max_update_norm must be >= 0, got {max_update_norm}")
+    def __init__(self, strategy: Strategy, max_update_norm: float = 0.0, delta_replies: bool = False,
+                 update_guard: str = "reject", update_guard_k: float = 10.0, alpha_pattern: str = "^alpha") -> None:
+        self.bound = UpdateBound(update_guard, float(update_guard_k), float(max_update_norm), alpha_pattern)
         self.strategy = strategy
         self.max_update_norm = float(max_update_norm)
         self.delta_replies = delta_replies
         self.weight_key = weight_key_of(strategy)
         self.rejections: list[Rejection] = []  # this round's
+        self.clippings: list[Rejection] = []  # this round's clipped replies, how each was clipped
         self.kept_previous: str | None = None  # why this round kept the previous global model
         self._sent: dict[int, Sent] = {}
         self._round = 0
@@ -235,19 +268,31 @@ class ReplyGuard(Strategy):
             if key not in cache:
                 cache[key] = sent_arrays(msg)
             self._sent[int(msg.metadata.dst_node_id)] = cache[key]
-        self._round, self.rejections = server_round, []
+        self._round, self.rejections, self.clippings = server_round, [], []
         return messages
 
+    def assess(self, server_round: int, replies: Iterable[Message]) -> list[Sizing]:
+        """Each train reply's verdict (rejected, clipped, accepted). Pure: no logging."""
+        return assess_replies(list(replies), self._sent if server_round == self._round else {},
+                              self.weight_key, self.bound, self.delta_replies)
+
     def judge(self, server_round: int, replies: Iterable[Message]) -> list[str | None]:
-        """Each train reply's reason to be rejected (None: accepted). Pure: no logging."""
-        return judge_replies(list(replies), self._sent if server_round == self._round else {},
-                             self.weight_key, self.max_update_norm, self.delta_replies)
+        """Each train reply's reason to be rejected (None: accepted, clipped or not). Pure: no logging."""
+        return [v.reason for v in self.assess(server_round, replies)]
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        verdicts = self.judge(server_round, replies)
-        self.rejections = self._reject(server_round, replies, verdicts)
-        kept = [m for m, v in zip(replies, verdicts) if v is None]
+        verdicts = self.assess(server_round, replies)
+        self.rejections = self._reject(server_round, replies, [v.reason for v in verdicts])
+        self.clippings = []
+        for msg, v in zip(replies, verdicts):
+            if v.clipped:
+                clip_reply(msg, self._sent[int(msg.metadata.src_node_id)], self.delta_replies, v, self.bound)
+                pid = partition_of(msg)
+                self.clippings.append(Rejection(server_round, int(msg.metadata.src_node_id), pid, v.note))
+                log.warning("round %d: reply of node %d (partition %s) clipped: %s",
+                            server_round, msg.metadata.src_node_id, pid, v.note)
+        kept = [m for m, v in zip(replies, verdicts) if v.reason is None]
         self.kept_previous = None
         if not any(not m.has_error() for m in kept):
             return self._keep(server_round, f"no reply left to aggregate ({len(self.rejections)} rejected, "
@@ -287,6 +332,6 @@ class ReplyGuard(Strategy):
         return self.strategy.aggregate_evaluate(server_round, kept) if kept else None
 
     def summary(self) -> None:
-        log.info("\t├──> ReplyGuard: names, shapes, dtypes, finite values%s",
-                 f", update norm <= {self.max_update_norm:g}" if self.max_update_norm else "")
+        log.info("\t├──> ReplyGuard: names, shapes, dtypes, finite values; update size: %s",
+                 self.bound.describe())
         self.strategy.summary()

@@ -10,7 +10,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from attacks.amia import amia_after_run
-from fednas.accounting import dp_summary
+from fednas.accounting import ACCOUNTANTS, dp_summary
 from fednas.config import Config, check_against_federation, parse_config, search_to_record
 from fednas.data import check_federation, dataset_from_config
 from fednas.derive import derive_after_run
@@ -52,6 +52,29 @@ def _json_eps(value: float) -> float | str:
     return value if math.isfinite(value) else "inf"
 
 
+def dp_block(cfg: Config, book: RoundBook) -> dict:
+    """summary.json's ``dp``: the settings, and the final ε (the largest cumulative ε any client
+    reached) of the reply as a whole and of each mechanism, by the configured accountant and
+    by both (``rdp``, an upper bound; ``prv``, tight) side by side."""
+    eps = book.epsilons
+    reached: dict[str, float] = {}
+    for metrics in book.dp_epsilons.values():
+        for key, value in metrics.items():
+            reached[key] = max(reached.get(key, -math.inf), value)
+    block = {**dp_summary(cfg.dp), "epsilon": _json_eps(max(eps.values())),
+             "epsilon-mean": _json_eps(sum(eps.values()) / len(eps)),
+             "epsilon-by-accountant": {a: _json_eps(reached[f"dp-epsilon-{a}"]) for a in ACCOUNTANTS
+                                       if f"dp-epsilon-{a}" in reached},
+             "epsilon-by-client": {str(k): _json_eps(v) for k, v in sorted(eps.items())}}
+    for name, mechanism in block["mechanisms"].items():
+        found = {a: reached[f"{name}-epsilon-{a}"] for a in ACCOUNTANTS if f"{name}-epsilon-{a}" in reached}
+        if f"{name}-epsilon" in reached:
+            mechanism["epsilon"] = _json_eps(reached[f"{name}-epsilon"])
+        if found:
+            mechanism["epsilon-by-accountant"] = {a: _json_eps(v) for a, v in found.items()}
+    return block
+
+
 def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
     # α's entropy, drift and genotype changes read α as the darts supernet's op weights per
     # edge; the other paradigms' architecture state (a P-DARTS stage's pruned α, ENAS's
@@ -73,12 +96,10 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
         row = {**book.current, **metrics, "round": server_round,
                "seconds": round(time.time() - runlog.t0, 3)}
         runlog.add_round(row, genotype)
-        runlog.summary.update({"rejections": book.rejections, "rounds-kept-previous": book.kept_previous})
-        if book.epsilons:  # the final ε: the largest cumulative ε any client reached
-            eps = book.epsilons
-            runlog.summary["dp"] = {**dp_summary(cfg.dp), "epsilon": _json_eps(max(eps.values())),
-                                    "epsilon-mean": _json_eps(sum(eps.values()) / len(eps)),
-                                    "epsilon-by-client": {str(k): _json_eps(v) for k, v in sorted(eps.items())}}
+        runlog.summary.update({"rejections": book.rejections, "clippings": book.clippings,
+                               "rounds-kept-previous": book.kept_previous})
+        if book.epsilons:
+            runlog.summary["dp"] = dp_block(cfg, book)
         runlog.write_summary()
         return MetricRecord(metrics) if metrics else None
 
@@ -103,8 +124,9 @@ def compose(cfg: Config, run_dir, num_nodes: int):
     counts) > Eavesdropper (records every reply as it came over the wire, bad ones marked; with
     delta replies it stores α_t2 = α_t1 + Δα) > ParadigmStrategy (the paradigm's server state:
     P-DARTS's stages, ENAS's and SMASH's candidates; not for darts) > ReplyGuard (leaves bad
-    replies out; checks the update itself with ``reply = "delta"``) > DeltaReplies (``reply =
-    "delta"``: rebuilds sent + Δ, so everything inside sees weights) > PooledStatistics
+    replies out, rejects or clips oversized updates; checks the update itself with ``reply =
+    "delta"``) > DeltaReplies (``reply = "delta"``: rebuilds sent + Δ, so everything inside
+    sees weights) > PooledStatistics
     (``bn-statistics = "pooled"``) > the named strategy (and its DP wrapper). The guard sits
     inside the paradigm's wrapper: it checks replies against the model arrays the round sent
     (a P-DARTS stage's α shape), without the server state, which clients never send back.
@@ -120,7 +142,9 @@ def compose(cfg: Config, run_dir, num_nodes: int):
         strategy = DeltaReplies(strategy)
     elif cfg.fed.reply == "delta":
         log.info("paradigm %s replies weights (reply = \"delta\" is the darts paradigm's)", cfg.paradigm.paradigm)
-    guard = ReplyGuard(strategy, max_update_norm=cfg.fed.max_update_norm, delta_replies=delta)
+    guard = ReplyGuard(strategy, max_update_norm=cfg.fed.max_update_norm, delta_replies=delta,
+                       update_guard=cfg.fed.update_guard, update_guard_k=cfg.fed.update_guard_k,
+                       alpha_pattern=cfg.attack.alpha_pattern)
     strategy, audit = with_paradigm(guard, cfg), None
     if cfg.attack.eavesdrop:
         strategy, audit = eavesdropping(cfg, run_dir, strategy, judge=guard.judge)

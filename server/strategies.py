@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -69,16 +70,38 @@ def dp_epsilon(msg: Message) -> float | None:
     return _number(msg.content.metric_records.get("metrics", {}).get("dp-epsilon"))
 
 
+# a reply's cumulative ε metrics: the whole reply's and each mechanism's (``dp-sgd-``, ``dp-update-``),
+# by the configured accountant and by each (``-rdp``, ``-prv``); not this round's alone (``-round``)
+CUMULATIVE_EPSILON = re.compile(r"^dp-(?:(?P<mechanism>.+)-)?epsilon(?:-(?P<accountant>rdp|prv))?$")
+
+
+def dp_epsilons(msg: Message) -> dict[str, float]:
+    """The cumulative ε metrics of a reply (``dp-epsilon``, ``dp-epsilon-prv``, ``dp-sgd-epsilon-rdp``, ...)."""
+    if msg.has_error():
+        return {}
+    metrics = msg.content.metric_records.get("metrics", {})
+    out = {k: _number(v) for k, v in metrics.items() if CUMULATIVE_EPSILON.match(k)}
+    return {k: v for k, v in out.items() if v is not None}
+
+
 def dp_round_metrics(replies: Iterable[Message]) -> dict[str, float]:
     """Over this round's replies: max and mean of each client's cumulative ``dp-epsilon``,
-    and the max of this round's own ``dp-epsilon-round``."""
-    metrics = [m.content.metric_records["metrics"] for m in replies if dp_epsilon(m) is not None]
-    if not metrics:
+    the max of this round's own ``dp-epsilon-round``, and the max of every other cumulative
+    ε (``<key>-max``: each accountant's, each mechanism's)."""
+    replies = [m for m in replies if dp_epsilon(m) is not None]
+    if not replies:
         return {}
+    metrics = [m.content.metric_records["metrics"] for m in replies]
     values = [float(r["dp-epsilon"]) for r in metrics]
     rounds = [_number(r.get("dp-epsilon-round")) for r in metrics]
-    return {"dp-epsilon-max": max(values), "dp-epsilon-mean": sum(values) / len(values),
-            "dp-epsilon-round-max": max(math.nan if v is None else v for v in rounds)}
+    out = {"dp-epsilon-max": max(values), "dp-epsilon-mean": sum(values) / len(values),
+           "dp-epsilon-round-max": max(math.nan if v is None else v for v in rounds)}
+    others: dict[str, float] = {}
+    for msg in replies:
+        for key, value in dp_epsilons(msg).items():
+            if key != "dp-epsilon":
+                others[f"{key}-max"] = max(others.get(f"{key}-max", -math.inf), value)
+    return {**out, **dict(sorted(others.items()))}
 
 
 def partition_of(msg: Message) -> int | None:
@@ -96,10 +119,12 @@ class RoundBook(Strategy):
     It owns one change: replies are handed on sorted by partition-id (errors last), so
     that FedAvg's floating-point sums, hence the α trajectory, do not depend on the order
     in which clients happened to finish. It also keeps each client's latest cumulative
-    ``dp-epsilon`` (``epsilons``) and puts the round's max and mean in ``current`` instead
+    ``dp-epsilon`` (``epsilons``; every cumulative ε it reports, by each accountant and
+    mechanism, in ``dp_epsilons``) and puts the round's max and mean in ``current`` instead
     of FedAvg's example-weighted average of the ``dp-*`` metrics, which means nothing.
     Given the ``guard`` (a :class:`server.guard.ReplyGuard` inside), it counts the replies
-    it rejected (``rejected``, ``rejections``, every round's in ``self.rejections``), says
+    it rejected (``rejected``, ``rejections``, every round's in ``self.rejections``) and
+    those it clipped and aggregated (``clipped``, ``clippings``; ``self.clippings``), says
     whether the round aggregated anything (``aggregated``; why not in ``kept_previous``),
     and takes ε only from replies it accepted.
     """
@@ -109,7 +134,9 @@ class RoundBook(Strategy):
         self.guard = guard  # a ReplyGuard inside ``strategy``: its rejections go into the row
         self.current: dict[str, Any] = {}
         self.epsilons: dict[int, float] = {}
+        self.dp_epsilons: dict[int, dict[str, float]] = {}  # each client's latest cumulative ε metrics
         self.rejections: list[dict[str, Any]] = []  # every round's
+        self.clippings: list[dict[str, Any]] = []  # every round's replies the guard clipped, and how
         self.kept_previous: list[dict[str, Any]] = []  # rounds without a new global model, and why
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -135,14 +162,18 @@ class RoundBook(Strategy):
             pid, eps = partition_of(m), dp_epsilon(m)
             if pid is not None and eps is not None:
                 self.epsilons[pid] = eps
+                self.dp_epsilons[pid] = dp_epsilons(m)
         return arrays, metrics
 
     def _book_rejections(self, server_round: int, replies: list[Message], aggregated: bool) -> list[Message]:
         """Count the guard's rejections and a round without a new model; return the accepted replies."""
         rejected = list(getattr(self.guard, "rejections", []))
-        self.current.update({"rejected": len(rejected), "aggregated": aggregated,
-                             "rejections": "; ".join(f"partition {r.partition_id}: {r.reason}" for r in rejected)})
+        clipped = list(getattr(self.guard, "clippings", []))
+        self.current.update({"rejected": len(rejected), "clipped": len(clipped), "aggregated": aggregated,
+                             "rejections": "; ".join(f"partition {r.partition_id}: {r.reason}" for r in rejected),
+                             "clippings": "; ".join(f"partition {r.partition_id}: {r.reason}" for r in clipped)})
         self.rejections += [r.as_dict() for r in rejected]
+        self.clippings += [r.as_dict() for r in clipped]
         if not aggregated:
             reason = getattr(self.guard, "kept_previous", None)
             if reason is None:  # the guard logs its own reasons

@@ -7,7 +7,9 @@
 API port of its own), and ``flwr run . <connection>`` against a connection written to a
 project-local ``FLWR_HOME`` (``.flwr/deployments/<port>/cli/config.toml``). Every Flower
 process gets a ``FLWR_HOME`` of its own there (installed app bundles, state, logs), so
-several deployments and simulations can run at once. The launcher waits for the run's
+several deployments and simulations can run at once. The SuperLink keeps its state in memory
+(``--database :flwr-in-memory:``): on disk it is SQLite, whose lock times out after 5 s on a
+busy machine and fails the run (HTTP 500, "database is locked"). The launcher waits for the run's
 real final status (``flwr ls <connection> --format json``), then stops every process it
 started and their children, and only those (:mod:`simulations.processes`). SIGINT and
 SIGTERM stop it as they stop a simulation run (:func:`simulations.launcher.launch`):
@@ -34,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fednas.config import ConfigError
-from simulations.launcher import (PROJECT_ROOT, Federation, LaunchError, LaunchResult, RunOutput, _healthy,
-                                  finish_run_dir, flower_env, interrupted, prepare, reserve_run_dir,
+from simulations.launcher import (IN_MEMORY_STATE, PROJECT_ROOT, Federation, LaunchError, LaunchResult, RunOutput,
+                                  _healthy, finish_run_dir, flower_env, interrupted, prepare, reserve_run_dir,
                                   run_status, stop_flower_run)
 from simulations.ports import free_port
 from simulations.processes import Interrupted, Launched, StopSignals, stop_run_processes
@@ -176,7 +178,7 @@ class LocalDeployment(Launched):
                                                                       sec.ca_cert if sec else None))
         self._start("superlink", ["flower-superlink", *(sec.superlink_args() if sec else ["--insecure"]),
                                   "--host", "127.0.0.1", "--port", str(self.port),
-                                  "--database", str(self.dir / "superlink" / "state.db"),
+                                  "--database", IN_MEMORY_STATE,  # no SQLite lock to time out under load
                                   "--disable-runtime-dependency-installation"])
         self._wait("the SuperLink to become healthy", lambda: _health(self.port, sec))
         for key in sec.node_keys if sec else ():

@@ -159,8 +159,15 @@ def _healthy(port: int) -> bool:
         return False
 
 
+# flower-superlink's in-memory state (its default): a SuperLink's state on disk (``--database
+# state.db``) is SQLite with a 5 s busy timeout, and on a busy machine a writer that is not
+# scheduled for 5 s makes every other request fail with HTTP 500 "database is locked", and the
+# run with it. A launcher's SuperLink lives exactly as long as its run: nothing to persist.
+IN_MEMORY_STATE = ":flwr-in-memory:"
+
+
 class SuperLink:
-    """A local simulation SuperLink on a free port, in a session of its own.
+    """A local simulation SuperLink on a free port, in a session of its own, its state in memory.
 
     Everything it starts (SuperExec, ServerApp, Ray) inherits ``tag`` in its environment;
     :meth:`stop` stops all of it (:func:`simulations.processes.stop_run_processes`).
@@ -172,7 +179,7 @@ class SuperLink:
         self.dir = project / ".flwr" / "superlinks" / str(self.port)
         self.dir.mkdir(parents=True, exist_ok=True)
         cmd = ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
-               "--host", "127.0.0.1", "--port", str(self.port), "--database", str(self.dir / "state.db"),
+               "--host", "127.0.0.1", "--port", str(self.port), "--database", IN_MEMORY_STATE,
                "--log-file", str(self.dir / "superlink.log")]
         self.env = flower_env(project, self.port, self.tag)
         if ray_address:  # Flower's Ray backend calls ray.init() without an address: Ray reads it here

@@ -9,7 +9,7 @@ from fednas.config.schema import ConfigError, Key, keys_of, split_names
 
 # Names of the fault-injection modes (clients.faults.FAULTS holds them; it checks it agrees).
 FAULT_MODES = ("raise", "exit", "nan", "shape", "broadcast", "dtype", "extra-array", "missing-alpha", "huge",
-               "bad-weight")
+               "amplify", "bad-weight")
 
 _k = keys_of("fault")
 
@@ -21,7 +21,7 @@ KEYS: tuple[Key, ...] = (
     _k("fault-mode", "raise",
        "What a fault-partitions client does: raise (an exception), exit (its process dies), nan (alpha all NaN), "
        "shape (alpha flattened), broadcast (alpha of one row), dtype (alpha as float64), extra-array, "
-       "missing-alpha, huge (alpha = 1e30), bad-weight (num-examples = -1).",
+       "missing-alpha, huge (alpha = 1e30), amplify (the alpha update x 100), bad-weight (num-examples = -1).",
        choices=FAULT_MODES),
 )
 # fmt: on

@@ -49,9 +49,20 @@ KEYS: tuple[Key, ...] = (
     _k("central-eval", True,
        "Evaluate the global model on the server's test pool after every round."),
     _k("max-update-norm", 0.0,
-       "Server-side bound on a reply's update: the L2 norm over every array of (reply - what the server sent); a "
-       "reply above it is left out of the aggregate (0: no bound).",
+       "Absolute bound on a reply's update: the L2 norm over every floating-point array of the update (the reply "
+       "itself with reply = delta, reply - what the server sent otherwise); a reply above it is rejected or "
+       "clipped as update-guard says (0: no bound).",
        check=non_negative, rule=">= 0"),
+    _k("update-guard", "reject",
+       "What the server does to a reply whose update is too large: above update-guard-k x the round's "
+       "lower-median update norm, per group (alpha, theta), or above max-update-norm. reject: left out of the "
+       "aggregate; clip: scaled down to the limit and aggregated; off: no size check (then max-update-norm must "
+       "be 0). Counted in rounds.csv (rejected, clipped).",
+       choices=("reject", "clip", "off")),
+    _k("update-guard-k", 10.0,
+       "The update guard's relative limit: k x the round's lower-median norm of the alpha updates and of the "
+       "theta updates (the lower median: with 2 clients, the smaller norm).",
+       check=lambda x: x >= 1.0, rule=">= 1"),
     _k("trimmed-fraction", 0.2,
        "fedtrimmedavg: share cut off each tail, coordinate-wise, before averaging (Flower's beta).",
        check=lambda x: 0.0 <= x < 0.5, rule="in [0, 0.5)"),
@@ -66,8 +77,13 @@ KEYS: tuple[Key, ...] = (
 
 
 def fed_checks(flat: Mapping[str, Any]) -> list[str]:
-    """FedProx's mu is sent by the fedprox strategy only."""
+    """FedProx's mu is sent by the fedprox strategy only; an absolute size limit needs the size check on."""
+    errors = []
     if flat["proximal-mu"] > 0 and flat["strategy"] != "fedprox":
-        return [f"'proximal-mu' = {flat['proximal-mu']} is sent by the fedprox strategy only; "
-                f"set 'strategy' = \"fedprox\" (now {flat['strategy']!r}) or 'proximal-mu' = 0"]
-    return []
+        errors.append(f"'proximal-mu' = {flat['proximal-mu']} is sent by the fedprox strategy only; "
+                      f"set 'strategy' = \"fedprox\" (now {flat['strategy']!r}) or 'proximal-mu' = 0")
+    if flat["update-guard"] == "off" and flat["max-update-norm"] > 0:
+        errors.append(f"'max-update-norm' = {flat['max-update-norm']} bounds the update's size, which "
+                      "'update-guard' = \"off\" does not check: set 'update-guard' to \"reject\" or \"clip\", "
+                      "or 'max-update-norm' = 0")
+    return errors

@@ -234,9 +234,15 @@ def test_a_run_with_the_mods_on_reports_epsilon(tmp_path):
     assert dp["delta"] == 1e-5 and set(dp["mechanisms"]) == {"dp-sgd", "dp-update"}
     assert dp["secure-rng"] is False and "removable by anyone who knows the seed" in dp["noise"]
     assert 0 < dp["epsilon"] < math.inf and len(dp["epsilon-by-client"]) == 2
+    # both accountants side by side, for the reply and per mechanism; PRV is the tighter
+    assert dp["epsilon-by-accountant"]["rdp"] == dp["epsilon"]
+    for eps in (dp["epsilon-by-accountant"], dp["mechanisms"]["dp-sgd"]["epsilon-by-accountant"]):
+        assert 0 < eps["prv"] < eps["rdp"] < math.inf
+    assert set(dp["mechanisms"]["dp-update"]["epsilon-by-accountant"]) == {"rdp", "prv"}
     rows = (run_dir / "rounds.csv").read_text().splitlines()
     header = rows[0].split(",")
     last = dict(zip(header, rows[-1].split(",")))
     assert float(last["dp-epsilon-max"]) == pytest.approx(dp["epsilon"], rel=1e-5)
+    assert float(last["dp-epsilon-prv-max"]) == pytest.approx(dp["epsilon-by-accountant"]["prv"], rel=1e-5)
     first = dict(zip(header, rows[1].split(",")))
     assert float(first["dp-epsilon-max"]) < float(last["dp-epsilon-max"])  # ε accumulates

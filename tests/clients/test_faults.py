@@ -9,7 +9,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, R
 
 from clients import actors
 from clients.client_app import app
-from clients.faults import FAULTS, HUGE
+from clients.faults import AMPLIFY, FAULTS, HUGE
 from fednas.config import FAULT_MODES, KEYS, ConfigError, fault_plan, parse_config, search_to_record
 from fednas.federated import initial_arrays
 from simulations.launcher import PROJECT_ROOT
@@ -20,11 +20,11 @@ RUN = {k.name: k.default for k in KEYS} | {"dag-nodes": 3, "channels": 4, "local
                                           "alpha-batch-size": 4, "max-samples": 300}
 
 
-def _reply(pid, **overrides):
+def _reply(pid, train_config=None, **overrides):
     cfg = parse_config(RUN | overrides)
     ctx = Context(run_id=1, node_id=10 + pid, node_config={"partition-id": pid, "num-partitions": 3},
                   state=RecordDict(), run_config=RUN | overrides)
-    config = ConfigRecord({**search_to_record(cfg.search), "server-round": 1})
+    config = ConfigRecord({**search_to_record(cfg.search), "server-round": 1, **(train_config or {})})
     msg = Message(RecordDict({"arrays": ArrayRecord(initial_arrays(cfg)), "config": config}), dst_node_id=10 + pid,
                   message_type=MessageType.TRAIN)
     return app(msg, ctx)
@@ -60,6 +60,20 @@ def test_a_faulty_partition_corrupts_its_honest_reply(mode, check, honest):
     assert check(arrays, arrays_h)
     for name in set(arrays_h) & set(arrays) - {"alpha"}:  # θ is the honest θ
         np.testing.assert_array_equal(arrays[name], arrays_h[name])
+
+
+@pytest.mark.parametrize("form", ["weights", "delta"])
+def test_amplify_multiplies_the_alpha_update_by_100_in_either_reply_form(form):
+    sent = {k: v.numpy() for k, v in initial_arrays(parse_config(RUN)).items()}
+    honest = {k: v.numpy() for k, v in _reply(1, {"reply": form}).content["arrays"].items()}
+    faulty = _reply(1, {"reply": form}, **{"fault-partitions": "1:amplify"})
+    amplified = {k: v.numpy() for k, v in faulty.content["arrays"].items()}
+    base = 0.0 if form == "delta" else sent["alpha"].astype(np.float64)
+    update = honest["alpha"].astype(np.float64) - base
+    assert np.abs(update).max() > 0
+    np.testing.assert_allclose(amplified["alpha"].astype(np.float64) - base, AMPLIFY * update, rtol=1e-5, atol=1e-6)
+    for name in set(honest) - {"alpha"}:  # θ is the honest θ
+        np.testing.assert_array_equal(amplified[name], honest[name])
 
 
 def test_other_partitions_and_evaluate_are_untouched(honest):

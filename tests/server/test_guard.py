@@ -13,7 +13,8 @@ from attacks.runner import knowledge_for
 from clients.client_app import app
 from fednas.config import parse_config, search_to_record
 from fednas.federated import client_train, initial_arrays
-from server.guard import ReplyGuard, check_array, judge_replies, update_norm
+from clients.faults import AMPLIFY, HUGE
+from server.guard import ReplyGuard, check_array, judge_replies, reply_norms
 from server.server_app import compose
 from server.strategies import RoundBook, build_strategy
 from tests.server.inprocess_grid import InProcessGrid, through
@@ -45,8 +46,8 @@ def honest_round(cfg, arrays, server_round):
     return out
 
 
-def start(strategy, cfg, rounds=2, **kw):
-    grid = InProcessGrid(cfg.flat(), CLIENTS, through(app))
+def start(strategy, cfg, rounds=2, clients=CLIENTS, **kw):
+    grid = InProcessGrid(cfg.flat(), clients, through(app))
     return strategy.start(grid=grid, initial_arrays=ArrayRecord(initial_arrays(cfg)), num_rounds=rounds,
                           train_config=ConfigRecord(search_to_record(cfg.search)), **kw)
 
@@ -95,6 +96,73 @@ def test_hostile_replies_are_left_out_and_the_model_is_the_honest_aggregate(cfg,
     assert caps[1].status == "rejected" and refused.status == "failed" and "rejected by the server" in refused.reason
 
 
+def replies_with_faults(cfg, sent, server_round, clients, faults, delta):
+    """Every client's (weight, update) as the fault modes make it, computed here without Flower:
+    ``huge`` replies α = 1e30 (Δα = 1e30 with delta replies), ``amplify`` its α update × 100."""
+    out = {}
+    for pid in range(clients):
+        res = client_train(cfg, cfg.search, {k: torch.as_tensor(v) for k, v in sent.items()}, partition_id=pid,
+                           num_clients=clients, server_round=server_round)
+        update = {k: v.numpy().astype(np.float64) - sent[k] for k, v in res.arrays.items()}
+        if faults.get(pid) == "huge":
+            alpha = np.full(sent["alpha"].shape, np.float32(HUGE), np.float64)
+            update["alpha"] = alpha if delta else alpha - sent["alpha"].astype(np.float32)
+        elif faults.get(pid) == "amplify":
+            update["alpha"] = update["alpha"] * AMPLIFY
+        out[pid] = (res.metrics["num-examples"], update)
+    return out
+
+
+def norm(update, alpha, floats):
+    """The L2 norm of the α (or θ) part of an update, over the floating-point arrays ``floats``."""
+    return float(np.sqrt(sum(np.square(v).sum() for k, v in update.items() if k.startswith("alpha") == alpha
+                             and k in floats)))
+
+
+@pytest.mark.parametrize("mode, reply, clients, faults", [
+    ("reject", "delta", 4, {1: "huge", 2: "amplify"}), ("reject", "weights", 4, {1: "huge", 2: "amplify"}),
+    ("clip", "delta", 4, {1: "huge", 2: "amplify"}), ("clip", "weights", 4, {1: "huge", 2: "amplify"}),
+    ("reject", "delta", 2, {1: "amplify"}),  # the smallest federation: the lower median of two is the honest norm
+])
+def test_oversized_updates_are_kept_out_or_clipped_through_the_servers_stack(mode, reply, clients, faults, tmp_path):
+    cfg = parse_config({**FLAT, "min-train-clients": clients, "max-update-norm": 0.0, "update-guard": mode,
+                        "reply": reply, "bn-statistics": "ema",
+                        "fault-partitions": ",".join(f"{p}:{m}" for p, m in faults.items())})
+    book, _ = compose(cfg, tmp_path, clients)
+    result = start(book, cfg, rounds=2, clients=clients)
+    # the reference: each round's replies as the faults make them; reject: FedAvg of the honest ones;
+    # clip: each group of each update longer than 10 × the round's lower-median norm scaled down to it
+    sent = {k: v.numpy().astype(np.float64) for k, v in initial_arrays(cfg).items()}
+    floats = {k for k, v in initial_arrays(cfg).items() if v.is_floating_point()}
+    for rnd in (1, 2):
+        replies = replies_with_faults(cfg, {k: v.astype(np.float32) for k, v in sent.items()}, rnd, clients, faults,
+                                      reply == "delta")
+        ref = {g: sorted(norm(u, g, floats) for _, u in replies.values())[(clients - 1) // 2] for g in (True, False)}
+        kept = []
+        for pid, (weight, update) in replies.items():
+            if pid in faults and mode == "reject":
+                continue
+            scale = {g: min(1.0, 10 * ref[g] / norm(update, g, floats)) for g in (True, False)}
+            kept.append((weight, {k: sent[k] + v * (scale[k.startswith("alpha")] if k in floats else 1.0)
+                                  for k, v in update.items()}))
+        assert all(norm(u, True, floats) > 10 * ref[True] for p, (_, u) in replies.items() if p in faults)
+        previous, sent = sent, fedavg(kept)
+    final = {k: v.numpy() for k, v in result.arrays.items()}
+    for name in final:
+        assert np.isfinite(final[name]).all()
+        np.testing.assert_allclose(final[name], sent[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    # FedAvg is a convex combination: the aggregate α update is no longer than 10 × the reference
+    assert np.linalg.norm(final["alpha"] - previous["alpha"]) <= 10 * ref[True] * (1 + 1e-5)
+    # counted, every round, with the reason
+    counted = book.rejections if mode == "reject" else book.clippings
+    assert book.current["rejected" if mode == "reject" else "clipped"] == len(faults)
+    assert book.current["clipped" if mode == "reject" else "rejected"] == 0 and book.current["aggregated"]
+    assert sorted((r["round"], r["partition-id"]) for r in counted) == sorted((r, p) for r in (1, 2) for p in faults)
+    assert all(r["reason"].startswith("alpha update norm") and "update-guard-k" in r["reason"] for r in counted)
+    column = book.current["rejections" if mode == "reject" else "clippings"]
+    assert all(f"partition {p}: alpha update norm" in column for p in faults)
+
+
 def test_without_the_guard_one_client_poisons_or_aborts_the_run(cfg):
     nan_only = cfg.replace(fault_partitions="1:nan")
     result = start(RoundBook(build_strategy(nan_only.fed, CLIENTS)), nan_only, rounds=1)
@@ -132,15 +200,26 @@ def test_array_checks_name_what_is_wrong():
     assert "3 non-finite value(s)" in check_array("a", Array(bad), ref)
 
 
-def test_the_update_norm_is_the_norm_of_reply_minus_sent_over_every_array():
+@pytest.mark.usefixtures("server_identity")
+def test_the_update_norm_is_the_norm_of_reply_minus_sent_per_group_over_every_record():
+    from server.magnitude import UpdateBound
+
     rng = np.random.default_rng(0)
-    sent = {"arrays": {"a": rng.normal(size=(3, 4)).astype(np.float32), "b": rng.normal(size=5).astype(np.float32)}}
-    reply = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in sent["arrays"].items()}
-    record = {"arrays": ArrayRecord({k: Array(v) for k, v in reply.items()})}
-    flat = np.concatenate([(reply[k].astype(np.float64) - sent["arrays"][k]).ravel() for k in reply])
-    assert update_norm(record, sent) == pytest.approx(np.linalg.norm(flat), rel=1e-12)
-    as_delta = np.concatenate([reply[k].astype(np.float64).ravel() for k in reply])
-    assert update_norm(record, sent, delta=True) == pytest.approx(np.linalg.norm(as_delta), rel=1e-12)
+    sent = {"arrays": {"alpha_a": rng.normal(size=(3, 4)).astype(np.float32),
+                       "b": rng.normal(size=5).astype(np.float32)},
+            "extra": {"c": rng.normal(size=7).astype(np.float32), "n": np.array(3, np.int64)}}
+    reply = {key: {k: (np.asarray(v + 1) if v.dtype.kind == "i" else rng.normal(size=v.shape).astype(np.float32))
+                   for k, v in arrays.items()} for key, arrays in sent.items()}
+    records = {key: ArrayRecord({k: Array(v) for k, v in arrays.items()}) for key, arrays in reply.items()}
+    msg = Message(RecordDict(records), dst_node_id=1, message_type=MessageType.TRAIN)
+    bound = UpdateBound()
+    theta = np.concatenate([(reply[key][k].astype(np.float64) - sent[key][k]).ravel()
+                            for key, k in (("arrays", "b"), ("extra", "c"))])
+    alpha = (reply["arrays"]["alpha_a"].astype(np.float64) - sent["arrays"]["alpha_a"]).ravel()
+    norms = reply_norms(msg, sent, False, bound)
+    assert norms == pytest.approx({"alpha": np.linalg.norm(alpha), "theta": np.linalg.norm(theta)}, rel=1e-12)
+    as_delta = reply_norms(msg, sent, True, bound)
+    assert as_delta["alpha"] == pytest.approx(np.linalg.norm(reply["arrays"]["alpha_a"].astype(np.float64)), rel=1e-12)
 
 
 def _metrics_reply(node, metrics):

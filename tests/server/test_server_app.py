@@ -70,3 +70,63 @@ def test_fedprox_runs_inside_the_server_app(tmp_path, reply):
     train = [m for m in grid.sent if m.metadata.message_type == "train"]
     assert {m.content["config"]["proximal-mu"] for m in train} == {0.1}
     assert {m.content["config"].get("reply", "weights") for m in train} == {reply}
+
+
+@pytest.mark.usefixtures("server_identity")
+@pytest.mark.filterwarnings("ignore:divide by zero encountered in log:RuntimeWarning")  # Opacus's PRV at q = 1
+def test_summary_gives_epsilon_by_both_accountants_per_mechanism_as_opacus_computes_them():
+    """DP-SGD at q = 32/243, z = 1.1, 10 steps, δ = 1e-5 (RDP 3.51, PRV 2.97) and the update
+    mechanism (q = 1, z = 2, 3 releases), accounted by the client mods' own code, through the
+    round book into summary.json's ``dp`` and the round's row; the reference is Opacus's
+    accountants on the same histories."""
+    import numpy as np
+    from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+    from flwr.serverapp.strategy import FedAvg
+    from opacus.accountants import PRVAccountant, RDPAccountant
+
+    from clients.dp_mods import account, set_overall
+    from fednas.accounting import GaussianEvent
+    from fednas.config import parse_config
+    from server.server_app import dp_block
+    from server.strategies import RoundBook
+
+    cfg = parse_config({"dp-sgd": True, "dp-update": True})
+    history = {"dp-sgd": (1.1, 32 / 243, 10), "dp-update": (2.0, 1.0, 3)}
+    replies = []
+    for pid, share in ((0, 1.0), (1, 0.5)):  # client 1 took half the steps: the maxima are client 0's
+        ctx = Context(run_id=1, node_id=10 + pid, node_config={}, state=RecordDict(), run_config={})
+        metrics = MetricRecord({"num-examples": 10, "dp-sgd-covers-all": 1, "dp-update-covers-all": 0})
+        for mechanism, (z, q, steps) in history.items():
+            for name, value in account(ctx, mechanism, GaussianEvent(z, q, int(steps * share)), cfg.dp).items():
+                metrics[name] = value
+        set_overall(metrics, cfg.dp.dp_delta, False)
+        sent = Message(RecordDict(), dst_node_id=10 + pid, message_type=MessageType.TRAIN)
+        replies.append(Message(RecordDict({"arrays": ArrayRecord({"alpha": Array(np.zeros(3, np.float32))}),
+                                           "metrics": metrics, "client": ConfigRecord({"partition-id": pid})}),
+                               reply_to=sent))
+    book = RoundBook(FedAvg())
+    book.aggregate_train(1, replies)
+    dp = dp_block(cfg, book)
+
+    def opacus(cls, z, q, steps, **kw):
+        acc = cls()
+        acc.history = [(z, q, steps)]
+        return acc.get_epsilon(1e-5, **kw)
+
+    sgd, update = dp["mechanisms"]["dp-sgd"], dp["mechanisms"]["dp-update"]
+    assert sgd["epsilon-by-accountant"]["rdp"] == pytest.approx(opacus(RDPAccountant, *history["dp-sgd"]), rel=1e-9)
+    assert sgd["epsilon-by-accountant"]["prv"] == pytest.approx(
+        opacus(PRVAccountant, *history["dp-sgd"], eps_error=0.01), rel=1e-9)
+    assert sgd["epsilon-by-accountant"] == pytest.approx({"rdp": 3.51, "prv": 2.97}, abs=0.005)
+    assert sgd["epsilon"] == sgd["epsilon-by-accountant"]["rdp"]  # the configured accountant
+    # the update mechanism without subsampling: the exact Gaussian ε, which Opacus's PRV
+    # estimates from above within its eps_error
+    assert update["epsilon-by-accountant"]["rdp"] == pytest.approx(opacus(RDPAccountant, *history["dp-update"]),
+                                                                   rel=1e-9)
+    above = opacus(PRVAccountant, *history["dp-update"], eps_error=0.01) - update["epsilon-by-accountant"]["prv"]
+    assert 0 <= above <= 0.02
+    # the reply as a whole is DP-SGD's (the only mechanism that covers every array)
+    assert dp["epsilon-by-accountant"] == sgd["epsilon-by-accountant"] and dp["epsilon"] == sgd["epsilon"]
+    row = book.current
+    assert row["dp-epsilon-prv-max"] == sgd["epsilon-by-accountant"]["prv"]
+    assert row["dp-update-epsilon-rdp-max"] == update["epsilon-by-accountant"]["rdp"]

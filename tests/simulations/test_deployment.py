@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -10,6 +12,15 @@ from attacks.captures import CaptureStore
 from simulations.__main__ import main
 from simulations.deployment import CONNECTION, connection_toml, launch_deployment
 from simulations.processes import still_running
+
+
+def test_the_superlinks_keep_their_state_in_flowers_in_memory_store():
+    # on disk (SQLite, 5 s lock timeout) a busy machine fails runs with "database is locked"
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
+
+    from simulations.launcher import IN_MEMORY_STATE
+
+    assert IN_MEMORY_STATE == FLWR_IN_MEMORY_DB_NAME
 
 
 def test_the_connection_is_what_flwr_itself_reads(tmp_path, monkeypatch):
@@ -39,8 +50,26 @@ def test_a_deployment_cannot_be_asked_to_write_truth(capsys):
     assert "'write-truth'" in capsys.readouterr().err
 
 
+HOGS = 3  # busy-looping processes beside the run: more runnable processes than this machine has cores
+HOG_SECONDS = 900  # each ends by itself after this, whatever happens to the test
+
+
+@pytest.fixture
+def cpu_hogs():
+    """``HOGS`` processes spinning on the CPU for the test's duration (a user's other work beside
+    a run), each bounded in time and stopped by its pid at the end."""
+    spin = f"import time\nend = time.monotonic() + {HOG_SECONDS}\nwhile time.monotonic() < end:\n    pass\n"
+    hogs = [subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.DEVNULL) for _ in range(HOGS)]
+    try:
+        yield hogs
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(timeout=10)
+
+
 @pytest.mark.slow
-def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds(tmp_path):
+def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds_beside_cpu_hogs(tmp_path, cpu_hogs):
     result = launch_deployment(None, [
         "num-server-rounds=2", "dag-nodes=3", "channels=4", "max-samples=300", "head=flatten", "local-steps=1",
         "alpha-batch-size=1", "fraction-evaluate=0.0", "min-evaluate-clients=0", "eavesdrop=true",
@@ -50,6 +79,7 @@ def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds(tmp_pat
         # statistics query per round here (the Ray runs and tests/server cover "pooled")
         "bn-statistics=client"],
         clients=2, timeout=600)
+    assert all(hog.poll() is None for hog in cpu_hogs)  # they were busy for the whole run
     assert result.returncode == 0 and result.status == "finished:completed", result.status
     run = result.run_dir
     assert run.parent == tmp_path
@@ -126,6 +156,7 @@ def test_tls_and_supernode_authentication_admit_registered_nodes_only_and_failed
     deployment = LocalDeployment(PROJECT_ROOT, 2, security=Security(ca, cert, key, (node0, node1)))
     with deployment:
         assert deployment.online_nodes() == 2  # registered keys, over TLS
+        assert not list(deployment.dir.rglob("*.db"))  # the SuperLink's state is in memory
         outsider = deployment.start_supernode(0, ["--root-certificates", str(ca), "--auth-supernode-private-key",
                                                   str(rogue)], name="rogue", max_retries=1)
         assert outsider.proc.wait(timeout=120) != 0  # an unregistered key is refused

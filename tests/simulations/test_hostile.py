@@ -1,6 +1,6 @@
 """Hostile clients in a real federated run (flwr run, Ray): every fault mode at once.
 
-One run, eleven clients: three honest (0, 9, 10) and eight hostile, each misbehaving in its
+One run, twelve clients: three honest (0, 9, 10) and nine hostile, each misbehaving in its
 own way in every round, through the real ClientApp's fault-injection mod. The run must
 complete; each hostile reply is left out with its reason (or, for the client whose process
 dies, counted as failed, and no healthy client fails after it); the global model is finite
@@ -23,16 +23,17 @@ from fednas.config import ConfigError, parse_config
 from fednas.federated import client_train, initial_arrays
 from simulations.launcher import PROJECT_ROOT, launch, prepare
 
-CLIENTS = 11
+CLIENTS = 12
 HONEST = (0, 9, 10)
 REJECTED = {1: ("nan", "non-finite"), 2: ("shape", "has shape (24,), expected (3, 8)"),
             3: ("broadcast", "has shape (1, 8), expected (3, 8)"), 4: ("extra-array", "unexpected arrays ['extra']"),
-            5: ("missing-alpha", "missing arrays ['alpha']"), 6: ("huge", "exceeds max-update-norm"),
-            8: ("dtype", "has dtype float64, expected float32")}
+            5: ("missing-alpha", "missing arrays ['alpha']"), 8: ("dtype", "has dtype float64, expected float32"),
+            # the size check, on by default: above 10 x the round's lower-median alpha-update norm
+            6: ("huge", "alpha update norm 4.9e+30 exceeds update-guard-k"), 11: ("amplify", "exceeds update-guard-k")}
 DIES = 7  # os._exit in every train call
 FAULTS = ",".join([f"{p}:{mode}" for p, (mode, _) in REJECTED.items()] + [f"{DIES}:exit"])
 SETS = ["num-server-rounds=2", "dag-nodes=3", "channels=4", "local-steps=1", "batch-size=8", "alpha-batch-size=2",
-        "max-samples=660", "head=flatten", "max-update-norm=1000.0", "eavesdrop=true", "attack-online=false",
+        "max-samples=660", "head=flatten", "eavesdrop=true", "attack-online=false",
         "fraction-evaluate=0.0", "min-evaluate-clients=0", "central-eval=false",
         f"fault-partitions={FAULTS}"]
 
