@@ -28,7 +28,8 @@ from attacks.base import Reconstruction
 from attacks.captures import CaptureStore
 from attacks.privacy_report import dp_section
 from fednas.config import parse_config
-from fednas.rundir import atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text
+from fednas.rundir import (atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text,
+                           federation_size)
 from fednas.truth import UNSCORED_REASON, read_truth
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ COLUMNS = (
 SETTING_KEYS = ("attack", "adra-mode", "knows-weights", "theta-prior", "surrogate-draws", "adra-iterations",
                 "adra-restarts", "adra-optimizer", "adra-lr", "adra-distance", "adra-labels", "adra-unroll", "adra-tv",
                 "adra-prior", "adra-prior-components", "device")
-SPACE_KEYS = ("nodes", "head", "activation", "channels", "dataset")
+SPACE_KEYS = ("dag-nodes", "head", "activation", "channels", "dataset")
 
 
 # ---------------------------------------------------------------------------- context
@@ -59,8 +60,9 @@ class ScoringContext:
         self.cfg = parse_config(dict(flat))
         self.store = CaptureStore(run_dir)
         self.dataset = dataset_from_config(self.cfg.data, self.cfg.run.seed)
-        nodes = _federation_size(self.run_dir)
-        self.splits = {s.partition_id: s for s in partition_clients(self.dataset, self.cfg.data, self.cfg.run.seed, nodes)} if nodes else {}
+        supernodes = _federation_size(self.run_dir)
+        self.splits = {s.partition_id: s for s in partition_clients(self.dataset, self.cfg.data, self.cfg.run.seed,
+                                                                    supernodes)} if supernodes else {}
         self.x = self.dataset.x.numpy()
         self.y = self.dataset.y.numpy()
         pools = make_pools(len(self.dataset), self.cfg.data, self.cfg.run.seed)
@@ -78,8 +80,7 @@ def _federation_size(run_dir: Path) -> int | None:
     path = run_dir / "config.json"
     if not path.is_file():
         return None
-    nodes = json.loads(path.read_text()).get("federation", {}).get("nodes")
-    return int(nodes) if nodes else None
+    return federation_size(json.loads(path.read_text()))
 
 
 def truth_samples(truth: Mapping[str, Any]) -> list[tuple[int, int, int]]:

@@ -19,6 +19,7 @@ import torch
 
 from benchmarks import federation, supernet
 from benchmarks.common import RESULTS, machine, resolve_device, write_results
+from fednas.overrides import DeprecatedOption, dag_nodes_option
 
 
 def _ints(text: str) -> list[int]:
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results (default benchmarks/results)")
     s = p.add_argument_group("supernet")
     s.add_argument("--space", default="dag", choices=("dag", "darts"))
-    s.add_argument("--nodes", type=_ints, default=[8, 16, 32, 64], help="P values (dag), e.g. 8,16,32,64")
+    dag_nodes_option(s, type=_ints, default=[8, 16, 32, 64], help="P values (dag), e.g. 8,16,32,64")
     s.add_argument("--sizes", type=_ints, default=[8, 28], help="image sizes, e.g. 8,28")
     s.add_argument("--batches", type=_ints, default=[1, 8], help="batch sizes B, e.g. 1,8")
     s.add_argument("--modes", default="forward,backward,inner", help="comma-separated: forward,backward,inner")
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--clients", type=int, default=4)
     f.add_argument("--rounds", type=int, default=10)
     f.add_argument("--local-steps", type=int, default=10)
-    f.add_argument("--fed-nodes", type=int, default=8, help="P of the federated runs' dag supernet")
+    f.add_argument("--fed-dag-nodes", type=int, default=8, help="P of the federated runs' dag supernet")
+    f.add_argument("--fed-nodes", dest="fed_dag_nodes", type=int, action=DeprecatedOption, new="--fed-dag-nodes")
     f.add_argument("--gpus-per-client", type=float, default=0.5, help="with --device cuda")
     return p
 
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if args.quick:
-        args.nodes, args.sizes, args.batches = [8, 16], [8], [1]
+        args.dag_nodes, args.sizes, args.batches = [8, 16], [8], [1]
         args.repeats, args.ref_cap = 1, 20.0
         args.clients, args.rounds, args.local_steps = 2, 2, 2
     device = resolve_device(args.device)

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.adra [--device cpu|cuda] [--dataset D] [--nodes 8,32] [--captures N] [--solvers lm,adam]``:
+"""``python -m benchmarks.adra [--device cpu|cuda] [--dataset D] [--dag-nodes 8,32] [--captures N] [--solvers lm,adam]``:
 ADRA's seconds per capture and what it rebuilt, per solver, side by side with the reference.
 
 For each P it builds the captures of round 1 in this process, as the eavesdropper would
@@ -49,7 +49,7 @@ from fednas.config import parse_config, search_to_record
 from fednas.data import client_data, make_pools
 from fednas.federated import client_train, initial_arrays
 from fednas.memory import memory_warning
-from fednas.overrides import parse_overrides
+from fednas.overrides import dag_nodes_option, parse_overrides
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def _rate(flags: list[bool]) -> str:
 
 
 def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
-    base = {**EXPERIMENT, "dataset": args.dataset, "nodes": nodes, "seed": args.seed, "device": device.type,
+    base = {**EXPERIMENT, "dataset": args.dataset, "dag-nodes": nodes, "seed": args.seed, "device": device.type,
             **parse_overrides(args.set)}
     cfg = parse_config(base)
     dataset, _ = client_data(cfg.data, cfg.run.seed, 0, args.captures)
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda (an error without a GPU)")
     p.add_argument("--dataset", default="mnist-5k", help="digits (8x8) or mnist-5k (28x28, default)")
-    p.add_argument("--nodes", default="32,64,128", help="comma-separated P")
+    dag_nodes_option(p, default="32,64,128", help="comma-separated P")
     p.add_argument("--captures", type=int, default=3, help="captures (clients of round 1) per P")
     p.add_argument("--solvers", default="lm,adam", help="comma-separated adra-optimizer values to compare")
     p.add_argument("--reference", default="adam", help="the solver the others are compared with")
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    rows = [r for n in args.nodes.split(",") if n.strip() for r in run_nodes(int(n), args, device)]
+    rows = [r for n in args.dag_nodes.split(",") if n.strip() for r in run_nodes(int(n), args, device)]
     print(f"\nADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seed {args.seed}, {device.type}, "
           f"{args.threads} thread(s); changed: {' '.join(args.set) or 'nothing'}")
     print(report(rows, args.reference))

@@ -9,7 +9,6 @@ is counted once.
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import statistics
@@ -23,7 +22,8 @@ from typing import Any
 
 import torch
 
-from fednas.rundir import atomic_write_json, unique_path
+from fednas import stats
+from fednas.rundir import atomic_write_json, portable_paths, unique_path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -60,27 +60,15 @@ def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
     return time.perf_counter() - t0, time.process_time() - c0
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a rate k/n."""
-    if n == 0:
-        return math.nan, math.nan
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """Wilson score 95% interval of a rate k/n (:func:`fednas.stats.wilson_interval`)."""
+    return stats.wilson_interval(k, n)
 
 
 def t_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and its t 95 % interval."""
-    from scipy import stats
-
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, math.nan, math.nan
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+    """Mean and its Student-t 95% interval (:func:`fednas.stats.t_interval`)."""
+    mean = sum(values) / len(values)
+    return (mean, *stats.t_interval(values))
 
 
 def median(values: Sequence[float]) -> float | None:
@@ -311,5 +299,17 @@ def _fmt(v: Any) -> str:
 def write_results(kind: str, payload: dict[str, Any], root: Path = RESULTS) -> Path:
     """``<root>/<kind>-<timestamp>.json`` (never overwritten); ``payload`` holds ``machine()`` from the start."""
     path = unique_path(root / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    atomic_write_json(path, {"benchmark": kind, **payload, "loadavg-at-end": loadavg()})
+    atomic_write_json(path, _portable({"benchmark": kind, **payload, "loadavg-at-end": loadavg()}))
     return path
+
+
+def _portable(obj: Any) -> Any:
+    """``obj`` with every string's absolute paths made portable: results are committed, and
+    name no folder of the machine that made them (the project's own made relative)."""
+    if isinstance(obj, str):
+        return portable_paths(obj, Path(__file__).resolve().parents[1])
+    if isinstance(obj, dict):
+        return {k: _portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_portable(v) for v in obj]
+    return obj

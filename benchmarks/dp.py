@@ -1,6 +1,6 @@
 """One private α step (DP-SGD) against one plain α step, side by side.
 
-``python -m benchmarks.dp [--nodes 8 32] [--batch 1 8 32] [--repeats 3] [--fused auto|on|off]
+``python -m benchmarks.dp [--dag-nodes 8 32] [--batch 1 8 32] [--repeats 3] [--fused auto|on|off]
 [--device cpu|cuda] [--quick] [--results DIR]``
 
 Both steps start from the same model and batch: the plain step is the first-order rule
@@ -25,6 +25,7 @@ import torch
 from benchmarks.common import RESULTS, machine, resolve_device, synchronize, write_results
 from fednas.config import parse_config
 from fednas.data import dataset_from_config
+from fednas.overrides import dag_nodes_option
 from fednas.privacy import PrivateAlphaGradient
 from fednas.search import FirstOrder, StepContext
 from fednas.spaces import build_supernet
@@ -34,7 +35,7 @@ def time_steps(nodes: int, batch: int, repeats: int, fused: bool | None,
                device: torch.device | str = "cpu") -> dict[str, list[float]]:
     """Seconds of ``repeats`` plain and private α steps at P = ``nodes``, B = ``batch``, interleaved."""
     device = torch.device(device)
-    cfg = parse_config({"nodes": nodes, "alpha-batch-size": batch})
+    cfg = parse_config({"dag-nodes": nodes, "alpha-batch-size": batch})
     data = dataset_from_config(cfg.data, 0)
     model = build_supernet(cfg.space, data.spec, 0, fused=fused).to(device)
     model.train()
@@ -55,7 +56,7 @@ def time_steps(nodes: int, batch: int, repeats: int, fused: bool | None,
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.dp", description=__doc__.splitlines()[0])
-    parser.add_argument("--nodes", type=int, nargs="+", default=[8, 32], help="P values (default 8 32)")
+    dag_nodes_option(parser, type=int, nargs="+", default=[8, 32], help="P values (default 8 32)")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8, 32], help="B values (default 1 8 32)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fused", choices=("auto", "on", "off"), default="auto",
@@ -71,14 +72,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
     if args.quick:
-        args.nodes, args.batch, args.repeats = [4], [1, 4], 1
+        args.dag_nodes, args.batch, args.repeats = [4], [1, 4], 1
     if args.threads:
         torch.set_num_threads(args.threads)
     fused = {"auto": None, "on": True, "off": False}[args.fused]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, supernet fused={args.fused}, device {device}")
     print(f"{'P':>4} {'B':>4} {'plain s':>10} {'private s':>10} {'private/plain':>14} {'pairs (min-max)':>16}")
     rows: list[dict[str, Any]] = []
-    for nodes in args.nodes:
+    for nodes in args.dag_nodes:
         for batch in args.batch:
             times = time_steps(nodes, batch, args.repeats, fused, device)
             plain, private = statistics.median(times["plain"]), statistics.median(times["private"])

@@ -42,7 +42,7 @@ from simulations.launcher import PROJECT_ROOT, launch
 
 def workload(args: Any) -> list[str]:
     """The run configuration both sides share (``--set`` items)."""
-    return [f"num-server-rounds={args.rounds}", f"nodes={args.fed_nodes}", f"local-steps={args.local_steps}",
+    return [f"num-server-rounds={args.rounds}", f"dag-nodes={args.fed_dag_nodes}", f"local-steps={args.local_steps}",
             "fraction-evaluate=0.0", "central-eval=false", "run-name=benchmark",
             # no BatchNorm statistics pass or query: the plain loop does none either
             "bn-statistics=ema",
@@ -102,13 +102,13 @@ def run(args: Any, overhead: bool = True, scaling: bool = True) -> dict[str, Any
     if scaling:
         probes.append(parallelism_probe())
     sides = [*loops[:1], one, *([two] if two else []), *loops[1:]]
-    print(f"\nfederated search: {args.clients} clients x {args.rounds} rounds, dag P={args.fed_nodes}, "
+    print(f"\nfederated search: {args.clients} clients x {args.rounds} rounds, dag P={args.fed_dag_nodes}, "
           f"{args.local_steps} local steps, {args.device}; seconds")
     print(table(([s["side"], s.get("total-s"), s.get("startup-teardown-s"), s["in-run-s"], s["round1-s"],
                   s["later-rounds-s"], s["cpu-s"], s["peak-mb"]] for s in sides),
                 ["", "total", "start-up+teardown", "in-run", "round 1", "later rounds (median)", "CPU s",
                  "peak MB"]))
-    out: dict[str, Any] = {"clients": args.clients, "rounds": args.rounds, "nodes": args.fed_nodes,
+    out: dict[str, Any] = {"clients": args.clients, "rounds": args.rounds, "dag-nodes": args.fed_dag_nodes,
                            "local-steps": args.local_steps, "sides": sides}
     if overhead:
         loop_later = sum(_later(s) for s in loops) / len(loops)

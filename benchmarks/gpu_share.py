@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS, machine, resolve_device, table, write_results
+from fednas.overrides import dag_nodes_option
 from fednas.rundir import read_rows
 from simulations.launcher import launch
 
 
 def workload(args: Any, device: str) -> list[str]:
     """The run configuration every side shares (``--set`` items)."""
-    return [f"num-server-rounds={args.rounds}", f"dataset={args.dataset}", f"nodes={args.nodes}",
+    return [f"num-server-rounds={args.rounds}", f"dataset={args.dataset}", f"dag-nodes={args.dag_nodes}",
             f"channels={args.channels}", f"local-steps={args.local_steps}", f"batch-size={args.batch_size}",
             "fraction-evaluate=0.0", "central-eval=false", "eavesdrop=true", "attack-online=false",
             f"device={device}", "run-name=gpu-share", f"output-dir={args.results / 'runs'}"]
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--shares", default="0.25,0.125", help="GPU shares a client, comma-separated")
     p.add_argument("--dataset", default="mnist-5k")
-    p.add_argument("--nodes", type=int, default=8)
+    dag_nodes_option(p, type=int, default=8, help="P of the dag supernet")
     p.add_argument("--channels", type=int, default=16)
     p.add_argument("--local-steps", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32)
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     cpu = sides[0]["client-rounds-per-min"]
     for s in sides:
         s["ratio-to-cpu"] = s["client-rounds-per-min"] / cpu
-    print(f"\n{args.clients} clients x {args.rounds} rounds, {args.dataset}, dag P={args.nodes}, C={args.channels}, "
+    print(f"\n{args.clients} clients x {args.rounds} rounds, {args.dataset}, dag P={args.dag_nodes}, C={args.channels}, "
           f"{args.local_steps} local steps, batch {args.batch_size}; rounds 2..{args.rounds}")
     print(table(([s["side"], s["on-cuda"], s["rounds-per-min"], s["client-rounds-per-min"], s["ratio-to-cpu"],
                   s["round1-s"], s["total-s"]] for s in sides),

@@ -19,14 +19,14 @@ import torch
 
 from fednas.config import parse_config
 from fednas.federated import ClientRound, client_train, genotype_of, initial_arrays
+from fednas.stats import weighted_mean
 from simulations.launcher import PROJECT_ROOT, prepare, pyproject_defaults
 
 
 def fedavg(replies: Sequence[ClientRound]) -> dict[str, torch.Tensor]:
     """Weighted mean of the replies' arrays, weights = ``num-examples``."""
-    weights = torch.tensor([float(r.metrics["num-examples"]) for r in replies], dtype=torch.float64)
-    weights = weights / weights.sum()
-    return {k: sum(w * r.arrays[k].double() for w, r in zip(weights, replies)).to(replies[0].arrays[k].dtype)
+    weights = [float(r.metrics["num-examples"]) for r in replies]
+    return {k: weighted_mean([r.arrays[k].double() for r in replies], weights).to(replies[0].arrays[k].dtype)
             for k in replies[0].arrays}
 
 

@@ -28,23 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import RESULTS, PeakMemory, loadavg, machine, mb, table, write_results
+from fednas import stats
+from fednas.overrides import dag_nodes_option
 from fednas.rundir import read_rows
 from simulations.launcher import PROJECT_ROOT, launch
 
-T95 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
-
-
 def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval (nan with fewer than 2 values)."""
-    n = len(values)
-    if n < 2:
+    """Mean and the half-width of its 95% t-interval (:func:`fednas.stats.t_interval`; nan
+    with fewer than 2 values)."""
+    if len(values) < 2:
         return (values[0] if values else math.nan), math.nan
-    t = T95.get(n - 1, 1.96 + 2.4 / (n - 1))  # the table, else a close large-n approximation
-    return statistics.fmean(values), t * statistics.stdev(values) / math.sqrt(n)
+    lo, hi = stats.t_interval(values)
+    return statistics.fmean(values), (hi - lo) / 2
 
 
 def workload(args: Any, n: int) -> list[str]:
-    return [f"num-server-rounds={args.rounds}", f"nodes={args.nodes}", f"channels={args.channels}",
+    return [f"num-server-rounds={args.rounds}", f"dag-nodes={args.dag_nodes}", f"channels={args.channels}",
             f"local-steps={args.local_steps}", f"fraction-train={args.sampled / n}",
             f"min-train-clients={args.sampled}", "fraction-evaluate=0.0", "min-evaluate-clients=0",
             "central-eval=false", f"max-samples={args.max_samples}", "run-name=many-clients",
@@ -93,7 +92,7 @@ def aggregation_seconds(args: Any, repeats: int = 5) -> list[float]:
     from fednas.config import parse_config
     from fednas.federated import initial_arrays
 
-    cfg = parse_config({"nodes": args.nodes, "channels": args.channels})
+    cfg = parse_config({"dag-nodes": args.dag_nodes, "channels": args.channels})
     if TaskIdentity._run_id is None:  # messages built outside a Flower runtime need a sender identity
         TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
     arrays = initial_arrays(cfg)
@@ -113,7 +112,7 @@ def aggregation_seconds(args: Any, repeats: int = 5) -> list[float]:
 
 def probes(args: Any, n: int) -> dict[str, Any]:
     imports = [_fresh(_IMPORT)[0] for _ in range(args.probe_repeats)]
-    cfg = json.dumps({"nodes": args.nodes, "max-samples": args.max_samples})
+    cfg = json.dumps({"dag-nodes": args.dag_nodes, "max-samples": args.max_samples})
     data = [_fresh(_DATA, cfg, str(n)) for _ in range(args.probe_repeats)]
     return {"torch-import-s": mean_ci(imports), "data-first-call-s": mean_ci([d[0] for d in data]),
             "data-cached-call-s": mean_ci([d[1] for d in data]), "fedavg-s": mean_ci(aggregation_seconds(args))}
@@ -125,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampled", type=int, default=10, help="clients trained each round")
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--ray-cpus", type=int, default=2)
-    p.add_argument("--nodes", type=int, default=4)
+    dag_nodes_option(p, type=int, default=4, help="P of the dag supernet")
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--local-steps", type=int, default=5)
     p.add_argument("--max-samples", type=int, default=0, help="0: the whole dataset (digits: 1,797)")
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [one_size(args, n) for n in sizes]
     probe = probes(args, max(sizes))
     base = runs[0]
-    print(f"\n{args.sampled} clients trained a round, {args.rounds} rounds, dag P={args.nodes}, C={args.channels}, "
+    print(f"\n{args.sampled} clients trained a round, {args.rounds} rounds, dag P={args.dag_nodes}, C={args.channels}, "
           f"{args.local_steps} local steps, {args.ray_cpus} Ray CPUs; round seconds over rounds 2..{args.rounds}")
     print(table(([r["clients"], f"{r['round-s-mean']:.2f} ± {r['round-s-ci95']:.2f}",
                   r["round-s-mean"] / base["round-s-mean"], r["client-train-s-per-round"], r["round1-s"],

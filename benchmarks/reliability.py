@@ -31,7 +31,7 @@ from fednas.rundir import read_rows
 from simulations.launcher import PROJECT_ROOT, launch
 from simulations.processes import alive, run_processes
 
-TINY = ["nodes=3", "channels=4", "local-steps=2", "batch-size=8", "alpha-batch-size=2", "max-samples=400",
+TINY = ["dag-nodes=3", "channels=4", "local-steps=2", "batch-size=8", "alpha-batch-size=2", "max-samples=400",
         "fraction-evaluate=0.0", "min-evaluate-clients=0"]
 
 

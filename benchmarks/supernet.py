@@ -98,7 +98,7 @@ def build_pair(space: str, nodes: int, channels: int, size: int, device: torch.d
     """Fused and reference supernets with the same seeded θ and α, in train mode."""
     keys = {"space": space, "channels": channels, "activation": activation}
     if space == "dag":
-        keys["nodes"] = nodes  # darts: the default cells (layers, steps) of the config
+        keys["dag-nodes"] = nodes  # darts: the default cells (layers, cell-nodes) of the config
     cfg = parse_config(keys).space
     spec = InputSpec(channels=1, image_size=size, num_classes=10)
     models = {side: build_supernet(cfg, spec, seed=0, fused=side == "fused").to(device) for side in SIDES}
@@ -152,7 +152,7 @@ def run(args: Any, device: torch.device) -> dict[str, Any]:
         for size in args.sizes:
             for batch in args.batches:
                 last: dict[str, Any] | None = None
-                for nodes in sorted(args.nodes) if args.space == "dag" else [0]:
+                for nodes in sorted(args.dag_nodes) if args.space == "dag" else [0]:
                     estimate = None
                     if last is not None and last.get("reference-s"):
                         estimate = last["reference-s"] * (nodes * (nodes - 1)) / (last["nodes"] * (last["nodes"] - 1))

@@ -5,8 +5,8 @@ running mean and variance that eval mode normalises with. During local search th
 an exponential moving average (momentum 0.1) over a few θ steps, so they still hold
 mostly what the client received, and FedAvg then averages statistics that each client
 took under its own θ. Neither describes the averaged model: eval-mode accuracy of the
-global model stays near chance for many rounds (issue 10 measured 0.08 while the
-clients' training accuracy was 0.55).
+global model stays near chance for many rounds (measured here before this pass: 0.08
+while the clients' training accuracy was 0.55).
 
 The fix used by one-shot NAS (SPOS, Guo et al. 2020: "recalibrate the statistics of all
 BN layers on training images before inference") and by PreciseBN (Wu & Johnson 2021),

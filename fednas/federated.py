@@ -203,7 +203,7 @@ def genotype_of(cfg: Config, arrays: Arrays) -> Any:
     dataset = dataset_from_config(cfg.data, cfg.run.seed)
     model = build_supernet(cfg.space, dataset.spec, cfg.run.seed)
     model.load_arrays({k: v for k, v in arrays.items() if k.startswith(model.alpha_prefix)})
-    return model.genotype(cfg.fed.genotype_k)
+    return model.genotype(cfg.space.genotype_k)
 
 
 def _paradigms() -> Any:

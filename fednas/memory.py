@@ -36,7 +36,7 @@ def search_step_bytes(cfg: Any, spec: InputSpec) -> int | None:
     estimate: a space or paradigm other than the dag with DARTS)."""
     if cfg.space.space != "dag" or cfg.paradigm.paradigm != "darts":
         return None
-    p = cfg.space.nodes
+    p = cfg.space.dag_nodes
     per_sample = (PER_EDGE * p * (p - 1) / 2 + PER_NODE * p) * cfg.space.channels * spec.image_size**2
     factor = SECOND_ORDER if cfg.search.alpha_order == "second" else 1.0
     return int(per_sample * step_batch(cfg) * factor)
@@ -50,9 +50,9 @@ def memory_warning(cfg: Any, spec: InputSpec, parallel: int, available: int) -> 
         return None
     batch = step_batch(cfg)
     fits = int(batch * available / (step * parallel))
-    return (f"a local search step of dag P = {cfg.space.nodes}, C = {cfg.space.channels} on "
+    return (f"a local search step of dag P = {cfg.space.dag_nodes}, C = {cfg.space.channels} on "
             f"{spec.image_size}x{spec.image_size} with batch {batch} ('batch-size' {cfg.search.batch_size}, "
             f"'alpha-batch-size' {cfg.search.alpha_batch_size}) needs about {step / 2**30:.1f} GiB a client; "
             f"{parallel} client(s) at once need {step * parallel / 2**30:.1f} GiB and "
             f"{available / 2**30:.1f} GiB is available. Expect the clients to be killed for memory: lower "
-            f"'batch-size'/'alpha-batch-size' (about {fits} would fit), 'nodes' or 'channels', or run fewer clients at once")
+            f"'batch-size'/'alpha-batch-size' (about {fits} would fit), 'dag-nodes' or 'channels', or run fewer clients at once")

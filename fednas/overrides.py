@@ -9,11 +9,16 @@ as typed (``fault-partitions=1`` means ``"1"``, not ``1``). Validation is
 
 from __future__ import annotations
 
+import argparse
+import logging
 import tomllib
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
-from fednas.config import KEY_BY_NAME, ConfigError
+from fednas.config import KEY_BY_NAME, ConfigError, canonical_keys
+
+log = logging.getLogger(__name__)
 
 
 def parse_value(text: str) -> Any:
@@ -37,5 +42,29 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """Every ``key=value`` item, in order (a later one wins)."""
-    return dict(parse_override(item) for item in items)
+    """Every ``key=value`` item, in order (a later one wins); an old key name as its new one."""
+    return canonical_keys(dict(parse_override(item) for item in items), "--set")
+
+
+class DeprecatedOption(argparse.Action):
+    """An old command-line option kept as an alias: stores into the new option's ``dest``
+    and warns, naming the new option (``new="--dag-nodes"`` in ``add_argument``)."""
+
+    def __init__(self, option_strings: list[str], dest: str, new: str = "", **kwargs: Any) -> None:
+        self.new = new
+        kwargs.setdefault("help", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        message = f"option {option_string} is deprecated: use {self.new}"
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        log.warning("%s", message)
+        setattr(namespace, self.dest, values)
+
+
+def dag_nodes_option(parser: argparse.ArgumentParser, **kwargs: Any) -> None:
+    """``--dag-nodes`` (P of the dag space) with ``--nodes`` as its deprecated alias."""
+    parser.add_argument("--dag-nodes", dest="dag_nodes", **kwargs)
+    alias = {k: v for k, v in kwargs.items() if k in ("type", "nargs")}
+    parser.add_argument("--nodes", dest="dag_nodes", action=DeprecatedOption, new="--dag-nodes", **alias)

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -126,3 +127,33 @@ def unique_path(path: str | Path) -> Path:
 def read_rows(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def federation_size(meta: Mapping[str, Any]) -> int | None:
+    """The number of SuperNodes (clients) a run's ``config.json`` records, or None.
+
+    ``federation.supernodes``; runs written before the rename recorded it as ``nodes``.
+    """
+    federation = meta.get("federation") or {}
+    size = federation.get("supernodes", federation.get("nodes"))
+    return size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else None
+
+
+# an absolute path in text: not the tail of a word, a URL or a relative path
+_ABSOLUTE = re.compile(r"(?<![\w.~/:\\…-])/(?:[\w.@+-]+/)*[\w.@+-]+/?")
+
+
+def portable_paths(text: str, root: str | Path) -> str:
+    """``text`` with every absolute path made portable, for a file meant to be published:
+    a path inside ``root`` relative to it, any other cut to ``…/`` and its last parts below
+    its top folder (``/tmp/x`` reads ``…/x``): no folder of the machine that made it."""
+    root = Path(root).resolve()
+
+    def sub(m: re.Match) -> str:
+        path = Path(m.group(0))
+        if path == root or path.is_relative_to(root):
+            return path.relative_to(root).as_posix()
+        parts = path.parts
+        return "…/" + "/".join(parts[max(2, len(parts) - 2):]) if len(parts) > 2 else "…"
+
+    return _ABSOLUTE.sub(sub, text)

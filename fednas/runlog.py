@@ -18,7 +18,8 @@ import numpy as np
 from fednas import __version__
 from fednas.config import Config, ConfigError, parse_config
 from fednas.data import resolve_path
-from fednas.rundir import atomic_save_npz, atomic_write_csv, atomic_write_json, new_run_dir, read_rows
+from fednas.rundir import (atomic_save_npz, atomic_write_csv, atomic_write_json, federation_size, new_run_dir,
+                           read_rows)
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +110,10 @@ def read_run_config(cfg_file: Path, overrides: dict[str, Any] | None, overridabl
         cfg = parse_config({**meta["config"], **(overrides or {})})
     except ConfigError as err:
         raise error(f"{cfg_file} with the overrides: {err}") from None
-    nodes = (meta.get("federation") or {}).get("nodes")
-    if not isinstance(nodes, int) or nodes < 1:
-        raise error(f"{cfg_file} lacks federation.nodes (the number of clients), needed to rebuild their data")
-    return cfg, nodes
+    supernodes = federation_size(meta)
+    if supernodes is None:
+        raise error(f"{cfg_file} lacks federation.supernodes (the number of clients), needed to rebuild their data")
+    return cfg, supernodes
 
 
 def mark_interrupted(run_dir: str | Path, signal_name: str) -> dict[str, Any]:

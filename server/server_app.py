@@ -144,7 +144,7 @@ def main(grid: Grid, context: Context) -> None:
     run_dir = resolve_run_dir(cfg)
     log.info("run directory: %s", run_dir)
     nodes = wait_for_nodes(grid)
-    runlog = RunLog(cfg, run_dir, {"nodes": len(nodes), "run-id": context.run_id})
+    runlog = RunLog(cfg, run_dir, {"supernodes": len(nodes), "run-id": context.run_id})
     audit = None
     try:
         # Fail before any training if a client would lack data.

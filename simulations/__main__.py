@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run on Flower's Deployment Engine: a SuperLink and one SuperNode per client on "
                           "127.0.0.1 (no Ray; the leakage report is unscored)")
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                     help="override one config key (repeatable), e.g. --set nodes=16")
+                     help="override one config key (repeatable), e.g. --set dag-nodes=16")
     stop = sub.add_parser("stop-superlink", help="stop this user's local SuperLink started by plain flwr run")
     stop.add_argument("--port", type=int, default=None,
                       help="its HTTP port (default: $FLWR_LOCAL_SUPERLINK_HTTP_API_PORT, else 39091)")

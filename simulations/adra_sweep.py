@@ -1,7 +1,7 @@
 """``python -m simulations.adra_sweep``: the ADRA figures of docs/adra.md, reproducibly.
 
 1. Capture runs: ``simulations/adra-digits.toml`` through the launcher (eavesdrop on,
-   attacks off), one run per P in ``--nodes`` and one per B in ``--batches`` (at
+   attacks off), one run per P in ``--dag-nodes`` and one per B in ``--batches`` (at
    ``--batch-nodes``). Runs already listed in ``<out>/runs.json`` are reused.
 2. Offline attacks on each run (the engine of ``python -m attacks.adra``): every mode in
    ``--modes`` × ``knows-weights`` in ``--knows`` for the P runs, strong mode with known
@@ -9,7 +9,7 @@
 3. ``<out>/figures.md`` and ``figures.csv``: success rate, identified rate, mean PSNR,
    label accuracy and attack seconds per capture, one row per (P, B, mode, knows-weights).
 
-Example (the documented figures): ``python -m simulations.adra_sweep --nodes 8,16,32
+Example (the documented figures): ``python -m simulations.adra_sweep --dag-nodes 8,16,32
 --batches 1,2,4,8 --out outputs/adra-figures``; add ``--limit 6`` for a quick look.
 """
 
@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fednas.overrides import dag_nodes_option
 from fednas.rundir import atomic_write_csv, atomic_write_json, atomic_write_text, unique_path
 from simulations.launcher import PROJECT_ROOT, launch
 
@@ -68,7 +69,7 @@ def attack(run_dir: Path, sets: dict[str, Any], limit: int, workers: int) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m simulations.adra_sweep", description=__doc__.splitlines()[0])
-    p.add_argument("--nodes", default="8,16,32", help="P of the B = 1 runs")
+    dag_nodes_option(p, default="8,16,32", help="P of the B = 1 runs")
     p.add_argument("--batches", default="1,2,4,8", help="B of the batch runs (at --batch-nodes)")
     p.add_argument("--batch-nodes", type=int, default=8)
     p.add_argument("--modes", default="paper,strong")
@@ -88,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     extra = dict(item.split("=", 1) for item in args.sets)
     rows = _previous_rows(out / "figures.csv")  # sweeps into one --out add up; a repeated row is replaced
     opt = args.alpha_optimizer
-    plan = [(n, 1, mode, knows) for n in _csv_list(args.nodes) for mode in _csv_list(args.modes, str)
+    plan = [(n, 1, mode, knows) for n in _csv_list(args.dag_nodes) for mode in _csv_list(args.modes, str)
             for knows in _csv_list(args.knows, str)]
     plan += [(args.batch_nodes, b, "strong", "true") for b in _csv_list(args.batches) if b != 1]
     for nodes, batch, mode, knows in plan:
         key = f"{opt}-p{nodes}-b{batch}"
-        run = capture_run(key, [f"nodes={nodes}", f"alpha-batch-size={batch}", f"alpha-optimizer={opt}"], runs, out,
+        run = capture_run(key, [f"dag-nodes={nodes}", f"alpha-batch-size={batch}", f"alpha-optimizer={opt}"], runs, out,
                           args.clients)
         summary = attack(run, {**extra, "adra-mode": mode, "knows-weights": knows}, args.limit, args.workers)
         row = {"P": nodes, "B": batch, "alpha-optimizer": opt, "mode": mode, "knows-weights": knows,

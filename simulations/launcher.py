@@ -29,7 +29,8 @@ from typing import Any
 
 import psutil
 
-from fednas.config import ConfigError, check_against_federation, parse_config, sampled_per_round, toml_value
+from fednas.config import (ConfigError, canonical_keys, check_against_federation, parse_config, sampled_per_round,
+                           toml_value)
 from fednas.data import check_federation, dataset_from_config
 from fednas.memory import memory_warning
 from fednas.overrides import parse_overrides
@@ -112,13 +113,18 @@ def load_experiment(path: str | Path | None) -> tuple[dict[str, Any], dict[str, 
     nested = [k for k, v in data.items() if isinstance(v, dict)]
     if nested:
         raise ConfigError(f"{path}: tables {nested} are not allowed; run-config keys are flat (key = value)")
-    return data, fed
+    return canonical_keys(data, str(path)), fed
+
+
+def pyproject_table(project: Path) -> dict[str, Any]:
+    """The ``[tool.flwr.app.config]`` table of the app's pyproject.toml, as written."""
+    data = tomllib.loads((project / "pyproject.toml").read_text())
+    return dict(data["tool"]["flwr"]["app"]["config"])
 
 
 def pyproject_defaults(project: Path) -> dict[str, Any]:
-    """The ``[tool.flwr.app.config]`` table of the app's pyproject.toml."""
-    data = tomllib.loads((project / "pyproject.toml").read_text())
-    return dict(data["tool"]["flwr"]["app"]["config"])
+    """The app's pyproject.toml config table, old key names read as their new ones."""
+    return canonical_keys(pyproject_table(project), str(project / "pyproject.toml"))
 
 
 def flower_env(project: Path, port: int | None = None, tag: str | None = None) -> dict[str, str]:
@@ -249,10 +255,9 @@ def run_status(env: dict[str, str], run_id: int, project: Path, connection: str 
 def prepare(project: Path, experiment: str | Path | None, sets: list[str], fed_overrides: dict[str, Any]) -> tuple[dict[str, Any], Federation]:
     """Merge pyproject defaults, the experiment file and ``--set``; validate everything."""
     overrides, fed_table = load_experiment(experiment)
-    overrides.update(parse_overrides(sets))
-    defaults = pyproject_defaults(project)
-    unknown = [k for k in overrides if k not in defaults]
-    cfg = parse_config({**defaults, **overrides})  # names every bad key and value
+    overrides.update(parse_overrides(sets))  # both with the new names of renamed keys
+    unknown = [k for k in overrides if k not in pyproject_table(project)]
+    cfg = parse_config({**pyproject_defaults(project), **overrides})  # names every bad key and value
     if unknown:  # a schema key missing from pyproject.toml would be refused by flwr
         raise ConfigError(f"keys {unknown} are not in [tool.flwr.app.config] of {project / 'pyproject.toml'}")
     fed_values = {k.replace("-", "_"): v for k, v in fed_table.items()}

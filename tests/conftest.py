@@ -26,7 +26,7 @@ def _one_thread():
 @pytest.fixture
 def tiny_cfg():
     """Digits, a 4-node dag, 2 local steps: a whole client round in well under a second."""
-    return parse_config({"nodes": 4, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 4,
+    return parse_config({"dag-nodes": 4, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 4,
                          "max-samples": 400})
 
 

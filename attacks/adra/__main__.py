@@ -22,7 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
-from fednas.config import GROUP_KEYS, KEY_BY_NAME, ConfigError, parse_config
+from fednas.config import GROUP_KEYS, KEY_BY_NAME, ConfigError, canonical_keys, parse_config
 from fednas.overrides import parse_override
 from fednas.rundir import unique_path
 
@@ -69,7 +69,7 @@ def load_settings(run_dir: Path, sets: list[str], foreign: bool = False) -> dict
     if foreign:
         flat = {"adra-init": "noise", "attack-identifiability": False}
     elif path.is_file():
-        flat = dict(json.loads(path.read_text())["config"])
+        flat = canonical_keys(json.loads(path.read_text())["config"], str(path))
     else:
         raise ConfigError(f"{run_dir} has no config.json: not a run directory of this project "
                           "(another app's captures: pass --model package.module:factory)")

@@ -49,7 +49,7 @@ def _target_block(run: Run, served_probs: dict[str, np.ndarray], ys: dict[str, n
     return {
         **info,
         "defenses": {"lr": cfg.search.alpha_l2, "dp": cfg.defense.input_noise_std,
-                     "dp-mode": cfg.defense.input_noise_mode, "md": cfg.amia.md},
+                     "dp-mode": cfg.defense.input_noise_mode, "md": cfg.defense.md},
         "train-acc-alpha": accuracy(served_probs["alpha"], ys["alpha"]),
         "train-acc-theta": accuracy(served_probs["theta"], ys["theta"]),
         "test-acc": accuracy(served_probs["holdout"], ys["holdout"]),
@@ -88,7 +88,7 @@ def serve(run: Run, sets: MembershipSets, device: str) -> tuple[PredictionAPI, d
     holdout = make_pools(len(run.dataset), cfg.data, cfg.run.seed).holdout
     teacher, info = build_target(run, device)
     served = teacher
-    if a.md:
+    if cfg.defense.md:
         served, info["md"] = serve_with_md(run, teacher, device)
         info["teacher-test-acc"] = accuracy(predict_proba(teacher, x[holdout], device), y[holdout])
     owner_sets = {"alpha": sets.alpha, "theta": sets.theta, "holdout": holdout}

@@ -122,7 +122,7 @@ def _searched(x: torch.Tensor, y: torch.Tensor, mim: Mimicry, spec: Any, seed: i
         model = build_supernet(cfg.space, spec, seed).to(mim.device)
         local_search(model, ImageSet("attacker", x, y, spec.num_classes), split, settings, [seed, 83],
                      mim.device, input_noise=mim.recipe.noise)
-        genotype = model.genotype(cfg.fed.genotype_k)
+        genotype = model.genotype(cfg.space.genotype_k)
     if mim.target == "supernet":
         return model.eval()
     derived = derived_network(genotype, cfg.space, spec, seed)

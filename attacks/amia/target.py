@@ -25,7 +25,7 @@ from attacks.amia.defenses import Distillation, distill
 from attacks.amia.models import SmallCNN, derived_network
 from attacks.amia.paradigms import final_genotype, final_model, has_weights
 from attacks.amia.training import Recipe, recipe_from_search, train_classifier
-from fednas.config import GROUP_KEYS, Config
+from fednas.config import GROUP_KEYS, MD_KEYS, Config
 from fednas.data import ImageSet, dataset_from_config, make_pools, partition_clients
 from fednas.noise import input_noise_from_config
 from fednas.rundir import load_npz
@@ -35,7 +35,7 @@ from fednas.spaces import InputSpec, Supernet, build_supernet
 
 log = logging.getLogger(__name__)
 
-OVERRIDABLE = frozenset(k.name for k in GROUP_KEYS["amia"])
+OVERRIDABLE = frozenset(k.name for k in GROUP_KEYS["amia"]) | MD_KEYS
 
 
 @dataclass
@@ -66,7 +66,7 @@ def load_run(run_dir: str | Path, overrides: dict[str, Any] | None = None) -> Ru
                              "AMIA attacks the model a completed run saved")
     cfg, nodes = read_run_config(cfg_file, overrides, OVERRIDABLE, AMIAInputError,
                                  fixed="shape how the target was trained and are fixed by",
-                                 only="only keys of the amia group can be set here")
+                                 only="only the amia keys and the MD keys can be set here")
     arrays = {k: torch.from_numpy(v) for k, v in load_npz(model_file).items()}
     return Run(run_dir, cfg, nodes, arrays, dataset_from_config(cfg.data, cfg.run.seed))
 
@@ -131,7 +131,7 @@ def build_target(run: Run, device: str = "cpu") -> tuple[nn.Module, dict[str, An
     else:
         search = build_supernet(cfg.space, run.dataset.spec, cfg.run.seed)
         search.load_arrays({k: v for k, v in run.arrays.items() if k.startswith(search.alpha_prefix)})
-        genotype = search.genotype(cfg.fed.genotype_k)
+        genotype = search.genotype(cfg.space.genotype_k)
     theta, alpha = client_indices(run)
     on = np.sort(theta if cfg.amia.amia_retrain_on == "theta" else np.concatenate([theta, alpha]))
     model = derived_network(genotype, cfg.space, run.dataset.spec, cfg.run.seed)
@@ -146,7 +146,7 @@ def build_target(run: Run, device: str = "cpu") -> tuple[nn.Module, dict[str, An
 def make_student(cfg: Config, teacher: nn.Module, spec: InputSpec, seed: int) -> nn.Module:
     """MD's student: ``same`` architecture as the teacher with fresh weights (a supernet's
     α is kept and frozen), or a small ``cnn``."""
-    if isinstance(teacher, Supernet) and cfg.amia.md_student == "same":
+    if isinstance(teacher, Supernet) and cfg.defense.md_student == "same":
         student = build_supernet(cfg.space, spec, seed)
         student.load_arrays(teacher.arch_state())
         for p in student.arch_parameters():
@@ -154,7 +154,7 @@ def make_student(cfg: Config, teacher: nn.Module, spec: InputSpec, seed: int) ->
         return student
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if cfg.amia.md_student == "cnn":
+        if cfg.defense.md_student == "cnn":
             return SmallCNN(spec)
         student = copy.deepcopy(teacher)
         for m in student.modules():
@@ -165,8 +165,8 @@ def make_student(cfg: Config, teacher: nn.Module, spec: InputSpec, seed: int) ->
 
 def distillation(cfg: Config) -> Distillation | None:
     """The MD settings, or None when ``md`` is off."""
-    a = cfg.amia
-    return Distillation(a.md_keep, a.md_temperature, a.md_epochs) if a.md else None
+    d = cfg.defense
+    return Distillation(d.md_keep, d.md_temperature, d.md_epochs) if d.md else None
 
 
 def serve_with_md(run: Run, teacher: nn.Module, device: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -83,7 +83,7 @@ def judge(run: SearchedRun, device: Any = "cpu") -> dict[str, Any]:
     searched = train_genotype(cfg, task, run.genotype, device)
     randoms = []
     for r in range(d.derive_random):
-        genotype = random_genotype(cfg.space, dataset.spec, cfg.fed.genotype_k, cfg.run.seed * 1000 + r)
+        genotype = random_genotype(cfg.space, dataset.spec, cfg.space.genotype_k, cfg.run.seed * 1000 + r)
         log.info("derive: random genotype %d/%d", r + 1, d.derive_random)
         randoms.append(train_genotype(cfg, task, genotype, device))
     n_test = len(task.test)

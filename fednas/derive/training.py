@@ -29,6 +29,7 @@ from fednas.batchnorm import calibration_batches, pool_statistics, recalibrate, 
 from fednas.config import Config
 from fednas.data import ImageSet, batches, make_pools, partition_clients
 from fednas.search import evaluate
+from fednas.stats import weighted_mean
 from fednas.spaces.derived import DerivedNetwork
 
 MOMENTUM, WEIGHT_DECAY, GRAD_CLIP = 0.9, 3e-4, 5.0
@@ -77,13 +78,12 @@ def train_epochs(model: DerivedNetwork, data: ImageSet, indices: np.ndarray, epo
 
 def _average(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]) -> dict[str, torch.Tensor]:
     """FedAvg: the weighted mean of every floating-point entry (step counters from the first)."""
-    total = float(sum(weights))
     out = {}
     for name, first in states[0].items():
         if not first.is_floating_point():
             out[name] = first.clone()
             continue
-        out[name] = sum(s[name].double() * (w / total) for s, w in zip(states, weights)).to(first.dtype)
+        out[name] = weighted_mean([s[name].double() for s in states], weights).to(first.dtype)
     return out
 
 

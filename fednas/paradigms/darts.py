@@ -108,4 +108,4 @@ class Darts(Paradigm):
         model_arrays, state = split_state(arrays)
         model = self.network(cfg, spec, state)
         model.load_arrays({k: v for k, v in as_tensors(model_arrays).items() if k.startswith(ALPHA_PREFIX)})
-        return model.genotype(cfg.fed.genotype_k)
+        return model.genotype(cfg.space.genotype_k)

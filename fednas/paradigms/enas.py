@@ -82,9 +82,9 @@ def build_enas(cfg: Any, spec: InputSpec) -> EnasDag:
     s, p = cfg.space, cfg.paradigm
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.run.seed)
-        controller = Controller(s.nodes, cfg.fed.genotype_k, p.enas_lstm_size, p.enas_tanh_constant,
+        controller = Controller(s.dag_nodes, cfg.space.genotype_k, p.enas_lstm_size, p.enas_tanh_constant,
                                 p.enas_op_tanh_reduce)
-        model = EnasDag(spec, s.nodes, s.channels, s.activation, s.head, controller)
+        model = EnasDag(spec, s.dag_nodes, s.channels, s.activation, s.head, controller)
     init_weights(model, s.theta_init, s.theta_init_bound, 0.0, torch.Generator().manual_seed(cfg.run.seed + 1))
     controller.reset_parameters(torch.Generator().manual_seed(cfg.run.seed + 2))
     return model
@@ -230,14 +230,14 @@ class Enas(OneShot):
                   SCORES: torch.zeros(cfg.paradigm.enas_derive_samples)}
         if cfg.search.share_weights:
             arrays.update(model.weight_state())
-        return {**arrays, **candidates_state(sample_candidates(cfg, model, 0), cfg.fed.genotype_k)}
+        return {**arrays, **candidates_state(sample_candidates(cfg, model, 0), cfg.space.genotype_k)}
 
     def server_configure(self, cfg: Any, server_round: int, arrays: Arrays) -> tuple[dict[str, Any], dict[str, Any]]:
         """Sample this round's candidates from the controller the server is about to send."""
         model_arrays, state = split_state(as_numpy(arrays))
         model = build_enas(cfg, spec_of(cfg))
         model.load_arrays(as_tensors({k: v for k, v in model_arrays.items() if k.startswith("alpha_controller.")}))
-        return model_arrays, candidates_state(sample_candidates(cfg, model, server_round), cfg.fed.genotype_k)
+        return model_arrays, candidates_state(sample_candidates(cfg, model, server_round), cfg.space.genotype_k)
 
     def client_round(self, cfg: Any, settings: Any, arrays: Arrays, dataset: ImageSet, split: ClientSplit, *,
                      seed: Any, device: torch.device | str = "cpu", local_theta: Arrays | None = None,

@@ -22,6 +22,7 @@ from fednas.noise import input_noise_from_config
 from fednas.paradigms import paradigm_of
 from fednas.paradigms.base import Arrays, as_numpy, as_tensors
 from fednas.search import evaluate
+from fednas.stats import weighted_mean
 from fednas.spaces import Genotype, InputSpec
 
 
@@ -73,12 +74,9 @@ def genotype_of(cfg: Any, arrays: Arrays) -> Genotype:
 
 def fedavg(replies: Sequence[tuple[Mapping[str, Any], float]]) -> dict[str, np.ndarray]:
     """Example-weighted mean of the replies' arrays, as Flower's FedAvg computes it."""
-    total = sum(w for _, w in replies)
-    out: dict[str, np.ndarray] = {}
-    for arrays, w in replies:
-        for k, v in as_numpy(arrays).items():
-            out[k] = out[k] + v * (w / total) if k in out else v * (w / total)
-    return out
+    arrays = [as_numpy(a) for a, _ in replies]
+    weights = [w for _, w in replies]
+    return {k: weighted_mean([a[k] for a in arrays], weights) for k in arrays[0]} if arrays else {}
 
 
 def run_federation(cfg: Any, num_clients: int, on_round: Callable[[int, dict, list], None] | None = None,

@@ -72,7 +72,7 @@ class OneShot(Paradigm):
         """Score the candidates on D^α and build the reply: architecture state, scores, θ when shared."""
         from fednas.federated import ClientRound
 
-        archs = candidates_of(split_state(arrays)[1], cfg.space.nodes, cfg.fed.genotype_k)
+        archs = candidates_of(split_state(arrays)[1], cfg.space.dag_nodes, cfg.space.genotype_k)
         scores = score_candidates(model, model, archs, dataset.x[split.alpha].to(device),
                                   dataset.y[split.alpha].to(device))
         sent_theta = any(not k.startswith(ALPHA_PREFIX) for k in split_state(arrays)[0])
@@ -85,8 +85,8 @@ class OneShot(Paradigm):
 
     def model(self, cfg: Any, spec: InputSpec, arrays: Arrays) -> Supernet:
         model, _ = self.load(cfg, spec, arrays)
-        model.arch = best_candidate(arrays, cfg.space.nodes, cfg.fed.genotype_k)[0]
+        model.arch = best_candidate(arrays, cfg.space.dag_nodes, cfg.space.genotype_k)[0]
         return model.eval()
 
     def genotype(self, cfg: Any, spec: InputSpec, arrays: Arrays) -> Genotype:
-        return arch_genotype(best_candidate(arrays, cfg.space.nodes, cfg.fed.genotype_k)[0])
+        return arch_genotype(best_candidate(arrays, cfg.space.dag_nodes, cfg.space.genotype_k)[0])

@@ -117,7 +117,7 @@ class PDarts(Darts):
 
     def full_switches(self, cfg: Any) -> dict[str, np.ndarray]:
         s = cfg.space
-        n = len(dag_edges(s.nodes)) if s.space == "dag" else sum(2 + i for i in range(s.steps))
+        n = len(dag_edges(s.dag_nodes)) if s.space == "dag" else sum(2 + i for i in range(s.cell_nodes))
         return {kind: np.ones((n, len(PRIMITIVES)), np.float32) for kind in self.kinds(cfg)}
 
     def network(self, cfg: Any, spec: InputSpec, state: Arrays) -> Supernet:
@@ -130,10 +130,10 @@ class PDarts(Darts):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if s.space == "dag":
-                model = PdartsDag(spec, s.nodes, s.channels, s.activation, s.head, switches["dag"],
+                model = PdartsDag(spec, s.dag_nodes, s.channels, s.activation, s.head, switches["dag"],
                                   opts["cells"][stage], cfg.paradigm.pdarts_max_skip)
             else:
-                model = PdartsDarts(spec, s.layers + opts["add"][stage], s.steps, s.channels, s.activation, s.head,
+                model = PdartsDarts(spec, s.layers + opts["add"][stage], s.cell_nodes, s.channels, s.activation, s.head,
                                     switches, cfg.paradigm.pdarts_max_skip)
         init_weights(model, s.theta_init, s.theta_init_bound, s.alpha_init_scale, torch.Generator().manual_seed(seed + 1))
         return model

@@ -38,7 +38,7 @@ def build_smash(cfg: Any, spec: InputSpec) -> SmashDag:
     s = cfg.space
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.run.seed)
-        model = SmashDag(spec, s.nodes, s.channels, s.activation, s.head, cfg.paradigm.smash_hyper_channels)
+        model = SmashDag(spec, s.dag_nodes, s.channels, s.activation, s.head, cfg.paradigm.smash_hyper_channels)
     init_weights(model, s.theta_init, s.theta_init_bound, 0.0, torch.Generator().manual_seed(cfg.run.seed + 1))
     with torch.no_grad():  # the hypernetwork keeps torch's init: its outputs are weights, not inputs
         with torch.random.fork_rng(devices=[]):
@@ -68,14 +68,14 @@ class Smash(OneShot):
 
     def candidates(self, cfg: Any) -> list:
         rng = np.random.default_rng([cfg.run.seed, CANDIDATE_TAG])
-        return [random_arch(cfg.space.nodes, cfg.fed.genotype_k, rng) for _ in range(cfg.paradigm.smash_candidates)]
+        return [random_arch(cfg.space.dag_nodes, cfg.space.genotype_k, rng) for _ in range(cfg.paradigm.smash_candidates)]
 
     def initial_arrays(self, cfg: Any, spec: InputSpec) -> dict[str, Any]:
         model = build_smash(cfg, spec)
         arrays = {SCORES: torch.zeros(cfg.paradigm.smash_candidates)}
         if cfg.search.share_weights:
             arrays.update(model.weight_state())
-        return {**arrays, **candidates_state(self.candidates(cfg), cfg.fed.genotype_k)}
+        return {**arrays, **candidates_state(self.candidates(cfg), cfg.space.genotype_k)}
 
     def client_round(self, cfg: Any, settings: Any, arrays: Arrays, dataset: ImageSet, split: ClientSplit, *,
                      seed: Any, device: torch.device | str = "cpu", local_theta: Arrays | None = None,
@@ -88,7 +88,7 @@ class Smash(OneShot):
         steps = num_local_steps(settings, len(split.theta))
         metrics = train_shared(model, dataset, split, settings, steps, rng, device, input_noise,
                                smash_optimizer(model, cfg.paradigm.smash_lr),
-                               lambda: random_arch(cfg.space.nodes, cfg.fed.genotype_k, rng), list(model.parameters()))
+                               lambda: random_arch(cfg.space.dag_nodes, cfg.space.genotype_k, rng), list(model.parameters()))
         audit = {"partition-id": partition_id, "server-round": server_round, "alpha-steps": 1,
                  "alpha-batch-size": int(len(split.alpha)), "alpha-indices": [int(i) for i in split.alpha],
                  "alpha-step-sizes": [int(len(split.alpha))]}

@@ -20,12 +20,12 @@ Builder = Callable[[Any, InputSpec], Supernet]
 # to its reference. Builders take the frozen space section of the config.
 SPACES: dict[str, dict[str, Builder]] = {
     "dag": {
-        "reference": lambda c, spec: DagSupernet(spec, c.nodes, c.channels, c.activation, c.head),
-        "fused": lambda c, spec: FusedDagSupernet(spec, c.nodes, c.channels, c.activation, c.head),
+        "reference": lambda c, spec: DagSupernet(spec, c.dag_nodes, c.channels, c.activation, c.head),
+        "fused": lambda c, spec: FusedDagSupernet(spec, c.dag_nodes, c.channels, c.activation, c.head),
     },
     "darts": {
-        "reference": lambda c, spec: DartsSupernet(spec, c.layers, c.steps, c.channels, c.activation, c.head),
-        "fused": lambda c, spec: FusedDartsSupernet(spec, c.layers, c.steps, c.channels, c.activation, c.head),
+        "reference": lambda c, spec: DartsSupernet(spec, c.layers, c.cell_nodes, c.channels, c.activation, c.head),
+        "fused": lambda c, spec: FusedDartsSupernet(spec, c.layers, c.cell_nodes, c.channels, c.activation, c.head),
     },
 }
 

@@ -5,18 +5,23 @@
         [--cells GLOB ...] [--plan] [--costs-from DIR ...] [--render] [--publish DIR]
 
 Plans the cells of the chosen tables at the chosen scale, runs those not done yet (a
-rerun of the same command resumes: finished cells are skipped, failed ones retried),
-then writes ``<out>/tables.md``, ``<out>/table<N>.csv`` and the plots.
+rerun of the same command resumes: finished cells are skipped, failed ones retried, and
+cells computed by another engine, i.e. other project source or library versions, are
+computed again), then writes ``<out>/tables.md``, ``<out>/table<N>.csv`` and the plots.
 
 - ``--plan``: print what would run and how long it should take (from the tasks measured
   in ``<out>`` and in the ``--costs-from`` folders, else from priors); run nothing.
 - ``--cells``: run only the tasks whose key matches a pattern (and what they need), e.g.
   ``--cells 'adra/mnist-5k/elu/P8/*'``.
 - ``--render``: only rewrite the outputs from the results in ``<out>``.
-- ``--publish DIR``: copy tables.md, the CSVs and the plots there (e.g. ``docs/results``).
+- ``--publish DIR``: copy tables.md, the CSVs and the plots there (e.g. ``docs/results``),
+  every absolute path made portable. A published table must come from a commit: refused
+  (before anything runs) when the checkout has uncommitted changes, and (after) when any
+  row was computed by an older engine or the source changed during the run.
 
 Exit status: 0 every planned task ok, 1 some failed (the tables say which and why), 2 a
-bad argument or scale file, 130 interrupted (rerun the same command to resume).
+bad argument or scale file, 3 ``--publish`` refused, 130 interrupted (rerun the same
+command to resume).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import time
 from pathlib import Path
 
 from fednas.config import ConfigError
-from simulations.tables import render
+from simulations.tables import fingerprint, render
 from simulations.tables.plan import TABLES, Plan, make_plan
 from simulations.tables.runner import Scheduler, human
 from simulations.tables.scale import SIMULATIONS, load_scale
@@ -117,22 +122,28 @@ def _progress(console):
                     TextColumn("ETA {task.fields[eta]}"), console=console, transient=False)
 
 
-def publish(out: Path, dest: Path) -> None:
-    """Copy the outputs a reader needs (not the runs and results behind them) to ``dest``."""
+def publish(out: Path, dest: Path, root: Path | None = None) -> None:
+    """Copy the outputs a reader needs (not the runs and results behind them) to ``dest``;
+    text with every absolute path made portable (:func:`render.portable`, relative to
+    ``root``, default the current folder: the project's root)."""
     dest.mkdir(parents=True, exist_ok=True)
     provenance = [out / render.INVOCATIONS] if (out / render.INVOCATIONS).is_file() else []
     for path in [out / "tables.md", *sorted(out.glob("table*.csv")), *sorted(out.glob("table*.png")), *provenance]:
-        if path.suffix in (".md", ".csv", ".json"):  # published text names paths from the project's root
-            (dest / path.name).write_text(portable(path.read_text()))
+        if path.suffix in (".md", ".csv", ".json"):
+            (dest / path.name).write_text(render.portable(path.read_text(), root or Path.cwd()))
         else:
             shutil.copyfile(path, dest / path.name)
 
 
-def portable(text: str, root: Path | None = None) -> str:
-    """``text`` with the absolute paths under ``root`` (default: the current folder) made relative
-    to it: a published table reads the same on every machine."""
-    base = str((root or Path.cwd()).resolve())
-    return text.replace(base + "/", "").replace(base, ".")
+def refuse_dirty(root: Path = fingerprint.PROJECT) -> str:
+    """Why a run meant for publication may not start here (empty: it may)."""
+    changes = fingerprint.dirty(root)
+    if not changes:
+        return ""
+    shown = "; ".join(c.strip() for c in changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
+    return (f"--publish: the checkout at {root} has uncommitted changes ({shown}); a published table must come "
+            "from a commit, so that its engine column names code a reader can check out: commit or stash them, "
+            "or run without --publish")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,11 +169,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     command = "python -m simulations.tables " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    sched = Scheduler(tasks, out, args.workers, emit, [Path(d) for d in args.costs_from])
+    if args.publish and not args.plan and (why := refuse_dirty()):
+        print(f"error: {why}", file=sys.stderr)
+        return 3
+    engine = fingerprint.engine()
+    sched = Scheduler(tasks, out, args.workers, emit, [Path(d) for d in args.costs_from], engine)
     print_plan(plan, sched, emit)
+    if sched.stale:
+        emit(f"{sched.stale} finished task(s) were computed by another engine than this checkout's (source "
+             f"{engine['source'][:12]}, or library versions): "
+             + ("tables.md marks their rows ✗" if args.render or args.plan else "they run again"))
     if args.plan:
         return 0
-    t0, rev = time.monotonic(), render.commit()
+    t0, rev = time.monotonic(), engine["commit"]
     counts = {"ok": 0, "failed": 0}
     if not args.render and sched.todo:
         out.mkdir(parents=True, exist_ok=True)
@@ -183,8 +202,14 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not args.render:
         render.log_invocation(out, command, rev, wall, counts)
-    md = render.write(plan, out)
+    md = render.write(plan, out, engine)
     if args.publish:
+        stale = render.stale_rows({t: render.table_rows(render.Evaluator(plan, out, engine), t) for t in plan.rows})
+        if fingerprint.source_hash() != engine["source"] or stale:
+            print(f"error: --publish refused: {stale} row(s) were computed by an older engine (✗ in tables.md)"
+                  if stale else "error: --publish refused: the project's source changed while the tables ran",
+                  file=sys.stderr)
+            return 3
         publish(out, Path(args.publish))
     emit(f"{counts['ok']} tasks ok, {counts['failed']} failed this time ({human(wall)})")
     print(md)

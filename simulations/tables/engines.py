@@ -5,7 +5,9 @@ need from them goes through these few functions, so that a change there is mende
 
 - :func:`attack_captures`: ADRA on stored captures through the leakage audit
   (``attacks.leakage.LeakageAudit``: the attack registry, the scoring and the report of
-  ``python -m attacks.adra``), per-sample figures back;
+  ``python -m attacks.adra``), per-sample figures back, with the capture of each sample
+  and the same figures for the nulls (:func:`null_samples`, scored by
+  ``attacks.report.score_capture``, the audit's own scoring);
 - :func:`attack_target`: AMIA on a trained target through ``attacks.amia.run_amia`` (its
   prediction API, shadows and attacks), its ``metrics.json`` back;
 - :func:`usable_captures`, :func:`capture_metrics`, :func:`test_accuracy`: what a finished
@@ -25,11 +27,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from fednas.config import KEY_BY_NAME, ConfigError, parse_config
 
 log = logging.getLogger(__name__)
 
-SAMPLE_FIELDS = ("success", "identified", "mse", "psnr", "ssim", "label-correct")
+SAMPLE_FIELDS = ("success", "identified", "identified-dataset", "mse", "psnr", "ssim", "label-correct")
+# the nulls an ADRA cell is scored against: what an attacker holding only its aux pool and
+# the sample's class would "rebuild" without looking at the update at all
+NULL_KINDS = ("aux-random", "aux-mean")
 
 
 # ---------------------------------------------------------------------------- what exists
@@ -133,7 +140,9 @@ def attack_captures(run_dirs: Sequence[str | Path], attack: Mapping[str, Any], p
     samples: dict[str, list[Any]] = {k: [] for k in SAMPLE_FIELDS}
     info: dict[str, Any] = {"captures": 0, "failed-rows": 0, "seconds": [], "reasons": {}, "theta-source": set(),
                             "leakage": []}
-    for run in map(Path, run_dirs):
+    nulls: dict[str, dict[str, list[Any]]] = {k: {f: [] for f in (*SAMPLE_FIELDS, "capture")} for k in NULL_KINDS}
+    samples["capture"] = []
+    for i, run in enumerate(map(Path, run_dirs)):
         flat = {**json.loads((run / "config.json").read_text())["config"], **attack}
         flat = parse_config({k: v for k, v in flat.items() if k in KEY_BY_NAME}).flat()
         ids = CaptureStore(run).ids()[:per_run]
@@ -154,6 +163,7 @@ def attack_captures(run_dirs: Sequence[str | Path], attack: Mapping[str, Any], p
                 continue
             for k in SAMPLE_FIELDS:
                 samples[k].append(_value(r.get(k)))
+            samples["capture"].append(f"{i}:{r['capture']}")  # a capture id is unique within its run
             if r.get("status") != "ok":
                 info["failed-rows"] += 1
                 info["reasons"][r.get("reason", "")] = info["reasons"].get(r.get("reason", ""), 0) + 1
@@ -162,8 +172,60 @@ def attack_captures(run_dirs: Sequence[str | Path], attack: Mapping[str, Any], p
                 info["seconds"].append(_value(r.get("attack-seconds")))
                 if r.get("theta-source"):
                     info["theta-source"].add(r["theta-source"])
+        for kind, rows in null_samples(run, flat, ids).items():
+            for r in rows:
+                for k in SAMPLE_FIELDS:
+                    nulls[kind][k].append(r.get(k))
+                nulls[kind]["capture"].append(f"{i}:{r['capture']}")
     info["theta-source"] = sorted(info["theta-source"])
-    return {"samples": samples, **info}
+    return {"samples": samples, "nulls": nulls, **info}
+
+
+def null_reconstruction(kind: str, capture_id: str, samples: Sequence[tuple[int, int, int]], labels: Sequence[int],
+                        aux_x: np.ndarray, aux_y: np.ndarray, rng: np.random.Generator) -> Any:
+    """A stand-in for an attack's reconstruction of one capture that never reads the update.
+
+    ``samples``: (step, position, index) of the capture's true samples; ``labels`` their
+    classes. ``aux-random``: for each, a random aux image of its class; ``aux-mean``: the
+    mean aux image of its class. Failed where the aux pool has no image of a class."""
+    from attacks.base import Reconstruction
+
+    images = []
+    for label in labels:
+        pool = aux_x[aux_y == label]
+        if len(pool) == 0:
+            return Reconstruction.failed(capture_id, f"the aux pool has no image of class {label}")
+        images.append(pool[rng.integers(len(pool))] if kind == "aux-random" else pool.mean(axis=0))
+    shape = (0, *aux_x.shape[1:])
+    return Reconstruction(capture_id, images=np.stack(images).astype(np.float32) if images else np.zeros(shape, np.float32),
+                          labels=np.asarray(labels, np.int64), steps=np.array([s for s, _, _ in samples], np.int64),
+                          positions=np.array([p for _, p, _ in samples], np.int64))
+
+
+def null_samples(run_dir: str | Path, flat: Mapping[str, Any], capture_ids: Sequence[str],
+                 seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Per null kind, the rows the audit's scoring gives the null reconstructions of these
+    captures (the same metrics as the attack's: ``attacks.report.score_capture``). The
+    aux pool is the attacker's data (``fednas.data.make_pools``); the random draws are seeded."""
+    from attacks.report import ScoringContext, score_capture, truth_samples
+    from fednas.data import make_pools
+
+    ctx = ScoringContext(run_dir, flat)
+    aux = make_pools(len(ctx.dataset), ctx.cfg.data, ctx.cfg.run.seed).aux
+    aux_x, aux_y = ctx.x[aux], ctx.y[aux]
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind in NULL_KINDS:
+        rng = np.random.default_rng(seed)
+        rows = []
+        for cid in capture_ids:
+            truth = ctx.truth(cid)
+            if truth is None:
+                continue  # unscored: no null either
+            samples = truth_samples(truth)
+            rec = null_reconstruction(kind, cid, samples, [int(ctx.y[g]) for _, _, g in samples], aux_x, aux_y, rng)
+            rows += [r for r in score_capture(ctx, cid, rec, {}) if r.get("sample") is not None]
+        out[kind] = rows
+    return out
 
 
 def _value(text: Any) -> Any:

@@ -127,7 +127,7 @@ class Planner:
         a = self.s.adra
         overrides = self.s.defenses.adra.get(defense, {})
         captures = -(-a.samples // b)
-        cfg = self.config(a.capture, overrides, dataset=d, nodes=p, activation=act, alpha_batch_size=b, seed=seed,
+        cfg = self.config(a.capture, overrides, dataset=d, dag_nodes=p, activation=act, alpha_batch_size=b, seed=seed,
                           num_server_rounds=-(-captures // a.clients))  # every (round, client) update is a capture
         key = f"captures/{d}/{act}/P{p}/B{b}/{defense}/s{seed}"
         return self.add(Task(key, "captures", {"config": cfg, "clients": a.clients, "captures": captures,
@@ -203,12 +203,14 @@ class Planner:
         m = self.s.amia
         base = m.target if recipe == "amia" else self.s.defenses.utility
         para = {"paradigm": paradigm} if paradigm != "darts" or engines.has_key("paradigm") else {}
-        cfg = self.config(base, overrides, para, dataset=d, nodes=p, seed=seed)
+        cfg = self.config(base, overrides, para, dataset=d, dag_nodes=p, seed=seed)
         key = f"targets/{recipe}/{d}/P{p}/{paradigm}/{defense}/s{seed}"
         return self.add(Task(key, "target", {"config": cfg, "clients": m.clients, "runner": self.s.runner,
                                              "dataset": d, "P": p, "recipe": recipe}))
 
-    def amia_cells(self, d: str, p: int, paradigm: str = "darts", eta: float = 1.0, defense: str = "none") -> list[str]:
+    def amia_cells(self, d: str, p: int, paradigm: str = "darts", eta: float = 1.0, defense: str = "none",
+                   extra: dict[str, Any] | None = None, variant: str = "") -> list[str]:
+        """One AMIA cell per seed; ``extra`` amia keys (named by ``variant`` in the key) on top of the scale's."""
         m = self.s.amia
         overrides = self.s.defenses.amia.get(defense, {})
         train = {k: v for k, v in overrides.items() if k not in AMIA_KEYS}
@@ -217,10 +219,10 @@ class Planner:
         keys = []
         for seed in self.s.seeds:
             target = self.target("amia", d, p, paradigm, train_defense, seed, train)
-            attack = {**m.attack, **at_attack, "amia-eta": eta}
+            attack = {**m.attack, **(extra or {}), **at_attack, "amia-eta": eta}
             if eta < 1:
                 attack["amia-shift-source"] = m.shift_source.get(d, "patches")
-            key = f"amia/{d}/P{p}/{paradigm}/eta{eta:g}/{defense}/s{seed}"
+            key = f"amia/{d}/P{p}/{paradigm}/eta{eta:g}/{defense}{'/' + variant if variant else ''}/s{seed}"
             keys.append(self.add(Task(key, "amia", {"target": target, "attack": attack, "dataset": d, "P": p,
                                                     "shadow": m.primary_shadow, "attack-name": m.primary_attack},
                                       (target,))))
@@ -261,7 +263,8 @@ class Planner:
                 reason = self.paradigms.get(name, "") or (
                     "" if name in m.paradigms else f"out of this scale's budget (paradigms: {', '.join(m.paradigms)})")
                 labels = {"dataset": d, "paradigm": name, "P": _vs(m.paradigm_nodes, t["P"])}
-                rows.append(self.amia_row(4, d, labels, paper, reason, p=m.paradigm_nodes, paradigm=name))
+                rows.append(self.amia_row(4, d, labels, paper, reason, p=m.paradigm_nodes, paradigm=name,
+                                          extra=m.paradigm_attack, variant="table4" if m.paradigm_attack else ""))
         return rows
 
     def table5(self) -> list[Row]:

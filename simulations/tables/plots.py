@@ -163,7 +163,7 @@ def defense_deltas(adra_rows: Rows, amia_rows: Rows, path: Path) -> Path | None:
 def write_all(table_rows: dict[int, list[tuple[str, dict[str, Any]]]], out: Path) -> list[Path]:
     """Every plot the computed tables allow; returns the files written."""
     def part(t: int, name: str) -> Rows:
-        return [r for p, r in table_rows.get(t, []) if p == name]
+        return [r for p, r in table_rows.get(t, []) if p == name and not r.get("_null")]  # nulls: tables only
 
     made = [sr_vs(part(1, "adra"), "P", "activation", 1, out / "table1-sr-vs-p.png"),
             sr_vs(part(2, "adra"), "B", "P", 2, out / "table2-sr-vs-b.png"),

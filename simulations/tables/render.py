@@ -8,22 +8,19 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fednas.config import toml_value
-from fednas.rundir import atomic_write_csv, atomic_write_json, atomic_write_text
+from fednas.rundir import atomic_write_csv, atomic_write_json, atomic_write_text, portable_paths
 from simulations.tables import figures as F
-from simulations.tables import plots
-from simulations.tables import stats
+from simulations.tables import fingerprint, plots
 from simulations.tables.plan import Plan, Row
 from simulations.tables.runner import current, human
 
-PROJECT = Path(__file__).resolve().parents[2]  # the checkout: commit() asks git there; portable() shortens paths
+PROJECT = fingerprint.PROJECT  # the checkout: portable() shortens paths inside it
 
 TITLES = {
     1: "Table 1: ADRA success rate and MSE by activation and P (B = 1)",
@@ -92,9 +89,21 @@ def _fields(prefix: str, f: F.Fig | None) -> dict[str, Any]:
 class Evaluator:
     """Reads the result files behind each row and computes its figures (or says why not)."""
 
-    def __init__(self, plan: Plan, out: Path) -> None:
+    def __init__(self, plan: Plan, out: Path, engine: dict[str, Any] | None = None) -> None:
         self.plan, self.out = plan, out
         self.m = plan.scale.amia
+        self.engine = engine or fingerprint.engine()
+
+    def provenance(self, row: Row) -> tuple[str, bool | None]:
+        """The commits that computed the row's cells ("unknown" for results older than
+        fingerprints), and whether every cell was computed by the current engine (None:
+        nothing computed)."""
+        recs = [current(self.out, self.plan.tasks[k]) for keys in row.cells.values() for k in keys]
+        recs = [r for r in recs if r is not None and r.get("status") == "ok"]
+        if not recs:
+            return "", None
+        commits = sorted({(r.get("engine") or {}).get("commit", "unknown") for r in recs})
+        return ", ".join(commits), all(fingerprint.matches(r.get("engine"), self.engine) for r in recs)
 
     def results(self, row: Row) -> tuple[dict[str, list[dict[str, Any]]] | None, str]:
         if row.reason:
@@ -127,30 +136,56 @@ def _guard(fn: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], str]:
 # ---------------------------------------------------------------------------- tables
 
 
+def _adra_fields(fig: dict[str, Any]) -> dict[str, Any]:
+    return {**_fields("success", fig["success"]), **_fields("identified", fig["identified"]),
+            **_fields("identified-dataset", fig["identified-dataset"]), **_fields("label-acc", fig["label-acc"]),
+            **_fields("mse", fig["mse"]), **_fields("psnr", fig["psnr"]), **_fields("ssim", fig["ssim"]),
+            "n": fig["n"], "captures-scored": fig["captures-scored"]}
+
+
+def _adra_md(fig: dict[str, Any]) -> list[str]:
+    """success, identified (D^α), identified (dataset), MSE, PSNR, n (captures)."""
+    return [pct(fig["success"]), pct(fig["identified"]), pct(fig["identified-dataset"]), num(fig["mse"]),
+            num(fig["psnr"], 1), f"{fig['n']} ({fig['captures-scored']})"]
+
+
 def adra_row(ev: Evaluator, row: Row) -> dict[str, Any]:
     got, note = ev.results(row)
     paper = row.paper or {}
     out = {**row.labels, "paper-sr-%": paper.get("sr"), "paper-mse": paper.get("mse")}
     fig, note = _guard(lambda: ev.adra(got["ours"])) if got else ({}, note)
     if fig:
-        out.update({**_fields("success", fig["success"]), **_fields("identified", fig["identified"]),
-                    **_fields("label-acc", fig["label-acc"]), **_fields("mse", fig["mse"]),
-                    **_fields("psnr", fig["psnr"]), **_fields("ssim", fig["ssim"]), "n": fig["n"],
-                    "captures": fig["captures"], "failed-rows": fig["failed-rows"],
+        out.update({**_adra_fields(fig), "captures": fig["captures"], "failed-rows": fig["failed-rows"],
                     "seconds-per-capture": fig["seconds-per-capture"], "theta-source": fig["theta-source"]})
         if fig["failed-rows"]:
             note = f"{fig['failed-rows']} of {fig['n']} samples not rebuilt (count as failures)"
     out["note"] = note
     out["_labels"] = list(row.labels)
+    out["_fig"] = fig
     out["_md"] = [paper_num(paper.get("sr"), 1) if row.paper else paper_num(None), paper_num(paper.get("mse")),
-                  pct(fig["success"]) if fig else "–", pct(fig["identified"]) if fig else "–",
-                  num(fig["mse"]) if fig else "–", num(fig["psnr"], 1) if fig else "–",
-                  str(fig["n"]) if fig else "–", human(fig["seconds-per-capture"]) if fig else "–", note]
+                  *(_adra_md(fig) if fig else ["–"] * 6),
+                  human(fig["seconds-per-capture"]) if fig else "–", note]
     return out
 
 
-ADRA_HEAD = ["paper SR %", "paper MSE", "success [95% CI]", "identified [95% CI]", "MSE [95% CI]",
-             "PSNR dB [95% CI]", "n", "s/capture", "note"]
+def null_rows(labels: dict[str, Any], fig: dict[str, Any]) -> list[dict[str, Any]]:
+    """The nulls of one group of ADRA rows (the same captures): each scored like the attack."""
+    rows = []
+    for kind, what in F.NULLS.items():
+        null = fig.get("nulls", {}).get(kind)
+        if not null:
+            continue
+        out = {**labels, "θ": "–", "mode": what, "paper-sr-%": None, "paper-mse": None, **_adra_fields(null),
+               "null": kind, "note": "no attack: what the attacker's aux pool and the sample's class give alone",
+               "_labels": [*labels, "θ", "mode"], "_null": True}
+        out["_md"] = ["–", "–", *_adra_md(null), "–", out["note"]]
+        rows.append(out)
+    return rows
+
+
+ADRA_HEAD = ["paper SR %", "paper MSE", "success [95% CI]", "identified in D^α [95% CI]",
+             "identified in the dataset [95% CI]", "MSE [95% CI]", "PSNR dB [95% CI]", "n (captures)", "s/capture",
+             "note"]
 
 
 def amia_row(ev: Evaluator, row: Row) -> dict[str, Any]:
@@ -158,9 +193,10 @@ def amia_row(ev: Evaluator, row: Row) -> dict[str, Any]:
     paper = row.paper or {}
     out = {**row.labels, "paper-acc": paper.get("acc"), "paper-f1": paper.get("f1")}
     fig, note = _guard(lambda: ev.amia(got["ours"])) if got else ({}, note)
-    md = ["–"] * 10
+    md = ["–"] * 12
     if fig:
         p, th = fig["primary"], fig["theta"]
+        chance = p["chance"]
         best = fig["best"]
         out.update({**_fields("attack-acc", p["attack-acc"]), **_fields("f1", p["f1"]), **_fields("auc", p["auc"]),
                     **_fields("tpr@1%fpr", p["tpr@1%fpr"]), **_fields("tpr@0.1%fpr", p["tpr@0.1%fpr"]),
@@ -168,24 +204,29 @@ def amia_row(ev: Evaluator, row: Row) -> dict[str, Any]:
                     "best-auc-by": f"{best[0]}/{best[1]}" if best else "", "theta-auc": th["auc"].value if th else None,
                     **_fields("train-acc-alpha", fig["train-acc-alpha"]), **_fields("train-acc-theta", fig["train-acc-theta"]),
                     **_fields("test-acc", fig["test-acc"]), "fitted": fig["fitted"], "n": p["attack-acc"].n,
+                    "n-nonmembers": p["n-nonmembers"], "all-member-f1": p["all-member-f1"],
+                    "chance-acc-lo": chance["attack-acc"][0], "chance-acc-hi": chance["attack-acc"][1],
+                    "chance-f1-lo": chance["f1"][0], "chance-f1-hi": chance["f1"][1],
                     "target": fig["target-kind"], "shadow": fig["shadow"], "attack": fig["attack"]})
         if not fig["fitted"]:
             note = (f"target has not fitted its data (train acc on D^θ {fig['train-acc-theta'].value:.2f} < "
                     f"{ev.m.fit_threshold}): says little about membership")
-        md = [num(p["attack-acc"]), num(p["f1"]), num(p["auc"]), _tpr(p, "tpr@1%fpr", 0.01),
+        md = [num(p["attack-acc"]), num(p["f1"]), f"{p['all-member-f1']:.3f}",
+              f"acc [{chance['attack-acc'][0]:.3f}, {chance['attack-acc'][1]:.3f}]; "
+              f"F1 [{chance['f1'][0]:.3f}, {chance['f1'][1]:.3f}]", num(p["auc"]), _tpr(p, "tpr@1%fpr", 0.01),
               _tpr(p, "tpr@0.1%fpr", 0.001),
               f"{best[2].value:.3f} ({best[0]}/{best[1]})" if best else "–", num(th["auc"]) if th else "–",
               f"{fig['train-acc-alpha'].value:.3f} / {fig['train-acc-theta'].value:.3f}",
-              pct(fig["test-acc"]), str(p["attack-acc"].n)]
+              pct(fig["test-acc"]), f"{p['attack-acc'].n} / {p['n-nonmembers']}"]
     out["note"] = note
     out["_labels"] = list(row.labels)
     out["_md"] = [paper_num(paper.get("acc")) if row.paper else paper_num(None), paper_num(paper.get("f1")), *md, note]
     return out
 
 
-AMIA_HEAD = ["paper acc", "paper F1", "attack acc [95% CI]", "F1 [95% CI]", "AUC [95% CI]", "TPR@1%FPR",
-             "TPR@0.1%FPR", "best AUC (shadow/attack)", "D^θ AUC", "target train acc D^α / D^θ", "target test acc",
-             "n members", "note"]
+AMIA_HEAD = ["paper acc", "paper F1", "attack acc [95% CI]", "F1 [95% CI]", "F1 of calling all members",
+             "guessing attack, 95% range", "AUC [95% CI]", "TPR@1%FPR", "TPR@0.1%FPR", "best AUC (shadow/attack)",
+             "D^θ AUC", "target train acc D^α / D^θ", "target test acc", "n members / non-members", "note"]
 
 
 def defense_adra_row(ev: Evaluator, row: Row) -> dict[str, Any]:
@@ -193,7 +234,7 @@ def defense_adra_row(ev: Evaluator, row: Row) -> dict[str, Any]:
     paper = row.paper or {}
     out = {**row.labels, "paper-dsr-pp": paper.get("dsr"), "paper-dmse": paper.get("dmse"),
            "paper-accuracy-cost": paper.get("cost")}
-    md = ["–"] * 7
+    md = ["–"] * 9
 
     def compute() -> dict[str, Any]:
         d, b = ev.adra(got["defended"]), ev.adra(got["base"])
@@ -204,17 +245,42 @@ def defense_adra_row(ev: Evaluator, row: Row) -> dict[str, Any]:
     fig, note = _guard(compute) if got else ({}, note)
     if fig:
         delta, cost_pos = fig["delta"], _cost(fig["cost"])
+        nulls = fig["b"].get("nulls", {})
+        null_success = {k: nulls[k]["success"] for k in F.NULLS if k in nulls}
         out.update({**_fields("dsuccess", delta["success"]), **_fields("didentified", delta["identified"]),
-                    **_fields("dmse", delta["mse"]), "success-defended": fig["d"]["success"].value,
+                    **_fields("didentified-dataset", delta["identified-dataset"]), **_fields("dmse", delta["mse"]),
+                    **{f"null-success-{k}": v.value for k, v in null_success.items()}, "success-defended": fig["d"]["success"].value,
                     "success-base": fig["b"]["success"].value, **_fields("accuracy-cost", cost_pos),
                     "epsilon-training": eps_text(fig["eps"]), "epsilon-captures": eps_text(fig["eps-capture"]),
                     "n": fig["d"]["n"]})
-        md = [_pp(delta["success"]), _pp(delta["identified"]), num(delta["mse"], signed=True),
+        md = [_pp(delta["success"]), _pp(delta["identified"]), _pp(delta["identified-dataset"]),
+              num(delta["mse"], signed=True),
               f"{pct(F.Fig(fig['d']['success'].value))} / {pct(F.Fig(fig['b']['success'].value))}",
+              " / ".join(pct(F.Fig(v.value)) for v in null_success.values()) or "–",
               _pp(cost_pos, signed=False),
               f"training: {eps_text(fig['eps'])}. attacked updates: {eps_text(fig['eps-capture'])}",
               str(fig["d"]["n"])]
     return _defense_out(out, row, note, ("dsr", 1), ("dmse", 2), md)
+
+
+def paper_readings(plan: Plan) -> str:
+    """The paper's Table 3 attack acc read both ways, and which reading its F1 allows."""
+    t = plan.paper["table3"]
+    lines = ["The paper's attack acc read two ways. Its eq. 11 defines attack acc as 2·P[correct] − 1; read so, "
+             "P[correct] = (acc + 1)/2. On balanced members and non-members an attack with P[correct] = P can only "
+             "reach F1 between (2P − 1)/P and 1/(2 − P) for P ≥ 1/2 (from TP + TN = 2nP): the paper's F1 fits a reading when it "
+             "lies in that range (both figures as printed, ± 0.005). Calling every query a member gives F1 = 2/3.",
+             "", "| dataset | P | paper acc | paper F1 | as plain accuracy: P[correct], F1 range, fits | "
+             "as 2P − 1: P[correct], F1 range, fits |", "|---|---|---|---|---|---|"]
+    for d, accs in t["acc"].items():
+        for i, p in enumerate(t["P"]):
+            acc, f1 = accs[i], t["f1"][d][i]
+            cells = []
+            for name, r in F.paper_readings(acc, f1).items():
+                lo, hi = r["f1-range"]
+                cells.append(f"{r['P']:.3f}, [{lo:.3f}, {hi:.3f}], {'yes' if r['fits'] else 'no'}")
+            lines.append(f"| {d} | {p} | {acc:.2f} | {f1:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _tpr(p: dict[str, Any], key: str, target: float) -> str:
@@ -269,29 +335,57 @@ def _defense_out(out: dict[str, Any], row: Row, note: str, first: tuple[str, int
     return out
 
 
-DEF_ADRA_HEAD = ["paper ΔSR pp", "paper ΔMSE", "paper acc cost", "Δsuccess pp [95% CI]", "Δidentified pp [95% CI]",
-                 "ΔMSE [95% CI]", "success defended / undefended", "acc cost pp [95% CI]", "ε (training; attacked updates)",
-                 "n", "note"]
+DEF_ADRA_HEAD = ["paper ΔSR pp", "paper ΔMSE", "paper acc cost", "Δsuccess pp [95% CI]",
+                 "Δidentified in D^α pp [95% CI]", "Δidentified in the dataset pp [95% CI]", "ΔMSE [95% CI]",
+                 "success defended / undefended", "null success (random aux / aux mean)", "acc cost pp [95% CI]",
+                 "ε (training; attacked updates)", "n", "note"]
 DEF_AMIA_HEAD = ["paper Δacc", "paper ΔF1", "paper acc cost", "Δattack acc [95% CI]", "ΔF1 [95% CI]", "ΔAUC",
                  "acc cost pp [95% CI]", "ε", "n members", "note"]
 
 
 def table_rows(ev: Evaluator, table: int) -> list[tuple[str, dict[str, Any]]]:
-    """(part, row dict) for every row of one table."""
-    out = []
+    """(part, row dict) for every row of one table; in Tables 1 and 2 each group of rows that
+    attack the same captures is followed by its null rows. Every row says which commit
+    computed it and whether that engine is still the current one."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    group: tuple[Any, dict[str, Any], dict[str, Any]] | None = None  # (captures, labels, figures)
+
+    def flush() -> None:
+        if group is not None and group[2]:
+            out.extend(("adra", r) for r in null_rows(group[1], group[2]))
+
     for row in ev.plan.rows[table]:
         if table in (1, 2):
-            out.append(("adra", adra_row(ev, row)))
+            r, part = adra_row(ev, row), "adra"
+            key = tuple(ev.plan.tasks[row.cells["ours"][0]].deps) if row.cells else None
+            if group is None or key != group[0]:
+                flush()
+                labels = {k: v for k, v in row.labels.items() if k not in ("θ", "mode")}
+                group = (key, labels, {})
+            fig = r.pop("_fig", None)
+            if fig and not group[2] and key is not None:
+                group = (key, group[1], fig)
         elif table in (3, 4, 5):
-            out.append(("amia", amia_row(ev, row)))
+            r, part = amia_row(ev, row), "amia"
         elif "activation" in row.labels:
-            out.append(("defense-adra", defense_adra_row(ev, row)))
+            r, part = defense_adra_row(ev, row), "defense-adra"
         else:
-            out.append(("defense-amia", defense_amia_row(ev, row)))
+            r, part = defense_amia_row(ev, row), "defense-amia"
+        commits, ok = ev.provenance(row)
+        r["commit"], r["engine-matches"] = commits, ok
+        r["_md"].insert(-1, "–" if ok is None else f"{commits} {'✓' if ok else '✗ (the engine changed since)'}")
+        out.append((part, r))
+    flush()
+    for _, r in out:
+        if r.get("_null"):
+            r.setdefault("commit", "")
+            if len(r["_md"]) < len(HEADS["adra"]):
+                r["_md"].insert(-1, "–")
     return out
 
 
-HEADS = {"adra": ADRA_HEAD, "amia": AMIA_HEAD, "defense-adra": DEF_ADRA_HEAD, "defense-amia": DEF_AMIA_HEAD}
+HEADS = {part: [*head[:-1], "engine (commit; ✓ = current)", head[-1]] for part, head in
+         {"adra": ADRA_HEAD, "amia": AMIA_HEAD, "defense-adra": DEF_ADRA_HEAD, "defense-amia": DEF_AMIA_HEAD}.items()}
 
 
 def markdown_table(rows: list[dict[str, Any]], head: list[str]) -> str:
@@ -302,17 +396,6 @@ def markdown_table(rows: list[dict[str, Any]], head: list[str]) -> str:
         cells[-1] = cells[-1] if len(cells[-1]) <= 400 else cells[-1][:400] + "… (the CSV has it all)"
         lines.append("| " + " | ".join(c.replace("|", "/").replace("\n", " ") for c in cells) + " |")
     return "\n".join(lines)
-
-
-def commit() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT,
-                               capture_output=True, text=True).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def definitions(plan: Plan) -> str:
@@ -340,7 +423,7 @@ def definitions(plan: Plan) -> str:
           "undefended minus defended test accuracy. ε is at each run's `dp-delta` (1e-5 unless the scale sets it), "
           "by the RDP accountant, per mechanism with what it covers; with weights shared and only α noised, "
           "the whole reply has no bound (∞), as the project's DP reporting rule says (docs/privacy.md).",
-        "**Intervals (95%).**\n\n" + stats.__doc__.split("\n\n", 1)[1].strip(),
+        "**Intervals (95%).** Stated once in `fednas/stats.py`; which one each figure uses:\n\n" + F.INTERVALS,
     ])
 
 
@@ -381,7 +464,7 @@ INVOCATIONS = "invocations.json"
 
 def log_invocation(out: Path, command: str, rev: str, wall: float, counts: dict[str, Any]) -> None:
     """Append one run of the harness on ``out`` (a resumed run has several) to its log; ``rev`` is
-    :func:`commit` as it was when the run started (the checkout may move while it runs)."""
+    :func:`fingerprint.commit` as it was when the run started (the checkout may move while it runs)."""
     path = out / INVOCATIONS
     log = json.loads(path.read_text()) if path.is_file() else []
     log.append({"command": command, "commit": rev, "started": time.strftime("%Y-%m-%dT%H:%M:%S",
@@ -389,17 +472,11 @@ def log_invocation(out: Path, command: str, rev: str, wall: float, counts: dict[
     atomic_write_json(path, log)
 
 
-def portable(command: str, root: Path = PROJECT) -> str:
-    """``command`` as tables.md shows it: absolute paths inside ``root`` made relative to it,
-    others cut to ``…/`` and their last two parts (invocations.json keeps them whole: they
-    name one machine's folders, which a reader elsewhere does not have)."""
-    words = []
-    for word in shlex.split(command):
-        if word.startswith("/"):
-            path = Path(word)
-            word = str(path.relative_to(root)) if path.is_relative_to(root) else "…/" + "/".join(path.parts[-2:])
-        words.append(word if word.startswith("…/") else shlex.quote(word))  # … for display: never quoted
-    return " ".join(words)
+def portable(text: str, root: Path = PROJECT) -> str:
+    """``text`` as published: every absolute path inside ``root`` relative to it, any other
+    cut to ``…/`` and its last parts (:func:`fednas.rundir.portable_paths`); invocations.json
+    in the output folder keeps them whole."""
+    return portable_paths(text, root)
 
 
 def provenance(out: Path) -> list[str]:
@@ -408,7 +485,7 @@ def provenance(out: Path) -> list[str]:
     log = json.loads(path.read_text()) if path.is_file() else []
     if not log:
         return ["Command: none recorded (results made by an older version of the harness)  "]
-    commands = list(dict.fromkeys(portable(e["command"]) for e in log))
+    commands = list(dict.fromkeys(portable(e["command"]) for e in log))  # no quoting to undo: … is a display form
     commits = list(dict.fromkeys(e["commit"] for e in log))
     total = sum(e["wall-seconds"] for e in log)
     return [f"Command: {' ; '.join(f'`{c}`' for c in commands)}  ",
@@ -416,16 +493,24 @@ def provenance(out: Path) -> list[str]:
             f"invocation(s) (first started {log[0]['started']})  "]
 
 
-def write(plan: Plan, out: Path) -> Path:
-    """Write ``tables.md`` and ``table<N>.csv`` for the plan's tables; return tables.md."""
-    ev = Evaluator(plan, out)
+def stale_rows(all_rows: dict[int, list[tuple[str, dict[str, Any]]]]) -> int:
+    """How many computed rows were computed (wholly or partly) by another engine than the current one."""
+    return sum(1 for rows in all_rows.values() for _, r in rows if r.get("engine-matches") is False)
+
+
+def write(plan: Plan, out: Path, engine: dict[str, Any] | None = None) -> Path:
+    """Write ``tables.md`` and ``table<N>.csv`` for the plan's tables; return tables.md.
+    ``engine``: the current fingerprint each row is compared with (default: this checkout's)."""
+    ev = Evaluator(plan, out, engine)
     s = plan.scale
+    libs = ", ".join(f"{k} {v}" for k, v in ev.engine["libraries"].items())
     parts = [f"# Tables 1–6 of Li et al. (2024) beside this project's ({s.name} scale)", "",
              *provenance(out),
+             f"Engine now: commit `{ev.engine['commit']}`, source `{ev.engine['source'][:12]}`; {libs}  ",
              f"Scale: `{s.path.name}`: {' '.join(s.about.split())}  ",
              f"Seeds: {', '.join(map(str, s.seeds))}; datasets run: {', '.join(plan.datasets)}; "
              f"written {time.strftime('%Y-%m-%d %H:%M')}", ""]
-    counts = {"computed": 0, "not runnable here": 0, "not run yet": 0, "failed": 0}
+    counts = {"computed": 0, "not runnable here": 0, "not run yet": 0, "failed": 0, "null": 0}
     body, all_rows = [], {}
     for t in sorted(plan.rows):
         rows = all_rows[t] = table_rows(ev, t)
@@ -433,13 +518,18 @@ def write(plan: Plan, out: Path) -> Path:
         for part in dict.fromkeys(p for p, _ in rows):
             these = [r for p, r in rows if p == part]
             body += [markdown_table(these, HEADS[part]), ""]
+        if t == 3:
+            body += [paper_readings(plan), ""]
         atomic_write_csv(out / f"table{t}.csv", [{k: v for k, v in r.items() if not k.startswith("_")} for _, r in rows])
         for _, r in rows:
-            key = ("not run yet" if r["note"] == PENDING else "failed" if r["note"].startswith("failed")
+            key = ("null" if r.get("_null") else "not run yet" if r["note"] == PENDING
+                   else "failed" if r["note"].startswith("failed")
                    else "computed" if r.get("n") is not None else "not runnable here")
             counts[key] += 1
     made = plots.write_all(all_rows, out)
-    parts += ["Rows: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ".  ",
+    stale = stale_rows(all_rows)
+    parts += ["Rows: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + "; computed by an older engine "
+              f"(✗ in the engine column): {stale}.  ",
               "CSV: " + ", ".join(f"`table{t}.csv`" for t in sorted(plan.rows)) + "; plots: "
               + (", ".join(f"`{p.name}`" for p in made) or "none yet (nothing computed)") + ".", ""]
     if plan.notes:

@@ -1,9 +1,11 @@
 """Running the plan: one result file per task, written atomically; resumable and parallel.
 
 ``<out>/results/<task key>.json`` holds each task's outcome (``ok`` with its figures, or
-``failed`` with the error and the end of its traceback); the worker that ran the task
-writes it, so a run killed at any moment keeps everything finished. A rerun with the same
-command skips every ``ok`` result, retries the failed ones, and builds what is missing.
+``failed`` with the error and the end of its traceback) and the engine that computed it
+(:mod:`simulations.tables.fingerprint`); the worker that ran the task writes it, so a run
+killed at any moment keeps everything finished. A rerun with the same command skips every
+``ok`` result made by the current engine, retries the failed ones, recomputes those whose
+engine changed (the source or a library), and builds what is missing.
 Artifacts (capture runs, targets) are built in ``<out>/runs/<key>.partial-<pid>`` and
 renamed into place when complete. Tasks run in ``--workers`` spawned processes (one torch
 thread each) as soon as what they depend on is done; a task whose dependency failed is
@@ -26,7 +28,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from fednas.config import RENAMED_KEYS
 from fednas.rundir import atomic_write_json
+from simulations.tables.fingerprint import matches
 from simulations.tables.plan import Task
 
 log = logging.getLogger(__name__)
@@ -66,16 +70,25 @@ def _same(a: Any, b: Any) -> bool:
     return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
 
 
+def _renamed(spec: Any) -> Any:
+    """A recorded spec with its config's old key names as the new ones (a result written
+    before a key was renamed was computed with the same settings)."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
+        return spec
+    return {**spec, "config": {RENAMED_KEYS.get(k, k): v for k, v in spec["config"].items()}}
+
+
 def current(out: Path, task: Task) -> dict[str, Any] | None:
     """The task's result when it was computed with the planned settings, else None (a result
     made with other settings, e.g. after the scale file changed, is stale and recomputed)."""
     r = load_result(out, task.key)
-    return r if r is not None and _same(r.get("spec"), task.spec) else None
+    return r if r is not None and _same(_renamed(r.get("spec")), task.spec) else None
 
 
-def is_done(out: Path, task: Task) -> bool:
+def is_done(out: Path, task: Task, engine: dict[str, Any] | None = None) -> bool:
+    """An ``ok`` result with the planned settings (and, given ``engine``, made by that engine)."""
     r = current(out, task)
-    return bool(r) and r.get("status") == "ok"
+    return bool(r) and r.get("status") == "ok" and (engine is None or matches(r.get("engine"), engine))
 
 
 # ---------------------------------------------------------------------------- work (in a worker)
@@ -126,13 +139,13 @@ KINDS: dict[str, Callable[[Task, Path], dict[str, Any]]] = {
     "captures": _captures, "target": _target, "adra": _adra, "amia": _amia}
 
 
-def execute(task: Task, out: str) -> dict[str, Any]:
-    """Run one task and write its result file (ok or failed); return the record."""
+def execute(task: Task, out: str, engine: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one task and write its result file (ok or failed, with ``engine``); return the record."""
     import torch
 
     torch.set_num_threads(1)
     t0, c0 = time.perf_counter(), time.process_time()
-    record: dict[str, Any] = {"key": task.key, "kind": task.kind, "spec": task.spec,
+    record: dict[str, Any] = {"key": task.key, "kind": task.kind, "spec": task.spec, "engine": engine,
                               "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid()}
     try:
         record.update(status="ok", result=KINDS[task.kind](task, Path(out)))
@@ -214,9 +227,10 @@ class Scheduler:
     """Runs the tasks not done yet, each once its dependencies are done, ``workers`` at a time."""
 
     def __init__(self, tasks: dict[str, Task], out: Path, workers: int, emit: Callable[[str], None],
-                 costs_from: Iterable[Path] = ()) -> None:
-        self.tasks, self.out, self.workers, self.emit = tasks, out, workers, emit
-        self.done = {k for k, t in tasks.items() if is_done(out, t)}
+                 costs_from: Iterable[Path] = (), engine: dict[str, Any] | None = None) -> None:
+        self.tasks, self.out, self.workers, self.emit, self.engine = tasks, out, workers, emit, engine
+        self.done = {k for k, t in tasks.items() if is_done(out, t, engine)}
+        self.stale = sum(1 for t in tasks.values() if is_done(out, t) and t.key not in self.done)
         self.todo = [k for k in tasks if k not in self.done]
         self.failed: dict[str, str] = {}
         self.costs = CostModel(out, tasks.values(), costs_from)
@@ -266,9 +280,9 @@ class Scheduler:
                 for k in ready[:free]:
                     waiting.remove(k)
                     if pool is None:
-                        self._finish(execute(self.tasks[k], str(self.out)), counts, total, waiting, running, progress)
+                        self._finish(execute(self.tasks[k], str(self.out), self.engine), counts, total, waiting, running, progress)
                     else:
-                        running[pool.submit(execute, self.tasks[k], str(self.out))] = k
+                        running[pool.submit(execute, self.tasks[k], str(self.out), self.engine)] = k
                 if not running:
                     if waiting and not ready and not blocked:
                         raise RuntimeError(f"tasks wait on dependencies outside the plan: {waiting[:3]}")

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fednas.config import ConfigError, GROUP_KEYS, parse_config
+from fednas.config import GROUP_KEYS, MD_KEYS, ConfigError, parse_config
 
 SIMULATIONS = Path(__file__).resolve().parent.parent
 SCALES = {"smoke": "scale-smoke.toml", "cpu": "scale-cpu.toml", "gpu": "scale-gpu.toml"}
-AMIA_KEYS = frozenset(k.name for k in GROUP_KEYS["amia"])
+AMIA_KEYS = frozenset(k.name for k in GROUP_KEYS["amia"]) | MD_KEYS
 
 
 class ScaleError(ConfigError):
@@ -53,6 +53,7 @@ class AmiaGrid:
     nodes: tuple[int, ...]  # Table 3 columns (P)
     paradigm_nodes: int  # Table 4's P (the paper's 64)
     paradigms: tuple[str, ...]
+    paradigm_attack: dict[str, Any]  # amia-group keys of Table 4's cells on top of ``attack`` (e.g. a derived target)
     eta_nodes: int  # Table 5's P (the paper's 64)
     etas: tuple[float, ...]
     target: dict[str, Any]  # config of the target's federated search
@@ -262,7 +263,7 @@ def _amia(sec: _Section) -> AmiaGrid:
         check_config({"amia-shift-source": source}, f"{sec.path}: [amia.shift-source] {d}")
     grid = AmiaGrid(
         datasets=_datasets(sec), clients=sec.positive("clients"), nodes=t3.ints("P"), paradigm_nodes=t4.positive("P"),
-        paradigms=t4.strings("paradigms"), eta_nodes=t5.positive("P"), etas=tuple(float(e) for e in etas),
+        paradigms=t4.strings("paradigms"), paradigm_attack=t4.config("attack", AMIA_KEYS), eta_nodes=t5.positive("P"), etas=tuple(float(e) for e in etas),
         target=sec.config("target"), attack=sec.config("attack", AMIA_KEYS), shift_source=dict(shift),
         primary_shadow=sec.get("primary-shadow", str), primary_attack=sec.get("primary-attack", str, "mlp"),
         fit_threshold=sec.get("fit-threshold", float, 0.8))

@@ -11,14 +11,14 @@ from fednas.config import Config, parse_config
 from fednas.federated import client_train, initial_arrays
 from fednas.runlog import RunLog
 
-MINI_RUN = {"nodes": 3, "channels": 4, "local-steps": 2, "num-server-rounds": 1, "batch-size": 16,
+MINI_RUN = {"dag-nodes": 3, "channels": 4, "local-steps": 2, "num-server-rounds": 1, "batch-size": 16,
             "alpha-batch-size": 16, "max-samples": 400, "seed": 3}
 
 
 def make_run_dir(path: Path, cfg: Config, clients: int = 2) -> Path:
     """Run ``num-server-rounds`` rounds of every client and FedAvg (equal weights), as the
     ServerApp would, and write the run directory through :class:`RunLog`."""
-    log = RunLog(cfg, path, {"nodes": clients})
+    log = RunLog(cfg, path, {"supernodes": clients})
     arrays = initial_arrays(cfg)
     for rnd in range(1, cfg.fed.num_server_rounds + 1):
         replies = [client_train(cfg, cfg.search, arrays, partition_id=p, num_clients=clients, server_round=rnd)

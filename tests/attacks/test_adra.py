@@ -50,7 +50,7 @@ def make_capture(cfg, data, split, seed=0, round_=1, theta=True):
 @pytest.fixture(scope="module")
 def easy():
     """P = 6 on 4x4 images (15 edges x 8 = 120 alpha entries for 16 pixels), SGD, B = 1, one step."""
-    cfg = parse_config({"nodes": 6, "channels": 4, "head": "flatten", "alpha-optimizer": "sgd", "alpha-lr": 0.01,
+    cfg = parse_config({"dag-nodes": 6, "channels": 4, "head": "flatten", "alpha-optimizer": "sgd", "alpha-lr": 0.01,
                         "local-steps": 1, "alpha-batch-size": 1, "adra-iterations": 50, "adra-restarts": 4,
                         "adra-lr": 0.05, "adra-tv": 0.0})
     gen = torch.Generator().manual_seed(0)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 def test_victim_gradients_on_cuda_equal_the_cpu():
-    cfg = parse_config({"nodes": 4, "channels": 4, "head": "flatten"})
+    cfg = parse_config({"dag-nodes": 4, "channels": 4, "head": "flatten"})
     spec = InputSpec(1, 6, 5)
     model = build_supernet(cfg.space, spec, 1)
     alpha = {n: p.detach() + 0.3 * torch.randn_like(p) for n, p in model.named_arch_parameters()}
@@ -34,7 +34,7 @@ def test_victim_gradients_on_cuda_equal_the_cpu():
 
 
 def test_an_attack_runs_on_cuda_and_says_so():
-    cfg = parse_config({"nodes": 4, "channels": 4, "head": "flatten", "alpha-optimizer": "sgd", "alpha-lr": 0.01,
+    cfg = parse_config({"dag-nodes": 4, "channels": 4, "head": "flatten", "alpha-optimizer": "sgd", "alpha-lr": 0.01,
                         "local-steps": 1, "alpha-batch-size": 1, "adra-iterations": 5, "device": "cuda"})
     gen = torch.Generator().manual_seed(0)
     data = ImageSet("blobs", _blobs(40, gen), torch.randint(0, 4, (40,), generator=gen), 4)

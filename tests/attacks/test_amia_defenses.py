@@ -22,7 +22,7 @@ def _alpha_norm(model):
 
 
 def test_lr_shrinks_alpha_in_the_local_search():
-    cfg = parse_config({"nodes": 3, "channels": 4, "local-steps": 15, "batch-size": 8, "alpha-batch-size": 8,
+    cfg = parse_config({"dag-nodes": 3, "channels": 4, "local-steps": 15, "batch-size": 8, "alpha-batch-size": 8,
                         "alpha-init-scale": 0.5, "alpha-lr": 0.01, "max-samples": 300})
     dataset, split = client_data(cfg.data, 0, 0, 2)
     norms = {}
@@ -80,7 +80,7 @@ def test_md_student_of_a_supernet_keeps_its_frozen_alpha_and_fresh_weights(tiny_
 
 
 def test_searched_shadows_apply_lr_only_when_the_attacker_knows_it():
-    cfg = parse_config({"nodes": 3, "channels": 4, "batch-size": 8, "alpha-batch-size": 8, "alpha-init-scale": 0.5,
+    cfg = parse_config({"dag-nodes": 3, "channels": 4, "batch-size": 8, "alpha-batch-size": 8, "alpha-init-scale": 0.5,
                         "alpha-lr": 0.01, "alpha-l2": 1.0, "max-samples": 300})
     dataset = load_dataset("digits", max_samples=300)
     data = AttackerData(dataset.x[:40], dataset.y[:40], np.arange(40), np.ones(40, bool))

@@ -71,7 +71,7 @@ def test_a_run_directory_without_a_final_model_is_refused_before_any_work(mini_r
 
 
 @pytest.mark.parametrize("sets, words", [
-    (["nodes=5"], ["['nodes']", "only keys of the amia group"]),
+    (["dag-nodes=5"], ["['dag-nodes']", "only the amia keys and the MD keys"]),
     (["amia-members=100000"], ["'amia-members' = 100000", "D^alpha members"]),
     (["amia-shadows=resnet19"], ["'amia-shadows'", "resnet19"]),
     (["amia-output"], ["expected key=value"]),

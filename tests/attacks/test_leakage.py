@@ -21,7 +21,7 @@ from server.eavesdrop import Eavesdropper
 from tests.server.inprocess_grid import InProcessGrid
 
 CLIENTS = 2
-FLAT = {"nodes": 3, "channels": 4, "head": "flatten", "local-steps": 1, "alpha-batch-size": 1, "max-samples": 300,
+FLAT = {"dag-nodes": 3, "channels": 4, "head": "flatten", "local-steps": 1, "alpha-batch-size": 1, "max-samples": 300,
         "eavesdrop": True, "adra-iterations": 2, "adra-restarts": 1, "attack-workers": 0}
 
 
@@ -30,7 +30,7 @@ def run_dir(tmp_path_factory):
     """Two clients, two rounds, every capture in ``captures/``; one capture corrupted."""
     path = tmp_path_factory.mktemp("run")
     cfg = parse_config({**FLAT, "run-dir": str(path)})
-    RunLog(cfg, path, {"nodes": CLIENTS})
+    RunLog(cfg, path, {"supernodes": CLIENTS})
     store = CaptureStore(path)
     strategy = Eavesdropper(FedAvg(fraction_evaluate=0.0, min_train_nodes=CLIENTS, min_available_nodes=CLIENTS), store)
     strategy.start(grid=InProcessGrid(cfg.flat(), CLIENTS, train), initial_arrays=ArrayRecord(initial_arrays(cfg)),
@@ -111,7 +111,7 @@ def test_the_offline_cli_writes_a_new_folder_and_refuses_other_keys(run_dir, cap
     assert out.endswith("leakage-1")
     rows = _rows(run_dir / "leakage-1")
     assert len(rows) == 1 and rows[0]["adra-mode"] == "paper"
-    assert adra_cli([str(run_dir), "--set", "nodes=5"]) == 2
+    assert adra_cli([str(run_dir), "--set", "dag-nodes=5"]) == 2
     assert "only attack keys" in capsys.readouterr().err
 
 

@@ -20,7 +20,7 @@ from fednas.paradigms import get_paradigm
 from fednas.paradigms.federation import run_federation
 from fednas.rundir import atomic_save_npz, atomic_write_json
 
-TINY = {"nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 300,
+TINY = {"dag-nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 300,
         "head": "flatten", "alpha-optimizer": "sgd", "alpha-lr": 0.1, "enas-controller-steps": 1,
         "enas-num-aggregate": 1, "enas-derive-samples": 3, "enas-lstm-size": 8, "smash-candidates": 4,
         "smash-hyper-channels": 8, "pdarts-dropout": "0,0,0", "adra-iterations": 5, "adra-restarts": 1}
@@ -97,7 +97,7 @@ def test_amia_attacks_the_final_model_of_every_paradigm(name, target, tmp_path):
                         "amia-shadows": "cnn,searched", "amia-num-shadows": 2, "amia-target": target,
                         "amia-retrain-epochs": 1, "amia-mlp-epochs": 3, "amia-attacks": "mlp,loss", "max-samples": 200})
     arrays = run_federation(cfg, 2)
-    atomic_write_json(tmp_path / "config.json", {"config": cfg.flat(), "federation": {"nodes": 2}})
+    atomic_write_json(tmp_path / "config.json", {"config": cfg.flat(), "federation": {"supernodes": 2}})
     atomic_save_npz(tmp_path / "model.npz", arrays)
     metrics = json.loads((run_amia(tmp_path) / "metrics.json").read_text())
     assert metrics["target"]["kind"] == target

@@ -19,7 +19,7 @@ from fednas.data import ClientSplit, ImageSet
 from fednas.spaces import build_supernet
 from tests.attacks.test_adra import SPEC, _blobs, make_capture
 
-BASE = {"nodes": 4, "channels": 4, "head": "flatten", "alpha-optimizer": "adam", "local-steps": 3,
+BASE = {"dag-nodes": 4, "channels": 4, "head": "flatten", "alpha-optimizer": "adam", "local-steps": 3,
         "alpha-batch-size": 1, "batch-size": 8, "theta-lr": 0.2, "theta-momentum": 0.9, "theta-weight-decay": 1e-3}
 
 

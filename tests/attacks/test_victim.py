@@ -20,7 +20,7 @@ SPEC = InputSpec(1, 6, 5)
 
 
 def _cfg(**kw):
-    return parse_config({"nodes": 3, "channels": 4, "head": "flatten", **kw})
+    return parse_config({"dag-nodes": 3, "channels": 4, "head": "flatten", **kw})
 
 
 def test_batched_gradients_equal_plain_autograd_per_batch():

@@ -22,7 +22,7 @@ def _keep_threads():
 
 
 def test_supernet_benchmark_writes_both_forms(tmp_path, capsys):
-    assert main(["supernet", "--nodes", "2,3", "--sizes", "5", "--batches", "2", "--modes", "forward,inner",
+    assert main(["supernet", "--dag-nodes", "2,3", "--sizes", "5", "--batches", "2", "--modes", "forward,inner",
                  "--repeats", "1", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[inner]" in out and "[forward]" in out
@@ -38,7 +38,7 @@ def test_supernet_benchmark_writes_both_forms(tmp_path, capsys):
 
 
 def test_reference_is_skipped_past_its_cap(tmp_path):
-    main(["supernet", "--nodes", "2,8", "--sizes", "5", "--batches", "1", "--modes", "forward", "--repeats", "1",
+    main(["supernet", "--dag-nodes", "2,8", "--sizes", "5", "--batches", "1", "--modes", "forward", "--repeats", "1",
           "--ref-cap", "0", "--no-memory", "--results", str(tmp_path)])
     (path,) = tmp_path.glob("supernet-dag-*.json")
     first, second = json.loads(path.read_text())["rows"]
@@ -134,7 +134,7 @@ def test_adra_benchmark_says_what_the_attacker_knew_of_theta():
 def test_adra_benchmark_starts_no_capture_once_its_budget_is_spent(tmp_path):
     from benchmarks.adra import main as adra_main
 
-    adra_main(["--dataset", "digits", "--nodes", "2", "--captures", "3", "--solvers", "lm", "--budget", "1e-6",
+    adra_main(["--dataset", "digits", "--dag-nodes", "2", "--captures", "3", "--solvers", "lm", "--budget", "1e-6",
                "--results", str(tmp_path), "--set", "adra-iterations=2", "--set", "adra-restarts=1"])
     (path,) = tmp_path.glob("adra-cpu-*.json")
     import json

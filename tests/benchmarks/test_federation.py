@@ -14,7 +14,7 @@ from fednas.federated import ClientRound
 
 
 def _args(**kw):
-    base = {"rounds": 2, "fed_nodes": 2, "local_steps": 1, "clients": 2, "device": "cpu", "gpus_per_client": 0.5}
+    base = {"rounds": 2, "fed_dag_nodes": 2, "local_steps": 1, "clients": 2, "device": "cpu", "gpus_per_client": 0.5}
     return argparse.Namespace(**{**base, **kw})
 
 

@@ -25,7 +25,7 @@ from tests import dp_reference as reference
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-TINY = {"nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 8, "max-samples": 300}
+TINY = {"dag-nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 8, "max-samples": 300}
 
 
 def run_config(**dp):

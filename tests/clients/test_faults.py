@@ -16,7 +16,7 @@ from simulations.launcher import PROJECT_ROOT
 
 pytestmark = pytest.mark.usefixtures("server_identity")
 
-RUN = {k.name: k.default for k in KEYS} | {"nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8,
+RUN = {k.name: k.default for k in KEYS} | {"dag-nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8,
                                           "alpha-batch-size": 4, "max-samples": 300}
 
 

@@ -19,7 +19,7 @@ def _batches(sizes, seed=3, spec=SPEC, dtype=torch.float32):
 
 
 def _model(space="dag", fused=True):
-    cfg = parse_config({"space": space, "nodes": 3, "layers": 3, "channels": 4}).space
+    cfg = parse_config({"space": space, "dag-nodes": 3, "layers": 3, "channels": 4}).space
     return build_supernet(cfg, SPEC, 0, fused=fused)
 
 

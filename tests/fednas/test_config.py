@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from fednas.config import KEYS, ConfigError, parse_config, search_from_record, search_to_record
+from fednas.config import KEY_BY_NAME, KEYS, ConfigError, parse_config, search_from_record, search_to_record
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,13 +19,13 @@ def test_pyproject_lists_every_key_with_the_schema_default():
 def test_defaults_parse_and_round_trip():
     cfg = parse_config()
     assert parse_config(cfg.flat()) == cfg
-    assert cfg.replace(nodes=5).space.nodes == 5
+    assert cfg.replace(dag_nodes=5).space.dag_nodes == 5
 
 
 @pytest.mark.parametrize("raw, words", [
-    ({"nodez": 3}, ["unknown config key 'nodez'", "'nodes'"]),
-    ({"nodes": 1}, ["'nodes'", ">= 2"]),
-    ({"nodes": "8"}, ["'nodes'", "integer"]),
+    ({"nodez": 3}, ["unknown config key 'nodez'", "'dag-nodes'"]),
+    ({"dag-nodes": 1}, ["'dag-nodes'", ">= 2"]),
+    ({"dag-nodes": "8"}, ["'dag-nodes'", "integer"]),
     ({"fraction-train": 0.0}, ["'fraction-train'", "(0, 1]"]),
     ({"fraction-train": 1.5}, ["'fraction-train'", "(0, 1]"]),
     ({"dataset": "imagenet"}, ["'dataset'", "digits", "mnist", "cifar10"]),
@@ -43,9 +43,9 @@ def test_bad_values_name_the_key_and_what_is_allowed(raw, words):
 
 def test_every_error_is_reported_at_once():
     with pytest.raises(ConfigError) as info:
-        parse_config({"nodes": 0, "activation": "x", "bogus": 1})
+        parse_config({"dag-nodes": 0, "activation": "x", "bogus": 1})
     msg = str(info.value)
-    assert "'nodes'" in msg and "'activation'" in msg and "'bogus'" in msg
+    assert "'dag-nodes'" in msg and "'activation'" in msg and "'bogus'" in msg
 
 
 def test_ints_are_accepted_for_floats_and_unknown_keys_can_be_allowed():
@@ -65,3 +65,18 @@ def test_pooled_batchnorm_statistics_are_refused_beside_dp_that_covers_theta():
             parse_config(keys)
         parse_config({**keys, "bn-statistics": "client"})
         parse_config({**keys, "share-weights": False})  # no global θ: nothing is pooled
+
+
+def test_every_line_of_the_schema_is_readable():
+    long = [f"{p.name}:{i}" for p in sorted((ROOT / "fednas" / "config").glob("*.py"))
+            for i, line in enumerate(p.read_text().splitlines(), 1) if len(line) > 120]
+    assert long == []
+
+
+@pytest.mark.parametrize(("name", "group"), [
+    ("genotype-k", "space"), ("fault-partitions", "fault"), ("fault-mode", "fault"), ("md", "defense"),
+    ("md-student", "defense"), ("md-epochs", "defense"), ("dag-nodes", "space"), ("proximal-mu", "fed"),
+])
+def test_keys_sit_in_the_group_they_configure(name, group):
+    assert KEY_BY_NAME[name].group == group
+    assert hasattr(getattr(parse_config(), group), KEY_BY_NAME[name].field)

@@ -17,7 +17,7 @@ from fednas.rundir import atomic_write_json
 from fednas.spaces.derived import derived_network, random_genotype
 from simulations.__main__ import main
 
-TINY = {"nodes": 3, "layers": 3, "steps": 2, "channels": 4, "max-samples": 300, "derive-rounds": 2,
+TINY = {"dag-nodes": 3, "layers": 3, "cell-nodes": 2, "channels": 4, "max-samples": 300, "derive-rounds": 2,
         "derive-random": 2, "derive-batch-size": 16}
 
 
@@ -52,8 +52,8 @@ def _fake_run(tmp_path, keys, clients=2):
     """A finished search's directory: its config and final genotype (what derive reads)."""
     cfg = parse_config(keys)
     dataset = dataset_from_config(cfg.data, cfg.run.seed)
-    genotype = random_genotype(cfg.space, dataset.spec, cfg.fed.genotype_k, 99)
-    atomic_write_json(tmp_path / "config.json", {"config": cfg.flat(), "federation": {"nodes": clients}})
+    genotype = random_genotype(cfg.space, dataset.spec, cfg.space.genotype_k, 99)
+    atomic_write_json(tmp_path / "config.json", {"config": cfg.flat(), "federation": {"supernodes": clients}})
     atomic_write_json(tmp_path / "genotype.json", {"final": genotype.to_dict()})
     return genotype
 
@@ -81,8 +81,8 @@ def test_bad_inputs_are_named_before_any_training(tmp_path):
     with pytest.raises(DeriveInputError, match="config.json is missing"):
         load_searched_run(tmp_path)
     _fake_run(tmp_path, TINY)
-    with pytest.raises(DeriveInputError, match="'nodes'"):
-        load_searched_run(tmp_path, {"nodes": 5})
+    with pytest.raises(DeriveInputError, match="'dag-nodes'"):
+        load_searched_run(tmp_path, {"dag-nodes": 5})
     with pytest.raises(DeriveInputError, match="derive-rounds"):
         load_searched_run(tmp_path, {"derive-rounds": 0})
     assert derive_after_run(tmp_path / "missing")["status"] == "failed"  # never raises
@@ -93,4 +93,4 @@ def test_the_command_line_derives_a_run(tmp_path, capsys):
     assert main(["derive", str(tmp_path), "--set", "derive-rounds=1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-1] == str(tmp_path / "derived") and "searched: test accuracy" in lines[0]
-    assert main(["derive", str(tmp_path), "--set", "nodes=4"]) == 2
+    assert main(["derive", str(tmp_path), "--set", "dag-nodes=4"]) == 2

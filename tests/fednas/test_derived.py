@@ -17,7 +17,7 @@ SPEC = InputSpec(1, 8, 10)
 
 @pytest.mark.parametrize("space", ["dag", "darts"])
 def test_the_derived_network_holds_exactly_the_genotypes_ops(space):
-    cfg = parse_config({"space": space, "nodes": 5, "layers": 3, "steps": 2, "channels": 4})
+    cfg = parse_config({"space": space, "dag-nodes": 5, "layers": 3, "cell-nodes": 2, "channels": 4})
     supernet = build_supernet(cfg.space, SPEC, seed=0)
     with torch.no_grad():
         for a in supernet.arch_parameters():
@@ -39,7 +39,7 @@ def test_the_derived_network_holds_exactly_the_genotypes_ops(space):
 
 
 def test_channels_layers_and_the_auxiliary_head_of_the_evaluation_network():
-    cfg = parse_config({"space": "darts", "layers": 3, "steps": 2, "channels": 4})
+    cfg = parse_config({"space": "darts", "layers": 3, "cell-nodes": 2, "channels": 4})
     genotype = random_genotype(cfg.space, SPEC, 2, seed=1)
     small = derived_network(genotype, cfg.space, SPEC, seed=0)
     big = derived_network(genotype, cfg.space, SPEC, seed=0, channels=8, layers=5, auxiliary=True)
@@ -67,7 +67,7 @@ def test_drop_path_drops_whole_samples_and_keeps_the_expectation():
 
 
 def test_random_genotypes_are_uniform_over_ops_and_reproducible():
-    cfg = parse_config({"nodes": 6})
+    cfg = parse_config({"dag-nodes": 6})
     draws = [random_genotype(cfg.space, SPEC, 2, seed=s) for s in range(150)]
     assert random_genotype(cfg.space, SPEC, 2, seed=3) == draws[3] and draws[3] != draws[4]
     ops = Counter(e[3] for g in draws for e in edges(g))

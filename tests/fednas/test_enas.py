@@ -14,7 +14,7 @@ from fednas.paradigms.federation import run_federation
 from fednas.paradigms.ranking import candidates_of
 from fednas.privacy import PrivateAlphaGradient
 
-TINY = {"paradigm": "enas", "nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 4,
+TINY = {"paradigm": "enas", "dag-nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 4,
         "max-samples": 300, "enas-controller-steps": 2, "enas-num-aggregate": 3, "enas-derive-samples": 4,
         "enas-lstm-size": 8}
 

@@ -16,7 +16,7 @@ def _round(cfg, arrays, pid=0):
 
 
 def test_a_client_round_is_reproducible_from_config_and_seed():
-    cfg = parse_config({**BASE, "nodes": 3})
+    cfg = parse_config({**BASE, "dag-nodes": 3})
     a, b = _round(cfg, initial_arrays(cfg)), _round(cfg, initial_arrays(cfg))
     for k in a.arrays:
         assert torch.equal(a.arrays[k], b.arrays[k]), k
@@ -41,7 +41,7 @@ def test_the_darts_space_runs_a_federated_round():
 
 
 def test_without_shared_weights_only_alpha_travels():
-    cfg = parse_config({**BASE, "nodes": 3, "share-weights": False})
+    cfg = parse_config({**BASE, "dag-nodes": 3, "share-weights": False})
     arrays = initial_arrays(cfg)
     assert set(arrays) == {"alpha"}
     out = _round(cfg, arrays)
@@ -53,7 +53,7 @@ def _statistics(arrays):
 
 
 def test_pooled_statistics_have_the_mean_of_a_pass_over_the_union_of_the_clients_d_theta():
-    cfg = parse_config({**BASE, "nodes": 3, "batch-size": 10})
+    cfg = parse_config({**BASE, "dag-nodes": 3, "batch-size": 10})
     arrays = _round(cfg, initial_arrays(cfg)).arrays
     parts = [client_statistics(cfg, cfg.search, arrays, partition_id=p, num_clients=2) for p in range(2)]
     pooled = pool_statistics(parts)
@@ -76,7 +76,7 @@ def test_pooled_statistics_have_the_mean_of_a_pass_over_the_union_of_the_clients
     ("client", True, True), ("pooled", True, False), ("ema", True, False), ("pooled", False, True), ("ema", False, False),
 ])
 def test_a_client_recalibrates_what_it_replies_or_keeps_when_asked(mode, share, recalibrated):
-    cfg = parse_config({**BASE, "nodes": 3, "bn-statistics": mode, "share-weights": share})
+    cfg = parse_config({**BASE, "dag-nodes": 3, "bn-statistics": mode, "share-weights": share})
     out = _round(cfg, initial_arrays(cfg))
     theta = out.arrays if share else out.theta
     dataset, split = client_data(cfg.data, cfg.run.seed, 0, 2)
@@ -89,7 +89,7 @@ def test_a_client_recalibrates_what_it_replies_or_keeps_when_asked(mode, share, 
 
 
 def test_in_warm_up_rounds_only_theta_moves():
-    cfg = parse_config({**BASE, "nodes": 3, "alpha-warmup-rounds": 1})
+    cfg = parse_config({**BASE, "dag-nodes": 3, "alpha-warmup-rounds": 1})
     arrays = initial_arrays(cfg)
     warm = client_train(cfg, cfg.search, arrays, partition_id=0, num_clients=2, server_round=1)
     assert torch.equal(warm.arrays["alpha"], arrays["alpha"])

@@ -40,7 +40,7 @@ def _randomise(model: torch.nn.Module, seed: int) -> None:
 
 def _pair(space: str, seed: int = 0, **keys) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(reference, fused) built through the registry, in float64, holding the same random state."""
-    cfg = parse_config({"space": space, "channels": 2, **keys}).space
+    cfg = parse_config({"space": space, "channels": 2, **{k.replace("_", "-"): v for k, v in keys.items()}}).space
     spec = DAG_SPEC if space == "dag" else DARTS_SPEC
     ref = build_supernet(cfg, spec, seed, fused=False).double()
     fused = build_supernet(cfg, spec, seed, fused=True).double()
@@ -88,7 +88,7 @@ def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module) -> None:
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("nodes", [2, 3, 5, 8])
 def test_dag_fused_equals_reference_train_mode(nodes, activation):
-    ref, fused = _pair("dag", seed=nodes, nodes=nodes, activation=activation)
+    ref, fused = _pair("dag", seed=nodes, dag_nodes=nodes, activation=activation)
     x, y = _input(DAG_SPEC, batch=2)
     _assert_same(_derivatives(fused, x, y), _derivatives(ref, x, y))
     _assert_same_state(fused, ref)  # BatchNorm running statistics, step counters included
@@ -97,7 +97,7 @@ def test_dag_fused_equals_reference_train_mode(nodes, activation):
 @pytest.mark.parametrize("head", ["gap", "flatten"])
 @pytest.mark.parametrize("nodes", [3, 5])
 def test_dag_fused_equals_reference_eval_mode(nodes, head):
-    ref, fused = _pair("dag", seed=10 + nodes, nodes=nodes, head=head, activation="tanh")
+    ref, fused = _pair("dag", seed=10 + nodes, dag_nodes=nodes, head=head, activation="tanh")
     ref.eval(), fused.eval()
     x, y = _input(DAG_SPEC, batch=2)
     _assert_same(_derivatives(fused, x, y), _derivatives(ref, x, y))
@@ -106,7 +106,7 @@ def test_dag_fused_equals_reference_eval_mode(nodes, head):
 
 @pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
 def test_darts_fused_equals_reference(activation):
-    ref, fused = _pair("darts", seed=3, layers=3, steps=2, activation=activation)
+    ref, fused = _pair("darts", seed=3, layers=3, cell_nodes=2, activation=activation)
     x, y = _input(DARTS_SPEC, batch=2)
     _assert_same(_derivatives(fused, x, y), _derivatives(ref, x, y))
     _assert_same_state(fused, ref)
@@ -115,7 +115,7 @@ def test_darts_fused_equals_reference(activation):
 
 
 def test_darts_fused_equals_reference_default_cells():
-    ref, fused = _pair("darts", seed=4, layers=3, steps=4, head="flatten")
+    ref, fused = _pair("darts", seed=4, layers=3, cell_nodes=4, head="flatten")
     x, y = _input(DARTS_SPEC, batch=2)
     _assert_same(_derivatives(fused, x, y, second=False), _derivatives(ref, x, y, second=False))
     _assert_same_state(fused, ref)
@@ -123,7 +123,7 @@ def test_darts_fused_equals_reference_default_cells():
 
 @pytest.mark.parametrize("space", ["dag", "darts"])
 def test_same_names_shapes_and_seeded_init(space):
-    cfg = parse_config({"space": space, "nodes": 4, "layers": 3, "steps": 2}).space
+    cfg = parse_config({"space": space, "dag-nodes": 4, "layers": 3, "cell-nodes": 2}).space
     spec = DAG_SPEC if space == "dag" else DARTS_SPEC
     ref, fused = build_supernet(cfg, spec, 7, fused=False), build_supernet(cfg, spec, 7)
     assert type(fused) is {"dag": FusedDagSupernet, "darts": FusedDartsSupernet}[space]
@@ -141,7 +141,7 @@ def test_same_names_shapes_and_seeded_init(space):
 
 def test_functional_call_updates_the_given_buffers_only():
     """With buffers passed in (as the unrolled α step does), the module's own stay untouched."""
-    ref, fused = _pair("dag", seed=5, nodes=4)
+    ref, fused = _pair("dag", seed=5, dag_nodes=4)
     x, _ = _input(DAG_SPEC)
     own = {k: v.clone() for k, v in fused.state_dict().items()}
     outs = []
@@ -160,17 +160,17 @@ def test_functional_call_updates_the_given_buffers_only():
 
 
 def test_copies_and_conversions_keep_running_statistics_right():
-    ref, fused = _pair("dag", seed=6, nodes=4)
+    ref, fused = _pair("dag", seed=6, dag_nodes=4)
     x, _ = _input(DAG_SPEC)
     twin = copy.deepcopy(fused)
     twin(x)
-    _assert_same_state(fused, _pair("dag", seed=6, nodes=4)[1])  # the original did not move
+    _assert_same_state(fused, _pair("dag", seed=6, dag_nodes=4)[1])  # the original did not move
     ref(x)
     _assert_same_state(twin, ref)
     back, ref = copy.deepcopy(twin).float().double(), ref.float().double()  # conversions replace the buffers
     back(x), ref(x)
     _assert_same_state(back, ref)
-    fresh = _pair("dag", seed=9, nodes=4)[1]
+    fresh = _pair("dag", seed=9, dag_nodes=4)[1]
     fresh.load_state_dict(ref.state_dict(), assign=True)  # assign replaces them too
     fresh(x), ref(x)
     _assert_same_state(fresh, ref)
@@ -189,7 +189,7 @@ def _functional_loss(model: torch.nn.Module):
 
 def test_per_sample_gradients_through_torch_func():
     """vmap(grad(...)), the usual route to per-example gradients for DP-SGD, in eval mode."""
-    ref, fused = _pair("dag", seed=8, nodes=3)
+    ref, fused = _pair("dag", seed=8, dag_nodes=3)
     ref.eval(), fused.eval()
     x, y = _input(DAG_SPEC, batch=2)
 
@@ -221,7 +221,7 @@ def test_depthwise_matches_conv2d_to_second_order(kernel, dilation):
 
 def test_forward_over_reverse_jacobian_equals_reference():
     """jacfwd of the α-gradient with respect to the input (the identifiability figure's Jacobian)."""
-    ref, fused = _pair("dag", seed=5, nodes=3)
+    ref, fused = _pair("dag", seed=5, dag_nodes=3)
     ref.eval(), fused.eval()
     x, y = _input(DAG_SPEC, batch=1)
 
@@ -237,7 +237,7 @@ def test_forward_over_reverse_jacobian_equals_reference():
 def test_independent_sample_sets_equal_separate_passes_of_the_reference(head):
     # forward(x, sets=S): S sets of samples, each with its own BatchNorm statistics and its own α,
     # must be S separate train-mode passes (the attacker's hypotheses in one call)
-    ref, fused = _pair("dag", nodes=4, head=head)
+    ref, fused = _pair("dag", dag_nodes=4, head=head)
     fused.train()
     fused.stop_tracking_running_stats()
     ref.train()
@@ -261,7 +261,7 @@ def test_independent_sample_sets_equal_separate_passes_of_the_reference(head):
 
 
 def test_independent_sets_refuse_running_statistics():
-    _, fused = _pair("dag", nodes=3)
+    _, fused = _pair("dag", dag_nodes=3)
     x, _ = _input(DAG_SPEC, batch=4)
     with pytest.raises(ValueError, match="running statistics"):
         fused.train()(x, sets=2)

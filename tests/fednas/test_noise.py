@@ -79,7 +79,7 @@ def test_fresh_noise_on_a_hand_made_split():
     split = ClientSplit(0, np.arange(10), np.arange(10, 20), np.zeros(0, dtype=np.int64))
     from fednas.config import parse_config
 
-    cfg = parse_config({"nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 4, "alpha-batch-size": 4})
+    cfg = parse_config({"dag-nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 4, "alpha-batch-size": 4})
     res = local_search(model_for(cfg, data.spec, "cpu"), data, split, cfg.search, 0,
                        input_noise=InputNoise(0.1, "fresh"))
     assert res.steps == 1

@@ -13,9 +13,9 @@ def test_a_string_key_keeps_its_text_and_the_result_parses():
     # fault-partitions is a string key: "1" must stay "1", where TOML would read the integer 1
     assert parse_override("fault-partitions=1") == ("fault-partitions", "1")
     assert parse_override('activation="tanh"') == ("activation", "tanh")
-    sets = parse_overrides(["nodes=4", "alpha-lr=0.01", "share-weights=false", "fault-partitions=0,2"])
-    assert sets == {"nodes": 4, "alpha-lr": 0.01, "share-weights": False, "fault-partitions": "0,2"}
-    assert parse_config(sets).fed.fault_partitions == "0,2"
+    sets = parse_overrides(["dag-nodes=4", "alpha-lr=0.01", "share-weights=false", "fault-partitions=0,2"])
+    assert sets == {"dag-nodes": 4, "alpha-lr": 0.01, "share-weights": False, "fault-partitions": "0,2"}
+    assert parse_config(sets).fault.fault_partitions == "0,2"
 
 
 @pytest.mark.parametrize("item", ["nodes", "=3", ""])

@@ -12,7 +12,7 @@ from fednas.paradigms import PARADIGMS, get_paradigm
 from fednas.paradigms.base import STATE_PREFIX, split_state
 from fednas.paradigms.federation import fedavg, run_federation
 
-TINY = {"nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 4, "max-samples": 300,
+TINY = {"dag-nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 4, "max-samples": 300,
         "enas-controller-steps": 1, "enas-num-aggregate": 2, "enas-derive-samples": 3, "enas-lstm-size": 8,
         "smash-candidates": 4, "smash-hyper-channels": 8}
 

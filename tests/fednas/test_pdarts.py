@@ -17,7 +17,7 @@ from fednas.paradigms.pdarts_net import PdartsDag, PdartsDarts, SkipDropout, fin
 from fednas.spaces import InputSpec
 
 NONE, SKIP = PRIMITIVES.index("none"), PRIMITIVES.index("skip_connect")
-TINY = {"paradigm": "pdarts", "nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 4,
+TINY = {"paradigm": "pdarts", "dag-nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 4,
         "max-samples": 300, "alpha-lr": 0.05}
 
 

@@ -11,7 +11,7 @@ from fednas.spaces import build_supernet
 
 
 def _setup(overrides=None, seed=0):
-    cfg = parse_config({"nodes": 4, "channels": 4, "batch-size": 16, "alpha-batch-size": 16, "theta-lr": 0.1,
+    cfg = parse_config({"dag-nodes": 4, "channels": 4, "batch-size": 16, "alpha-batch-size": 16, "theta-lr": 0.1,
                         "max-samples": 600, **(overrides or {})})
     dataset, split = client_data(cfg.data, cfg.run.seed, 0, 2)
     model = build_supernet(cfg.space, dataset.spec, seed)

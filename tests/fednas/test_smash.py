@@ -15,7 +15,7 @@ from fednas.paradigms.ranking import SCORES, candidates_of
 from fednas.paradigms.smash import build_smash, smash_optimizer
 from fednas.spaces import InputSpec
 
-TINY = {"paradigm": "smash", "nodes": 4, "channels": 4, "local-steps": 3, "batch-size": 8, "max-samples": 300,
+TINY = {"paradigm": "smash", "dag-nodes": 4, "channels": 4, "local-steps": 3, "batch-size": 8, "max-samples": 300,
         "smash-candidates": 6, "smash-hyper-channels": 8}
 
 

@@ -30,7 +30,7 @@ def test_mixed_op_is_the_weighted_sum_of_its_ops():
 @pytest.mark.parametrize("head", ["gap", "flatten"])
 @pytest.mark.parametrize("nodes", [2, 3, 5])
 def test_dag_shapes_and_alpha_size(act, head, nodes):
-    cfg = parse_config({"nodes": nodes, "channels": 4, "activation": act, "head": head})
+    cfg = parse_config({"dag-nodes": nodes, "channels": 4, "activation": act, "head": head})
     model = build_supernet(cfg.space, InputSpec(1, 8, 10), seed=0)
     assert model(torch.rand(3, 1, 8, 8)).shape == (3, 10)
     (alpha,) = model.arch_parameters()
@@ -56,7 +56,7 @@ def test_darts_rejects_sizes_it_cannot_halve_twice():
 
 
 def test_alpha_and_theta_split_the_parameters():
-    cfg = parse_config({"nodes": 4, "channels": 4})
+    cfg = parse_config({"dag-nodes": 4, "channels": 4})
     model = build_supernet(cfg.space, InputSpec(1, 8, 10), seed=0)
     a = {id(p) for p in model.arch_parameters()}
     w = {id(p) for p in model.weight_parameters()}
@@ -64,7 +64,7 @@ def test_alpha_and_theta_split_the_parameters():
 
 
 def test_init_is_seeded_and_follows_the_config():
-    cfg = parse_config({"nodes": 4, "channels": 4, "theta-init-bound": 0.1, "alpha-init-scale": 1e-3})
+    cfg = parse_config({"dag-nodes": 4, "channels": 4, "theta-init-bound": 0.1, "alpha-init-scale": 1e-3})
     m1 = build_supernet(cfg.space, InputSpec(1, 8, 10), seed=3)
     m2 = build_supernet(cfg.space, InputSpec(1, 8, 10), seed=3)
     m3 = build_supernet(cfg.space, InputSpec(1, 8, 10), seed=4)
@@ -78,7 +78,7 @@ def test_init_is_seeded_and_follows_the_config():
 def test_arrays_round_trip_exactly_through_flower_array_record():
     from flwr.app import ArrayRecord
 
-    cfg = parse_config({"nodes": 4, "channels": 4})
+    cfg = parse_config({"dag-nodes": 4, "channels": 4})
     src = build_supernet(cfg.space, InputSpec(1, 8, 10), seed=1)
     dst = build_supernet(cfg.space, InputSpec(1, 8, 10), seed=2)
     record = ArrayRecord({**src.arch_state(), **src.weight_state()})
@@ -89,7 +89,7 @@ def test_arrays_round_trip_exactly_through_flower_array_record():
 
 
 def test_load_arrays_names_the_bad_array():
-    cfg = parse_config({"nodes": 4, "channels": 4})
+    cfg = parse_config({"dag-nodes": 4, "channels": 4})
     model = build_supernet(cfg.space, InputSpec(1, 8, 10), seed=0)
     with pytest.raises(ValueError, match="'alpha'"):
         model.load_arrays({"alpha": torch.zeros(3, 8)})
@@ -116,7 +116,7 @@ def test_genotype_on_a_hand_set_alpha():
         (("max_pool_3x3", 0), ("skip_connect", 1)),
         (("dil_conv_5x5", 0), ("sep_conv_5x5", 2)),  # 'none' never wins; (1,3) is weakest
     )
-    cfg = parse_config({"nodes": 4, "channels": 4})
+    cfg = parse_config({"dag-nodes": 4, "channels": 4})
     model = build_supernet(cfg.space, InputSpec(1, 8, 10), seed=0)
     with torch.no_grad():
         model.alpha.copy_(torch.log(torch.tensor(w, dtype=torch.float32)))

@@ -16,7 +16,7 @@ from server.bnstats import PooledStatistics
 from server.strategies import RoundBook
 from tests.server.inprocess_grid import run_strategy
 
-FLAT = {"nodes": 3, "channels": 4, "local-steps": 3, "batch-size": 8, "alpha-batch-size": 4, "max-samples": 300}
+FLAT = {"dag-nodes": 3, "channels": 4, "local-steps": 3, "batch-size": 8, "alpha-batch-size": 4, "max-samples": 300}
 CLIENTS = 3
 
 

@@ -17,7 +17,7 @@ from server.eavesdrop import Eavesdropper
 from server.strategies import RoundBook
 from tests.server.inprocess_grid import run_strategy
 
-FLAT = {"nodes": 3, "channels": 4, "local-steps": 3, "batch-size": 8, "alpha-batch-size": 4, "max-samples": 300,
+FLAT = {"dag-nodes": 3, "channels": 4, "local-steps": 3, "batch-size": 8, "alpha-batch-size": 4, "max-samples": 300,
         "theta-lr": 0.1, "alpha-lr": 0.01}
 CLIENTS = 2
 

@@ -16,7 +16,7 @@ from server.eavesdrop import Eavesdropper
 from server.strategies import RoundBook
 from tests.server.inprocess_grid import InProcessGrid, through
 
-FLAT = {"nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 200,
+FLAT = {"dag-nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 200,
         "head": "flatten"}
 CLIENTS = 2
 

@@ -24,7 +24,7 @@ HOSTILE = {1: "nan", 2: "shape", 3: "broadcast", 4: "extra-array", 5: "missing-a
 REASONS = {1: "non-finite", 2: "has shape (24,), expected (3, 8)", 3: "has shape (1, 8), expected (3, 8)",
            4: "unexpected arrays ['extra']", 5: "missing arrays ['alpha']", 6: "exceeds max-update-norm",
            7: "has dtype float64, expected float32"}
-FLAT = {"nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 600,
+FLAT = {"dag-nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 600,
         "min-train-clients": CLIENTS, "max-update-norm": 1000.0, "head": "flatten",
         "fault-partitions": ",".join(f"{p}:{m}" for p, m in HOSTILE.items())}
 

@@ -18,7 +18,7 @@ from server.paradigm_strategy import ParadigmStrategy, with_paradigm
 from server.strategies import RoundBook
 from tests.server.inprocess_grid import InProcessGrid
 
-FLAT = {"nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 200,
+FLAT = {"dag-nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 200,
         "enas-controller-steps": 1, "enas-num-aggregate": 2, "enas-derive-samples": 3, "enas-lstm-size": 8,
         "smash-candidates": 4, "smash-hyper-channels": 8}
 CLIENTS = 2

@@ -12,7 +12,7 @@ from server.guard import ReplyGuard
 from server.strategies import RoundBook, build_strategy
 from tests.server.inprocess_grid import InProcessGrid, through
 
-FLAT = {"nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 400,
+FLAT = {"dag-nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 400,
         "head": "flatten"}
 POISONED = 1  # this partition replies alpha = 1e30: finite and well-formed, so the guard lets it through
 

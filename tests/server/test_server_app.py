@@ -61,7 +61,7 @@ def test_fedprox_runs_inside_the_server_app(tmp_path, reply):
     # strategy = "fedprox" used to pass validation and then fail inside the ServerApp
     import json
 
-    tiny = {"num-server-rounds": 1, "nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8,
+    tiny = {"num-server-rounds": 1, "dag-nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8,
             "alpha-batch-size": 4, "max-samples": 300, "strategy": "fedprox", "proximal-mu": 0.1, "reply": reply}
     run = {k.name: k.default for k in KEYS} | tiny | {"run-dir": str(tmp_path)}
     grid = run_server_app(run, 2)

@@ -16,7 +16,7 @@ from server.eavesdrop import Eavesdropper
 from simulations.adra_sweep import main
 from tests.server.inprocess_grid import InProcessGrid
 
-FLAT = {"nodes": 3, "channels": 4, "local-steps": 1, "alpha-batch-size": 1, "batch-size": 8, "max-samples": 200,
+FLAT = {"dag-nodes": 3, "channels": 4, "local-steps": 1, "alpha-batch-size": 1, "batch-size": 8, "max-samples": 200,
         "head": "flatten", "alpha-optimizer": "sgd", "eavesdrop": True, "attack-online": False}
 
 
@@ -24,7 +24,7 @@ def capture_run(path: Path) -> Path:
     """One eavesdropped round of 2 real clients, with the config.json the attack reads (and the
     truth the clients write into the run directory, as in a simulation)."""
     cfg = parse_config({**FLAT, "run-dir": str(path)})
-    RunLog(cfg, path, {"nodes": 2})
+    RunLog(cfg, path, {"supernodes": 2})
     strategy = Eavesdropper(FedAvg(fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=2), CaptureStore(path))
     strategy.start(grid=InProcessGrid(cfg.flat(), 2, train), initial_arrays=ArrayRecord(initial_arrays(cfg)),
                    num_rounds=1, train_config=ConfigRecord(search_to_record(cfg.search)))
@@ -43,7 +43,7 @@ def test_the_sweep_attacks_a_reused_run_and_replaces_a_repeated_row(tmp_path, ca
     (out / "runs.json").write_text(json.dumps({"sgd-p3-b1": str(run)}))  # the capture run is reused, not relaunched
     quick = ["--set", "adra-iterations=3", "--set", "adra-restarts=1", "--set", "attack-identifiability=false",
              "--set", "adra-init=noise"]
-    args = ["--nodes", "3", "--batches", "1", "--knows", "true", "--workers", "0", "--out", str(out), *quick]
+    args = ["--dag-nodes", "3", "--batches", "1", "--knows", "true", "--workers", "0", "--out", str(out), *quick]
     assert main([*args, "--modes", "paper,strong"]) == 0
     rows = _rows(out)
     assert [(r["P"], r["B"], r["mode"], r["knows-weights"]) for r in rows] == [("3", "1", "paper", "true"),

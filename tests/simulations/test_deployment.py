@@ -42,7 +42,7 @@ def test_a_deployment_cannot_be_asked_to_write_truth(capsys):
 @pytest.mark.slow
 def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds(tmp_path):
     result = launch_deployment(None, [
-        "num-server-rounds=2", "nodes=3", "channels=4", "max-samples=300", "head=flatten", "local-steps=1",
+        "num-server-rounds=2", "dag-nodes=3", "channels=4", "max-samples=300", "head=flatten", "local-steps=1",
         "alpha-batch-size=1", "fraction-evaluate=0.0", "min-evaluate-clients=0", "eavesdrop=true",
         "attack-online=true", "attack-workers=0", "adra-iterations=2", "adra-restarts=1",
         "attack-identifiability=false", "dp-sgd=true", f"output-dir={tmp_path}", "run-name=deploy",
@@ -58,7 +58,7 @@ def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds(tmp_pat
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["rounds-completed"] == 2
     config = json.loads((run / "config.json").read_text())
-    assert config["federation"]["nodes"] == 2 and config["config"]["write-truth"] is False
+    assert config["federation"]["supernodes"] == 2 and config["config"]["write-truth"] is False
     # the eavesdropper captured both clients in both rounds; nothing told it which samples they used
     ids = CaptureStore(run).ids()
     assert len(ids) == 4 and not (run / "truth").exists()

@@ -1,4 +1,4 @@
-"""Hostile clients in a real federated run (flwr run, Ray): every row of issue 14's table at once.
+"""Hostile clients in a real federated run (flwr run, Ray): every fault mode at once.
 
 One run, eleven clients: three honest (0, 9, 10) and eight hostile, each misbehaving in its
 own way in every round, through the real ClientApp's fault-injection mod. The run must
@@ -31,7 +31,7 @@ REJECTED = {1: ("nan", "non-finite"), 2: ("shape", "has shape (24,), expected (3
             8: ("dtype", "has dtype float64, expected float32")}
 DIES = 7  # os._exit in every train call
 FAULTS = ",".join([f"{p}:{mode}" for p, (mode, _) in REJECTED.items()] + [f"{DIES}:exit"])
-SETS = ["num-server-rounds=2", "nodes=3", "channels=4", "local-steps=1", "batch-size=8", "alpha-batch-size=2",
+SETS = ["num-server-rounds=2", "dag-nodes=3", "channels=4", "local-steps=1", "batch-size=8", "alpha-batch-size=2",
         "max-samples=660", "head=flatten", "max-update-norm=1000.0", "eavesdrop=true", "attack-online=false",
         "fraction-evaluate=0.0", "min-evaluate-clients=0", "central-eval=false",
         f"fault-partitions={FAULTS}"]

@@ -63,7 +63,7 @@ def test_an_interrupted_summary_keeps_the_last_finished_round(tmp_path):
 def test_sigint_mid_round_stops_the_run_and_every_process_of_it(tmp_path):
     # three rounds slow enough that the signal lands in round 2
     cmd = [sys.executable, "-m", "simulations", "run", "--clients", "2", "--set", "num-server-rounds=3",
-           "--set", "nodes=3", "--set", "channels=4", "--set", "max-samples=300", "--set", "local-steps=40",
+           "--set", "dag-nodes=3", "--set", "channels=4", "--set", "max-samples=300", "--set", "local-steps=40",
            "--set", f"output-dir={tmp_path}", "--set", "run-name=interrupt"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launcher = subprocess.Popen(cmd, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -17,8 +17,8 @@ from tests import reference
 
 
 @pytest.mark.parametrize("sets, words", [
-    (["nodez=4"], ["nodez", "nodes"]),
-    (["nodes=1"], ["'nodes'", ">= 2"]),
+    (["nodez=4"], ["nodez", "dag-nodes"]),
+    (["dag-nodes=1"], ["'dag-nodes'", ">= 2"]),
     (["dataset=imagenet"], ["'dataset'", "mnist"]),
     (["fraction-train=0"], ["'fraction-train'"]),
 ])
@@ -42,17 +42,28 @@ def test_experiment_files_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_experiment(tmp_path / "missing.toml")
     good = tmp_path / "good.toml"
-    good.write_text("nodes = 4\n[federation]\nclients = 2\n")
+    good.write_text("dag-nodes = 4\n[federation]\nclients = 2\n")
     overrides, federation = prepare(PROJECT_ROOT, good, ["channels=4"], {})
-    assert overrides == {"nodes": 4, "channels": 4} and federation.clients == 2
+    assert overrides == {"dag-nodes": 4, "channels": 4} and federation.clients == 2
+
+
+def test_an_experiment_file_with_an_old_key_name_still_runs_and_set_overrides_it(tmp_path):
+    old = tmp_path / "old.toml"
+    old.write_text("nodes = 4\n")
+    with pytest.warns(DeprecationWarning, match="use 'dag-nodes'"):
+        overrides, _ = prepare(PROJECT_ROOT, old, ["channels=4"], {"clients": 2})
+    assert overrides == {"dag-nodes": 4, "channels": 4}  # what flwr gets: names its pyproject table has
+    with pytest.warns(DeprecationWarning):
+        overrides, _ = prepare(PROJECT_ROOT, old, ["dag-nodes=5"], {"clients": 2})
+    assert overrides == {"dag-nodes": 5}  # one source's old name, another's new one: the later wins
 
 
 def test_a_search_that_cannot_fit_in_memory_is_warned_of_before_anything_starts(caplog):
     caplog.set_level(logging.WARNING, logger="simulations.launcher")
-    prepare(PROJECT_ROOT, None, ["nodes=8"], {"clients": 2})
+    prepare(PROJECT_ROOT, None, ["dag-nodes=8"], {"clients": 2})
     assert "needs about" not in caplog.text
     # P = 256 with batches of 4096 8x8 images: terabytes, more than any machine has
-    prepare(PROJECT_ROOT, None, ["nodes=256", "batch-size=4096"], {"clients": 2, "ray_cpus": 2})
+    prepare(PROJECT_ROOT, None, ["dag-nodes=256", "batch-size=4096"], {"clients": 2, "ray_cpus": 2})
     assert "needs about" in caplog.text and "'batch-size' 4096" in caplog.text and "2 client(s) at once" in caplog.text
 
 
@@ -71,7 +82,7 @@ def test_one_eavesdropped_run_through_flwr_writes_every_file_and_both_attacks(tm
     """One real ``flwr run`` checks the run's files, a failing client, derive, the eavesdropper with
     the online ADRA, and ``amia = true`` (each a Flower run of its own before: about 1 min each)."""
     # client 2 raises in every train call: the run must go on with the others and count it
-    result = launch(None, ["num-server-rounds=2", "nodes=3", "channels=4", "local-steps=2", "max-samples=400",
+    result = launch(None, ["num-server-rounds=2", "dag-nodes=3", "channels=4", "local-steps=2", "max-samples=400",
                            "batch-size=16", "alpha-batch-size=1", f"output-dir={tmp_path}", "run-name=e2e",
                            "fault-partitions=2", "derive=true", "derive-rounds=1", "derive-random=1",
                            "eavesdrop=true", "attack-online=true", "attack-workers=1", "adra-iterations=3",
@@ -83,7 +94,7 @@ def test_one_eavesdropped_run_through_flwr_writes_every_file_and_both_attacks(tm
     for name in ("config.json", "rounds.csv", "genotype.json", "summary.json", "model.npz"):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
-    assert config["config"]["nodes"] == 3 and config["federation"]["nodes"] == 3
+    assert config["config"]["dag-nodes"] == 3 and config["federation"]["supernodes"] == 3
     rounds = pd.read_csv(run / "rounds.csv")
     assert list(rounds["round"]) == [1, 2]
     assert (rounds["sampled"] == 3).all() and (rounds["replied"] == 2).all() and (rounds["failed"] == 1).all()

@@ -58,7 +58,7 @@ def test_a_simulation_runs_on_a_local_head_and_worker(tmp_path, caplog):
         assert "worker-0 node exited with code 1 (try 1 of 3)" in caplog.text and "trying again" in caplog.text
         assert cluster.nodes() == 2
         # one CPU a client on two one-CPU nodes: Flower's actor pool has one actor on each node
-        result = launch(None, ["num-server-rounds=2", "nodes=3", "channels=4", "max-samples=300", "local-steps=2",
+        result = launch(None, ["num-server-rounds=2", "dag-nodes=3", "channels=4", "max-samples=300", "local-steps=2",
                                "fraction-evaluate=0.0", "min-evaluate-clients=0", "eavesdrop=true",
                                "attack-online=false", f"output-dir={tmp_path}", "run-name=ray-cluster"],
                         clients=2, ray_address=cluster.address)

@@ -141,7 +141,8 @@ def test_the_estimate_is_per_capture_scaled_by_p_and_reads_other_folders(tmp_pat
 
 
 def test_published_text_names_paths_from_the_project_root(tmp_path, monkeypatch):
-    from simulations.tables.__main__ import portable, publish
+    from simulations.tables.__main__ import publish
+    from simulations.tables.render import portable
 
     monkeypatch.chdir(tmp_path)  # run from the project root
 
@@ -153,3 +154,44 @@ def test_published_text_names_paths_from_the_project_root(tmp_path, monkeypatch)
     assert (tmp_path / "docs" / "tables.md").read_text() == "not found under data-root='data' (looked in data/x)\n"
     assert (tmp_path / "docs" / "table1.csv").read_text() == "note\n.\n"
     assert portable(f"a {tmp_path}/data b {tmp_path}", tmp_path) == "a data b ."
+
+
+def _git(root, *args):
+    import subprocess
+
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=root, check=True,
+                   capture_output=True)
+
+
+def test_a_source_change_makes_finished_cells_stale_and_a_dirty_tree_cannot_publish(tmp_path, root):
+    from simulations.tables import fingerprint
+    from simulations.tables.__main__ import refuse_dirty
+    from simulations.tables.runner import is_done
+
+    project = tmp_path / "project"
+    (project / "fednas").mkdir(parents=True)
+    (project / "fednas" / "a.py").write_text("x = 1\n")
+    (project / "README.md").write_text("r\n")
+    _git(project, "init", "-q")
+    _git(project, "add", ".")
+    _git(project, "commit", "-q", "-m", "one")
+    before = fingerprint.engine(project)
+    assert refuse_dirty(project) == "" and not before["commit"].endswith("-dirty")
+    (project / "README.md").write_text("docs change\n")  # not source: same hash, but a dirty tree
+    assert fingerprint.source_hash(project) == before["source"]
+    assert "uncommitted changes" in refuse_dirty(project) and "README.md" in refuse_dirty(project)
+    _git(project, "checkout", "-q", "README.md")
+    (project / "fednas" / "b.py").write_text("y = 2\n")  # a new, untracked module: other source, dirty
+    assert fingerprint.source_hash(project) != before["source"] and "fednas/b.py" in refuse_dirty(project)
+
+    plan = make_plan(SMOKE, (2,), data_root=root)
+    task = next(t for t in plan.tasks.values() if t.kind == "adra")
+    path = result_path(tmp_path / "out", task.key)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"key": task.key, "status": "ok", "spec": task.spec, "result": {}, "engine": before}))
+    assert is_done(tmp_path / "out", task, before)
+    assert not is_done(tmp_path / "out", task, fingerprint.engine(project))  # the source changed: run again
+    newer_torch = {**before, "libraries": {**before["libraries"], "torch": "99.0"}}
+    assert not is_done(tmp_path / "out", task, newer_torch)
+    path.write_text(json.dumps({"key": task.key, "status": "ok", "spec": task.spec, "result": {}}))
+    assert not is_done(tmp_path / "out", task, before)  # a result older than fingerprints

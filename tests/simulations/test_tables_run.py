@@ -84,6 +84,21 @@ def test_the_smoke_scale_writes_every_table_with_both_columns(resumed):
         assert (out / f"{name}.png").stat().st_size > 1000
     assert "paradigm not built" in md or "paradigm" in md
     assert "Wilson" in md and "2·P[decision = label] − 1" in md  # both sides' definitions are stated
+    # the strict identification, the nulls and the engine of every computed row
+    t1 = list(csv.DictReader((out / "table1.csv").open()))
+    attacked = [r for r in t1 if r["n"] and not r["null"]]
+    assert attacked and all(r["identified-dataset"] != "" for r in attacked)
+    assert {r["null"] for r in t1 if r["null"]} == {"aux-random", "aux-mean"}
+    assert sum(1 for r in t1 if r["null"]) == 2 * len({(r["activation"], r["P"]) for r in attacked})
+    for t in range(1, 7):
+        computed = [r for r in csv.DictReader((out / f"table{t}.csv").open()) if r["n"] and not r.get("null")]
+        assert all(r["engine-matches"] == "True" and r["commit"] for r in computed), f"table {t}"
+    t3 = [r for r in csv.DictReader((out / "table3.csv").open()) if r["n"]]
+    for r in t3:  # the references beside F1 come from the row's own set sizes
+        m, n = int(r["n"]), int(r["n-nonmembers"])
+        assert float(r["all-member-f1"]) == pytest.approx(2 * m / (2 * m + n))
+        assert float(r["chance-f1-lo"]) < float(r["all-member-f1"]) and float(r["chance-acc-lo"]) < 0 < float(r["chance-acc-hi"])
+    assert "as 2P − 1" in md and "✓" in md
     assert "--scale smoke --workers 2" in md and "invocation(s)" in md  # the command, commit and wall time
 
 

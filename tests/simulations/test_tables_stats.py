@@ -6,69 +6,56 @@ import numpy as np
 import pytest
 
 from attacks.amia import metrics as amia_metrics
-from simulations.tables import figures, stats
+from fednas import stats
+from simulations.tables import figures
 
 
-def test_wilson_and_newcombe_match_newcombes_published_examples():
-    # Newcombe (1998), Stat Med 17:857 and 17:873: worked examples of the score methods
-    assert stats.wilson(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
-    assert stats.wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
-    assert stats.newcombe(56, 70, 48, 80) == pytest.approx((0.0524, 0.3339), abs=1e-4)
-    assert stats.newcombe(9, 10, 3, 10) == pytest.approx((0.1705, 0.8090), abs=1e-4)
-    assert all(math.isnan(v) for v in stats.wilson(0, 0))
+def test_an_adra_cell_counts_captures_as_clusters_and_scores_its_nulls_alike():
+    """B = 2: four captures of two samples. The rates' intervals are the cluster ones; a null
+    is summarised by the very same code."""
+    s = {"success": [True, True, False, False, True, False, False, False],
+         "identified": [True, True, False, False, False, False, False, False],
+         "identified-dataset": [True, False, False, False, False, False, False, False],
+         "mse": [0.01, 0.02, 0.05, 0.06, 0.03, 0.04, 0.07, 0.05], "psnr": [20.0, 17.0, 13.0, 12.2, 15.2, 14.0, 11.5, 13.0],
+         "ssim": [0.5] * 8, "label-correct": [True] * 8, "capture": ["0:a", "0:a", "0:b", "0:b", "1:a", "1:a", "1:b", "1:b"]}
+    fig = figures.adra({"samples": s, "nulls": {"aux-mean": s}, "captures": 4})
+    p, lo, hi, _ = stats.cluster_rate(s["success"], s["capture"])
+    assert (fig["success"].value, fig["success"].lo, fig["success"].hi) == (p, lo, hi) and fig["success"].k == 4
+    m, lo, hi, n, k = stats.cluster_mean(s["mse"], s["capture"])
+    assert (fig["mse"].value, fig["mse"].lo, fig["mse"].hi, fig["mse"].n, fig["mse"].k) == (m, lo, hi, 8, 4)
+    assert fig["identified-dataset"].value == 1 / 8
+    assert fig["nulls"]["aux-mean"]["success"] == fig["success"]
+    # results made before captures were recorded: every sample its own cluster (Wilson)
+    old = figures.adra({"samples": {k: v for k, v in s.items() if k not in ("capture", "identified-dataset")}})
+    assert (old["success"].lo, old["success"].hi) == stats.wilson_interval(3, 8)
+    assert not old["identified-dataset"].ok
 
 
-def test_wilson_covers_about_95_percent():
-    rng = np.random.default_rng(0)
-    n, p = 40, 0.3
-    hits = sum(lo <= p <= hi for lo, hi in (stats.wilson(k, n) for k in rng.binomial(n, p, 4000)))
-    assert 0.93 <= hits / 4000 <= 0.975
+def test_the_f1_an_accuracy_allows_is_what_every_balanced_confusion_matrix_gives():
+    n = 40
+    for correct in (0.3, 0.5, 0.56, 0.78, 0.93):
+        k = round(2 * n * correct)
+        f1s = [2 * tp / (2 * tp + (n - (k - tp)) + (n - tp)) if tp else 0.0
+               for tp in range(0, n + 1) if 0 <= k - tp <= n]
+        lo, hi = figures.f1_range(k / (2 * n))
+        assert (lo, hi) == pytest.approx((min(f1s), max(f1s)))
 
 
-def test_wilson_interval_holds_its_own_rate_at_zero_and_one():
-    # a lower bound a rounding error above 0 gave the SR plot a negative error bar (matplotlib refuses it)
-    for n in (1, 6, 7, 30, 300):
-        assert stats.wilson(0, n)[0] == 0.0 and stats.wilson(n, n)[1] == 1.0
-        assert all(lo <= k / n <= hi for k in range(n + 1) for lo, hi in [stats.wilson(k, n)])
-
-
-def test_auc_interval_at_chance_is_the_mann_whitney_spread_of_the_amia_metrics():
-    for n_pos, n_neg in ((100, 100), (45, 300)):
-        lo, hi = stats.auc_interval(0.5, n_pos, n_neg)
-        sd = amia_metrics.chance_spread(n_pos, n_neg)["auc-chance-sd"]
-        assert (hi - lo) / 2 == pytest.approx(stats.Z * sd, rel=1e-9)
-
-
-def test_confusion_counts_recovered_from_the_papers_attack_acc_and_f1():
-    rng = np.random.default_rng(1)
-    for _ in range(50):
-        n = int(rng.integers(5, 300))
-        labels = np.r_[np.ones(n, int), np.zeros(n, int)]
-        decisions = (rng.random(2 * n) < rng.random()).astype(int)
-        acc = amia_metrics.attack_accuracy(labels, decisions)
-        f1 = amia_metrics.f1_score(labels, decisions)
-        tp, fp = int(decisions[:n].sum()), int(decisions[n:].sum())
-        if tp == 0:
-            continue  # F1 = 0 says nothing about FP
-        assert stats.confusion(acc, f1, n) == (tp, fp)
-
-
-def test_bootstrap_mean_interval_is_the_normal_one_for_a_large_sample():
-    x = np.random.default_rng(2).normal(3.0, 2.0, 400)
-    m, lo, hi = stats.bootstrap_mean(list(x))
-    assert lo < m < hi and m == pytest.approx(x.mean())
-    assert (hi - lo) / 2 == pytest.approx(1.96 * x.std(ddof=1) / math.sqrt(len(x)), rel=0.15)
-    d, dlo, dhi = stats.bootstrap_diff(list(x), list(x + 1.0))
-    assert d == pytest.approx(-1.0) and dlo < -1.0 < dhi
-    assert all(math.isnan(v) for v in stats.bootstrap_mean([None, float("nan")]))
+def test_the_papers_attack_acc_fits_its_f1_in_one_reading_only():
+    mnist = figures.paper_readings(0.56, 0.64)  # read as 2P - 1 it forces F1 >= 0.718
+    assert mnist["plain accuracy"]["fits"] and not mnist["2P − 1"]["fits"]
+    assert mnist["2P − 1"]["f1-range"][0] == pytest.approx(0.56 / 0.78)
+    cifar100 = figures.paper_readings(0.86, 0.92)
+    assert cifar100["2P − 1"]["fits"] and not cifar100["plain accuracy"]["fits"]
 
 
 def test_pooled_amia_figures_equal_the_metrics_of_the_pooled_decisions():
-    """Two seeds' result rows pooled through their counts give the metrics of all decisions at once."""
+    """Two seeds' result rows (members and non-members unbalanced) pooled through their counts
+    give the metrics of all decisions at once, with the references beside F1."""
     rng = np.random.default_rng(3)
     rows, all_labels, all_dec = [], [], []
-    for n in (60, 90):
-        labels = np.r_[np.ones(n, int), np.zeros(n, int)]
+    for n_pos, n_neg in ((60, 80), (90, 70)):
+        labels = np.r_[np.ones(n_pos, int), np.zeros(n_neg, int)]
         scores = rng.normal(labels * 0.3, 1.0)
         dec = (scores > 0.1).astype(int)
         rows.append(amia_metrics.membership_metrics(labels, scores, dec))
@@ -79,7 +66,9 @@ def test_pooled_amia_figures_equal_the_metrics_of_the_pooled_decisions():
     assert pooled["attack-acc"].value == pytest.approx(amia_metrics.attack_accuracy(labels, dec))
     assert pooled["f1"].value == pytest.approx(amia_metrics.f1_score(labels, dec))
     assert pooled["attack-acc"].lo < pooled["attack-acc"].value < pooled["attack-acc"].hi
-    assert pooled["attack-acc"].n == 150
+    assert pooled["attack-acc"].n == 150 and pooled["n-nonmembers"] == 150
+    assert pooled["all-member-f1"] == pytest.approx(amia_metrics.f1_score(labels, np.ones_like(labels)))
+    assert pooled["chance"] == stats.chance_range(150, 150)
 
 
 def test_the_recorded_command_names_no_machines_folders(tmp_path):
@@ -87,9 +76,29 @@ def test_the_recorded_command_names_no_machines_folders(tmp_path):
 
     root = tmp_path / "project"
     cmd = f"python -m simulations.tables --out {root}/outputs/t --costs-from /tmp/tcost /work/wt/x/outputs/t"
-    assert portable(cmd, root) == "python -m simulations.tables --out outputs/t --costs-from …/tmp/tcost …/outputs/t"
+    assert portable(cmd, root) == "python -m simulations.tables --out outputs/t --costs-from …/tcost …/outputs/t"
     out = tmp_path / "out"
     out.mkdir()
     log_invocation(out, "python -m simulations.tables --costs-from /tmp/tcost", "abc", 1.0, {"ok": 1})
-    assert provenance(out)[0] == "Command: `python -m simulations.tables --costs-from …/tmp/tcost`  "
+    assert provenance(out)[0] == "Command: `python -m simulations.tables --costs-from …/tcost`  "
     assert "/tmp/tcost" in (out / "invocations.json").read_text()  # the log keeps the whole path
+    # prose, fractions and URLs are not paths
+    text = "D^α / D^θ, 1/3, TP/FP, https://example.org/a/b, s/capture"
+    assert portable(text, root) == text
+
+
+def test_the_nulls_are_built_from_the_aux_pool_and_the_class_only():
+    from simulations.tables.engines import null_reconstruction
+
+    rng = np.random.default_rng(7)
+    aux_x = rng.random((30, 1, 4, 4)).astype(np.float32)
+    aux_y = np.repeat(np.arange(3), 10)
+    samples, labels = [(0, 0, 101), (0, 1, 57), (1, 0, 3)], [2, 0, 2]
+    rec = null_reconstruction("aux-random", "c", samples, labels, aux_x, aux_y, np.random.default_rng(0))
+    assert rec.status == "ok" and list(rec.labels) == labels and list(rec.steps) == [0, 0, 1]
+    for img, label in zip(rec.images, labels):  # each an aux image of the sample's own class
+        assert any(np.array_equal(img, a) for a in aux_x[aux_y == label])
+    rec = null_reconstruction("aux-mean", "c", samples, labels, aux_x, aux_y, np.random.default_rng(0))
+    assert np.allclose(rec.images[0], aux_x[20:].mean(axis=0)) and np.allclose(rec.images[1], aux_x[:10].mean(axis=0))
+    missing = null_reconstruction("aux-mean", "c", [(0, 0, 1)], [7], aux_x, aux_y, np.random.default_rng(0))
+    assert missing.status == "failed" and "class 7" in missing.reason
