@@ -21,7 +21,7 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -201,3 +201,45 @@ def invert(net: InverseNet, problem) -> tuple[torch.Tensor, torch.Tensor]:
     f = features(problem.observed[None].float().cpu(), free_update(problem).cpu())
     images, logits = net(f)
     return images[0], logits[0]
+
+
+def settings_of(s, seed: int = 0) -> InverseSettings:
+    """The inverse's settings from the ``attack`` config section."""
+    return InverseSettings(pairs=s.adra_inverse_pairs, epochs=s.adra_inverse_epochs, hidden=s.adra_inverse_hidden,
+                           augment=s.adra_inverse_augment, seed=seed)
+
+
+def solve_inverse(problem, s, aux_images, aux_labels, progress=None, seed: int = 0):
+    """``adra-method = "inverse"``: read the capture through the round's learned inverse, then
+    (``adra-inverse-polish`` > 0) refine that image on the match by Levenberg–Marquardt,
+    keeping the refinement only where it lowers the match.
+
+    Returns the ``solver.Solution`` and the inverse's figures (held-out loss, label
+    accuracy, pair and training seconds, whether it came from the cache).
+    """
+    from attacks.adra.solver import LABEL_CONFIDENCE, Solution, _refine_lm, make_param, match_at
+
+    if aux_images is None:
+        raise ValueError("adra-method = 'inverse' needs the attacker's aux pool (Knowledge.aux_images)")
+    report = progress or (lambda *a: None)
+    report("inverse", 0, 1, None)
+    aux_x = torch.as_tensor(aux_images).float()
+    aux_y = torch.as_tensor(aux_labels).long()
+    net, figures = InverseCache(s.adra_cache_dir or None).inverse(problem, aux_x, aux_y, settings_of(s, seed))
+    images, logits = invert(net, problem)
+    labels = logits.argmax(-1)
+    match = match_at(problem, images, labels)
+    report("inverse", 1, 1, match)
+    best = Solution(images, labels, match, 1, 0)
+    if s.adra_inverse_polish > 0:
+        one = problem.steps * problem.batch == 1
+        fixed = labels.view(1, 1, 1).to(problem.victim.device) if one else None
+        logits0 = None if one else LABEL_CONFIDENCE * F.one_hot(labels, problem.classes).float()[None].to(problem.victim.device)
+        polish = replace(s, adra_iterations=s.adra_inverse_polish)
+        sol = _refine_lm(problem, polish, make_param(problem, polish, aux_images), images[None].to(problem.victim.device),
+                         fixed, logits0, report, aux_images)
+        figures["polish-match"] = sol.match
+        if sol.match < match:
+            best = Solution(sol.images, sol.labels, sol.match, 2, sol.iterations)
+    figures["inverse-match"] = match
+    return best, figures
