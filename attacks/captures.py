@@ -20,15 +20,18 @@ Layout under the run directory::
                                (:mod:`fednas.truth`: only the scoring reads it).
 
 Every file is written atomically, the capture's JSON last, so a capture exists exactly
-when its JSON does. Loading returns plain numpy arrays and dicts.
+when its JSON does. Loading returns plain numpy arrays and dicts. The JSON files carry
+``schema-version`` (:mod:`fednas.schema`); reading checks them against the schema
+(:meth:`Manifest.from_json`, :func:`check_capture`) and a file that is truncated or breaks
+it raises :class:`fednas.schema.SchemaError` naming the file and the field.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +40,14 @@ from typing import Any
 import numpy as np
 
 from fednas.rundir import atomic_save_npz, atomic_write_json, load_npz
+from fednas.schema import SCHEMA_VERSION, VERSION_KEY, Fields, SchemaError, is_int, read_json, version_of
 
 log = logging.getLogger(__name__)
 
 CAPTURES_DIR = "captures"
 MANIFEST = "manifest.json"
 _ID = re.compile(r"^r\d{3,}-n\d+$")
+STATUSES = ("ok", "failed", "rejected")
 
 # The client's local α procedure, by this project's key names: what ADRA must know to read Δα.
 CLIENT_SETTING_KEYS = ("alpha-optimizer", "alpha-lr", "alpha-weight-decay", "alpha-beta1", "alpha-batch-size",
@@ -161,19 +166,57 @@ class Manifest:
         return values, source
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": self.model, "alpha-pattern": self.alpha_pattern,
+        return {VERSION_KEY: SCHEMA_VERSION, "model": self.model, "alpha-pattern": self.alpha_pattern,
                 "input-shape": None if self.input_shape is None else list(self.input_shape),
                 "num-classes": self.num_classes, "client-settings": dict(self.client_settings),
                 "wire-keys": dict(self.wire_keys), "arrays": dict(self.arrays), "paradigm": self.paradigm}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Manifest:
-        shape = data.get("input-shape")
-        return cls(model=data.get("model"), alpha_pattern=data.get("alpha-pattern", "^alpha"),
-                   input_shape=None if shape is None else tuple(int(v) for v in shape),
-                   num_classes=data.get("num-classes"), client_settings=dict(data.get("client-settings", {})),
-                   wire_keys=dict(data.get("wire-keys", {})), arrays=dict(data.get("arrays", {})),
-                   paradigm=data.get("paradigm"))
+    def from_json(cls, data: Mapping[str, Any], path: str | Path | None = None) -> Manifest:
+        """A manifest, checked; a :class:`fednas.schema.SchemaError` names the file and the field at fault."""
+        version_of(data, path)
+        f = Fields(data, path)
+        model = f.text("model")
+        if model is not None and (":" not in model or not all(model.split(":", 1))):
+            raise f.fail("model", f"expected 'package.module:factory', found {model!r}")
+        pattern = f.text("alpha-pattern", default="^alpha")
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise f.fail("alpha-pattern", f"not a regular expression ({err})") from None
+        shape = f.get("input-shape",
+                      lambda v: isinstance(v, list) and len(v) == 3 and all(is_int(x) and x > 0 for x in v),
+                      "[channels, height, width] (three positive integers)")
+        classes = f.integer("num-classes", minimum=1)
+        settings, wire = f.mapping("client-settings"), f.mapping("wire-keys")
+        for name, record in (("client-settings", settings), ("wire-keys", wire)):
+            unknown = sorted(set(record) - set(CLIENT_SETTING_KEYS))
+            if unknown:
+                raise f.fail(name, f"unknown settings {unknown}; known: {', '.join(CLIENT_SETTING_KEYS)}")
+        if not all(isinstance(v, str) for v in wire.values()):
+            raise f.fail("wire-keys", "expected {setting: the app's key (a string)}")
+        return cls(model=model, alpha_pattern=pattern, input_shape=None if shape is None else tuple(shape),
+                   num_classes=classes, client_settings=settings, wire_keys=wire, arrays=f.mapping("arrays"),
+                   paradigm=f.text("paradigm"))
+
+
+def check_capture(data: Mapping[str, Any], path: str | Path | None = None) -> dict[str, Any]:
+    """A capture's JSON, checked against the schema (older runs' files without a version included)."""
+    version_of(data, path)
+    f = Fields(data, path)
+    f.text("id")
+    f.integer("round", required=True, minimum=0)
+    f.integer("node-id", required=True)
+    f.integer("partition-id")
+    status = f.text("status", default="ok")
+    if status not in STATUSES:
+        raise f.fail("status", f"expected one of {', '.join(STATUSES)}, found {status!r}")
+    for name in ("reason", "sent", "reply"):
+        f.text(name)
+    for name in ("train-config", "metrics", "client-settings", "client-settings-source"):
+        f.mapping(name)
+    f.get("alpha-arrays", lambda v: isinstance(v, list), "a list of array names")
+    return dict(data)
 
 
 def missing_client_settings(settings: Mapping[str, Any]) -> list[str]:
@@ -255,7 +298,7 @@ class CaptureStore:
             arrays_file = f"{cid}.npz"
             atomic_save_npz(self.dir / arrays_file, _prefixed("alpha", alpha_t2))
         atomic_write_json(self.dir / f"{cid}.json", {
-            "id": cid, "round": int(server_round), "node-id": int(node_id),
+            VERSION_KEY: SCHEMA_VERSION, "id": cid, "round": int(server_round), "node-id": int(node_id),
             "partition-id": None if partition_id is None else int(partition_id),
             "status": status, "reason": reason, "sent": sent, "reply": arrays_file,
             "train-config": {k: _plain(v) for k, v in train_config.items()},
@@ -273,12 +316,33 @@ class CaptureStore:
         return sorted(names, key=lambda n: (int(n[1:].split("-")[0]), int(n.split("-n")[1])))
 
     def manifest(self) -> Manifest | None:
-        """The run's manifest, or None for captures made before manifests existed."""
+        """The run's manifest, or None for captures made before manifests existed.
+
+        Raises :class:`fednas.schema.SchemaError` (naming the file and the field) for a
+        truncated manifest or one that breaks the schema.
+        """
         path = self.dir / MANIFEST
-        return Manifest.from_json(json.loads(path.read_text())) if path.is_file() else None
+        return Manifest.from_json(read_json(path), path) if path.is_file() else None
+
+    def path(self, cid: str) -> Path:
+        """A capture's JSON file."""
+        return self.dir / f"{cid}.json"
 
     def meta(self, cid: str) -> dict[str, Any]:
-        return json.loads((self.dir / f"{cid}.json").read_text())
+        """A capture's JSON, checked (:func:`check_capture`); a bad file raises ``SchemaError`` naming it."""
+        path = self.path(cid)
+        return check_capture(read_json(path), path)
+
+    def problem(self, cid: str) -> str | None:
+        """Why a capture cannot be read (its file and the field at fault), or None when it can."""
+        try:
+            meta = self.meta(cid)
+        except SchemaError as err:
+            return f"bad capture file: {err}"
+        for key in ("sent", "reply"):
+            if meta.get(key) and not (self.dir / meta[key]).is_file():
+                return f"bad capture file: {self.path(cid)}: field {key!r}: {self.dir / meta[key]} is missing"
+        return None
 
     def load(self, cid: str) -> Capture:
         """One capture. Problems (missing or unreadable arrays) come back as ``failed``."""
@@ -287,14 +351,17 @@ class CaptureStore:
         alpha_t1: dict[str, np.ndarray] = {}
         theta_t1: dict[str, np.ndarray] = {}
         alpha_t2: dict[str, np.ndarray] = {}
+        path = None
         try:
             if meta.get("sent"):
-                sent = load_npz(self.dir / meta["sent"])
+                path = self.dir / meta["sent"]
+                sent = load_npz(path)
                 alpha_t1, theta_t1 = _unprefixed("alpha", sent), _unprefixed("theta", sent)
             if meta.get("reply"):
-                alpha_t2 = _unprefixed("alpha", load_npz(self.dir / meta["reply"]))
-        except (OSError, ValueError, KeyError) as err:  # a damaged or missing array file
-            status, reason = "failed", f"cannot read the capture's arrays: {type(err).__name__}: {err}"
+                path = self.dir / meta["reply"]
+                alpha_t2 = _unprefixed("alpha", load_npz(path))
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # a damaged or missing array file
+            status, reason = "failed", f"cannot read the capture's arrays: {path}: {type(err).__name__}: {err}"
         pid = meta.get("partition-id")
         return Capture(
             id=cid, round=int(meta["round"]), node_id=int(meta["node-id"]),

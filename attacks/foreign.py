@@ -14,15 +14,16 @@
 
 Optional, for scoring only: ``--data package.module:function`` returning ``(images,
 labels)`` (float images in [0, 1], shape (N, C, H, W)), the set the clients' ``audit``
-records index (``alpha-indices``, ``alpha-step-sizes``, optionally ``alpha-pool``: the
-client's whole D^α); ``--aux`` (same signature): the attacker's own images, for the
-aux-screened starting points and the PCA prior.
+records index (``alpha-indices``, ``alpha-batch-sizes``, optionally ``alpha-pool``: the
+client's whole D^α; :class:`fednas.truth.TruthRecord`); ``--aux`` (same signature): the
+attacker's own images, for the aux-screened starting points and the PCA prior.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +34,10 @@ import numpy as np
 
 from attacks.base import Knowledge
 from attacks.captures import CaptureStore, Manifest
-from fednas.truth import read_truth
+from fednas.schema import SchemaError
+from fednas.truth import TruthRecord, read_truth
+
+log = logging.getLogger(__name__)
 
 
 class TargetError(ValueError):
@@ -118,6 +122,35 @@ class ForeignTarget:
                               f"{self.alpha_pattern!r} (it has {names}...)")
         return model
 
+    def check(self, manifest: Manifest | None = None) -> None:
+        """The factory meets the contract, checked once before any capture is attacked: it builds a
+        ``torch.nn.Module`` with α parameters matching the pattern, named and shaped as the manifest's
+        α arrays (the wire's) when the manifest lists them. Raises :class:`TargetError` naming the factory."""
+        model = self.build(0)
+        alpha = {n: list(p.shape) for n, p in arch_split(model, self.alpha_pattern)[0]}
+        wire = dict((manifest.arrays if manifest is not None else {}).get("alpha", {}))
+        missing = sorted(set(wire) - set(alpha))
+        if missing:
+            raise TargetError(f"--model {self.model!r}: its alpha parameters {sorted(alpha)} lack the captured alpha "
+                              f"arrays {missing} (alpha-pattern {self.alpha_pattern!r}); the names must be the wire's")
+        wrong = [f"{n}: {alpha[n]} vs captured {list(wire[n])}" for n in sorted(wire) if list(wire[n]) != alpha[n]]
+        if wrong:
+            raise TargetError(f"--model {self.model!r}: alpha shapes differ from the captures' ({'; '.join(wrong)})")
+
+    def describe(self, manifest: Manifest | None = None) -> dict[str, Any]:
+        """The attacked model, for the report's settings: factory, input, classes, α arrays."""
+        classes = self.num_classes
+        if classes is None and self.input_shape is not None:
+            try:
+                classes = self.spec().num_classes
+            except TargetError:
+                classes = None
+        wire = dict((manifest.arrays if manifest is not None else {}).get("alpha", {}))
+        return {"model": self.model, "input-shape": None if self.input_shape is None else
+                "x".join(str(v) for v in self.input_shape), "num-classes": classes,
+                "alpha-pattern": self.alpha_pattern,
+                "alpha-arrays": "; ".join(f"{n} {list(shape)}" for n, shape in sorted(wire.items())) or None}
+
     def spec(self) -> Any:
         """The input spec; classes from the manifest, else one forward pass of zeros."""
         import torch
@@ -177,6 +210,7 @@ class ForeignScoringContext:
 
         self.run_dir = Path(run_dir)
         self.store = CaptureStore(self.run_dir)
+        self.model = target.describe(self.store.manifest())  # the report's settings name the attacked model
         self.splits: dict[int, Any] = {}
         self.scorable = target.data is not None
         self.unscored_reason = ("no truth record for this capture: in a simulation the app's clients write one "
@@ -189,17 +223,21 @@ class ForeignScoringContext:
         self.x, self.y = _cached_images(target.data, "data")
         pools: dict[int, set[int]] = {}
         for cid in self.store.ids():
-            truth, pid = self.truth(cid), self.store.meta(cid).get("partition-id")
+            try:
+                truth, pid = self.truth(cid), self.store.meta(cid).get("partition-id")
+            except SchemaError as err:  # that capture's rows say so; the others still score
+                log.warning("scoring: %s", err)
+                continue
             if truth is None or pid is None:
                 continue
-            own = truth.get("alpha-pool") or [g for _, _, g in truth_samples(truth)]
+            own = truth.alpha_pool or [g for _, _, g in truth_samples(truth)]
             pools.setdefault(int(pid), set()).update(int(i) for i in own)
         self.splits = {pid: _Split(np.array(sorted(ids), dtype=np.int64)) for pid, ids in pools.items()}
         used = set().union(*pools.values()) if pools else set()
         outside = np.array([i for i in range(len(self.y)) if i not in used], dtype=np.int64)
         self.oracle = M.Oracle(self.x[outside], self.y[outside], seed=seed)
 
-    def truth(self, cid: str) -> dict[str, Any] | None:
+    def truth(self, cid: str) -> TruthRecord | None:
         """The capture's truth record (:func:`fednas.truth.read_truth`); None without ``--data``."""
         return read_truth(self.run_dir, self.store.meta(cid)) if self.scorable else None
 

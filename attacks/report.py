@@ -30,7 +30,8 @@ from attacks.privacy_report import dp_section
 from fednas.config import parse_config
 from fednas.rundir import (atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text,
                            federation_size)
-from fednas.truth import UNSCORED_REASON, read_truth
+from fednas.schema import SchemaError
+from fednas.truth import UNSCORED_REASON, TruthRecord, read_truth
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ SETTING_KEYS = ("attack", "adra-mode", "knows-weights", "theta-prior", "surrogat
                 "adra-restarts", "adra-optimizer", "adra-lr", "adra-distance", "adra-labels", "adra-unroll", "adra-tv",
                 "adra-prior", "adra-prior-components", "device")
 SPACE_KEYS = ("dag-nodes", "head", "activation", "channels", "dataset")
+NO_PARTITION_REASON = ("the client's reply carried no partition-id (a 'client' ConfigRecord holding 'partition-id': "
+                       "clients.plugin.tag_reply), so its truth record cannot be found and its rows are kept apart "
+                       "by node id")
 
 
 # ---------------------------------------------------------------------------- context
@@ -83,16 +87,9 @@ def _federation_size(run_dir: Path) -> int | None:
     return federation_size(json.loads(path.read_text()))
 
 
-def truth_samples(truth: Mapping[str, Any]) -> list[tuple[int, int, int]]:
+def truth_samples(truth: TruthRecord) -> list[tuple[int, int, int]]:
     """(step, position, global index) of every sample a capture's client used."""
-    indices = list(truth.get("alpha-indices", []))
-    sizes = list(truth.get("alpha-step-sizes", [])) or [len(indices)]
-    out, start = [], 0
-    for step, size in enumerate(sizes):
-        for pos in range(int(size)):
-            out.append((step, pos, int(indices[start + pos])))
-        start += int(size)
-    return out
+    return truth.samples()
 
 
 # ---------------------------------------------------------------------------- identifiability
@@ -184,11 +181,18 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
     # are counted apart, never as a failed attack
     base.update({"attacked": rec.status == "ok", "attack-seconds": round(rec.seconds, 3), "match": rec.match,
                  "theta-knowledge": rec.details.get("theta-knowledge"), "fidelity": rec.details.get("fidelity")})
-    truth = ctx.truth(cid)
+    try:
+        truth, unscored = ctx.truth(cid), ctx.unscored_reason
+        if truth is not None:
+            truth.check_within(len(ctx.x))
+    except SchemaError as err:  # the attack's figures stand; only the score is lost
+        truth, unscored = None, f"bad truth record: {err}"
     if truth is None:
+        if meta.get("partition-id") is None and unscored == ctx.unscored_reason and getattr(ctx, "scorable", True):
+            unscored = NO_PARTITION_REASON
         if rec.status != "ok":
             return [{**base, "status": "failed", "reason": rec.reason, "success": False, "identified": False}]
-        return unscored_rows(base, rec, ctx.unscored_reason)
+        return unscored_rows(base, rec, unscored)
     samples = truth_samples(truth)
     if rec.status != "ok":
         return [{**base, "sample": g, "step": s, "position": p, "status": "failed", "reason": rec.reason,
@@ -231,14 +235,17 @@ def unscored_rows(base: Mapping[str, Any], rec: Reconstruction, reason: str) -> 
             for i in range(max(len(rec.images), 1))]
 
 
-def settings_of(flat: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: flat.get(k) for k in (*SETTING_KEYS, *SPACE_KEYS)}
+def settings_of(flat: Mapping[str, Any], model: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The attack's settings and the attacked model: ``model`` describes another app's (its factory, input,
+    classes, α arrays: ``ForeignScoringContext.model``); without it, this project's search-space keys."""
+    described = dict(model) if model is not None else {k: flat.get(k) for k in SPACE_KEYS}
+    return {**{k: flat.get(k) for k in SETTING_KEYS}, **described}
 
 
 def score_run(ctx: ScoringContext, capture_ids: Sequence[str], recs: Mapping[str, Reconstruction],
               scores: Mapping[str, Any], flat: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every row of clients.csv, in capture order (every capture appears)."""
-    settings = settings_of(flat)
+    settings = settings_of(flat, getattr(ctx, "model", None))
     rows = []
     for cid in capture_ids:
         rec = recs.get(cid)
@@ -252,9 +259,29 @@ def score_run(ctx: ScoringContext, capture_ids: Sequence[str], recs: Mapping[str
             rows.extend(score_capture(ctx, cid, rec, extra))
         except (OSError, ValueError, KeyError, IndexError) as err:  # one bad capture must not lose the report
             log.warning("scoring capture %s failed: %s: %s", cid, type(err).__name__, err)
-            rows.append({"capture": cid, "attacked": False, "status": "failed", "success": False, "identified": False,
-                         "reason": f"scoring error: {type(err).__name__}: {err}", **extra})
+            reason = (rec.reason if rec is not None and rec.status != "ok" else f"bad capture file: {err}"
+                      if isinstance(err, SchemaError) else f"scoring error: {type(err).__name__}: {err}")
+            rnd, node = _round_node(cid)
+            rows.append({"round": rnd, "node-id": node, "capture": cid, "attacked": False, "status": "failed",
+                         "success": False, "identified": False, "reason": reason, **extra})
     return rows
+
+
+def _round_node(cid: str) -> tuple[int | None, int | None]:
+    """Round and node of a capture id (``r003-n12``), for the row of a capture whose file is unreadable."""
+    head, _, node = cid.partition("-n")
+    try:
+        return int(head[1:]), int(node)
+    except ValueError:
+        return None, None
+
+
+def client_of(row: Mapping[str, Any]) -> str:
+    """The client a row belongs to: its partition-id; ``node <id>`` when the reply carried none."""
+    pid = row.get("partition-id")
+    if pid is not None:
+        return str(pid)
+    return f"node {row.get('node-id')}" if row.get("node-id") is not None else "unknown"
 
 
 # ---------------------------------------------------------------------------- summaries
@@ -312,15 +339,17 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def per_client(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One summary per partition-id, ranked by leakage (success, identified, PSNR)."""
+    """One summary per client (partition-id, else node: :func:`client_of`), ranked by leakage (success,
+    identified, PSNR)."""
     groups: dict[Any, list] = defaultdict(list)
     for r in rows:
-        groups[r.get("partition-id")].append(r)
+        groups[client_of(r)].append(r)
     out = []
-    for pid, rs in groups.items():
+    for client, rs in groups.items():
         s = summarize(rs)
         eps = [r.get("dp-epsilon") for r in rs if r.get("dp-epsilon") is not None]
-        out.append({"partition-id": pid, **s, "dp-epsilon": max(eps) if eps else None})
+        out.append({"client": client, "partition-id": rs[0].get("partition-id"), **s,
+                    "dp-epsilon": max(eps) if eps else None})
     return sorted(out, key=lambda s: (-(s["success-rate"] or 0), -(s["identified-rate"] or 0), -(s["mean-psnr"] or -1e9)))
 
 
@@ -340,7 +369,7 @@ def summary_table(summary: Mapping[str, Any], clients: Sequence[Mapping[str, Any
              "SSIM | label acc | identifiability | dp-epsilon | could not be attacked |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in clients:
-        lines.append(f"| {_fmt(c['partition-id'])} | {c['attacked']} | {c['samples']} | {c['theta-knowledge'] or '–'} | "
+        lines.append(f"| {c['client']} | {c['attacked']} | {c['samples']} | {c['theta-knowledge'] or '–'} | "
                      f"{_fmt(c['success-rate'], True)} | {_fmt(c['identified-rate'], True)} / "
                      f"{_fmt(c['identified-dataset-rate'], True)} | {_fmt(c['mean-psnr'])} | {_fmt(c['mean-ssim'])} | "
                      f"{_fmt(c['label-accuracy'], True)} | {_fmt(c['mean-identifiability'])} | {_fmt(c['dp-epsilon'])} | "
@@ -391,13 +420,16 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
     atomic_write_csv(out_dir / "clients.csv", rows, columns)
     by_client: dict[Any, list] = defaultdict(list)
     for r in rows:
-        by_client[r.get("partition-id")].append(r)
-    for pid, rs in by_client.items():
+        by_client[client_of(r)].append(r)
+    for client, rs in by_client.items():
+        if not any(r.get("_image") is not None for r in rs):  # nothing scored to show
+            continue
         try:
-            atomic_write_bytes(out_dir / f"client-{pid}.png", _png(rs, ctx, f"client {pid}: truth, rebuilt, nearest"))
+            atomic_write_bytes(out_dir / f"client-{client.replace(' ', '-')}.png",
+                               _png(rs, ctx, f"client {client}: truth, rebuilt, nearest"))
         except (ValueError, KeyError, IndexError, TypeError) as err:
-            log.warning("could not draw client %s: %s", pid, err)
-    settings = settings_of(flat)
+            log.warning("could not draw client %s: %s", client, err)
+    settings = settings_of(flat, getattr(ctx, "model", None))
     failures = Counter(r.get("reason") for r in rows if r.get("attacked") and r.get("status") == "failed")
     unscored = Counter(r.get("reason") for r in rows if r.get("attacked") and r.get("status") == "unscored")
     unattacked = Counter(reason for reason in {r["capture"]: r.get("reason") for r in rows

@@ -121,7 +121,7 @@ def client_train(cfg: Config, settings: Any, arrays: Arrays, *, partition_id: in
         # flat, step after step; each step holds alpha-batch-size indices (or all of a
         # smaller D^α): global indices into the loaded dataset
         "alpha-indices": [i for batch in result.alpha_batches for i in batch],
-        "alpha-step-sizes": [len(b) for b in result.alpha_batches],
+        "alpha-batch-sizes": [len(b) for b in result.alpha_batches],
     }
     return ClientRound(reply, metrics, audit, {} if sent_theta else theta)
 

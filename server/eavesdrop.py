@@ -36,11 +36,11 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from attacks.captures import CaptureStore, Manifest, split_arrays
+from fednas.schema import CLIENT_RECORD, PARTITION_KEY
 from fednas.updates import REPLY_KEY, apply_update
+from server.wrapping import StrategyWrapper
 
 log = logging.getLogger(__name__)
-
-CLIENT_RECORD = "client"  # the reply's ConfigRecord holding "partition-id"
 
 
 def message_arrays(msg: Message) -> dict[str, np.ndarray]:
@@ -68,7 +68,7 @@ def message_metrics(msg: Message) -> dict[str, Any]:
     return out
 
 
-class Eavesdropper(Strategy):
+class Eavesdropper(StrategyWrapper):
     """Strategy wrapper that records each client's α before and after its round.
 
     Parameters
@@ -100,15 +100,13 @@ class Eavesdropper(Strategy):
         self.judge = judge
         self.captures: list[str] = []
         self._sent: dict[tuple[int, int], dict[str, Any]] = {}
+        self._untagged: set[int] = set()  # nodes whose replies carry no partition-id (said once)
 
     def __getattr__(self, name: str) -> Any:
         # Anything else the inner strategy offers (e.g. a DP wrapper's privacy_spent).
         if name == "strategy":
             raise AttributeError(name)
         return getattr(self.strategy, name)
-
-    def __repr__(self) -> str:
-        return f"Eavesdropper({self.strategy!r})"
 
     # ------------------------------------------------------------------ train
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
@@ -170,7 +168,9 @@ class Eavesdropper(Strategy):
             except (KeyError, ValueError) as err:
                 delta_problem = f"the reply's delta cannot be added to the alpha sent: {err}"
         client = dict(msg.content.config_records.get(CLIENT_RECORD, {}))
-        pid = client.get("partition-id")
+        pid = client.get(PARTITION_KEY)
+        if pid is None:
+            self._say_untagged(node)
         status, reason = "ok", ""
         if not sent.get("sent"):
             status, reason = "failed", f"no alpha (pattern {self.alpha_pattern!r}) was recorded going to node {node}"
@@ -196,12 +196,25 @@ class Eavesdropper(Strategy):
         if self.on_capture is not None:
             self.on_capture(cid)
 
+    def _say_untagged(self, node: int) -> None:
+        """Name, once per run, the replies that carry no partition-id (not once per round)."""
+        if not self._untagged:
+            log.warning("eavesdropper: node %d replied without a partition-id (a %r ConfigRecord holding %r, "
+                        "clients.plugin.tag_reply): its captures cannot be matched to the client's truth records, "
+                        "and the report keeps them apart by node id (said once, whichever nodes and rounds follow)",
+                        node, CLIENT_RECORD, PARTITION_KEY)
+        self._untagged.add(node)
+
     # ------------------------------------------------------------------ evaluate
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         return self.strategy.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         return self.strategy.aggregate_evaluate(server_round, replies)
+
+    def untagged_nodes(self) -> list[int]:
+        """Nodes whose replies carried no partition-id."""
+        return sorted(self._untagged)
 
     def summary(self) -> None:
         log.info("\t├──> Eavesdropper: recording alpha (pattern %r) into %s", self.alpha_pattern, self.store.dir)

@@ -13,6 +13,7 @@ from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, 
 
 from fednas.config import sampled_per_round
 from server.robust import ROBUST, ROBUST_ARGS
+from server.wrapping import start_named
 
 log = logging.getLogger(__name__)
 
@@ -162,3 +163,7 @@ class RoundBook(Strategy):
 
     def summary(self) -> None:
         self.strategy.summary()
+
+    def start(self, *args: Any, **kwargs: Any) -> Any:
+        """Flower's ``start``, its log naming the whole chain (``RoundBook(Eavesdropper(...(FedAvg)))``)."""
+        return start_named(self, super().start, *args, **kwargs)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = ("fednas", "clients", "server", "attacks", "simulations", "benchmarks")
-OURS = {*RUNTIME, "tests", "tinynas"}
+OURS = {*RUNTIME, "tests", "tinynas", "cellsearch"}  # the two example apps (examples/, tests/plugin_app/)
 
 
 def _name(requirement: str) -> str:

@@ -6,7 +6,9 @@ one is never overwritten). Only attack keys (``adra-*``, ``knows-weights``, ...)
 changed: the captures were made under the run's own search space and data; ``--device``
 picks where the attack runs (victim, solver, identifiability). Progress: tqdm bars on
 stderr, one per capture in flight (stage, iteration, best match, ETA). The last line
-printed is the new folder. Exit status: 0 done, 2 bad arguments or run directory.
+printed is the new folder. Exit status: 0 done, 1 no capture could be attacked (the report
+says why), 2 bad arguments, run directory, manifest or model (checked before any capture).
+A capture whose files are unreadable is skipped, with its path and reason in the report.
 
 Captures of another Flower app (made with ``server.plugin.eavesdrop``) are attacked on the
 app's own network: ``--model package.module:factory`` (or the model the captures' manifest
@@ -58,16 +60,17 @@ def _shape(text: str) -> tuple[int, int, int]:
     return c, h, w
 
 
-def load_settings(run_dir: Path, sets: list[str], foreign: bool = False) -> dict:
+def load_settings(run_dir: Path, sets: list[str], foreign: bool = False, aux: bool = False) -> dict:
     """The run's flat config with the ``--set`` attack keys applied (validated).
 
     Another app's run has no config.json: its attack starts from the schema's defaults,
-    with ``adra-init = noise`` (no aux pool unless ``--aux``) and no identifiability
-    (it needs this project's dataset).
+    with ``adra-init = noise``, no learned prior unless ``--aux`` gives the attacker's pool
+    (``aux``; a ``--set`` that asks for one without it is an error now, not once per
+    capture) and no identifiability (it needs this project's dataset).
     """
     path = run_dir / "config.json"
     if foreign:
-        flat = {"adra-init": "noise", "attack-identifiability": False}
+        flat = {"adra-init": "noise", "attack-identifiability": False, **({} if aux else {"adra-prior": "none"})}
     elif path.is_file():
         flat = canonical_keys(json.loads(path.read_text())["config"], str(path))
     else:
@@ -82,7 +85,13 @@ def load_settings(run_dir: Path, sets: list[str], foreign: bool = False) -> dict
             raise ConfigError(f"--set {key}: only attack keys can change offline ({', '.join(sorted(allowed))})")
         flat[key] = value
     flat = {k: v for k, v in flat.items() if k in KEY_BY_NAME}  # keys of an older schema are dropped
-    return parse_config(flat, allow_unknown=False).flat()
+    flat = parse_config(flat, allow_unknown=False).flat()
+    wants_aux = flat["adra-prior"] != "none" or flat["adra-init"] == "aux"
+    if foreign and not aux and flat["adra-mode"] != "paper" and wants_aux:
+        raise ConfigError(f"adra-prior = {flat['adra-prior']!r}, adra-init = {flat['adra-init']!r} need the "
+                          "attacker's own images: pass --aux package.module:function, or --set adra-prior=none "
+                          "adra-init=noise")
+    return flat
 
 
 def _check_device(name: str) -> None:
@@ -96,13 +105,17 @@ def _check_device(name: str) -> None:
 def foreign_target(run_dir: Path, args: argparse.Namespace):
     """The other app's target when ``--model`` is given or the manifest names a model; else None."""
     from attacks.captures import CaptureStore
-    from attacks.foreign import ForeignTarget
+    from attacks.foreign import ForeignTarget, load_callable
 
     manifest = CaptureStore(run_dir).manifest()
     if args.model is None and (manifest is None or manifest.model is None):
         return None
     target = ForeignTarget.from_run(run_dir, args.model, args.data, args.aux, args.input_shape, args.classes)
-    target.spec()  # the contract is checked now: imports, α names, input shape
+    target.spec()  # the contract is checked now, once: imports, input shape,
+    target.check(manifest)  # α parameters named and shaped as the captured ones
+    for ref, what in ((args.data, "data"), (args.aux, "aux")):
+        if ref is not None:
+            load_callable(ref, what)  # importable now, not after the attacks
     return target
 
 
@@ -113,14 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     from attacks.captures import CaptureStore
     from attacks.foreign import TargetError
     from attacks.leakage import LeakageAudit
+    from fednas.schema import SchemaError
 
     try:
         target = foreign_target(run_dir, args)
-        flat = load_settings(run_dir, args.sets, foreign=target is not None)
+        flat = load_settings(run_dir, args.sets, foreign=target is not None, aux=args.aux is not None)
         if args.device:
             flat = parse_config({**flat, "device": args.device}).flat()
             _check_device(args.device)
-    except (ConfigError, TargetError) as err:
+    except (ConfigError, TargetError, SchemaError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     store = CaptureStore(run_dir)
@@ -144,7 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({k: summary.get(k) for k in ("success-rate", "identified-rate", "mean-psnr", "label-accuracy",
                                                    "attack-seconds-per-capture")}))
     print(out)
-    return 0 if summary.get("status") != "failed" else 1
+    if summary.get("status") == "failed":
+        print(f"error: the leakage report failed ({summary.get('error')}); see {out / 'report.md'}", file=sys.stderr)
+        return 1
+    if not summary.get("attacked"):
+        print(f"error: no capture could be attacked; the reasons are in {out / 'report.md'}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

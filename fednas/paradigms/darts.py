@@ -42,7 +42,7 @@ def audit_record(result: SearchResult, settings: Any, partition_id: int, server_
         "alpha-batch-size": int(settings.alpha_batch_size),
         "alpha-steps": result.steps if steps is None else steps,
         "alpha-indices": [i for batch in result.alpha_batches for i in batch],
-        "alpha-step-sizes": [len(b) for b in result.alpha_batches],
+        "alpha-batch-sizes": [len(b) for b in result.alpha_batches],
     }
 
 

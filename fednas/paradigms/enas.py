@@ -254,7 +254,7 @@ class Enas(OneShot):
                                               input_noise, alpha_gradient)
         audit = {"partition-id": partition_id, "server-round": server_round,
                  "alpha-batch-size": int(settings.alpha_batch_size), "alpha-steps": len(used),
-                 "alpha-indices": [i for step in used for i in step], "alpha-step-sizes": [len(s) for s in used]}
+                 "alpha-indices": [i for step in used for i in step], "alpha-batch-sizes": [len(s) for s in used]}
         return self.ranked_reply(cfg, model, arrays, dataset, split, device,
                                  {**metrics, **ctrl_metrics, "local-steps": steps,
                                   "controller-steps": cfg.paradigm.enas_controller_steps}, audit, t0,

@@ -91,5 +91,5 @@ class Smash(OneShot):
                                lambda: random_arch(cfg.space.dag_nodes, cfg.space.genotype_k, rng), list(model.parameters()))
         audit = {"partition-id": partition_id, "server-round": server_round, "alpha-steps": 1,
                  "alpha-batch-size": int(len(split.alpha)), "alpha-indices": [int(i) for i in split.alpha],
-                 "alpha-step-sizes": [int(len(split.alpha))]}
+                 "alpha-batch-sizes": [int(len(split.alpha))]}
         return self.ranked_reply(cfg, model, arrays, dataset, split, device, {**metrics, "local-steps": steps}, audit, t0)

@@ -45,8 +45,8 @@ def test_train_handler_replies_alpha_theta_metrics_partition_and_writes_its_trut
     assert list(content.config_records) == ["client"]  # which samples were used never goes on the wire
     audit = read_truth(tmp_path, {"round": 1, "partition-id": 1})
     _, split = client_data(cfg.data, cfg.run.seed, 1, 3)
-    assert audit["alpha-steps"] == 2 and len(audit["alpha-indices"]) == sum(audit["alpha-step-sizes"]) == 8
-    assert set(audit["alpha-indices"]) <= set(split.alpha.tolist())
+    assert audit.extra["alpha-steps"] == 2 and len(audit.alpha_indices) == sum(audit.alpha_batch_sizes) == 8
+    assert set(audit.alpha_indices) <= set(split.alpha.tolist())
 
 
 def test_without_shared_weights_theta_stays_on_the_client_across_rounds():
@@ -103,7 +103,7 @@ def test_a_dp_sgd_reply_reports_epsilon_but_never_the_poisson_sample(tmp_path):
     assert reply.content["metrics"]["dp-epsilon"] > 0
     assert list(reply.content.config_records) == ["client"]
     truth = read_truth(tmp_path, {"round": 1, "partition-id": 1})
-    assert truth["alpha-steps"] == 2 and len(truth["alpha-step-sizes"]) == 2
+    assert truth.extra["alpha-steps"] == 2 and len(truth.alpha_batch_sizes) == 2
     assert not any(k.startswith("alpha-indices") or k.startswith("alpha-step") for k in reply.content["metrics"])
 
 

@@ -80,7 +80,7 @@ def test_captures_describe_the_model_and_replay_the_clients_update_exactly(tmp_p
         assert known["theta-knowledge"] == "wire θ_t1" and known["fidelity"] == "exact"
         # the client's own sample, run through the factory's network and the settings read off
         # the wire, gives back exactly the Δα the eavesdropper saw: the contract holds end to end
-        idx = truth["alpha-indices"]
+        idx = list(truth.alpha_indices)
         xs = torch.as_tensor(x[idx])[None]
         ys = torch.nn.functional.one_hot(torch.as_tensor(y[idx]), 10).float()[None]
         v = problem.victim

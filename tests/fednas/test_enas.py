@@ -105,7 +105,7 @@ def test_a_round_trains_the_child_and_the_controller_and_ranks_the_candidates():
     assert any(k.startswith("edges.") for k in changed)  # shared child weights trained
     assert reply.arrays[SCORES].shape == (4,) and reply.arrays[SCORES].min() >= 0 and reply.arrays[SCORES].max() <= 1
     # each controller step used num-aggregate batches of B samples of D^α, and only D^α
-    assert reply.audit["alpha-step-sizes"] == [3 * 4, 3 * 4]
+    assert reply.audit["alpha-batch-sizes"] == [3 * 4, 3 * 4]
     assert set(reply.audit["alpha-indices"]) <= set(split.alpha.tolist())
     assert reply.metrics["controller-steps"] == 2
 

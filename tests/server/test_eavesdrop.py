@@ -1,5 +1,7 @@
 """The eavesdropper around real Flower strategies, with real Messages, in one process."""
 
+import csv
+import json
 import logging
 
 import numpy as np
@@ -76,7 +78,7 @@ def test_a_capture_holds_what_crossed_the_wire_and_the_clients_own_update(cfg, t
         for name in cap.alpha_t1:
             np.testing.assert_allclose(cap.delta_alpha[name], own.arrays[name].numpy() - init[name].numpy(), atol=1e-7)
         truth = read_truth(tmp_path, store.meta(cid))
-        assert truth["alpha-indices"] == own.audit["alpha-indices"]
+        assert list(truth.alpha_indices) == own.audit["alpha-indices"]
     # which samples were used is nowhere in what the eavesdropper stored
     assert not any("alpha-indices" in p.read_text() for p in (tmp_path / "captures").glob("*.json"))
 
@@ -126,3 +128,60 @@ def test_everything_else_is_forwarded(tmp_path):
     assert wrapped.server_learning_rate == inner.server_learning_rate
     assert wrapped.strategy is inner
     wrapped.summary()
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_flowers_log_names_the_wrapped_strategy(cfg, tmp_path):
+    records = _Records()
+    flwr_log = logging.getLogger("flwr")
+    flwr_log.addHandler(records)
+    try:
+        book = RoundBook(Eavesdropper(_strategy(FedAvg), CaptureStore(tmp_path)))
+        _run(book, cfg, rounds=1)
+    finally:
+        flwr_log.removeHandler(records)
+    assert "Starting RoundBook(Eavesdropper(FedAvg)) strategy:" in records.lines
+    assert type(book) is RoundBook and repr(book.strategy) == "Eavesdropper(FedAvg)"  # put back after the run
+
+
+def _untagged(msg, context):
+    """The project's client, its reply stripped of the partition-id (as an app that does not tag it)."""
+    reply = train(msg, context)
+    del reply.content["client"]
+    return reply
+
+
+def test_replies_without_partition_id_are_named_once_and_kept_apart_in_the_report(cfg, tmp_path, caplog):
+    from attacks.leakage import LeakageAudit
+    from attacks.report import NO_PARTITION_REASON
+    from fednas.runlog import RunLog
+
+    cfg = cfg.replace(run_dir=str(tmp_path))
+    RunLog(cfg, tmp_path, {"supernodes": CLIENTS})
+    store = CaptureStore(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="server.eavesdrop"):
+        _run(Eavesdropper(_strategy(FedAvg), store), cfg, rounds=2, train_fn=_untagged)
+    said = [r for r in caplog.records if "without a partition-id" in r.getMessage()]
+    assert len(said) == 1  # two nodes, two rounds: one line
+    assert all(store.meta(c)["partition-id"] is None for c in store.ids()) and len(store.ids()) == 2 * CLIENTS
+    flat = {**cfg.flat(), "adra-iterations": 1, "adra-restarts": 1, "attack-workers": 0,
+            "attack-identifiability": False}
+    summary = LeakageAudit(tmp_path, flat, tmp_path / "leakage").finish()
+    out = tmp_path / "leakage"
+    full = json.loads((out / "summary.json").read_text())
+    nodes = sorted({store.meta(c)["node-id"] for c in store.ids()})
+    assert sorted(c["client"] for c in full["clients"]) == sorted(f"node {n}" for n in nodes)  # one row per client
+    assert summary["attacked"] == 2 * CLIENTS and summary["unscored"] > 0 and summary["samples"] == 0
+    with open(out / "clients.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["reason"] for r in rows} == {NO_PARTITION_REASON}
+    assert NO_PARTITION_REASON in (out / "report.md").read_text()
+    assert not list(out.glob("client-None*.png"))

@@ -52,7 +52,7 @@ def train(msg: Message, context: Context) -> Message:
     if context.run_config.get("write-truth", True):  # simulation only: for scoring, never on the wire
         run_dir = str(context.run_config.get("run-dir", "")) or Path.home() / "tinynas-runs" / str(context.run_id)
         write_truth(run_dir, int(cfg["server-round"]), pid, {
-            "alpha-indices": [int(i) for b in used for i in b], "alpha-step-sizes": [len(b) for b in used],
+            "alpha-indices": [int(i) for b in used for i in b], "alpha-batch-sizes": [len(b) for b in used],
             "alpha-pool": [int(i) for i in arch_idx]})
     content = RecordDict({
         "arrays": ArrayRecord(model.state_dict()),
