@@ -44,7 +44,9 @@ from attacks.adra.solver import match_at
 from attacks.base import Knowledge
 from attacks.captures import Capture
 from attacks.report import pairs_by_step
-from benchmarks.common import RESULTS, machine, resolve_device, t_interval, table, timed, wilson, write_results
+from attacks.nulls import NULL_KINDS, null_reconstruction
+from benchmarks.common import RESULTS, machine, resolve_device, t_interval, table, timed, write_results
+from fednas import stats
 from fednas.config import parse_config, search_to_record
 from fednas.data import client_data, make_pools
 from fednas.federated import client_train, initial_arrays
@@ -89,19 +91,23 @@ class Captures:
 
 
 def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: torch.device, label: str,
-               budget: float = 0.0) -> dict[str, Any]:
+               budget: float = 0.0, nulls: bool = False) -> list[dict[str, Any]]:
     """Attack the captures in order with ``cfg``'s attack settings; per-capture figures.
 
     ``budget`` > 0: no capture is started once that many wall seconds have been spent
-    (the first always is), so a slow case still reports what it finished.
+    (the first always is), so a slow case still reports what it finished. ``nulls``: also
+    the rows of the null reconstructions (``attacks.nulls``: from the aux pool and the true
+    class alone, never the update) of the same captures. The first row is the attack's.
     """
     dataset, _ = client_data(cfg.data, cfg.run.seed, 0, len(caps))
     x_all, y_all = dataset.x.numpy(), dataset.y.numpy()
     oracle = success_oracle(cfg, x_all, y_all)
     attack = ADRA(cfg.attack, seed=cfg.run.seed, device=device)
-    # wall, cpu and theta: one per capture; the rest one per sample
-    out: dict[str, list] = {"wall": [], "cpu": [], "theta": [], "match": [], "truth-match": [], "identified": [],
-                            "identified-dataset": [], "success": [], "label": [], "psnr": []}
+    # wall, cpu, train and theta: one per capture; the rest one per sample ("capture": its cluster)
+    out: dict[str, list] = {k: [] for k in ROW_KEYS}
+    null_rows = {kind: {k: [] for k in ROW_KEYS} for kind in (NULL_KINDS if nulls else ())}
+    rng = np.random.default_rng(cfg.run.seed)
+    aux_x, aux_y = np.asarray(knowledge.aux_images), np.asarray(knowledge.aux_labels)
     for cap, used in caps:
         if budget > 0 and out["wall"] and sum(out["wall"]) >= budget:
             log.warning("%s: the %.0f s budget is spent after %d of %d captures", label, budget,
@@ -111,30 +117,58 @@ def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: to
         box: list = []
         wall, cpu = timed(lambda: box.append(attack.reconstruct([cap], knowledge)[0]), device)
         rec = box[0]
-        out["wall"].append(wall)
-        out["cpu"].append(cpu)
+        trained = 0.0 if rec.details.get("inverse-cached", 1.0) else (rec.details.get("inverse-pair-seconds", 0.0)
+                                                                       + rec.details.get("inverse-train-seconds", 0.0))
+        out["train"].append(trained)  # the inverse's pairs and fit, once per round: apart from the attack's time
+        out["wall"].append(wall - trained)
+        out["cpu"].append(cpu - trained)
         out["theta"].append(rec.details.get("theta-knowledge", "–"))
         ok = rec.status == "ok"  # a capture the attack refused has no problem to measure the truth in
         out["truth-match"].append(truth_match(attack, cap, knowledge, used, x_all, y_all) if ok else math.nan)
         out["match"].append(rec.match if ok else math.nan)
+        cid = f"s{cfg.run.seed}-{cap.id}"
         if not ok:
             log.warning("%s %s failed: %s", label, cap.id, rec.reason)
-            for k in ("identified", "identified-dataset", "success", "label"):
-                out[k] += [False] * len(used)
-            continue
-        for g, r in matched(rec, used, cap.train_config, x_all):
-            img = rec.images[r]
-            out["identified"].append(int(split.alpha[M.nearest(img, x_all[split.alpha])]) == g)
-            out["identified-dataset"].append(M.nearest(img, x_all) == g)
-            oracle_ok = int(oracle.predict(img[None])[0]) == int(y_all[g])
-            out["success"].append(M.is_success(out["identified"][-1], oracle_ok, M.ssim(img, x_all[g])))
-            out["label"].append(int(rec.labels[r]) == int(y_all[g]))
-            out["psnr"].append(M.psnr(M.mse(img, x_all[g])))
-            print(f"  {label} {cap.id} sample {g}: {wall:.1f} s wall, {cpu:.1f} s CPU (capture), identified "
-                  f"{out['identified'][-1]} (dataset {out['identified-dataset'][-1]}), label {out['label'][-1]}, "
-                  f"PSNR {out['psnr'][-1]:.1f} dB; match {rec.match:.3g} (at the truth {out['truth-match'][-1]:.3g})",
-                  flush=True)
-    return out
+            _refused(out, len(used), cid)
+        else:
+            _score(out, rec, used, cap, split, x_all, y_all, oracle, cid)
+            print(f"  {label} {cap.id}: {wall - trained:.1f} s wall, {cpu - trained:.1f} s CPU (capture; "
+                  f"{trained:.0f} s training), identified dataset {out['identified-dataset'][-len(used):]}, label "
+                  f"{out['label'][-len(used):]}, PSNR {out['psnr'][-1]:.1f} dB; match {rec.match:.3g} (at the "
+                  f"truth {out['truth-match'][-1]:.3g})", flush=True)
+        b = max(1, int(cap.train_config.get("alpha-batch-size", 1)))
+        samples = [(i // b, i % b, g) for i, g in enumerate(used)]
+        for kind, row in null_rows.items():
+            if not ok:  # a refused capture is refused for its nulls too: the rows count the same captures
+                _refused(row, len(used), cid)
+                continue
+            null = null_reconstruction(kind, cap.id, samples, [int(y_all[g]) for g in used], aux_x, aux_y, rng)
+            _score(row, null, used, cap, split, x_all, y_all, oracle, cid)
+    return [out, *({**row, "solver": f"null: {kind}"} for kind, row in null_rows.items())]
+
+
+ROW_KEYS = ("wall", "cpu", "train", "theta", "match", "truth-match", "identified", "identified-dataset", "success",
+            "label", "psnr", "capture")
+
+
+def _refused(out: dict[str, list], n: int, cid: str) -> None:
+    for k in ("identified", "identified-dataset", "success", "label"):
+        out[k] += [False] * n
+    out["capture"] += [cid] * n
+
+
+def _score(out: dict[str, list], rec: Any, used: list[int], cap: Capture, split: Any, x_all, y_all, oracle,
+           cid: str) -> None:
+    """The report's per-sample figures of ``rec`` against the capture's samples, appended to ``out``."""
+    for g, r in matched(rec, used, cap.train_config, x_all):
+        img = rec.images[r]
+        out["identified"].append(int(split.alpha[M.nearest(img, x_all[split.alpha])]) == g)
+        out["identified-dataset"].append(M.nearest(img, x_all) == g)
+        oracle_ok = int(oracle.predict(img[None])[0]) == int(y_all[g])
+        out["success"].append(M.is_success(out["identified"][-1], oracle_ok, M.ssim(img, x_all[g])))
+        out["label"].append(int(rec.labels[r]) == int(y_all[g]))
+        out["psnr"].append(M.psnr(M.mse(img, x_all[g])))
+        out["capture"].append(cid)
 
 
 def success_oracle(cfg: Any, x_all, y_all) -> M.Oracle:
@@ -165,13 +199,24 @@ def _mean(values: list[float]) -> str:
     return f"{m:.1f} [{lo:.1f}, {hi:.1f}]" if math.isfinite(lo) else f"{m:.1f}"
 
 
-def _rate(flags: list[bool]) -> str:
-    k, n = sum(flags), len(flags)
-    lo, hi = wilson(k, n)
-    return f"{k}/{n} [{100 * lo:.0f}, {100 * hi:.0f}] %"
+# what each --solvers name sets: the search's two refinement optimizers, and the learned inverse
+# alone or polished by LM on the match (kept only where it lowers the match)
+VARIANTS = {"lm": {"adra-method": "search", "adra-optimizer": "lm"},
+            "adam": {"adra-method": "search", "adra-optimizer": "adam"},
+            "inverse": {"adra-method": "inverse"},
+            "inverse+lm": {"adra-method": "inverse", "adra-inverse-polish": 10}}
+
+
+def variant(name: str) -> dict[str, Any]:
+    """The config keys a ``--solvers`` name sets (an error naming the choices for another)."""
+    if name not in VARIANTS:
+        raise SystemExit(f"--solvers: unknown {name!r}; choose from {', '.join(VARIANTS)}")
+    return dict(VARIANTS[name])
 
 
 def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """Rows of one P and one seed (``args.seed``): each solver, then (``args.nulls``) the nulls
+    of the first solver's captures."""
     base = {**EXPERIMENT, "dataset": args.dataset, "dag-nodes": nodes, "seed": args.seed, "device": device.type,
             **parse_overrides(args.set)}
     cfg = parse_config(base)
@@ -182,14 +227,29 @@ def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> lis
     knowledge = Knowledge(cfg, dataset.spec, dataset.x[aux].numpy(), dataset.y[aux].numpy())
     caps = Captures(cfg, args.captures)
     rows = []
-    for solver in args.solvers.split(","):
-        attack = {"adra-optimizer": solver}
+    for i, solver in enumerate(args.solvers.split(",")):
+        attack = {**variant(solver), **parse_overrides(args.set)}  # --set wins: e.g. adra-inverse-pairs
         if solver == args.reference and args.reference_iterations:
             attack["adra-iterations"] = args.reference_iterations
         scfg = parse_config({**base, **attack})
-        rows.append({"nodes": nodes, "solver": solver, **attack_all(scfg, caps, knowledge, device, f"P={nodes} {solver}",
-                                                                   args.budget)})
+        got = attack_all(scfg, caps, knowledge, device, f"P={nodes} s{args.seed} {solver}", args.budget,
+                         nulls=getattr(args, "nulls", False) and i == 0)
+        rows += [{"nodes": nodes, "solver": solver, **got[0]}, *({"nodes": nodes, **r} for r in got[1:])]
     return rows
+
+
+def merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of several seeds as one row per (P, solver), their lists joined in seed order."""
+    out: dict[tuple[int, str], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["nodes"], r["solver"])
+        if key not in out:
+            out[key] = {k: list(v) if isinstance(v, list) else v for k, v in r.items()}
+        else:
+            for k, v in r.items():
+                if isinstance(v, list):
+                    out[key].setdefault(k, []).extend(v)
+    return list(out.values())
 
 
 def _medians(row: dict[str, Any]) -> str:
@@ -204,22 +264,39 @@ def _ratio(reference: list[float], this: list[float]) -> float:
     return (sum(reference) / len(reference)) / (sum(this) / len(this))
 
 
+def _rate(flags: list[bool], clusters: list[str] | None = None) -> str:
+    """k/n and the 95 % interval that counts captures (``fednas.stats.cluster_rate``)."""
+    if not flags:
+        return "–"
+    p, lo, hi, _ = stats.cluster_rate(flags, clusters if clusters and len(clusters) == len(flags) else None)
+    return f"{sum(flags)}/{len(flags)} [{100 * lo:.0f}, {100 * hi:.0f}] %"
+
+
+def _trained(row: dict[str, Any]) -> str:
+    """Mean seconds of the inverse's pairs and fit over the rounds it was trained for."""
+    t = [v for v in row.get("train", []) if v]
+    return f"{sum(t) / len(t):.0f} (n = {len(t)})" if t else "–"
+
+
 def report(rows: list[dict[str, Any]], reference: str) -> str:
     ref = {r["nodes"]: r for r in rows if r["solver"] == reference}
     lines = []
     for r in rows:
         base = ref.get(r["nodes"])
+        null = r["solver"].startswith("null")
         # ratio of the mean seconds per capture (the two may have attacked different counts)
         ratio = (f"{_ratio(base['wall'], r['wall']):.2f}x / {_ratio(base['cpu'], r['cpu']):.2f}x"
-                 if base is not None else "–")
-        lines.append([r["nodes"], r["solver"], _theta(r), len(r["wall"]), _mean(r["wall"]), _mean(r["cpu"]), ratio,
-                      _medians(r), _rate(r["identified"]), _rate(r["identified-dataset"]),
-                      _rate(r["success"]) if "success" in r else "–", _rate(r["label"]),
-                      _mean(r["psnr"]) if r["psnr"] else "–"])
-    return table(lines, ["P", "solver", "θ known to the attacker", "captures", "wall s/capture [t95]",
-                         "CPU s/capture [t95]", f"{reference} s / this s (wall / CPU)", "match / at truth (medians)",
-                         "identified D^α [Wilson 95]", "identified dataset [Wilson 95]", "success (SR) [Wilson 95]",
-                         "label correct", "PSNR dB [t95]"])
+                 if base is not None and not null and r.get("wall") else "–")
+        c = r.get("capture")
+        lines.append([r["nodes"], r["solver"], _theta(r), len(set(c)) if c else len(r.get("wall", [])),
+                      _rate(r["identified-dataset"], c), _rate(r["identified"], c),
+                      _rate(r["success"], c) if "success" in r else "–", _rate(r["label"], c),
+                      _mean(r["psnr"]) if r["psnr"] else "–", "–" if null else _mean(r["wall"]),
+                      "–" if null else _mean(r["cpu"]), _trained(r), ratio, "–" if null else _medians(r)])
+    return table(lines, ["P", "solver", "θ known to the attacker", "captures", "identified dataset [95]",
+                         "identified D^α [95]", "success (SR) [95]", "label correct [95]", "PSNR dB [t95]",
+                         "wall s/capture [t95]", "CPU s/capture [t95]", "inverse training s/round",
+                         f"{reference} s / this s (wall / CPU)", "match / at truth (medians)"])
 
 
 def _theta(row: dict[str, Any]) -> str:
@@ -235,23 +312,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", default="mnist-5k", help="digits (8x8) or mnist-5k (28x28, default)")
     dag_nodes_option(p, default="32,64,128", help="comma-separated P")
     p.add_argument("--captures", type=int, default=3, help="captures (clients of round 1) per P")
-    p.add_argument("--solvers", default="lm,adam", help="comma-separated adra-optimizer values to compare")
-    p.add_argument("--reference", default="adam", help="the solver the others are compared with")
+    p.add_argument("--solvers", default="inverse,lm",
+                   help=f"comma-separated ways to read a capture, compared side by side: {', '.join(VARIANTS)}")
+    p.add_argument("--reference", default="lm", help="the solver the others are compared with")
     p.add_argument("--reference-iterations", type=int, default=0,
                    help="adra-iterations of the reference (0: its own default, 300 for adam)")
     p.add_argument("--budget", type=float, default=0.0,
                    help="wall seconds per P and solver after which no further capture starts (0: no bound)")
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results (default benchmarks/results)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="one seed (see --seeds)")
+    p.add_argument("--seeds", default="",
+                   help="comma-separated seeds, one row per P and solver over all their captures (tune on 0-4; "
+                        "report held-out seeds, e.g. 100,101,102,103,104)")
+    p.add_argument("--no-nulls", dest="nulls", action="store_false",
+                   help="leave out the null rows (a random aux image of the true class, the aux class mean)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config key for the clients and the attack (repeatable), e.g. alpha-batch-size=8")
     args = p.parse_args(argv)
+    for name in args.solvers.split(","):
+        variant(name)  # an unknown name fails here, before any capture is made
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()] or [args.seed]
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    rows = [r for n in args.dag_nodes.split(",") if n.strip() for r in run_nodes(int(n), args, device)]
-    print(f"\nADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seed {args.seed}, {device.type}, "
+    rows = merge_seeds([r for n in args.dag_nodes.split(",") if n.strip() for seed in seeds
+                        for r in run_nodes(int(n), argparse.Namespace(**{**vars(args), "seed": seed}), device)])
+    print(f"\nADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seeds {seeds}, {device.type}, "
           f"{args.threads} thread(s); changed: {' '.join(args.set) or 'nothing'}")
     print(report(rows, args.reference))
     print("results:", write_results(f"adra-{device.type}", {"machine": machine(), "args": {**vars(args), "results": str(args.results)},

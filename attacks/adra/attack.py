@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from attacks.adra.client_model import AlphaProcedure, data_free_update
+from attacks.adra.inverse import MAX_PERMUTED_BATCH, solve_inverse
 from attacks.adra.paper import paper_optimizer, solve_paper
 from attacks.adra.solver import Problem, Report, solve_strong, strong_optimizer
 from attacks.adra.surfaces import NoArchitectureGradient, attack_surface
@@ -183,9 +184,20 @@ class ADRA:
     def _one(self, capture: Capture, knowledge: Knowledge, t0: float) -> Reconstruction:
         problem, known = self.problem(capture, knowledge)
         gen = torch.Generator().manual_seed(self._seed(capture) + 1)
+        extra: dict[str, float] = {}
         if self.s.adra_mode == "paper":
             optimizer = paper_optimizer(self.s)
             sol = solve_paper(problem, self.s, gen, self.progress)
+        elif self.s.adra_method == "inverse":
+            optimizer = "inverse" + (f"+lm{self.s.adra_inverse_polish}" if self.s.adra_inverse_polish else "")
+            if knowledge.aux_images is None:
+                raise CaptureError("adra-method = 'inverse' needs the attacker's aux pool (Knowledge.aux_images)")
+            if problem.batch > MAX_PERMUTED_BATCH:
+                raise CaptureError(f"adra-method = 'inverse' reads B <= {MAX_PERMUTED_BATCH}; this capture has "
+                                   f"B = {problem.batch} (use adra-method = 'search')")
+            sol, figures = solve_inverse(problem, self.s, knowledge.aux_images, knowledge.aux_labels, self.progress,
+                                         seed=self.seed)
+            extra = {f"inverse-{k}" if not k.startswith("inverse") else k: v for k, v in figures.items()}
         else:
             optimizer = strong_optimizer(self.s)
             needs_aux = self.s.adra_prior != "none" or self.s.adra_init == "aux"
@@ -206,7 +218,7 @@ class ADRA:
             details={**known, "hypotheses": sol.hypotheses,
                      "iterations": sol.iterations, "modelled-steps": problem.steps, "local-steps": problem.local_steps,
                      "B": problem.batch, "alpha-optimizer": problem.proc.optimizer, "solver": optimizer,
-                     "device": str(problem.victim.device)},
+                     "device": str(problem.victim.device), **extra},
         )
 
     def _seed(self, capture: Capture) -> int:

@@ -97,6 +97,31 @@ KEYS: tuple[Key, ...] = (
     _k("adra-prior-components", 32,
        "strong: principal components of the pca prior.",
        check=positive, rule="> 0"),
+    _k("adra-method", "search",
+       "strong: how a capture is read: search (screen the aux pool, then refine images until their predicted "
+       "update matches delta-alpha) or inverse (a network trained on (delta-alpha, image) pairs the attacker "
+       "makes from its aux pool as the capture was made, read once; attacks/adra/inverse.py).",
+       choices=("search", "inverse")),
+    _k("adra-inverse-pairs", 4096,
+       "inverse: (delta-alpha, image) pairs made per round from the aux pool (each image randomly shifted, "
+       "rotated and scaled when adra-inverse-augment).",
+       check=positive, rule="> 0"),
+    _k("adra-inverse-epochs", 60,
+       "inverse: training epochs over the pairs (the epoch with the lowest held-out loss is kept).",
+       check=positive, rule="> 0"),
+    _k("adra-inverse-hidden", 1024,
+       "inverse: width of the network's two hidden layers.",
+       check=positive, rule="> 0"),
+    _k("adra-inverse-augment", True,
+       "inverse: move each aux image randomly (shift up to 2 px, rotation up to 12 degrees, scale 0.9-1.1) "
+       "before making its pair."),
+    _k("adra-inverse-polish", 0,
+       "inverse: Levenberg-Marquardt iterations refining the inverse's image on the match; the polished image "
+       "is kept only where it lowers the match (0: off).",
+       check=non_negative, rule=">= 0"),
+    _k("adra-cache-dir", "",
+       "inverse: folder of the cached pairs and networks, keyed by everything that determines them (empty: "
+       "$FEDNAS_CACHE, else $XDG_CACHE_HOME/fednas-privacy, else ~/.cache/fednas-privacy; then adra/)."),
     _k("adra-kappa", 0.96,
        "paper: denoise, pixels above kappa (of 1; the paper's 245/255) are set to 0.",
        check=in_unit, rule="in (0, 1]"),
@@ -105,6 +130,8 @@ KEYS: tuple[Key, ...] = (
 
 
 def attack_checks(flat: Mapping[str, Any]) -> list[str]:
+    if flat["adra-mode"] == "paper" and flat["adra-method"] == "inverse":
+        return ["'adra-method' = \"inverse\" is for adra-mode = \"strong\": paper mode is the paper's own recipe"]
     if flat["adra-mode"] == "strong" and flat["adra-optimizer"] == "lbfgs":
         return ["'adra-optimizer' = \"lbfgs\" is for adra-mode = \"paper\" only: strong mode refines batched "
                 "hypotheses in the pixel box, for which it has lm (the default) and adam"]

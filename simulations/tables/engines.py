@@ -29,14 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from attacks.nulls import NULL_KINDS, null_reconstruction
 from fednas.config import KEY_BY_NAME, ConfigError, parse_config
 
 log = logging.getLogger(__name__)
 
 SAMPLE_FIELDS = ("success", "identified", "identified-dataset", "mse", "psnr", "ssim", "label-correct")
-# the nulls an ADRA cell is scored against: what an attacker holding only its aux pool and
-# the sample's class would "rebuild" without looking at the update at all
-NULL_KINDS = ("aux-random", "aux-mean")
 
 
 # ---------------------------------------------------------------------------- what exists
@@ -179,27 +177,6 @@ def attack_captures(run_dirs: Sequence[str | Path], attack: Mapping[str, Any], p
                 nulls[kind]["capture"].append(f"{i}:{r['capture']}")
     info["theta-source"] = sorted(info["theta-source"])
     return {"samples": samples, "nulls": nulls, **info}
-
-
-def null_reconstruction(kind: str, capture_id: str, samples: Sequence[tuple[int, int, int]], labels: Sequence[int],
-                        aux_x: np.ndarray, aux_y: np.ndarray, rng: np.random.Generator) -> Any:
-    """A stand-in for an attack's reconstruction of one capture that never reads the update.
-
-    ``samples``: (step, position, index) of the capture's true samples; ``labels`` their
-    classes. ``aux-random``: for each, a random aux image of its class; ``aux-mean``: the
-    mean aux image of its class. Failed where the aux pool has no image of a class."""
-    from attacks.base import Reconstruction
-
-    images = []
-    for label in labels:
-        pool = aux_x[aux_y == label]
-        if len(pool) == 0:
-            return Reconstruction.failed(capture_id, f"the aux pool has no image of class {label}")
-        images.append(pool[rng.integers(len(pool))] if kind == "aux-random" else pool.mean(axis=0))
-    shape = (0, *aux_x.shape[1:])
-    return Reconstruction(capture_id, images=np.stack(images).astype(np.float32) if images else np.zeros(shape, np.float32),
-                          labels=np.asarray(labels, np.int64), steps=np.array([s for s, _, _ in samples], np.int64),
-                          positions=np.array([p for _, p, _ in samples], np.int64))
 
 
 def null_samples(run_dir: str | Path, flat: Mapping[str, Any], capture_ids: Sequence[str],

@@ -139,8 +139,36 @@ def test_adra_benchmark_starts_no_capture_once_its_budget_is_spent(tmp_path):
     (path,) = tmp_path.glob("adra-cpu-*.json")
     import json
 
-    (row,) = json.loads(path.read_text())["rows"]
+    (row,) = [r for r in json.loads(path.read_text())["rows"] if r["solver"] == "lm"]
     assert len(row["wall"]) == 1  # the first capture always runs; the spent budget stops the other two
     assert len(row["identified"]) == 1
     # θ known and one SGD step: the replay is exact, so the client's own sample explains Δα to rounding
     assert row["truth-match"][0] < 1e-8 and math.isfinite(row["match"][0])
+
+
+def test_adra_benchmark_compares_the_inverse_with_the_search_beside_the_nulls(tmp_path):
+    from benchmarks.adra import main as adra_main
+
+    adra_main(["--dataset", "digits", "--dag-nodes", "3", "--captures", "2", "--solvers", "inverse,lm",
+               "--reference", "lm", "--seeds", "0,1", "--results", str(tmp_path), "--set", "adra-iterations=2",
+               "--set", "adra-restarts=1", "--set", "adra-inverse-pairs=64", "--set", "adra-inverse-epochs=2",
+               "--set", f"adra-cache-dir={tmp_path / 'cache'}"])
+    import json
+
+    (path,) = tmp_path.glob("adra-cpu-*.json")
+    rows = {r["solver"]: r for r in json.loads(path.read_text())["rows"]}
+    assert set(rows) == {"inverse", "lm", "null: aux-random", "null: aux-mean"}
+    for row in rows.values():  # the same captures of both seeds, one cluster per capture
+        assert sorted(set(row["capture"])) == ["s0-r001-n0", "s0-r001-n1", "s1-r001-n0", "s1-r001-n1"]
+    # one inverse per round and seed: trained for the first capture of each seed, read after
+    assert sum(1 for t in rows["inverse"]["train"] if t > 0) == 2
+    # the class-mean null names the true label by construction (a refused capture counts as missed)
+    refused = [m is None for m in rows["lm"]["match"]]
+    assert [lab or no for lab, no in zip(rows["null: aux-mean"]["label"], refused)] == [True] * 4
+
+
+def test_an_unknown_adra_benchmark_solver_is_refused_before_any_work():
+    from benchmarks.adra import main as adra_main
+
+    with pytest.raises(SystemExit, match="unknown 'gauss'"):
+        adra_main(["--solvers", "inverse,gauss"])

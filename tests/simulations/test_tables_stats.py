@@ -85,20 +85,3 @@ def test_the_recorded_command_names_no_machines_folders(tmp_path):
     # prose, fractions and URLs are not paths
     text = "D^α / D^θ, 1/3, TP/FP, https://example.org/a/b, s/capture"
     assert portable(text, root) == text
-
-
-def test_the_nulls_are_built_from_the_aux_pool_and_the_class_only():
-    from simulations.tables.engines import null_reconstruction
-
-    rng = np.random.default_rng(7)
-    aux_x = rng.random((30, 1, 4, 4)).astype(np.float32)
-    aux_y = np.repeat(np.arange(3), 10)
-    samples, labels = [(0, 0, 101), (0, 1, 57), (1, 0, 3)], [2, 0, 2]
-    rec = null_reconstruction("aux-random", "c", samples, labels, aux_x, aux_y, np.random.default_rng(0))
-    assert rec.status == "ok" and list(rec.labels) == labels and list(rec.steps) == [0, 0, 1]
-    for img, label in zip(rec.images, labels):  # each an aux image of the sample's own class
-        assert any(np.array_equal(img, a) for a in aux_x[aux_y == label])
-    rec = null_reconstruction("aux-mean", "c", samples, labels, aux_x, aux_y, np.random.default_rng(0))
-    assert np.allclose(rec.images[0], aux_x[20:].mean(axis=0)) and np.allclose(rec.images[1], aux_x[:10].mean(axis=0))
-    missing = null_reconstruction("aux-mean", "c", [(0, 0, 1)], [7], aux_x, aux_y, np.random.default_rng(0))
-    assert missing.status == "failed" and "class 7" in missing.reason

@@ -1,0 +1,149 @@
+"""(Δα, x) pairs from the attacker's own images, made exactly as a capture is made.
+
+The attacker knows what the wire shows: the round's α_t1, θ as it believes it (the wire's
+θ_t1, θ_0, or surrogate draws), and the client's α procedure (optimizer, learning rate,
+weight decay, local steps, B). For any images of its own it can therefore compute the Δα a
+client holding them would have sent (``client_model.replay`` on ``Victim.grads``), and
+learn the inverse map from such pairs (``attacks.adra.inverse``).
+
+Pairs are made from the aux pool, each image randomly moved a little (affine: shift,
+rotation, scale) so that the inverse sees more than the pool's few hundred digits, never
+from a client's data. A pair's feature is the data part of its update, Δα minus the update
+the client's procedure makes with a zero loss gradient (weight decay alone), as a unit
+vector and its log-norm: the direction carries the image, the norm the loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from attacks.adra.client_model import AlphaProcedure, data_free_update, replay
+
+NORM_FLOOR = 1e-30  # a saturated sample has no loss gradient: its unit direction is undefined
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random affine moves of the attacker's images (pixels, degrees, relative scale)."""
+
+    shift: float = 2.0
+    rotate: float = 12.0
+    scale: float = 0.1
+
+    def apply(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Moved copies of images x (N, C, H, W); zero moves return x unchanged."""
+        if self.shift == 0 and self.rotate == 0 and self.scale == 0:
+            return x
+        n, _, h, w = x.shape
+        u = lambda: 2 * torch.rand(n, generator=generator) - 1  # noqa: E731 - one uniform draw per image
+        angle = u() * math.radians(self.rotate)
+        s = 1 + u() * self.scale
+        tx, ty = u() * self.shift * 2 / w, u() * self.shift * 2 / h  # pixels in grid units ([-1, 1] spans the image)
+        cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+        theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+        grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False).clamp(0.0, 1.0)
+
+
+@dataclass
+class Pairs:
+    """Features (N, n_alpha + 1), images (N, K, B, C, H, W), labels (N, K, B)."""
+
+    features: torch.Tensor
+    images: torch.Tensor
+    labels: torch.Tensor
+    seconds: float = 0.0  # wall seconds it took to make them
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+def features(delta: torch.Tensor, free: torch.Tensor) -> torch.Tensor:
+    """Δα rows (N, n_alpha) as the inverse reads them: the unit data part and its log10-norm."""
+    data = delta - free.to(delta)
+    norm = data.norm(dim=-1, keepdim=True)
+    return torch.cat([data / norm.clamp_min(NORM_FLOOR), norm.clamp_min(NORM_FLOOR).log10()], -1)
+
+
+def free_update(problem) -> torch.Tensor:
+    """The client's update with a zero loss gradient (``data_free_update``), flat, float32."""
+    return data_free_update(problem.proc, problem.victim.alpha_flat.double(), problem.victim.alpha_l2).float()
+
+
+@torch.no_grad()
+def predicted_updates(problem, x: torch.Tensor, y: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
+    """Δα a client holding batches x (N, K, B, C, H, W) with labels y (N, K, B) would send,
+    each under its θ draw, its K local steps replayed as ``problem.proc`` makes them."""
+    v = problem.victim
+    onehot = F.one_hot(y.long(), problem.classes).float()
+    alpha0 = v.alpha_flat.expand(len(x), -1)
+    # Adam's first step is an exact sign here (temperature 0): pairs are made as the client makes them
+    return replay(problem.proc, alpha0, lambda k, a: v.grads(x[:, k], onehot[:, k], a, draw, step=k), 0.0)
+
+
+def make_pairs(problem, pool_x: torch.Tensor, pool_y: torch.Tensor, count: int, generator: torch.Generator,
+               augment: Augment | None = Augment(), chunk: int = 64) -> Pairs:
+    """``count`` pairs for ``problem``'s round from the pool (the attacker's images), each
+    a random batch per local step, each image moved by ``augment``, each under a random θ draw.
+
+    Parameters
+    ----------
+    problem : solver.Problem
+        The capture's round as the attacker models it (victim at α_t1, θ belief, procedure).
+    pool_x, pool_y : tensors (M, C, H, W), (M,)
+        The attacker's own images and labels.
+    count : int
+    generator : torch.Generator
+        Seeds which images, their moves and θ draws (pairs are reproducible).
+    chunk : int
+        Pairs per batched gradient call (bounds memory).
+    """
+    k, b, v = problem.steps, problem.batch, problem.victim
+    free = free_update(problem)
+    feats, images, labels = [], [], []
+    for start in range(0, count, chunk):
+        n = min(chunk, count - start)
+        idx = torch.randint(len(pool_x), (n * k * b,), generator=generator)
+        x = pool_x[idx].float()
+        if augment is not None:
+            x = augment.apply(x, generator)
+        x = x.view(n, k, b, *x.shape[1:])
+        y = pool_y[idx].view(n, k, b)
+        draw = torch.randint(v.draws, (n,), generator=generator)
+        delta = predicted_updates(problem, x.to(v.device), y.to(v.device), draw.to(v.device))
+        feats.append(features(delta.float(), free).cpu())
+        images.append(x)
+        labels.append(y)
+    return Pairs(torch.cat(feats), torch.cat(images), torch.cat(labels))
+
+
+def digest(*parts) -> str:
+    """A stable hex key over tensors, arrays and plain values (the cache's key)."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, torch.Tensor):
+            p = p.detach().cpu().numpy()
+        if isinstance(p, np.ndarray):
+            h.update(str((p.dtype.str, p.shape)).encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(repr(p).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def problem_key(problem) -> str:
+    """Everything of a capture's round that determines its pairs: the replica (its modules'
+    description: space, activation, head), α_t1, every θ (draws and steps), the α-L2
+    penalty, the procedure, K, B, classes and the image shape."""
+    v = problem.victim
+    thetas = [v.thetas[n] for n in sorted(v.thetas)]
+    proc: AlphaProcedure = problem.proc
+    return digest(v.alpha_flat, *thetas, v.alpha_l2, v.draws, v.steps, proc, problem.steps, problem.batch,
+                  problem.classes, problem.image_shape, repr(v.model))

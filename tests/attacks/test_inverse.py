@@ -1,0 +1,164 @@
+"""The learned inverse: pairs made as the client makes its update, the cache's key, and the network."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attacks import metrics as M
+from attacks.adra.attack import ADRA
+from attacks.adra.inverse import InverseCache, InverseSettings, invert, set_loss
+from attacks.adra.pairs import Augment, features, make_pairs, predicted_updates
+from attacks.base import Knowledge
+from fednas.config import parse_config
+from fednas.data import ClientSplit, ImageSet
+from fednas.spaces import build_supernet
+from fednas.spaces.base import stop_tracking_running_stats
+from tests.attacks.test_adra import SPEC, _blobs, make_capture
+
+FLAT = {"dag-nodes": 4, "channels": 4, "head": "flatten", "alpha-optimizer": "sgd", "alpha-lr": 0.01, "local-steps": 1,
+        "alpha-batch-size": 1, "adra-method": "inverse", "adra-inverse-pairs": 256, "adra-inverse-epochs": 20,
+        "adra-inverse-hidden": 128}
+
+
+def _setup(**over):
+    cfg = parse_config({**FLAT, **over})
+    gen = torch.Generator().manual_seed(0)
+    x = _blobs(120, gen)
+    data = ImageSet("blobs", x, torch.randint(0, 4, (120,), generator=gen), 4)
+    split = ClientSplit(0, np.arange(0, 20), np.arange(20, 40), np.arange(0))
+    aux = np.arange(40, 120)
+    return cfg, data, split, Knowledge(cfg, SPEC, data.x[aux].numpy(), data.y[aux].numpy())
+
+
+def _problem(cfg, data, split, knowledge):
+    cap, used = make_capture(cfg, data, split)
+    problem, _ = ADRA(cfg.attack).problem(cap, knowledge)
+    return problem, cap, used
+
+
+def _loop_update(cfg, problem, x, y):
+    """Reference: Δα of one client holding batches x (K, B, C, H, W), y (K, B), by plain autograd
+    on the per-edge (unfused) supernet and torch's own optimizer, one batch at a time."""
+    model = build_supernet(cfg.space, SPEC, 0, fused=False)
+    v = problem.victim
+    theta = {n: t[0] for n, t in v.thetas.items()}
+    model.load_state_dict({**model.state_dict(), **theta, **v.alpha}, strict=True)
+    model.train()
+    stop_tracking_running_stats(model)
+    arch = [p for _, p in model.named_arch_parameters()]
+    start = [p.detach().clone() for p in arch]
+    s = cfg.search
+    opt = (torch.optim.SGD(arch, lr=s.alpha_lr, weight_decay=s.alpha_weight_decay) if s.alpha_optimizer == "sgd" else
+           torch.optim.Adam(arch, lr=s.alpha_lr, betas=(s.alpha_beta1, 0.999), weight_decay=s.alpha_weight_decay))
+    for k in range(x.shape[0]):
+        opt.zero_grad()
+        F.cross_entropy(model(x[k]), y[k]).backward()
+        opt.step()
+    return torch.cat([(p.detach() - a).reshape(-1) for p, a in zip(arch, start)])
+
+
+@pytest.mark.parametrize("over", [{}, {"alpha-batch-size": 2}, {"alpha-optimizer": "adam", "alpha-lr": 0.003}])
+def test_batched_pairs_match_a_per_client_loop(over):
+    cfg, data, split, knowledge = _setup(**over)
+    problem, _, _ = _problem(cfg, data, split, knowledge)
+    b = problem.batch
+    gen = torch.Generator().manual_seed(1)
+    x = data.x[40:40 + 6 * b].view(6, 1, b, *data.x.shape[1:])
+    y = data.y[40:40 + 6 * b].view(6, 1, b)
+    batched = predicted_updates(problem, x, y, torch.zeros(6, dtype=torch.long))
+    for i in range(6):
+        ref = _loop_update(cfg, problem, x[i], y[i])
+        assert torch.allclose(batched[i], ref, rtol=1e-4, atol=1e-9 + 1e-4 * float(ref.abs().max())), i
+
+
+def test_the_update_at_the_clients_own_sample_is_the_capture():
+    # pairs are made as the capture was: at the client's true sample the prediction is its Δα
+    cfg, data, split, knowledge = _setup()
+    problem, cap, used = _problem(cfg, data, split, knowledge)
+    pred = predicted_updates(problem, data.x[used].view(1, 1, 1, *data.x.shape[1:]), data.y[used].view(1, 1, 1),
+                             torch.zeros(1, dtype=torch.long))[0]
+    assert float((pred.double() - problem.observed.double()).norm() / problem.observed.double().norm()) < 1e-4
+
+
+def test_features_are_the_unit_data_part_and_its_log_norm():
+    delta = torch.tensor([[3.0, 4.0 + 1.0]])
+    free = torch.tensor([0.0, 1.0])
+    f = features(delta, free)
+    assert torch.allclose(f, torch.tensor([[0.6, 0.8, float(np.log10(5.0))]]), atol=1e-6)
+
+
+def test_augment_keeps_images_in_the_box_and_moves_them():
+    x = _blobs(8, torch.Generator().manual_seed(0))
+    moved = Augment().apply(x, torch.Generator().manual_seed(0))
+    assert moved.shape == x.shape and float(moved.min()) >= 0 and float(moved.max()) <= 1
+    assert float((moved - x).abs().max()) > 0.05
+    assert torch.equal(Augment(0, 0, 0).apply(x, torch.Generator()), x)
+
+
+def test_the_set_loss_takes_the_best_assignment_within_a_step():
+    x = torch.rand(1, 1, 2, 1, 4, 4)
+    y = torch.tensor([[[0, 1]]])
+    logits = 10 * F.one_hot(y, 3).float()
+    swapped_x, swapped_logits = x[:, :, [1, 0]], logits[:, :, [1, 0]]
+    assert torch.allclose(set_loss(swapped_x, swapped_logits, x, y, 1.0), set_loss(x, logits, x, y, 1.0))
+    assert float(set_loss(x, logits, x, y, 0.0)) == 0.0
+
+
+def test_the_cache_key_changes_with_everything_that_makes_the_pairs(tmp_path):
+    cfg, data, split, knowledge = _setup()
+    problem, cap, _ = _problem(cfg, data, split, knowledge)
+    ax, ay = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels)
+    base = InverseSettings(pairs=64)
+    key = InverseCache.pairs_key(problem, ax, ay, base)
+    assert InverseCache.pairs_key(problem, ax.clone(), ay.clone(), base) == key  # same inputs, same key
+    changed = [InverseCache.pairs_key(problem, ax, ay, dataclasses.replace(base, pairs=65)),
+               InverseCache.pairs_key(problem, ax, ay, dataclasses.replace(base, augment=False)),
+               InverseCache.pairs_key(problem, ax, ay, dataclasses.replace(base, seed=1)),
+               InverseCache.pairs_key(problem, ax[1:], ay[1:], base)]
+    for what in ("alpha_lr", "alpha_weight_decay"):  # the client's procedure
+        other = cfg.replace(**{what: getattr(cfg.search, what) * 2})
+        changed.append(InverseCache.pairs_key(_problem(other, data, split, knowledge)[0], ax, ay, base))
+    moved = dataclasses.replace(cap, alpha_t1={k: v + 1e-3 for k, v in cap.alpha_t1.items()})  # another α_t1
+    changed.append(InverseCache.pairs_key(ADRA(cfg.attack).problem(moved, knowledge)[0], ax, ay, base))
+    relu = cfg.replace(activation="relu")  # the same arrays, another network
+    replica = dataclasses.replace(knowledge, config=relu)  # the attacker builds its replica from its config
+    changed.append(InverseCache.pairs_key(_problem(relu, data, split, replica)[0], ax, ay, base))
+    assert len({key, *changed}) == len(changed) + 1
+    assert InverseCache.net_key(key, base) != InverseCache.net_key(key, dataclasses.replace(base, hidden=7))
+
+
+def test_the_inverse_is_trained_once_then_read_from_the_cache(tmp_path):
+    cfg, data, split, knowledge = _setup()
+    problem, _, _ = _problem(cfg, data, split, knowledge)
+    ax, ay = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels)
+    settings = InverseSettings(pairs=64, epochs=2, hidden=32)
+    net, fig = InverseCache(tmp_path).inverse(problem, ax, ay, settings)
+    assert fig["cached"] == 0.0 and len(list(tmp_path.glob("pairs-*.pt"))) == 1
+    again, fig2 = InverseCache(tmp_path).inverse(problem, ax, ay, settings)
+    assert fig2["cached"] == 1.0
+    f = torch.randn(3, net.mean.numel())
+    assert all(torch.equal(a, b) for a, b in zip(net(f), again(f)))
+
+
+def test_the_inverse_reads_unseen_samples_better_than_the_nulls(tmp_path):
+    # Trained on pairs from the aux pool only, it rebuilds the client's samples (which it
+    # never saw) nearer than a random aux image of the right class, and names their labels.
+    cfg, data, split, knowledge = _setup(**{"adra-inverse-pairs": 1024, "adra-inverse-epochs": 40,
+                                            "adra-cache-dir": str(tmp_path), "adra-inverse-hidden": 256})
+    attack = ADRA(cfg.attack)
+    mse, null, labels = [], [], []
+    gen = torch.Generator().manual_seed(0)
+    for seed in range(6):
+        cap, used = make_capture(cfg, data, split, seed=seed)
+        rec = attack.reconstruct([cap], knowledge)[0]
+        assert rec.status == "ok", rec.reason
+        truth = data.x[used[0]].numpy()
+        mse.append(M.mse(rec.images[0], truth))
+        same = np.flatnonzero(knowledge.aux_labels == int(data.y[used[0]]))
+        null.append(M.mse(knowledge.aux_images[same[torch.randint(len(same), (1,), generator=gen)]][0], truth))
+        labels.append(int(rec.labels[0]) == int(data.y[used[0]]))
+    assert np.mean(mse) < 0.5 * np.mean(null), (mse, null)
+    assert sum(labels) >= 4
