@@ -117,11 +117,13 @@ def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: to
         box: list = []
         wall, cpu = timed(lambda: box.append(attack.reconstruct([cap], knowledge)[0]), device)
         rec = box[0]
-        trained = 0.0 if rec.details.get("inverse-cached", 1.0) else (rec.details.get("inverse-pair-seconds", 0.0)
-                                                                       + rec.details.get("inverse-train-seconds", 0.0))
+        fresh = not rec.details.get("inverse-cached", 1.0)
+        trained = fresh * (rec.details.get("inverse-pair-seconds", 0.0) + rec.details.get("inverse-train-seconds", 0.0))
+        trained_cpu = fresh * (rec.details.get("inverse-pair-cpu-seconds", 0.0)
+                               + rec.details.get("inverse-train-cpu-seconds", 0.0))
         out["train"].append(trained)  # the inverse's pairs and fit, once per round: apart from the attack's time
         out["wall"].append(wall - trained)
-        out["cpu"].append(cpu - trained)
+        out["cpu"].append(cpu - trained_cpu)
         out["theta"].append(rec.details.get("theta-knowledge", "–"))
         ok = rec.status == "ok"  # a capture the attack refused has no problem to measure the truth in
         out["truth-match"].append(truth_match(attack, cap, knowledge, used, x_all, y_all) if ok else math.nan)

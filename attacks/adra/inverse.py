@@ -113,7 +113,7 @@ def train_inverse(pairs: Pairs, steps: int, batch: int, image_shape: tuple[int, 
     net.scale.copy_(f[tr].std(0).clamp_min(1e-8))
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=settings.epochs * math.ceil(len(tr) / 128))
-    best, best_state, t0 = math.inf, None, time.perf_counter()
+    best, best_state, t0, c0 = math.inf, None, time.perf_counter(), time.process_time()
     for _ in range(settings.epochs):
         net.train()
         for rows in tr[torch.randperm(len(tr), generator=gen)].split(128):
@@ -133,7 +133,7 @@ def train_inverse(pairs: Pairs, steps: int, batch: int, image_shape: tuple[int, 
         acc = float((logits.argmax(-1) == y[val]).float().mean()) if batch == 1 else math.nan
         mse = float(((images - x[val]) ** 2).mean()) if batch == 1 else math.nan
     return net, {"val-loss": best, "val-label-acc": acc, "val-mse": mse, "train-seconds": time.perf_counter() - t0,
-                 "pairs": len(pairs)}
+                 "train-cpu-seconds": time.process_time() - c0, "pairs": len(pairs)}
 
 
 def _save(obj, path: Path) -> None:
@@ -175,7 +175,7 @@ class InverseCache:
             return net.eval(), {**saved["figures"], "cached": 1.0}
         pairs = self._pairs(problem, aux_x, aux_y, settings, pkey)
         net, figures = train_inverse(pairs, *shape, settings)
-        figures = {**figures, "pair-seconds": pairs.seconds}
+        figures = {**figures, "pair-seconds": pairs.seconds, "pair-cpu-seconds": pairs.cpu_seconds}
         _save({"state": net.state_dict(), "n-features": pairs.features.shape[1], "figures": figures}, net_path)
         log.info("learned inverse trained (%d pairs in %.0f s, training %.0f s): %s", len(pairs), pairs.seconds,
                  figures["train-seconds"], net_path)
@@ -185,13 +185,14 @@ class InverseCache:
         path = self.root / f"pairs-{key[:24]}.pt"
         if path.exists():
             d = torch.load(path, weights_only=True)
-            return Pairs(d["features"], d["images"], d["labels"], float(d["seconds"]))
-        t0 = time.perf_counter()
+            return Pairs(d["features"], d["images"], d["labels"], float(d["seconds"]),
+                         float(d.get("cpu-seconds", 0.0)))
+        t0, c0 = time.perf_counter(), time.process_time()
         gen = torch.Generator().manual_seed(settings.seed)
         pairs = make_pairs(problem, aux_x, aux_y, settings.pairs, gen, settings.augmentation())
-        pairs.seconds = time.perf_counter() - t0
-        _save({"features": pairs.features, "images": pairs.images, "labels": pairs.labels, "seconds": pairs.seconds},
-              path)
+        pairs.seconds, pairs.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
+        _save({"features": pairs.features, "images": pairs.images, "labels": pairs.labels, "seconds": pairs.seconds,
+               "cpu-seconds": pairs.cpu_seconds}, path)
         return pairs
 
 

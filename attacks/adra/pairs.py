@@ -59,6 +59,7 @@ class Pairs:
     images: torch.Tensor
     labels: torch.Tensor
     seconds: float = 0.0  # wall seconds it took to make them
+    cpu_seconds: float = 0.0  # and CPU seconds (wall alone misleads on a shared machine)
 
     def __len__(self) -> int:
         return len(self.features)
