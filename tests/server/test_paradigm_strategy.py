@@ -1,6 +1,5 @@
 """The paradigm's server wrapper with real Flower strategies and messages, in one process."""
 
-
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
