@@ -39,6 +39,7 @@ from flwr.serverapp.strategy import Strategy
 
 from server.magnitude import Sizing, UpdateBound, clipped_arrays, group_norms, size_verdicts, update_of
 from server.strategies import partition_of
+from server.wrapping import StrategyWrapper
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,7 @@ def finite_record(record: ArrayRecord) -> bool:
 # ---------------------------------------------------------------------------- the wrapper
 
 
-class ReplyGuard(Strategy):
+class ReplyGuard(StrategyWrapper):
     """Strategy wrapper that leaves bad replies out of the aggregate (see the module doc).
 
     Parameters
@@ -240,8 +241,8 @@ class ReplyGuard(Strategy):
 
     def __init__(self, strategy: Strategy, max_update_norm: float = 0.0, delta_replies: bool = False,
                  update_guard: str = "reject", update_guard_k: float = 10.0, alpha_pattern: str = "^alpha") -> None:
+        super().__init__(strategy)
         self.bound = UpdateBound(update_guard, float(update_guard_k), float(max_update_norm), alpha_pattern)
-        self.strategy = strategy
         self.max_update_norm = float(max_update_norm)
         self.delta_replies = delta_replies
         self.weight_key = weight_key_of(strategy)
@@ -250,11 +251,6 @@ class ReplyGuard(Strategy):
         self.kept_previous: str | None = None  # why this round kept the previous global model
         self._sent: dict[int, Sent] = {}
         self._round = 0
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "strategy":
-            raise AttributeError(name)
-        return getattr(self.strategy, name)
 
     def __repr__(self) -> str:
         return f"ReplyGuard({self.strategy!r})"
@@ -317,9 +313,6 @@ class ReplyGuard(Strategy):
                 log.warning("round %d: reply of node %d (partition %s) rejected: %s",
                             server_round, msg.metadata.src_node_id, pid, reason)
         return out
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         replies = list(replies)

@@ -23,6 +23,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fednas.paradigms import paradigm_of
+from server.wrapping import StrategyWrapper
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +32,14 @@ def _record(arrays: dict[str, Any]) -> ArrayRecord:
     return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
 
 
-class ParadigmStrategy(Strategy):
+class ParadigmStrategy(StrategyWrapper):
     """Strategy wrapper running the configured paradigm's server steps (module docstring)."""
 
     def __init__(self, strategy: Strategy, cfg: Any) -> None:
-        self.strategy = strategy
+        super().__init__(strategy)
         self.cfg = cfg
         self.paradigm = paradigm_of(cfg)
         self.state: dict[str, np.ndarray] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "strategy":
-            raise AttributeError(name)
-        return getattr(self.strategy, name)
 
     def __repr__(self) -> str:
         return f"ParadigmStrategy({self.paradigm.name}, {self.strategy!r})"
@@ -62,12 +58,6 @@ class ParadigmStrategy(Strategy):
         if arrays is not None:
             arrays = _record({**{k: v.numpy() for k, v in arrays.items()}, **self.state})
         return arrays, metrics
-
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        return self.strategy.aggregate_evaluate(server_round, replies)
 
     def summary(self) -> None:
         log.info("\t├──> ParadigmStrategy: %s (server state: %s)", self.paradigm.name,

@@ -14,7 +14,7 @@ from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, 
 
 from fednas.config import sampled_per_round
 from server.robust import ROBUST, ROBUST_ARGS
-from server.wrapping import start_named
+from server.wrapping import StrategyWrapper
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def partition_of(msg: Message) -> int | None:
     return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-class RoundBook(Strategy):
+class RoundBook(StrategyWrapper):
     """Outermost wrapper of the server's strategy: counts what each round sent and got back.
 
     It owns one change: replies are handed on sorted by partition-id (errors last), so
@@ -130,7 +130,7 @@ class RoundBook(Strategy):
     """
 
     def __init__(self, strategy: Strategy, guard: Any = None) -> None:
-        self.strategy = strategy
+        super().__init__(strategy)
         self.guard = guard  # a ReplyGuard inside ``strategy``: its rejections go into the row
         self.current: dict[str, Any] = {}
         self.epsilons: dict[int, float] = {}
@@ -183,18 +183,8 @@ class RoundBook(Strategy):
         nodes = {r.node_id for r in rejected}
         return [m for m in replies if int(m.metadata.src_node_id) not in nodes]
 
-    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         metrics = self.strategy.aggregate_evaluate(server_round, list(replies))
         if metrics is not None:
             self.current.update({k: v for k, v in metrics.items() if not isinstance(v, list)})
         return metrics
-
-    def summary(self) -> None:
-        self.strategy.summary()
-
-    def start(self, *args: Any, **kwargs: Any) -> Any:
-        """Flower's ``start``, its log naming the whole chain (``RoundBook(Eavesdropper(...(FedAvg)))``)."""
-        return start_named(self, super().start, *args, **kwargs)

@@ -30,20 +30,56 @@ def test_ssim_of_two_constant_images_has_the_closed_form():
     assert M.ssim(np.full((8, 8), a), np.full((8, 8), b)) == pytest.approx(expected)
 
 
-def test_ssim_matches_a_direct_loop_over_windows():
+def _reference_ssim(a: np.ndarray, b: np.ndarray, size: int, sigma: float) -> float:
+    """Wang et al. (2004), written apart from attacks.metrics: scipy's Gaussian window and correlation.
+
+    The window is scipy.signal's Gaussian (normalised); the local statistics are scipy.ndimage
+    correlations over the whole image, of which only the positions where the window fits
+    (the border of half a window cropped) are averaged.
+    """
+    from scipy.ndimage import correlate
+    from scipy.signal.windows import gaussian
+
+    g = gaussian(size, sigma)
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    half = size // 2
+    c1, c2 = 0.01**2, 0.03**2  # K1, K2 of the paper, data range 1
+
+    def local(x: np.ndarray) -> np.ndarray:
+        return correlate(x, w, mode="constant")[half:-half or None, half:-half or None]
+
+    out = []
+    for x, y in zip(a, b):
+        mx, my = local(x), local(y)
+        vx, vy, cxy = local(x * x) - mx**2, local(y * y) - my**2, local(x * y) - mx * my
+        out.append(np.mean((2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))))
+    return float(np.mean(out))
+
+
+@pytest.mark.parametrize("shape", [(9, 9), (3, 12, 10), (1, 28, 28)])
+def test_ssim_matches_an_independent_gaussian_window_ssim(shape):
     rng = np.random.default_rng(1)
-    a, b = rng.random((9, 9)), rng.random((9, 9))
-    w = M._gaussian_window(7, M.SSIM_SIGMA)
-    c1, c2 = M.SSIM_K1**2, M.SSIM_K2**2
-    vals = []
-    for i in range(3):
-        for j in range(3):
-            pa, pb = a[i : i + 7, j : j + 7], b[i : i + 7, j : j + 7]
-            ma, mb = (w * pa).sum(), (w * pb).sum()
-            va, vb = (w * (pa - ma) ** 2).sum(), (w * (pb - mb) ** 2).sum()
-            cov = (w * (pa - ma) * (pb - mb)).sum()
-            vals.append(((2 * ma * mb + c1) * (2 * cov + c2)) / ((ma**2 + mb**2 + c1) * (va + vb + c2)))
-    assert M.ssim(a, b) == pytest.approx(np.mean(vals))
+    a = rng.random(shape)
+    b = np.clip(a + rng.normal(0, 0.2, shape), 0, 1)  # related images: SSIM well inside (0, 1)
+    a3, b3 = (a[None], b[None]) if a.ndim == 2 else (a, b)
+    expected = _reference_ssim(a3, b3, 7, 1.5)  # the documented window: 7 x 7, sigma 1.5
+    assert 0.1 < expected < 0.95
+    assert M.ssim(a, b) == pytest.approx(expected, rel=1e-10, abs=1e-12)
+
+
+@pytest.mark.parametrize("sigma", [1.5, 1.0])
+def test_ssim_matches_scikit_image_with_its_window(monkeypatch, sigma):
+    # scikit-image's Gaussian SSIM truncates its window at 3.5 sigma (11 x 11 at sigma 1.5);
+    # ours is 7 x 7 by default: with the window set to scikit-image's, the two must agree.
+    metrics = pytest.importorskip("skimage.metrics")
+    monkeypatch.setattr(M, "SSIM_WINDOW", 2 * int(3.5 * sigma + 0.5) + 1)
+    monkeypatch.setattr(M, "SSIM_SIGMA", sigma)
+    rng = np.random.default_rng(2)
+    a = rng.random((3, 24, 20))
+    b = np.clip(a + rng.normal(0, 0.2, a.shape), 0, 1)
+    expected = metrics.structural_similarity(a, b, data_range=1.0, channel_axis=0, gaussian_weights=True,
+                                             sigma=sigma, use_sample_covariance=False)
+    assert M.ssim(a, b) == pytest.approx(expected, rel=1e-9)
 
 
 def test_nearest_and_the_success_rule():

@@ -1,9 +1,10 @@
 """The attack progress board: per-capture events, log lines, bars, the run's ETA."""
 
 import io
-import queue
+import multiprocessing
+import time
 
-from attacks.progress import Board, CaptureTracker, Event, QueueSink
+from attacks.progress import Board, CaptureTracker, Event, Listener, QueueSink
 
 
 def test_a_capture_reports_its_stage_iteration_best_match_and_an_eta():
@@ -36,13 +37,37 @@ def test_the_tracker_throttles_within_a_stage_but_passes_stage_changes_and_ends(
     assert [(e.stage, e.done) for e in seen] == [("refine", 1), ("refine", 10), ("final", 0)]
 
 
+def _worker(q) -> None:
+    """An attack in a worker process: reports through a QueueSink (pickled across)."""
+    track = CaptureTracker("r002-n1", QueueSink(q), every=0.0)
+    track("screen", 1, 1)
+    track("refine", 2, 4, 0.25)
+
+
 def test_bars_and_the_queue_sink_carry_events_from_workers():
-    q = queue.Queue()
-    CaptureTracker("r002-n1", QueueSink(q), every=0.0)("refine", 2, 4, 0.25)
-    ev = q.get_nowait()
-    stream = io.StringIO()
-    board = Board(total=1, bars=True, stream=stream)
-    board.event(ev)
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: the events must cross a pickle
+    with ctx.Manager() as manager:
+        q = manager.Queue()
+        worker = ctx.Process(target=_worker, args=(q,))
+        worker.start()
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+        stream = io.StringIO()
+        board = Board(total=1, bars=True, stream=stream)
+        listener = Listener(q, board)
+        deadline = time.time() + 10
+        while board.live.get("r002-n1") is None or board.live["r002-n1"].stage != "refine":
+            assert time.time() < deadline, "the worker's events never reached the board"
+            time.sleep(0.01)
+        listener.stop()
+    ev = board.live["r002-n1"]
+    assert (ev.capture, ev.stage, ev.done, ev.total, ev.best) == ("r002-n1", "refine", 2, 4, 0.25)
+    assert ev.started <= ev.stage_started <= ev.now  # the worker's clock: its stage began after its capture
+    bar = board._bars["r002-n1"]
+    assert (bar.n, bar.total) == (2, 4) and "refine, best 0.25" in str(bar)  # the capture's bar shows the event
     board.finished("r002-n1", 3.0)
+    assert "r002-n1" not in board._bars and "r002-n1" not in board.live  # its bar closed with it
+    assert (board._run_bar.n, board._run_bar.total) == (1, 1)
     board.close()
-    assert "captures" in stream.getvalue() and "r002-n1" in stream.getvalue()
+    out = stream.getvalue()
+    assert "r002-n1:  50%" in out and "2/4" in out and "captures: 100%" in out and "1/1" in out

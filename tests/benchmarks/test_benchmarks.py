@@ -29,12 +29,37 @@ def test_supernet_benchmark_writes_both_forms(tmp_path, capsys):
     (path,) = tmp_path.glob("supernet-dag-*.json")
     data = json.loads(path.read_text())
     assert data["machine"]["torch-threads"] == 1
+    assert (data["space"], data["device"], data["repeats"], data["channels"]) == ("dag", "cpu", 1, 8)
     rows = data["rows"]
     assert [(r["mode"], r["nodes"]) for r in rows] == [("forward", 2), ("forward", 3), ("inner", 2), ("inner", 3)]
     for r in rows:
+        assert (r["size"], r["batch"]) == (5, 2) and "note" not in r  # nothing skipped under the default cap
         assert r["fused-runs"] == r["reference-runs"] == 1  # one timed call each after the warm-up
-        assert r["fused-s"] > 0 and r["reference-s"] > 0 and r["ratio"] > 0
-        assert r["fused-peak-mb"] is not None and r["reference-peak-mb"] is not None
+        # the ratios are the quotients of the times they stand beside, in wall and CPU time
+        assert r["ratio"] == pytest.approx(r["reference-s"] / r["fused-s"])
+        assert r["cpu-ratio"] == pytest.approx(r["reference-cpu-s"] / r["fused-cpu-s"])
+        times = ("fused-s", "reference-s", "fused-cpu-s", "reference-cpu-s")
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in times)
+        assert all(math.isfinite(r[k]) and r[k] >= 0 for k in ("fused-peak-mb", "reference-peak-mb"))
+    # the printed tables have each row: size, B, P, the times, the ratio (3 significant digits)
+    table_rows = [line.split() for line in out.splitlines() if line.split()[:2] == ["5", "2"]]
+    assert len(table_rows) == len(rows)
+    for cols, r in zip(table_rows, rows):
+        assert int(cols[2]) == r["nodes"] and float(cols[5]) == pytest.approx(r["ratio"], rel=5e-3)
+
+
+@pytest.mark.parametrize("mode", ["forward", "backward", "inner"])
+def test_the_two_forms_the_benchmark_times_compute_the_same_step(mode):
+    # a speed ratio means something only if both sides do the same work: same loss, same gradients
+    from benchmarks.supernet import build_pair, make_step
+
+    models = build_pair("dag", 3, 4, 6, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(3, 1, 6, 6, generator=g), torch.randint(0, 10, (3,), generator=g)
+    target = [torch.randn(a.shape, generator=g) for a in models["fused"].arch_parameters()]
+    fused, reference = (make_step(mode, models[side], x, y, target)() for side in ("fused", "reference"))
+    for a, b in zip(*(v if isinstance(v, tuple) else (v,) for v in (fused, reference)), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_reference_is_skipped_past_its_cap(tmp_path):

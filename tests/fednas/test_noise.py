@@ -10,7 +10,6 @@ from fednas.noise import InputNoise
 from fednas.search import local_search
 
 
-
 def test_fixed_noise_is_one_draw_per_sample_and_fresh_noise_is_not():
     x = torch.zeros(3, 1, 8, 8)
     rng = np.random.default_rng(0)
@@ -38,26 +37,48 @@ def test_bad_noise_settings_are_refused():
         InputNoise(0.1, "sometimes")
 
 
+def _unit_noise(seed: int, sample_id: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """A sample's fixed noise as fednas/noise.py documents it, drawn here: torch's normal
+    generator seeded from the run's seed, the tag 0x6E6F and the sample id (its two 32-bit halves)."""
+    entropy = [seed, 0x6E6F, sample_id & 0xFFFFFFFF, sample_id >> 32]
+    state = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+    return torch.randn(shape, generator=torch.Generator().manual_seed(state))
+
+
 def test_the_search_sees_only_noisy_inputs(tiny_cfg):
-    """On an all-zero dataset every input the model sees is the noise itself."""
+    """Every input the model sees is its sample plus that sample's own fixed noise, θ's and α's alike."""
     dataset, split = client_data(tiny_cfg.data, 0, 0, 2)
-    zeros = ImageSet("zeros", torch.zeros_like(dataset.x), dataset.y, dataset.num_classes)
+    # each image a constant that names its sample: the id is read back from what the model saw
+    scale = 0.25  # ≫ the noise's mean over 64 pixels (std 0.1 / 8)
+    ids = torch.arange(len(dataset.y), dtype=torch.float32)
+    named = ImageSet("ids", (ids * scale).view(-1, 1, 1, 1).expand_as(dataset.x).contiguous(), dataset.y,
+                     dataset.num_classes)
     seen = []
     model = model_for(tiny_cfg, dataset.spec, "cpu")
     model.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone()))
-    noise = InputNoise(0.1, "fixed", seed=3)
-    result = local_search(model, zeros, split, tiny_cfg.search, [0, 1, 0], input_noise=noise)
+    result = local_search(model, named, split, tiny_cfg.search, [0, 1, 0], input_noise=InputNoise(0.1, "fixed", seed=3))
     assert len(seen) == 2 * result.steps  # first order: one α and one θ forward per step
-    for x in seen:
-        assert 0.07 < x.std().item() < 0.13
-    for step, ids in enumerate(result.alpha_batches):  # α batches carry their samples' own fixed noise
-        expected = 0.1 * torch.stack([noise.fixed_noise(i, (1, 8, 8)) for i in ids])
-        torch.testing.assert_close(seen[2 * step], expected)
+    noises: dict[int, torch.Tensor] = {}
+    for n, x in enumerate(seen):
+        batch = [int(i) for i in torch.round(x.mean(dim=(1, 2, 3)) / scale)]
+        pool = split.alpha if n % 2 == 0 else split.theta  # α's batch first, then θ's
+        assert set(batch) <= set(pool.tolist())
+        if n % 2 == 0:
+            assert batch == result.alpha_batches[n // 2]
+        expected = torch.stack([named.x[i] + 0.1 * _unit_noise(3, i, (1, 8, 8)) for i in batch])
+        torch.testing.assert_close(x, expected)
+        for i, row in zip(batch, x):
+            noises[i] = row - named.x[i]
+    drawn = torch.stack(list(noises.values()))
+    assert 0.08 < drawn.std().item() < 0.12 and len(noises) >= 2 * tiny_cfg.search.batch_size
     clean_seen = []
     clean = model_for(tiny_cfg, dataset.spec, "cpu")
-    clean.register_forward_pre_hook(lambda mod, args: clean_seen.append(args[0].abs().max().item()))
-    local_search(clean, zeros, split, tiny_cfg.search, [0, 1, 0])
-    assert len(clean_seen) == len(seen) and max(clean_seen) == 0.0  # without noise: the clean zeros
+    clean.register_forward_pre_hook(lambda mod, args: clean_seen.append(args[0].detach().clone()))
+    local_search(clean, named, split, tiny_cfg.search, [0, 1, 0])
+    assert len(clean_seen) == len(seen)
+    for x, noisy in zip(clean_seen, seen):  # without noise: the clean samples, in the same batch order
+        torch.testing.assert_close(x, torch.round(noisy.mean(dim=(1, 2, 3)) / scale).mul(scale)
+                                   .view(-1, 1, 1, 1).expand_as(x))
 
 
 def test_client_train_applies_the_configs_noise(tiny_cfg):

@@ -6,7 +6,7 @@ import torch
 
 from fednas.config import PARADIGMS as CONFIG_PARADIGMS
 from fednas.config import ConfigError, parse_config
-from fednas.data import client_data
+from fednas.data import client_data, make_pools
 from fednas.federated import client_train, round_seed
 from fednas.paradigms import PARADIGMS, get_paradigm
 from fednas.paradigms.base import STATE_PREFIX, split_state
@@ -62,23 +62,51 @@ def test_fedavg_weights_replies_by_examples():
     np.testing.assert_allclose(out["a"], [3.25, 6.5])
 
 
+@torch.no_grad()
+def _by_hand(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` in eval mode, one forward over the whole set."""
+    model.eval()
+    logits = model(x)
+    return float(torch.nn.functional.cross_entropy(logits, y)), float((logits.argmax(1) == y).double().mean())
+
+
 @pytest.mark.parametrize("name", ["pdarts", "enas", "smash"])
 def test_every_paradigm_runs_through_the_project_federated_helpers(name):
-    # what the ClientApp and ServerApp call: fednas.federated, dispatched by the paradigm key
+    # What the ClientApp and ServerApp call (fednas.federated, dispatched by the paradigm key)
+    # gives what the paradigm's own round gives, and accuracies a forward pass by hand gives.
     from fednas.federated import central_evaluate, client_evaluate, genotype_of, initial_arrays
 
     cfg = parse_config({**TINY, "paradigm": name})
-    arrays = initial_arrays(cfg)
-    assert all(isinstance(v, torch.Tensor) for v in arrays.values())
     paradigm = get_paradigm(name)
+    arrays = initial_arrays(cfg)
     model_arrays, state = paradigm.server_configure(cfg, 1, {k: v.numpy() for k, v in arrays.items()})
     sent = {**model_arrays, **state}
+    torch.manual_seed(0)  # P-DARTS's skip-connect dropout draws from torch's global generator
     result = client_train(cfg, cfg.search, sent, partition_id=0, num_clients=2, server_round=1)
+    dataset, split = client_data(cfg.data, cfg.run.seed, 0, 2)
+    torch.manual_seed(0)
+    own = paradigm.client_round(cfg, cfg.search, sent, dataset, split, seed=round_seed(cfg, 1, 0), partition_id=0,
+                                server_round=1)
+    timeless = [{k: v for k, v in r.metrics.items() if k != "train-seconds"} for r in (result, own)]
+    assert result.arrays.keys() == own.arrays.keys() and timeless[0] == timeless[1]
+    for k in own.arrays:
+        torch.testing.assert_close(result.arrays[k], own.arrays[k], rtol=0, atol=0)
     assert not any(k.startswith(STATE_PREFIX) for k in result.arrays)  # the server state is never sent back
-    assert any(k.startswith("alpha") for k in result.arrays)  # architecture-level state is
+    alpha = [k for k in result.arrays if k.startswith("alpha")]
+    assert alpha and any(not np.array_equal(result.arrays[k].numpy(), sent[k]) for k in alpha)  # it searched
     new = {**{k: v.numpy() for k, v in result.arrays.items()}, **state}
-    assert 0 <= client_evaluate(cfg, new, partition_id=1, num_clients=2)["eval-acc"] <= 1
-    assert 0 <= central_evaluate(cfg, new)["central-acc"] <= 1
+    model = paradigm.model(cfg, dataset.spec, new)
+    _, other = client_data(cfg.data, cfg.run.seed, 1, 2)
+    idx = other.test if len(other.test) else other.alpha
+    loss, acc = _by_hand(model, dataset.x[idx], dataset.y[idx])
+    got = client_evaluate(cfg, new, partition_id=1, num_clients=2)
+    assert got["num-examples"] == len(idx)
+    assert got["eval-acc"] == pytest.approx(acc, abs=1e-12) and got["eval-loss"] == pytest.approx(loss, rel=1e-5)
+    test = make_pools(len(dataset), cfg.data, cfg.run.seed).test
+    loss, acc = _by_hand(model, dataset.x[test], dataset.y[test])
+    got = central_evaluate(cfg, new)
+    assert got["central-acc"] == pytest.approx(acc, abs=1e-12) and got["central-loss"] == pytest.approx(loss, rel=1e-5)
+    assert genotype_of(cfg, new) == paradigm.genotype(cfg, dataset.spec, new)
     assert genotype_of(cfg, new).space == "dag"
 
 

@@ -60,6 +60,12 @@ def test_an_update_that_cannot_become_weights_is_left_out(caplog):
             record = out.content["arrays"]
             out.content["arrays"] = ArrayRecord({k: Array(np.zeros(3, np.float32)) for k in record.keys()})
         return out
-    arrays, _ = _run(DeltaReplies(FedAvg(**_kwargs())), client=broken, rounds=1)
-    assert all(np.isfinite(v.numpy()).all() for v in arrays.values())
-    assert "left out" in caplog.text
+    arrays, grid = _run(DeltaReplies(FedAvg(**_kwargs())), client=broken, rounds=1)
+    # FedAvg of the one reply left, partition 0's: the global model is that client's own round
+    cfg = parse_config(FLAT)
+    own = client_train(cfg, cfg.search, initial_arrays(cfg), partition_id=0, num_clients=CLIENTS, server_round=1)
+    assert arrays.keys() == own.arrays.keys()
+    for k in arrays:
+        np.testing.assert_allclose(arrays[k].numpy(), own.arrays[k].numpy(), rtol=1e-5, atol=1e-7, err_msg=k)
+    left_out = [r for r in caplog.records if "left out" in r.getMessage()]
+    assert len(left_out) == 1 and "node 1002" in left_out[0].getMessage()  # partition 1's node, and only it

@@ -1,7 +1,5 @@
 """The paradigm's server wrapper with real Flower strategies and messages, in one process."""
 
-import math
-
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
@@ -10,12 +8,15 @@ from flwr.serverapp.strategy import FedAvg
 from attacks.captures import CaptureStore
 from clients.client_app import train
 from clients.dp_mods import dp_sgd_mod, update_dp_mod
+from fednas.accounting import RDP_ORDERS
 from fednas.config import parse_config, search_to_record
+from fednas.data import client_data
 from fednas.federated import initial_arrays
 from fednas.paradigms import STATE_PREFIX, get_paradigm
 from server.eavesdrop import Eavesdropper
 from server.paradigm_strategy import ParadigmStrategy, with_paradigm
 from server.strategies import RoundBook
+from tests import dp_reference as reference
 from tests.server.inprocess_grid import InProcessGrid
 
 FLAT = {"dag-nodes": 3, "channels": 4, "local-steps": 1, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 200,
@@ -115,8 +116,21 @@ def test_the_dp_sgd_mod_privatises_and_accounts_the_architecture_steps(name, ser
     reply = grid.send_and_receive([msg])[0]
     assert not reply.has_error(), reply.error
     metrics = reply.content["metrics"]
-    assert metrics["dp-sgd-steps"] == steps and 0 < metrics["dp-sgd-sample-rate"] <= 1
-    assert (metrics["dp-epsilon"] > 0) == (steps > 0) and math.isfinite(metrics["dp-epsilon"])
+    # Poisson sampling of D^α (partition 0: node 1001): q = B / |D^α|, ENAS's one batch per step
+    # shared by its M = enas-num-aggregate sampled architectures: q = M·B / |D^α|
+    _, split = client_data(cfg.data, cfg.run.seed, 0, CLIENTS)
+    batch = FLAT["alpha-batch-size"] * (FLAT["enas-num-aggregate"] if name == "enas" else 1)
+    q = metrics["dp-sgd-sample-rate"]
+    assert metrics["dp-sgd-steps"] == steps and q == pytest.approx(min(1.0, batch / len(split.alpha)))
+    # ε from the definition, apart from fednas.accounting and Opacus: Rényi divergence of the
+    # subsampled Gaussian (z = 1) integrated numerically, composed over the steps, converted at δ
+    orders = [a for a in RDP_ORDERS if a <= 64]
+    if steps:
+        want = reference.rdp_to_epsilon(lambda a: steps * reference.subsampled_rdp(q, 1.0, a), orders, cfg.dp.dp_delta)
+        assert metrics["dp-epsilon"] == pytest.approx(want, rel=1e-6)
+        assert metrics["dp-epsilon"] == metrics["dp-sgd-epsilon"] == metrics["dp-epsilon-rdp"]
+    else:
+        assert metrics["dp-epsilon"] == 0.0  # no α step, nothing released about D^α
     assert "alpha-acc" not in metrics  # statistics of D^α no noise covers are dropped by the mod
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from fednas.config import parse_config
 from simulations.tables import engines
 from simulations.tables.plan import TABLES, load_paper, make_plan
 from simulations.tables.runner import current, result_path
@@ -34,10 +35,41 @@ def _paper_cells(paper: dict, table: int) -> int:
 @pytest.mark.parametrize("name", sorted(SCALES))
 def test_every_scale_file_loads_and_plans(name, root):
     scale = load_scale(name)
+    assert scale.name == name
     plan = make_plan(scale, TABLES, ("mnist-5k",), data_root=root)  # an empty data-root: CIFAR absent
-    assert plan.tasks
     for t in TABLES:
-        assert plan.rows[t]
+        assert plan.rows[t] and all(bool(r.cells) != bool(r.reason) for r in plan.rows[t])  # computed, or why not
+    # the tasks: each one a row names exists, each dependency too, no cycle, and none that no row needs
+    needed = [k for t in TABLES for r in plan.rows[t] for keys in r.cells.values() for k in keys]
+    assert needed and set(needed) <= set(plan.tasks)
+    reached, todo = set(), list(needed)
+    while todo:
+        key = todo.pop()
+        if key not in reached:
+            reached.add(key)
+            assert set(plan.tasks[key].deps) <= set(plan.tasks), key
+            todo += plan.tasks[key].deps
+    assert reached == set(plan.tasks)
+    done: set[str] = set()
+    while len(done) < len(plan.tasks):  # a topological order exists: no task waits on itself
+        ready = {k for k, task in plan.tasks.items() if k not in done and set(task.deps) <= done}
+        assert ready, f"cycle among {sorted(set(plan.tasks) - done)[:3]}"
+        done |= ready
+    # Tables 1 and 2 compute exactly the scale's grid (activations or B by P), in its θ modes
+    grid = {1: {(a, n) for a in scale.adra.activations for n in scale.adra.nodes},
+            2: {(b, n) for b in scale.adra.batches for n in scale.adra.nodes}}
+    for t, row_key in ((1, "activation"), (2, "B")):
+        computed = [r for r in plan.rows[t] if r.cells]
+        assert {(r.labels[row_key], r.labels["P"]) for r in computed} == grid[t]
+        assert {r.labels["θ"] for r in computed} == set(scale.adra.theta)
+        assert {r.labels["mode"] for r in computed} <= set(scale.adra.modes)
+    # every run a task asks for is a config the app accepts, at the point the task names
+    for task in plan.tasks.values():
+        if "config" in task.spec:
+            cfg = parse_config(task.spec["config"])
+            assert cfg.run.seed in scale.seeds and cfg.data.dataset == task.spec["dataset"] == "mnist-5k"
+        if task.kind == "captures":
+            assert (cfg.space.dag_nodes, cfg.search.alpha_batch_size) == (task.spec["P"], task.spec["B"])
 
 
 def test_every_paper_value_has_a_row_and_no_row_is_blank(root):
