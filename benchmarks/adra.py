@@ -134,7 +134,7 @@ def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: to
             _refused(out, len(used), cid)
         else:
             _score(out, rec, used, cap, split, x_all, y_all, oracle, cid)
-            print(f"  {label} {cap.id}: {wall - trained:.1f} s wall, {cpu - trained:.1f} s CPU (capture; "
+            print(f"  {label} {cap.id}: {wall - trained:.1f} s wall, {cpu - trained_cpu:.1f} s CPU (capture; "
                   f"{trained:.0f} s training), identified dataset {out['identified-dataset'][-len(used):]}, label "
                   f"{out['label'][-len(used):]}, PSNR {out['psnr'][-1]:.1f} dB; match {rec.match:.3g} (at the "
                   f"truth {out['truth-match'][-1]:.3g})", flush=True)
