@@ -77,7 +77,7 @@ def _conv_backward_flop(grad_out_shape: Any, x_shape: Any, w_shape: Any, _bias: 
     """torch's convolution-backward formula with the weight gradient divided by ``groups``.
 
     torch (2.14) counts the weight gradient of a grouped convolution as a dense one, ``groups``
-    times too many: the fused supernet's depthwise convolutions would read 10-40x their work.
+    times too many: the fused dag backward step at P = 8, 28x28 would read 7.5x its count.
     """
     flops = 0
     if output_mask[0]:  # grad_input: a transposed convolution of grad_out by the weight
