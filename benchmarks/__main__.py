@@ -1,7 +1,8 @@
 """``python -m benchmarks [supernet] [federation] [scaling] [all] [--device cpu|cuda] [--quick] [...]``.
 
 - ``supernet``: forward, backward and the attack's inner step (forward + double backward),
-  fused against reference, P x image size x batch size;
+  fused against reference, P x image size x batch size, with achieved GFLOP/s against the
+  machine's peak (a large matmul and a convolution timed in the same run);
 - ``federation``: a federated run through ``flwr run`` (1 Ray CPU) against the same work in
   a plain loop: the overhead ratio, start-up shown apart;
 - ``scaling``: client rounds per minute with 1 and 2 Ray CPUs;
@@ -50,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=3, help="timed calls per form and case (after one warm-up)")
     s.add_argument("--ref-cap", type=float, default=60.0, help="skip the reference where a call would exceed this (s)")
     s.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory calls")
+    s.add_argument("--no-flops", dest="flops", action="store_false",
+                   help="skip the FLOP counting calls and the peak measurement")
+    s.add_argument("--peak-size", type=int, default=2048,
+                   help="n of the n x n float32 matmul (and the n/8-channel conv) timed for the machine's peak")
     f = p.add_argument_group("federation and scaling")
     f.add_argument("--clients", type=int, default=4)
     f.add_argument("--rounds", type=int, default=10)

@@ -23,7 +23,7 @@ def _keep_threads():
 
 def test_supernet_benchmark_writes_both_forms(tmp_path, capsys):
     assert main(["supernet", "--dag-nodes", "2,3", "--sizes", "5", "--batches", "2", "--modes", "forward,inner",
-                 "--repeats", "1", "--results", str(tmp_path)]) == 0
+                 "--repeats", "1", "--peak-size", "128", "--results", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[inner]" in out and "[forward]" in out
     (path,) = tmp_path.glob("supernet-dag-*.json")
@@ -64,12 +64,58 @@ def test_the_two_forms_the_benchmark_times_compute_the_same_step(mode):
 
 def test_reference_is_skipped_past_its_cap(tmp_path):
     main(["supernet", "--dag-nodes", "2,8", "--sizes", "5", "--batches", "1", "--modes", "forward", "--repeats", "1",
-          "--ref-cap", "0", "--no-memory", "--results", str(tmp_path)])
+          "--ref-cap", "0", "--no-memory", "--peak-size", "64", "--results", str(tmp_path)])
     (path,) = tmp_path.glob("supernet-dag-*.json")
     first, second = json.loads(path.read_text())["rows"]
     assert first["reference-runs"] == 1 and "ran once" in first["note"]  # over the cap: one call only
     assert second["reference-runs"] == 0 and second["reference-s"] is None and "skipped" in second["note"]
     assert second["fused-runs"] == 1
+    # nor is it run again to have its FLOPs counted; the fused form is
+    assert all("reference-flops" not in r and r["fused-flops"] > 0 for r in (first, second))
+
+
+def test_flop_count_of_a_linear_and_a_grouped_conv_is_the_hand_formula():
+    from benchmarks.supernet import count_flops
+
+    torch.manual_seed(0)
+    linear, x = torch.nn.Linear(5, 3), torch.randn(4, 5, requires_grad=True)
+    assert count_flops(lambda: linear(x)) == 2 * 4 * 5 * 3  # a multiply-add is 2; the bias add is not counted
+    # backward: grad_input and grad_weight are each a product of the forward's size
+    assert count_flops(lambda: linear(x).sum().backward()) == 3 * 2 * 4 * 5 * 3
+    for groups in (1, 2, 6):  # dense, grouped, depthwise (torch alone counts grad_weight groups times over)
+        conv, x = torch.nn.Conv2d(6, 6, 3, stride=2, groups=groups), torch.randn(2, 6, 9, 9, requires_grad=True)
+        forward = 2 * 2 * 6 * (6 // groups) * 3 * 3 * 4 * 4  # 2 N C_out (C_in / groups) k k H_out W_out
+        assert count_flops(lambda: conv(x)) == forward
+        assert count_flops(lambda: conv(x).sum().backward()) == 3 * forward
+
+
+def test_quick_supernet_benchmark_writes_achieved_flops_beside_the_measured_peak(tmp_path, capsys):
+    assert main(["supernet", "--quick", "--modes", "inner", "--no-memory", "--peak-size", "128",
+                 "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "GFLOP/s" in out and "of peak" in out
+    (path,) = tmp_path.glob("supernet-dag-*.json")
+    data = json.loads(path.read_text())
+    peak = data["peak"]
+    assert data["quick"] is True and peak["threads"] == data["machine"]["torch-threads"] == 1
+    assert peak["matmul"]["flops"] == 2 * 128**3  # counted by the same counter as the steps
+    for op in ("matmul", "conv"):
+        assert peak[op]["gflops"] == pytest.approx(peak[op]["flops"] / peak[op]["best-s"] / 1e9)
+    assert peak["peak-gflops"] == max(peak["matmul"]["gflops"], peak["conv"]["gflops"])
+    assert [(r["mode"], r["nodes"], r["size"]) for r in data["rows"]] == [("inner", 8, 8), ("inner", 16, 8)]
+    for r in data["rows"]:
+        for side in ("fused", "reference"):  # both timed in full: both counted
+            assert isinstance(r[f"{side}-flops"], int) and r[f"{side}-flops"] > 0
+            assert r[f"{side}-gflops"] == pytest.approx(r[f"{side}-flops"] / r[f"{side}-s"] / 1e9)
+            assert r[f"{side}-of-peak"] == pytest.approx(r[f"{side}-gflops"] / peak["peak-gflops"])
+
+
+def test_no_flops_skips_the_counting_and_the_peak(tmp_path):
+    main(["supernet", "--dag-nodes", "2", "--sizes", "5", "--batches", "1", "--modes", "forward", "--repeats", "1",
+          "--no-memory", "--no-flops", "--results", str(tmp_path)])
+    (path,) = tmp_path.glob("supernet-dag-*.json")
+    data = json.loads(path.read_text())
+    assert data["peak"] is None and not any(k.endswith(("flops", "of-peak")) for k in data["rows"][0])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
