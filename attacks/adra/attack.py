@@ -141,7 +141,7 @@ class ADRA:
             _check_arrays("theta_t1", surface.theta_t1, [n for n, _ in weights], [tuple(p.shape) for _, p in weights])
         # θ as sent, without the paradigm's server state (surfaces strip it)
         theta = attacker_theta(dataclasses.replace(capture, theta_t1=surface.theta_t1), knowledge, self.s, search,
-                               weights, self._seed(capture))
+                               weights, self._round_seed(capture))
         delta = torch.cat([torch.as_tensor(capture.delta_alpha[n], dtype=torch.float64).reshape(-1) for n in names])
         if float(delta.abs().max()) == 0.0:
             raise CaptureError("delta-alpha is zero: the client's round did not change alpha")
@@ -162,7 +162,8 @@ class ADRA:
         if moved:  # θ at each local step, every draw
             aux_x, aux_y = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels).long()
             thetas = [t for th in theta.thetas for t in theta_path(cfg, knowledge.spec, search, alpha_t1, th,
-                                                                  proc.steps, aux_x, aux_y, self._seed(capture))]
+                                                                  proc.steps, aux_x, aux_y,
+                                                                  self._round_seed(capture))]
         victim = surface.victim(alpha_t1, thetas, search.alpha_l2, device)
         if moved:
             victim.per_step(proc.steps)
@@ -223,6 +224,11 @@ class ADRA:
 
     def _seed(self, capture: Capture) -> int:
         return (self.seed * 1_000_003 + zlib.crc32(capture.id.encode())) % (2**31)
+
+    def _round_seed(self, capture: Capture) -> int:
+        """The seed of what the attacker draws once per round and uses for every client of it
+        (θ beliefs, shadow paths), so that a learned inverse made for the round serves them all."""
+        return (self.seed * 1_000_003 + int(capture.round)) % (2**31)
 
 
 def holds_only_decay(capture: Capture, names: list[str], proc: AlphaProcedure, alpha_l2: float,

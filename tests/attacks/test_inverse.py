@@ -143,6 +143,26 @@ def test_the_inverse_is_trained_once_then_read_from_the_cache(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(net(f), again(f)))
 
 
+def test_clients_of_one_round_share_the_attackers_theta_draws_and_so_one_inverse(tmp_path):
+    """θ unknown: the surrogate draws are the attacker's, made once per round, so every client
+    of a round is read by the same inverse (one pairs file); another round draws afresh."""
+    cfg, data, split, knowledge = _setup(**{"knows-weights": False, "surrogate-draws": 3})
+    attack = ADRA(cfg.attack)
+    a, _ = make_capture(cfg, data, split, seed=0, theta=False)
+    b, _ = make_capture(cfg, data, split, seed=0, theta=False)
+    b = dataclasses.replace(b, id="r001-n7", node_id=7)
+    c = dataclasses.replace(a, id="r002-n0", round=2)
+    pa, pb, pc = (attack.problem(cap, knowledge)[0] for cap in (a, b, c))
+    for name in pa.victim.thetas:
+        assert torch.equal(pa.victim.thetas[name], pb.victim.thetas[name])
+    assert any(not torch.equal(pa.victim.thetas[n], pc.victim.thetas[n]) for n in pa.victim.thetas)
+    ax, ay = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels)
+    settings = InverseSettings(pairs=32, epochs=1, hidden=16)
+    InverseCache(tmp_path).inverse(pa, ax, ay, settings)
+    assert InverseCache(tmp_path).inverse(pb, ax, ay, settings)[1]["cached"] == 1.0
+    assert len(list(tmp_path.glob("pairs-*.pt"))) == 1
+
+
 def test_the_inverse_reads_unseen_samples_better_than_the_nulls(tmp_path):
     # Trained on pairs from the aux pool only, it rebuilds the client's samples (which it
     # never saw) nearer than a random aux image of the right class, and names their labels.
