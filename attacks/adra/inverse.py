@@ -32,7 +32,7 @@ from attacks.adra.pairs import Augment, Pairs, digest, features, free_update, ma
 
 log = logging.getLogger(__name__)
 
-VERSION = 1  # bump when pairs or training change meaning: old cache entries are then never read
+VERSION = 2  # bump when pairs or training change meaning: old cache entries are then never read
 MAX_PERMUTED_BATCH = 4  # B up to this: the loss takes the best of all B! assignments within a step
 
 

@@ -91,7 +91,7 @@ def predicted_updates(problem, x: torch.Tensor, y: torch.Tensor, draw: torch.Ten
 def make_pairs(problem, pool_x: torch.Tensor, pool_y: torch.Tensor, count: int, generator: torch.Generator,
                augment: Augment | None = Augment(), chunk: int = 64) -> Pairs:
     """``count`` pairs for ``problem``'s round from the pool (the attacker's images), each
-    a random batch per local step, each image moved by ``augment``, each under a random θ draw.
+    a random batch per local step, each image moved by ``augment``; the θ draws take turns by chunk.
 
     Parameters
     ----------
@@ -116,7 +116,9 @@ def make_pairs(problem, pool_x: torch.Tensor, pool_y: torch.Tensor, count: int, 
             x = augment.apply(x, generator)
         x = x.view(n, k, b, *x.shape[1:])
         y = pool_y[idx].view(n, k, b)
-        draw = torch.randint(v.draws, (n,), generator=generator)
+        # one θ draw per chunk, in turn: the batched gradient is one pass per draw it meets, so
+        # pairs of one draw together keep it one pass (and every draw gets its share of pairs)
+        draw = torch.full((n,), (start // chunk) % v.draws, dtype=torch.long)
         delta = predicted_updates(problem, x.to(v.device), y.to(v.device), draw.to(v.device))
         feats.append(features(delta.float(), free).cpu())
         images.append(x)
