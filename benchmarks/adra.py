@@ -40,6 +40,7 @@ import torch
 
 from attacks import metrics as M
 from attacks.adra.attack import ADRA
+from attacks.adra.pairs import theta_spread
 from attacks.adra.solver import match_at
 from attacks.base import Knowledge
 from attacks.captures import Capture
@@ -237,7 +238,35 @@ def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> lis
         got = attack_all(scfg, caps, knowledge, device, f"P={nodes} s{args.seed} {solver}", args.budget,
                          nulls=getattr(args, "nulls", False) and i == 0)
         rows += [{"nodes": nodes, "solver": solver, **got[0]}, *({"nodes": nodes, **r} for r in got[1:])]
+        if i == 0 and getattr(args, "spread", 0) and len(caps):
+            if (spread := measure_spread(scfg, caps[0][0], knowledge, args.spread, device)) is not None:
+                rows[0]["spread"] = [spread]  # a list: several seeds' join
     return rows
+
+
+def measure_spread(cfg: Any, capture: Capture, knowledge: Knowledge, images: int,
+                   device: torch.device) -> dict[str, float] | None:
+    """``pairs.theta_spread`` of the capture's round on ``images`` seeded aux images, where the
+    attack does not know θ (several draws) and the round holds one sample; else None."""
+    problem, _ = ADRA(cfg.attack, seed=cfg.run.seed, device=device).problem(capture, knowledge)
+    if problem.victim.draws < 2 or problem.steps * problem.batch != 1:
+        return None
+    pick = torch.randperm(len(knowledge.aux_images), generator=torch.Generator().manual_seed(cfg.run.seed))[:images]
+    x = torch.as_tensor(knowledge.aux_images)[pick].float()
+    return theta_spread(problem, x, torch.as_tensor(knowledge.aux_labels)[pick].long())
+
+
+def spread_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per P whose attack measured the spread (θ unknown): means over the seeds."""
+    out = []
+    for r in rows:
+        if s := r.get("spread"):
+            mean = lambda k: sum(x[k] for x in s) / len(s)  # noqa: E731
+            out.append(f"P={r['nodes']}: Δα's unit direction moves {mean('ratio'):.2f}x as far across "
+                       f"{s[0]['draws']} θ draws as across {s[0]['images']} images; the nearest image under another draw is the same "
+                       f"image {100 * mean('retrieval'):.1f} % of the time (chance {100 * mean('chance'):.1f} %), "
+                       f"{len(s)} seed(s)")
+    return out
 
 
 def merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -329,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-nulls", dest="nulls", action="store_false",
                    help="leave out the null rows (a random aux image of the true class, the aux class mean)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--spread", type=int, default=64,
+                   help="with theta unknown (several draws): also measure how far delta-alpha moves across theta "
+                        "draws against across this many aux images, per seed (0: off)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config key for the clients and the attack (repeatable), e.g. alpha-batch-size=8")
     args = p.parse_args(argv)
@@ -343,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seeds {seeds}, {device.type}, "
           f"{args.threads} thread(s); changed: {' '.join(args.set) or 'nothing'}")
     print(report(rows, args.reference))
+    for line in spread_lines(rows):
+        print(line)
     print("results:", write_results(f"adra-{device.type}", {"machine": machine(), "args": {**vars(args), "results": str(args.results)},
                                                            "rows": rows}, args.results))
     return 0

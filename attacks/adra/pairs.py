@@ -150,3 +150,43 @@ def problem_key(problem) -> str:
     proc: AlphaProcedure = problem.proc
     return digest(v.alpha_flat, *thetas, v.alpha_l2, v.draws, v.steps, proc, problem.steps, problem.batch,
                   problem.classes, problem.image_shape, repr(v.model))
+
+
+@torch.no_grad()
+def theta_spread(problem, x: torch.Tensor, y: torch.Tensor, max_draws: int = 16) -> dict[str, float]:
+    """How much of Δα is the image and how much the θ draw, for images x (M, C, H, W) with
+    labels y (M,) under each of the problem's θ draws (K = B = 1 rounds).
+
+    Returns
+    -------
+    dict
+        ``across-theta``: mean squared distance of an image's unit data feature from its mean
+        over the draws; ``across-images``: the same over the images under one draw; ``ratio``:
+        their quotient (near 1 or above: not knowing θ moves Δα as far as changing the image);
+        ``retrieval``: the share of (image, draw, other draw) where the nearest feature under
+        the other draw is the same image's, and ``chance`` = 1/M. Draws with no loss gradient
+        (a saturated softmax) are left out of neither: their unit feature is 0.
+    """
+    m, d = len(x), min(problem.victim.draws, max_draws)
+    if problem.steps * problem.batch != 1 or d < 2:
+        raise ValueError("theta_spread reads one-sample rounds (K = B = 1) under at least 2 θ draws")
+    free = free_update(problem)
+    feats = []
+    for j in range(d):
+        draw = torch.full((m,), j, dtype=torch.long, device=problem.victim.device)
+        delta = predicted_updates(problem, x[:, None, None].to(problem.victim.device),
+                                  y[:, None, None].to(problem.victim.device), draw)
+        feats.append(features(delta.float(), free)[:, :-1].cpu())  # unit direction only
+    f = torch.stack(feats, 1)  # (M, D, n)
+    across_theta = float(((f - f.mean(1, keepdim=True)) ** 2).sum(-1).mean())
+    across_images = float(((f - f.mean(0, keepdim=True)) ** 2).sum(-1).mean())
+    hits, total = 0, 0
+    for a in range(d):
+        for b in range(d):
+            if a != b:
+                nearest = torch.cdist(f[:, a], f[:, b]).argmin(1)
+                hits += int((nearest == torch.arange(m)).sum())
+                total += m
+    return {"across-theta": across_theta, "across-images": across_images,
+            "ratio": across_theta / max(across_images, 1e-30), "retrieval": hits / total, "chance": 1.0 / m,
+            "images": m, "draws": d}

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from attacks import metrics as M
 from attacks.adra.attack import ADRA
 from attacks.adra.inverse import InverseCache, InverseSettings, invert, set_loss
-from attacks.adra.pairs import Augment, features, make_pairs, predicted_updates
+from attacks.adra.pairs import Augment, features, make_pairs, predicted_updates, theta_spread
 from attacks.base import Knowledge
 from fednas.config import parse_config
 from fednas.data import ClientSplit, ImageSet
@@ -182,3 +182,17 @@ def test_the_inverse_reads_unseen_samples_better_than_the_nulls(tmp_path):
         labels.append(int(rec.labels[0]) == int(data.y[used[0]]))
     assert np.mean(mse) < 0.5 * np.mean(null), (mse, null)
     assert sum(labels) >= 4
+
+
+def test_theta_spread_is_zero_across_identical_draws_and_grows_when_they_differ():
+    cfg, data, split, knowledge = _setup(**{"knows-weights": False, "surrogate-draws": 3})
+    cap, _ = make_capture(cfg, data, split, seed=0, theta=False)
+    problem, _ = ADRA(cfg.attack).problem(cap, knowledge)
+    x, y = torch.as_tensor(knowledge.aux_images[:12]).float(), torch.as_tensor(knowledge.aux_labels[:12]).long()
+    differ = theta_spread(problem, x, y)
+    assert differ["draws"] == 3 and differ["across-theta"] > 0 and differ["chance"] == 1 / 12
+    for t in problem.victim.thetas.values():  # every draw made the first: θ no longer matters
+        t[1:] = t[0]
+    same = theta_spread(problem, x, y)
+    assert same["across-theta"] < 1e-10 and same["ratio"] < 1e-8
+    assert same["retrieval"] == 1.0 and differ["retrieval"] < 1.0

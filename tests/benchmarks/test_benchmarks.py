@@ -202,6 +202,24 @@ def test_adra_benchmark_says_what_the_attacker_knew_of_theta():
     assert "server θ_0" in report([{**row, "match": [None], "truth-match": [math.nan]}], "lm")
 
 
+def test_adra_benchmark_measures_theta_spread_when_theta_is_unknown():
+    import argparse
+
+    from benchmarks.adra import run_nodes, spread_lines
+
+    base = dict(dataset="digits", captures=1, solvers="lm", reference="lm", reference_iterations=0, seed=0,
+                budget=0.0, spread=8)
+    sets = ["adra-iterations=2", "adra-restarts=1"]
+    (row, *_) = run_nodes(2, argparse.Namespace(**base, set=sets + ["knows-weights=false", "surrogate-draws=3"]),
+                          torch.device("cpu"))
+    (spread,) = row["spread"]
+    assert spread["draws"] == 3 and spread["images"] == 8 and spread["chance"] == 1 / 8
+    assert 0.0 <= spread["retrieval"] <= 1.0 and spread["ratio"] > 0
+    assert "3 θ draws as across 8 images" in spread_lines([row])[0]
+    (known, *_) = run_nodes(2, argparse.Namespace(**base, set=sets), torch.device("cpu"))
+    assert "spread" not in known  # one θ: nothing to spread over
+
+
 def test_adra_benchmark_starts_no_capture_once_its_budget_is_spent(tmp_path):
     from benchmarks.adra import main as adra_main
 
