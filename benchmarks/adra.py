@@ -206,7 +206,7 @@ def _mean(values: list[float]) -> str:
 # alone or polished by LM on the match (kept only where it lowers the match)
 VARIANTS = {"lm": {"adra-method": "search", "adra-optimizer": "lm"},
             "adam": {"adra-method": "search", "adra-optimizer": "adam"},
-            "inverse": {"adra-method": "inverse"},
+            "inverse": {"adra-method": "inverse", "adra-inverse-polish": 0},
             "inverse+lm": {"adra-method": "inverse", "adra-inverse-polish": 10}}
 
 

@@ -15,6 +15,16 @@ def _seed_everything():
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _adra_cache(tmp_path_factory):
+    """The learned inverse's cache (pairs, networks) in a folder of this test session, never the
+    user's own: runs started by tests (Flower's processes too) inherit the variable."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FEDNAS_CACHE", str(tmp_path_factory.mktemp("fednas-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Every model in the suite is tiny: one intra-op thread. On a shared 2-core machine the

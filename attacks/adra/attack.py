@@ -189,7 +189,7 @@ class ADRA:
         if self.s.adra_mode == "paper":
             optimizer = paper_optimizer(self.s)
             sol = solve_paper(problem, self.s, gen, self.progress)
-        elif self.s.adra_method == "inverse":
+        elif self._reads_by_inverse(problem, knowledge):
             optimizer = "inverse" + (f"+lm{self.s.adra_inverse_polish}" if self.s.adra_inverse_polish else "")
             if knowledge.aux_images is None:
                 raise CaptureError("adra-method = 'inverse' needs the attacker's aux pool (Knowledge.aux_images)")
@@ -221,6 +221,12 @@ class ADRA:
                      "B": problem.batch, "alpha-optimizer": problem.proc.optimizer, "solver": optimizer,
                      "device": str(problem.victim.device), **extra},
         )
+
+    def _reads_by_inverse(self, problem: Problem, knowledge: Knowledge) -> bool:
+        """``adra-method``: inverse, search, or auto (the inverse where it reads the capture)."""
+        if self.s.adra_method != "auto":
+            return self.s.adra_method == "inverse"
+        return knowledge.aux_images is not None and problem.batch <= MAX_PERMUTED_BATCH
 
     def _seed(self, capture: Capture) -> int:
         return (self.seed * 1_000_003 + zlib.crc32(capture.id.encode())) % (2**31)

@@ -97,11 +97,13 @@ KEYS: tuple[Key, ...] = (
     _k("adra-prior-components", 32,
        "strong: principal components of the pca prior.",
        check=positive, rule="> 0"),
-    _k("adra-method", "search",
-       "strong: how a capture is read: search (screen the aux pool, then refine images until their predicted "
-       "update matches delta-alpha) or inverse (a network trained on (delta-alpha, image) pairs the attacker "
-       "makes from its aux pool as the capture was made, read once; attacks/adra/inverse.py).",
-       choices=("search", "inverse")),
+    _k("adra-method", "auto",
+       "strong: how a capture is read: inverse (a network trained on (delta-alpha, image) pairs the attacker "
+       "makes from its aux pool as the capture was made, read once, then polished: attacks/adra/inverse.py), "
+       "search (screen the aux pool, then refine images until their predicted update matches delta-alpha), or "
+       "auto: inverse where it reads the capture (B <= 4 and an aux pool), search otherwise (paper mode: "
+       "the paper's recipe whatever this says).",
+       choices=("auto", "inverse", "search")),
     _k("adra-inverse-pairs", 4096,
        "inverse: (delta-alpha, image) pairs made per round from the aux pool (each image randomly shifted, "
        "rotated and scaled when adra-inverse-augment).",
@@ -115,7 +117,7 @@ KEYS: tuple[Key, ...] = (
     _k("adra-inverse-augment", True,
        "inverse: move each aux image randomly (shift up to 2 px, rotation up to 12 degrees, scale 0.9-1.1) "
        "before making its pair."),
-    _k("adra-inverse-polish", 0,
+    _k("adra-inverse-polish", 10,
        "inverse: Levenberg-Marquardt iterations refining the inverse's image on the match; the polished image "
        "is kept only where it lowers the match (0: off).",
        check=non_negative, rule=">= 0"),

@@ -52,7 +52,7 @@ def easy():
     """P = 6 on 4x4 images (15 edges x 8 = 120 alpha entries for 16 pixels), SGD, B = 1, one step."""
     cfg = parse_config({"dag-nodes": 6, "channels": 4, "head": "flatten", "alpha-optimizer": "sgd", "alpha-lr": 0.01,
                         "local-steps": 1, "alpha-batch-size": 1, "adra-iterations": 50, "adra-restarts": 4,
-                        "adra-lr": 0.05, "adra-tv": 0.0})
+                        "adra-lr": 0.05, "adra-tv": 0.0, "adra-method": "search"})  # the search's tests
     gen = torch.Generator().manual_seed(0)
     x = _blobs(60, gen)
     data = ImageSet("blobs", x, torch.randint(0, 4, (60,), generator=gen), 4)

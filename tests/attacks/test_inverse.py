@@ -196,3 +196,20 @@ def test_theta_spread_is_zero_across_identical_draws_and_grows_when_they_differ(
     same = theta_spread(problem, x, y)
     assert same["across-theta"] < 1e-10 and same["ratio"] < 1e-8
     assert same["retrieval"] == 1.0 and differ["retrieval"] < 1.0
+
+
+def test_auto_reads_by_the_inverse_where_it_can_and_searches_elsewhere(tmp_path):
+    cfg, data, split, knowledge = _setup(**{"adra-method": "auto", "adra-inverse-polish": 0, "adra-iterations": 2,
+                                            "adra-restarts": 1, "adra-cache-dir": str(tmp_path)})
+    cap, _ = make_capture(cfg, data, split)
+    read = ADRA(cfg.attack).reconstruct([cap], knowledge)[0]
+    assert read.status == "ok" and read.details["solver"] == "inverse"
+    blind = Knowledge(cfg, knowledge.spec, None, None)  # no aux pool: nothing to train an inverse on
+    searched = ADRA(cfg.attack).reconstruct([cap], blind)[0]  # the search, which wants one for its starts
+    assert searched.status == "failed" and "adra-init" in searched.reason
+    wide = cfg.replace(alpha_batch_size=8)  # B = 8: 8! assignments per step, beyond the inverse
+    cap8, _ = make_capture(wide, data, split)
+    assert ADRA(wide.attack).reconstruct([cap8], knowledge)[0].details["solver"] == "lm"
+    with pytest.raises(Exception, match="B <= 4"):  # asked for by name, the inverse refuses instead
+        strict = ADRA(wide.replace(adra_method="inverse").attack).reconstruct([cap8], knowledge)[0]
+        raise RuntimeError(strict.reason)
