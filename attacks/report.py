@@ -44,7 +44,8 @@ COLUMNS = (
 )
 SETTING_KEYS = ("attack", "adra-mode", "knows-weights", "theta-prior", "surrogate-draws", "adra-iterations",
                 "adra-restarts", "adra-optimizer", "adra-lr", "adra-distance", "adra-labels", "adra-unroll", "adra-tv",
-                "adra-prior", "adra-prior-components", "device")
+                "adra-prior", "adra-prior-components", "adra-method", "adra-inverse-pairs", "adra-inverse-epochs",
+                "adra-inverse-polish", "device")
 SPACE_KEYS = ("dag-nodes", "head", "activation", "channels", "dataset")
 NO_PARTITION_REASON = ("the client's reply carried no partition-id (a 'client' ConfigRecord holding 'partition-id': "
                        "clients.plugin.tag_reply), so its truth record cannot be found and its rows are kept apart "
