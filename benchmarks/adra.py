@@ -309,23 +309,44 @@ def _trained(row: dict[str, Any]) -> str:
     return f"{sum(t) / len(t):.0f} (n = {len(t)})" if t else "–"
 
 
+def informative(row: dict[str, Any]) -> set[str]:
+    """The captures of ``row`` that carry information: those the attack did not refuse (a
+    refused capture has no match: Δα was weight decay alone, the sample's loss gradient 0)."""
+    ids = list(dict.fromkeys(row.get("capture", [])))
+    return {c for c, m in zip(ids, row.get("match", [])) if m is not None and math.isfinite(m)}
+
+
+def _informative_rate(r: dict[str, Any], keep: set[str] | None) -> str:
+    """identified-dataset over the captures that carry information (the attack row's, for a null)."""
+    c = r.get("capture")
+    if not c or keep is None or len(c) != len(r["identified-dataset"]):
+        return "–"
+    pairs = [(f, cid) for f, cid in zip(r["identified-dataset"], c) if cid in keep]
+    return _rate([f for f, _ in pairs], [cid for _, cid in pairs]) if pairs else "–"
+
+
 def report(rows: list[dict[str, Any]], reference: str) -> str:
     ref = {r["nodes"]: r for r in rows if r["solver"] == reference}
+    first = {}  # the first attack row of each P: its captures are the nulls' captures
+    for r in rows:
+        if not r["solver"].startswith("null") and r.get("match"):
+            first.setdefault(r["nodes"], informative(r))
     lines = []
     for r in rows:
         base = ref.get(r["nodes"])
         null = r["solver"].startswith("null")
+        keep = first.get(r["nodes"]) if null else (informative(r) if r.get("match") else None)
         # ratio of the mean seconds per capture (the two may have attacked different counts)
         ratio = (f"{_ratio(base['wall'], r['wall']):.2f}x / {_ratio(base['cpu'], r['cpu']):.2f}x"
                  if base is not None and not null and r.get("wall") else "–")
         c = r.get("capture")
         lines.append([r["nodes"], r["solver"], _theta(r), len(set(c)) if c else len(r.get("wall", [])),
-                      _rate(r["identified-dataset"], c), _rate(r["identified"], c),
+                      _rate(r["identified-dataset"], c), _informative_rate(r, keep), _rate(r["identified"], c),
                       _rate(r["success"], c) if "success" in r else "–", _rate(r["label"], c),
                       _mean(r["psnr"]) if r["psnr"] else "–", "–" if null else _mean(r["wall"]),
                       "–" if null else _mean(r["cpu"]), _trained(r), ratio, "–" if null else _medians(r)])
     return table(lines, ["P", "solver", "θ known to the attacker", "captures", "identified dataset [95]",
-                         "identified D^α [95]", "success (SR) [95]", "label correct [95]", "PSNR dB [t95]",
+                         "of those with information [95]", "identified D^α [95]", "success (SR) [95]", "label correct [95]", "PSNR dB [t95]",
                          "wall s/capture [t95]", "CPU s/capture [t95]", "inverse training s/round",
                          f"{reference} s / this s (wall / CPU)", "match / at truth (medians)"])
 

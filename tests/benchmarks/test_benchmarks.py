@@ -261,3 +261,23 @@ def test_an_unknown_adra_benchmark_solver_is_refused_before_any_work():
 
     with pytest.raises(SystemExit, match="unknown 'gauss'"):
         adra_main(["--solvers", "inverse,gauss"])
+
+
+def test_adra_report_rates_the_captures_that_carry_information_apart():
+    from benchmarks.adra import informative, report
+
+    nan = float("nan")
+    attack = {"nodes": 16, "solver": "inverse", "capture": ["a", "b", "c", "d"], "match": [0.1, nan, 0.2, None],
+              "identified-dataset": [True, False, False, False], "identified": [True, False, True, False],
+              "success": [True, False, True, False], "label": [True, False, True, True], "psnr": [18.0, 15.0],
+              "wall": [1.0] * 4, "cpu": [1.0] * 4, "theta": ["wire θ_t1"] * 4, "truth-match": [0.0] * 4}
+    null = {"nodes": 16, "solver": "null: aux-mean", "capture": ["a", "b", "c", "d"],
+            "identified-dataset": [False, True, True, False], "identified": [False] * 4, "label": [True] * 4,
+            "psnr": [12.0]}
+    assert informative(attack) == {"a", "c"}  # b and d were refused: no match
+    text = report([attack, null], "inverse")
+    lines = text.splitlines()
+    attack_line = next(line for line in lines if line.split()[1:2] == ["inverse"])
+    null_line = next(line for line in lines if "aux-mean" in line)
+    assert "1/4 [" in attack_line and "1/2 [" in attack_line  # over all captures, then over a and c
+    assert "2/4 [" in null_line and "1/2 [" in null_line  # the null over the attack's informative captures
