@@ -15,6 +15,7 @@ captures of one round, the tables and repeated runs train once.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
@@ -27,6 +28,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+try:  # POSIX: one process trains a round's inverse while the others wait for it
+    import fcntl
+except ImportError:  # pragma: no cover - elsewhere each process may train its own copy
+    fcntl = None
 
 from attacks.adra.pairs import Augment, Pairs, digest, features, free_update, make_pairs, problem_key
 
@@ -145,6 +151,21 @@ def _save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """Hold an exclusive lock on ``path`` (created): the attack's worker processes reading
+    captures of one round wait for the one that trains its inverse, then read the cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class InverseCache:
     """Pairs and trained inverses on disk, each under the key of what determines it."""
 
@@ -168,6 +189,11 @@ class InverseCache:
         nkey = self.net_key(pkey, settings)
         shape = (problem.steps, problem.batch, problem.image_shape, problem.classes)
         net_path = self.root / f"inverse-{nkey[:24]}.pt"
+        with _exclusive(self.root / f"inverse-{nkey[:24]}.lock"):
+            return self._inverse(problem, aux_x, aux_y, settings, pkey, net_path, shape)
+
+    def _inverse(self, problem, aux_x, aux_y, settings: InverseSettings, pkey: str, net_path: Path,
+                 shape: tuple) -> tuple[InverseNet, dict[str, float]]:
         if net_path.exists():
             saved = torch.load(net_path, weights_only=True)
             net = InverseNet(saved["n-features"], *shape, hidden=settings.hidden)

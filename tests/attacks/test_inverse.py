@@ -213,3 +213,26 @@ def test_auto_reads_by_the_inverse_where_it_can_and_searches_elsewhere(tmp_path)
     with pytest.raises(Exception, match="B <= 4"):  # asked for by name, the inverse refuses instead
         strict = ADRA(wide.replace(adra_method="inverse").attack).reconstruct([cap8], knowledge)[0]
         raise RuntimeError(strict.reason)
+
+
+def test_concurrent_readers_of_one_round_train_its_inverse_once(tmp_path, monkeypatch):
+    """Two attack workers meeting the same round at once: one trains, the other waits and reads
+    the cache (the lock is per open file, so two threads stand in for two processes)."""
+    import threading
+
+    import attacks.adra.inverse as inv
+
+    cfg, data, split, knowledge = _setup()
+    problem, _, _ = _problem(cfg, data, split, knowledge)
+    ax, ay = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels)
+    calls, real = [], inv.train_inverse
+    monkeypatch.setattr(inv, "train_inverse", lambda *a, **k: calls.append(1) or real(*a, **k))
+    settings = InverseSettings(pairs=64, epochs=2, hidden=32)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(InverseCache(tmp_path).inverse(problem, ax, ay, settings)[1]))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and sorted(f["cached"] for f in got) == [0.0, 1.0]
