@@ -16,11 +16,11 @@ captures of one round, the tables and repeated runs train once.
 from __future__ import annotations
 
 import contextlib
+import io
 import itertools
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - elsewhere each process may train its o
     fcntl = None
 
 from attacks.adra.pairs import Augment, Pairs, digest, features, free_update, make_pairs, problem_key
+from fednas.rundir import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -143,12 +144,10 @@ def train_inverse(pairs: Pairs, steps: int, batch: int, image_shape: tuple[int, 
 
 
 def _save(obj, path: Path) -> None:
-    """Atomically: a reader finds the whole file or none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """Atomically (``fednas.rundir.atomic_write_bytes``): a reader finds the whole file or none."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 @contextlib.contextmanager
