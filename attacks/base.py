@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from attacks.captures import Capture
+from fednas.captures import Capture
 
 
 @dataclass(frozen=True)

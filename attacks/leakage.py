@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from attacks.base import Reconstruction
-from attacks.captures import CaptureStore
 from attacks.report import (COLUMNS, ScoringContext, identifiability_job, leakage_dict, per_client, score_run,
                             summary_table, write_report)
 from attacks.runner import AttackRunner
+from fednas.captures import CaptureStore
 from fednas.rundir import atomic_write_csv, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)

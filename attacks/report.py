@@ -25,8 +25,8 @@ import numpy as np
 
 from attacks import metrics as M
 from attacks.base import Reconstruction
-from attacks.captures import CaptureStore
 from attacks.privacy_report import dp_section
+from fednas.captures import CaptureStore
 from fednas.config import parse_config
 from fednas.rundir import (atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text,
                            federation_size)

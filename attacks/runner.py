@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from attacks.base import Knowledge, Reconstruction, make_attack
-from attacks.captures import CaptureStore
 from attacks.progress import Board, CaptureTracker, Listener, QueueSink
+from fednas.captures import CaptureStore
 from fednas.config import parse_config
 from fednas.rundir import atomic_save_npz, atomic_write_json
 

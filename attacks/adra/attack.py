@@ -19,7 +19,7 @@ from attacks.adra.solver import Problem, Report, solve_strong, strong_optimizer
 from attacks.adra.surfaces import NoArchitectureGradient, attack_surface
 from attacks.adra.theta import attacker_theta, paradigm_of, theta_path
 from attacks.base import Knowledge, Reconstruction
-from attacks.captures import Capture, missing_client_settings
+from fednas.captures import Capture, missing_client_settings
 from fednas.config import ConfigError, search_from_record
 from fednas.federated import pick_device
 from fednas.search import num_local_steps
