@@ -73,9 +73,10 @@ def dataset_reason(name: str, data_root: str = "") -> str:
 
 def paradigm_reasons(names: Sequence[str]) -> dict[str, str]:
     """Per NAS paradigm: empty when this checkout's config accepts ``paradigm = name``
-    (DARTS, the search this project has always had, needs no key), else why it cannot run."""
+    (DARTS, the search this project has always had, needs no key), else why it cannot run (the
+    config's own message: a name its paradigm registry lacks, a paradigm it refuses)."""
     out = {}
-    for name in dict.fromkeys(["darts", "enas", "pdarts", "smash", *names]):
+    for name in dict.fromkeys(["darts", *names]):
         if not has_key("paradigm"):
             out[name] = "" if name == "darts" else "paradigm not built: this checkout has no 'paradigm' config key"
         else:
