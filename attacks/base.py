@@ -91,7 +91,7 @@ class Reconstruction:
         return cls(capture_id, "failed", reason, seconds=seconds, details=dict(details))
 
 
-ScoreJob = Callable[[str, str, Mapping[str, Any]], dict[str, Any]]
+ScoreJob = Callable[[str, str, Mapping[str, Any], Any], dict[str, Any]]  # (run dir, capture id, flat, truth)
 
 
 class AttackReport:
@@ -118,9 +118,10 @@ class AttackReport:
     table_columns: tuple[tuple[str, str, bool], ...] = ()
 
     def score_job(self, flat: Mapping[str, Any]) -> ScoreJob | str | None:
-        """A module-level (picklable) ``f(run_dir, capture_id, flat) -> dict``, or its ``"module:attr"``
-        name, run beside each attack with access to the truth (a figure of the capture, not of the
-        attack); None: no such job. Its result's :attr:`score_columns` go into the capture's rows."""
+        """A module-level (picklable) ``f(run_dir, capture_id, flat, truth) -> dict``, or its
+        ``"module:attr"`` name, run beside each attack on the capture's truth (a figure of the capture,
+        not of the attack; the scoring reads the truth and hands it over: ``attacks.report.run_score_job``);
+        None: no such job. Its result's :attr:`score_columns` go into the capture's rows."""
         return None
 
     def summarize(self, rows: Sequence[Mapping[str, Any]], attacked: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

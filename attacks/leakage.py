@@ -11,17 +11,17 @@ The federated run it belongs to still completes.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from attacks.base import Reconstruction
-from attacks.report import (COLUMNS, ScoringContext, leakage_dict, per_client, report_of, score_run, summary_table,
-                            write_report)
+from attacks.report import (COLUMNS, ScoringContext, leakage_dict, per_client, report_of, run_score_job, score_run,
+                            summary_table, write_report)
 from attacks.runner import AttackRunner
 from fednas.captures import CaptureStore
-from fednas.registry import resolve
 from fednas.rundir import atomic_write_csv, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class LeakageAudit:
         self.report = report_of(self.flat)  # what the attack adds to the report
         # its scoring job (ADRA's identifiability) needs the run's own dataset and supernet
         job = self.report.score_job(self.flat) if target is None else None
-        self.score_job = resolve(job) if job is not None else None
+        self.score_job = functools.partial(run_score_job, job) if job is not None else None
         self.runner = AttackRunner(self.run_dir, self.flat, self.out_dir, self.workers, target, bars=bars)
         self.skipped: dict[str, Reconstruction] = {}  # captures whose files cannot be read: never attacked
 

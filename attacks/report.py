@@ -31,6 +31,7 @@ from attacks.base import AttackReport, Reconstruction, attack_class
 from attacks.privacy_report import dp_section
 from fednas.captures import CaptureStore
 from fednas.config import KEY_BY_NAME, parse_config
+from fednas.registry import resolve
 from fednas.rundir import (atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text,
                            federation_size)
 from fednas.schema import SchemaError
@@ -100,6 +101,15 @@ def report_of(flat: Mapping[str, Any]) -> AttackReport:
     except ValueError:  # an unknown attack failed every capture already: report what is generic
         log.warning("no attack %r is registered: its own report columns are left out", flat.get("attack"))
         return AttackReport()
+
+
+def run_score_job(job: Any, run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> dict[str, Any]:
+    """An attack's scoring job (``AttackReport.score_job``: a function or its ``"module:attr"``) on one
+    capture, handed the capture's truth, read here: the scoring is the truth's one reader."""
+    truth = read_truth(run_dir, CaptureStore(run_dir).meta(capture_id))
+    if truth is None:
+        return {"error": "no truth record"}
+    return resolve(job)(run_dir, capture_id, flat, truth)
 
 
 # ---------------------------------------------------------------------------- scoring

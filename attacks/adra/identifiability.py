@@ -8,7 +8,8 @@ round-off: with ``head = gap`` and B = 1, BatchNorm zeroes every channel mean an
 gradient is pure round-off, which a relative tolerance alone would call full rank).
 
 :func:`identifiability_job` is this figure at a capture's true first-step batch: ADRA's
-scoring job in the leakage report (``attacks.adra.report.ADRAReport``), which reads the truth.
+scoring job in the leakage report (``attacks.adra.report.ADRAReport``), handed the truth by
+the scoring (``attacks.report.run_score_job``), its one reader.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from torch.func import jacfwd
 from attacks.adra.victim import Victim
 from fednas.captures import CaptureStore
 from fednas.config import parse_config
-from fednas.truth import read_truth
 
 RTOL = 1e-3
 ATOL = 1e-6
@@ -54,25 +54,22 @@ def jacobian_rank(victim: Victim, x: torch.Tensor, y: torch.Tensor, rtol: float 
 # ---------------------------------------------------------------------------- the scoring job
 
 
-def identifiability_job(run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Numerical rank of ∂(∇_α L)/∂x at the true first-step batch, over the input's size."""
+def identifiability_job(run_dir: str, capture_id: str, flat: Mapping[str, Any], truth: Any) -> dict[str, Any]:
+    """Numerical rank of ∂(∇_α L)/∂x at the true first-step batch (``truth``: the capture's
+    ``fednas.truth.TruthRecord``, handed over by the scoring), over the input's size."""
     from attacks.runner import one_thread
 
     with one_thread():
-        return _identifiability(run_dir, capture_id, flat)
+        return _identifiability(run_dir, capture_id, flat, truth)
 
 
-def _identifiability(run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> dict[str, Any]:
+def _identifiability(run_dir: str, capture_id: str, flat: Mapping[str, Any], truth: Any) -> dict[str, Any]:
     from attacks.adra.attack import ADRA
     from attacks.adra.client_model import CaptureError
     from attacks.runner import knowledge_for
 
     knowledge = knowledge_for(flat)
-    store = CaptureStore(run_dir)
-    truth = read_truth(run_dir, store.meta(capture_id))
-    if truth is None:
-        return {"error": "no truth record"}
-    capture = store.load(capture_id)
+    capture = CaptureStore(run_dir).load(capture_id)
     try:
         problem, _ = ADRA(knowledge.config.attack, seed=knowledge.config.run.seed).problem(capture, knowledge)
     except CaptureError as err:
