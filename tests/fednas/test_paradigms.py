@@ -106,3 +106,12 @@ def test_a_client_keeping_its_own_weights_restarts_them_at_a_stage_change():
     model_arrays, _ = split_state(arrays)
     assert model_arrays["alpha"].shape == (3, 5)
     assert all(rep.theta for rep in seen[-1])
+
+
+@pytest.mark.parametrize("name", ["enas", "smash"])
+def test_a_round_without_a_proximal_term_refuses_fedprox(name):
+    cfg = parse_config({**TINY, "paradigm": name})
+    dataset, split = client_data(cfg.data, cfg.run.seed, 0, 2)
+    arrays = get_paradigm(name).initial_arrays(cfg, dataset.spec)
+    with pytest.raises(ValueError, match=f"paradigm '{name}' has no proximal term"):
+        get_paradigm(name).client_round(cfg, cfg.search, arrays, dataset, split, seed=0, proximal_mu=0.1)
