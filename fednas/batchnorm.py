@@ -32,12 +32,13 @@ each on its own D^θ, into the statistics of their union (the law of total varia
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from fednas.data import ImageSet
+from fednas.data import ClientSplit, ImageSet
 from fednas.noise import InputNoise
 
 
@@ -160,3 +161,16 @@ def calibration_batches(dataset: ImageSet, indices: np.ndarray, batch_size: int,
         if input_noise is not None:
             x = input_noise(x, part, rng)
         yield x.to(device)
+
+
+def recalibrates_reply(settings: Any, shared: bool) -> bool:
+    """Whether a client re-estimates BatchNorm statistics before replying: ``client``, and
+    ``pooled`` with local θ (there is no global θ to pool statistics for)."""
+    return settings.bn_statistics == "client" or (settings.bn_statistics == "pooled" and not shared)
+
+
+def recalibrate_on_theta(model: nn.Module, dataset: ImageSet, split: ClientSplit, settings: Any,
+                         device: torch.device | str, noise: InputNoise | None = None, seed: Any = 0) -> int:
+    """Re-estimate the model's BatchNorm statistics on this client's D^θ (never D^α)."""
+    return recalibrate(model, calibration_batches(dataset, split.theta, settings.batch_size,
+                                                  settings.bn_statistics_batches, device, noise, seed))

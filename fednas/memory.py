@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fednas.paradigms import paradigm_of
 from fednas.spaces.base import InputSpec
 
 # Peak bytes a forward + backward adds, per sample, channel and pixel: PER_EDGE for each of
@@ -33,8 +34,8 @@ def step_batch(cfg: Any) -> int:
 
 def search_step_bytes(cfg: Any, spec: InputSpec) -> int | None:
     """Estimated peak bytes of one local search step of one client (None where there is no
-    estimate: a space or paradigm other than the dag with DARTS)."""
-    if cfg.space.space != "dag" or cfg.paradigm.paradigm != "darts":
+    estimate: a space other than the dag, or a paradigm that does not search the configured supernet)."""
+    if cfg.space.space != "dag" or not paradigm_of(cfg).supernet_search:
         return None
     p = cfg.space.dag_nodes
     per_sample = (PER_EDGE * p * (p - 1) / 2 + PER_NODE * p) * cfg.space.channels * spec.image_size**2

@@ -66,5 +66,5 @@ class ParadigmStrategy(StrategyWrapper):
 
 
 def with_paradigm(strategy: Strategy, cfg: Any) -> Strategy:
-    """``strategy`` wrapped for the configured paradigm (unchanged for ``darts``)."""
-    return strategy if cfg.paradigm.paradigm == "darts" else ParadigmStrategy(strategy, cfg)
+    """``strategy`` wrapped for the configured paradigm (unchanged for one without server state: darts)."""
+    return ParadigmStrategy(strategy, cfg) if paradigm_of(cfg).server_state else strategy

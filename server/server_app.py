@@ -15,6 +15,7 @@ from fednas.config import Config, check_against_federation, parse_config, search
 from fednas.data import check_federation, dataset_from_config
 from fednas.derive import derive_after_run
 from fednas.federated import central_evaluate, genotype_of, initial_arrays
+from fednas.paradigms import paradigm_of
 from fednas.progress import SearchProgress
 from fednas.runlog import RunLog, resolve_run_dir
 from server import route_logs_to_flower
@@ -76,10 +77,10 @@ def dp_block(cfg: Config, book: RoundBook) -> dict:
 
 
 def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
-    # α's entropy, drift and genotype changes read α as the darts supernet's op weights per
-    # edge; the other paradigms' architecture state (a P-DARTS stage's pruned α, ENAS's
+    # α's entropy, drift and genotype changes read α as the configured supernet's op weights
+    # per edge; the other paradigms' architecture state (a P-DARTS stage's pruned α, ENAS's
     # controller, SMASH's scores) is not that
-    progress = SearchProgress() if cfg.paradigm.paradigm == "darts" else None
+    progress = SearchProgress() if paradigm_of(cfg).supernet_search else None
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         state = arrays.to_torch_state_dict()
@@ -130,18 +131,20 @@ def compose(cfg: Config, run_dir, num_nodes: int):
     (``bn-statistics = "pooled"``) > the named strategy (and its DP wrapper). The guard sits
     inside the paradigm's wrapper: it checks replies against the model arrays the round sent
     (a P-DARTS stage's α shape), without the server state, which clients never send back.
-    Delta replies and pooled statistics are the darts paradigm's: the other paradigms reply
-    arrays the server did not send (SMASH's scores) and have no supernet to recalibrate, so
-    they reply weights and average their statistics. Returns (book, audit)."""
-    darts = cfg.paradigm.paradigm == "darts"
+    Delta replies are for paradigms that search the configured supernet (the arrays keep their
+    names and shapes; the others reply arrays the server did not send, SMASH's scores, or
+    change shape, P-DARTS's stages), pooled statistics for those that recalibrate (the others
+    reply weights and average their statistics). Returns (book, audit)."""
+    paradigm = paradigm_of(cfg)
     strategy = build_strategy(cfg.fed, num_nodes, cfg.dp)
-    if darts and cfg.search.bn_statistics == "pooled" and cfg.search.share_weights:
+    if paradigm.recalibrates_statistics and cfg.search.bn_statistics == "pooled" and cfg.search.share_weights:
         strategy = PooledStatistics(strategy, cfg.fed.round_timeout)
-    delta = darts and cfg.fed.reply == "delta"
+    delta = paradigm.supernet_search and cfg.fed.reply == "delta"
     if delta:
         strategy = DeltaReplies(strategy)
     elif cfg.fed.reply == "delta":
-        log.info("paradigm %s replies weights (reply = \"delta\" is the darts paradigm's)", cfg.paradigm.paradigm)
+        log.info("paradigm %s replies weights (reply = \"delta\" needs the configured supernet's fixed arrays)",
+                 paradigm.name)
     guard = ReplyGuard(strategy, max_update_norm=cfg.fed.max_update_norm, delta_replies=delta,
                        update_guard=cfg.fed.update_guard, update_guard_k=cfg.fed.update_guard_k,
                        alpha_pattern=cfg.attack.alpha_pattern)

@@ -17,7 +17,7 @@ from attacks.adra.inverse import MAX_PERMUTED_BATCH, solve_inverse
 from attacks.adra.paper import paper_optimizer, solve_paper
 from attacks.adra.solver import Problem, Report, solve_strong, strong_optimizer
 from attacks.adra.surfaces import NoArchitectureGradient, attack_surface
-from attacks.adra.theta import attacker_theta, paradigm_of, theta_path
+from attacks.adra.theta import attacker_theta, searches_supernet, theta_path
 from attacks.adra.report import ADRAReport
 from attacks.base import Attack, Knowledge, Reconstruction
 from fednas.captures import Capture, missing_client_settings
@@ -173,9 +173,9 @@ class ADRA(Attack):
 
     def _moves_theta(self, knowledge: Knowledge, proc: AlphaProcedure) -> bool:
         """Whether the replay moves θ between unrolled α steps (``theta-between-steps = aux``):
-        this project's darts supernet, an aux pool, and more than one step modelled."""
+        this project's supernet (a paradigm that searches it), an aux pool, and more than one step modelled."""
         return (proc.steps > 1 and self.s.theta_between_steps == "aux" and knowledge.aux_images is not None
-                and knowledge.target is None and paradigm_of(knowledge.config) == "darts")
+                and knowledge.target is None and searches_supernet(knowledge.config))
 
     def _one(self, capture: Capture, knowledge: Knowledge, t0: float) -> Reconstruction:
         problem, known = self.problem(capture, knowledge)

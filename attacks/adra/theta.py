@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fednas.paradigms import get_paradigm
 from fednas.spaces import Supernet, build_supernet
 
 ThetaDict = dict[str, torch.Tensor]
@@ -181,6 +182,12 @@ def paradigm_of(config: Any) -> str:
     return getattr(getattr(config, "paradigm", None), "paradigm", "darts")
 
 
+def searches_supernet(config: Any) -> bool:
+    """Whether the run's paradigm searches the configured supernet itself, so that its θ_0 and a
+    shadow trajectory of θ can be rebuilt from the config and seed."""
+    return get_paradigm(paradigm_of(config)).supernet_search
+
+
 def attacker_theta(capture: Any, knowledge: Any, settings: Any, search: Any,
                    weights: Sequence[tuple[str, torch.Tensor]], seed: int) -> ThetaChoice:
     """The θ the attack uses for ``capture`` (see the module docstring).
@@ -193,10 +200,9 @@ def attacker_theta(capture: Any, knowledge: Any, settings: Any, search: Any,
         prior = THETA_PRIORS[settings.theta_prior]
     except KeyError:
         raise ValueError(f"unknown theta-prior {settings.theta_prior!r}; choose one of: {', '.join(THETA_PRIORS)}") from None
-    paradigm = paradigm_of(knowledge.config)
-    if paradigm != "darts" and settings.theta_prior != "surrogate":
+    if not searches_supernet(knowledge.config) and settings.theta_prior != "surrogate":
         raise ValueError(f"theta-prior = {settings.theta_prior!r} rebuilds the darts supernet's θ_0; paradigm "
-                         f"{paradigm!r} takes theta-prior = 'surrogate'")
+                         f"{paradigm_of(knowledge.config)!r} takes theta-prior = 'surrogate'")
     if knowledge.target is not None and settings.theta_prior != "surrogate":
         # θ_0 and its shadow trajectory are rebuilt from this project's supernet and seed
         raise ValueError(f"theta-prior = {settings.theta_prior!r} needs this project's supernet; another app's "

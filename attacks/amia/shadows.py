@@ -35,6 +35,7 @@ from attacks.amia.paradigms import searched_shadow
 from attacks.amia.target import make_student
 from attacks.amia.training import Recipe, accuracy, predict_proba, train_classifier
 from fednas.data import ClientSplit, ImageSet
+from fednas.paradigms import paradigm_of
 from fednas.search import local_search
 from fednas.spaces import build_supernet
 
@@ -115,14 +116,16 @@ def _searched(x: torch.Tensor, y: torch.Tensor, mim: Mimicry, spec: Any, seed: i
     split = ClientSplit(0, np.sort(perm[n_alpha:]), np.sort(perm[:n_alpha]), np.zeros(0, dtype=np.int64))
     settings = replace(cfg.search, local_steps=mim.search_steps_for(), local_epochs=0,
                        alpha_l2=mim.alpha_l2)
-    if cfg.paradigm.paradigm != "darts":  # the attacker searches as the target did (its paradigm is public)
-        model, genotype = searched_shadow(cfg, x, y, split, mim.search_steps_for(), spec, seed, mim.device,
-                                          mim.recipe.noise)
-    else:
+    # the attacker searches as the target did (its paradigm is public): the configured supernet
+    # in one local search, or the paradigm's own rounds
+    if paradigm_of(cfg).supernet_search:
         model = build_supernet(cfg.space, spec, seed).to(mim.device)
         local_search(model, ImageSet("attacker", x, y, spec.num_classes), split, settings, [seed, 83],
                      mim.device, input_noise=mim.recipe.noise)
         genotype = model.genotype(cfg.space.genotype_k)
+    else:
+        model, genotype = searched_shadow(cfg, x, y, split, mim.search_steps_for(), spec, seed, mim.device,
+                                          mim.recipe.noise)
     if mim.target == "supernet":
         return model.eval()
     derived = derived_network(genotype, cfg.space, spec, seed)

@@ -28,6 +28,7 @@ from attacks.amia.training import Recipe, recipe_from_search, train_classifier
 from fednas.config import GROUP_KEYS, MD_KEYS, Config
 from fednas.data import ImageSet, dataset_from_config, make_pools, partition_clients
 from fednas.noise import input_noise_from_config
+from fednas.paradigms import paradigm_of
 from fednas.rundir import load_npz
 from fednas.runlog import read_run_config
 from fednas.search import num_local_steps
@@ -78,19 +79,15 @@ def _summary_status(run_dir: Path) -> str:
         return "no summary.json"
 
 
-def final_supernet(run: Run, device: str = "cpu") -> Supernet:
-    """The supernet with the run's final α and θ (another paradigm: its final network)."""
-    if run.cfg.paradigm.paradigm != "darts":
-        if not has_weights(run.arrays):
-            raise AMIAInputError(f"{run.dir / 'model.npz'} holds no weights (share-weights = false); "
-                                 "set amia-target = derived")
-        return final_model(run.cfg, run.dataset.spec, run.arrays).to(device).eval()
-    model = build_supernet(run.cfg.space, run.dataset.spec, run.cfg.run.seed)
-    if not any(not k.startswith(model.alpha_prefix) for k in run.arrays):
-        raise AMIAInputError(f"{run.dir / 'model.npz'} holds only alpha (share-weights = false: theta stayed on the "
-                             "clients); set amia-target = derived to serve the retrained derived network")
-    model.load_arrays(run.arrays)
-    return model.to(device).eval()
+def final_supernet(run: Run, device: str = "cpu") -> Supernet | nn.Module:
+    """The supernet with the run's final α and θ (a paradigm with its own network: that network, as served)."""
+    if not has_weights(run.arrays):
+        raise AMIAInputError(f"{run.dir / 'model.npz'} holds only the architecture state (share-weights = false: "
+                             "theta stayed on the clients); set amia-target = derived to serve the retrained derived "
+                             "network")
+    if paradigm_of(run.cfg).supernet_search:  # the configured supernet itself (MD's student may copy its α)
+        return paradigm_of(run.cfg).model(run.cfg, run.dataset.spec, run.arrays).to(device).eval()
+    return final_model(run.cfg, run.dataset.spec, run.arrays).to(device).eval()
 
 
 def client_indices(run: Run) -> tuple[np.ndarray, np.ndarray]:
@@ -126,12 +123,7 @@ def build_target(run: Run, device: str = "cpu") -> tuple[nn.Module, dict[str, An
     if run.cfg.amia.amia_target == "supernet":
         return final_supernet(run, device), {"kind": "supernet", "alpha-norm": alpha_norm}
     cfg = run.cfg
-    if cfg.paradigm.paradigm != "darts":
-        genotype = final_genotype(cfg, run.dataset.spec, run.arrays)
-    else:
-        search = build_supernet(cfg.space, run.dataset.spec, cfg.run.seed)
-        search.load_arrays({k: v for k, v in run.arrays.items() if k.startswith(search.alpha_prefix)})
-        genotype = search.genotype(cfg.space.genotype_k)
+    genotype = final_genotype(cfg, run.dataset.spec, run.arrays)
     theta, alpha = client_indices(run)
     on = np.sort(theta if cfg.amia.amia_retrain_on == "theta" else np.concatenate([theta, alpha]))
     model = derived_network(genotype, cfg.space, run.dataset.spec, cfg.run.seed)

@@ -1,9 +1,10 @@
 """NAS paradigms by name: what a client searches and what it sends (docs/paradigms.md).
 
 ``paradigm`` in the config picks one of :data:`PARADIGMS`. ``darts`` is the project's
-own search (under Flower it runs :mod:`fednas.federated` unchanged); ``pdarts``, ``enas``
+own search (:class:`~fednas.paradigms.darts.Darts`, the one DARTS round, which
+:mod:`fednas.federated` runs under Flower like every other paradigm); ``pdarts``, ``enas``
 and ``smash`` follow their reference implementations, scaled to this project's spaces.
-:mod:`fednas.paradigms.federation` holds the paradigm-generic client and server steps.
+:mod:`fednas.paradigms.federation` runs any paradigm's rounds in one process.
 """
 
 from __future__ import annotations

@@ -15,15 +15,16 @@ A paradigm decides what a client searches and what it sends. Everything travels 
   FedAvg, its wrappers and the DP mods never see it.
 
 The server side is plain functions over those arrays (:meth:`Paradigm.server_configure`),
-the client side one round on given data (:meth:`Paradigm.client_round`), so the same
-code runs under Flower, in the in-process loop of the tests and in the attacker's
-searched shadows.
+the client side one round on given data (:meth:`Paradigm.client_round`, which returns a
+:class:`ClientRound`), so the same code runs under Flower (through :mod:`fednas.federated`),
+in the in-process loop of the tests and in the attacker's searched shadows.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,16 @@ STATE_PREFIX = "paradigm."
 ALPHA_PREFIX = "alpha"
 
 Arrays = Mapping[str, Any]  # name -> torch tensor or numpy array
+
+
+@dataclass
+class ClientRound:
+    """What a client replies after its local search."""
+
+    arrays: dict[str, torch.Tensor]
+    metrics: dict[str, float]
+    audit: dict[str, Any]
+    theta: dict[str, torch.Tensor] = field(default_factory=dict)  # kept locally when not shared
 
 
 def split_state(arrays: Arrays) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -74,6 +85,18 @@ class Paradigm(abc.ABC):
     """One NAS paradigm (see the module docstring); stateless, every method takes the config."""
 
     name: str = ""
+    # The server keeps state (``paradigm.*`` arrays) that its strategy wrapper adds to every
+    # message and aggregate (server.paradigm_strategy).
+    server_state: bool = True
+    # Every round searches the run's configured supernet itself (cfg.space at cfg.run.seed):
+    # α is its op weights per edge (what the server's search progress reads), the arrays keep
+    # their names and shapes from round to round (replies may travel as deltas) and θ_0 can
+    # be rebuilt from the config (ADRA's θ priors, the memory estimate).
+    supernet_search: bool = False
+    # Its round re-estimates BatchNorm statistics on D^θ as ``bn-statistics`` asks (before
+    # replying, before evaluating a client's own θ, and for the server's pooled query);
+    # otherwise it replies the θ steps' moving averages.
+    recalibrates_statistics: bool = False
 
     @abc.abstractmethod
     def initial_arrays(self, cfg: Any, spec: InputSpec) -> dict[str, torch.Tensor]:
@@ -91,8 +114,17 @@ class Paradigm(abc.ABC):
     def client_round(self, cfg: Any, settings: Any, arrays: Arrays, dataset: ImageSet, split: ClientSplit, *,
                      seed: Any, device: torch.device | str = "cpu", local_theta: Arrays | None = None,
                      alpha_gradient: Any = None, input_noise: Any = None, partition_id: int = 0,
-                     server_round: int = 0) -> Any:
-        """One client's round on ``split`` of ``dataset``: a :class:`fednas.federated.ClientRound`."""
+                     server_round: int = 0, proximal_mu: float | None = None) -> ClientRound:
+        """One client's round on ``split`` of ``dataset``.
+
+        ``alpha_gradient`` replaces the architecture-gradient rule (the DP-SGD mod's private
+        one); ``proximal_mu`` is FedProx's μ as the strategy sent it (None: no FedProx).
+        """
+
+    def evaluation_model(self, cfg: Any, dataset: ImageSet, split: ClientSplit, arrays: Arrays,
+                         local_theta: Arrays | None, device: torch.device | str, seed: Any) -> nn.Module:
+        """The network a client evaluates: the global arrays over its own θ, on ``device``."""
+        return self.model(cfg, dataset.spec, {**(local_theta or {}), **arrays}).to(device)
 
     @abc.abstractmethod
     def model(self, cfg: Any, spec: InputSpec, arrays: Arrays) -> nn.Module:
@@ -101,3 +133,10 @@ class Paradigm(abc.ABC):
     @abc.abstractmethod
     def genotype(self, cfg: Any, spec: InputSpec, arrays: Arrays) -> Genotype:
         """The architecture the arrays select now (the final one after the last round)."""
+
+
+def refuse_proximal(paradigm: Paradigm, proximal_mu: float | None) -> None:
+    """A clear error when FedProx's μ reaches a paradigm whose round has no proximal term
+    (the config refuses ``strategy = "fedprox"`` for it; this guards direct callers)."""
+    if proximal_mu is not None:
+        raise ValueError(f"paradigm {paradigm.name!r} has no proximal term: FedProx (proximal-mu) is the darts round's")

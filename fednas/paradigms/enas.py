@@ -30,7 +30,7 @@ from torch import nn
 from fednas.data import ClientSplit, ImageSet, batches
 from fednas.ops import MixedOp
 from fednas.paradigms.arch import Arch, arch_genotype, edge_index
-from fednas.paradigms.base import Arrays, as_numpy, as_tensors, spec_of, split_state
+from fednas.paradigms.base import Arrays, ClientRound, as_numpy, as_tensors, refuse_proximal, spec_of, split_state
 from fednas.paradigms.controller import Controller, Reinforce, controller_optimizer, policy_gradient
 from fednas.paradigms.oneshot import OneShot, train_shared
 from fednas.paradigms.ranking import SCORES, candidates_state
@@ -242,7 +242,8 @@ class Enas(OneShot):
     def client_round(self, cfg: Any, settings: Any, arrays: Arrays, dataset: ImageSet, split: ClientSplit, *,
                      seed: Any, device: torch.device | str = "cpu", local_theta: Arrays | None = None,
                      alpha_gradient: Any = None, input_noise: Any = None, partition_id: int = 0,
-                     server_round: int = 0) -> Any:
+                     server_round: int = 0, proximal_mu: float | None = None) -> ClientRound:
+        refuse_proximal(self, proximal_mu)
         t0 = time.perf_counter()
         model, _ = self.load(cfg, dataset.spec, arrays, local_theta)
         model = model.to(device).train()

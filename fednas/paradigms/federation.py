@@ -1,9 +1,9 @@
-"""The federated steps of any paradigm, as plain functions (no Flower), and an in-process loop.
+"""Any paradigm's federation in one process, without Flower.
 
-:mod:`fednas.federated` hands its client and server helpers over to these for every
-paradigm but ``darts``; :func:`run_federation` runs the same rounds in one process (FedAvg
-weighted by ``num-examples``, replies in partition order, as the server does) for tests,
-and :func:`search_alone` one client's search on given data (the attacker's searched
+:func:`run_federation` runs the rounds :mod:`fednas.federated` runs under Flower (the
+paradigm's server steps, every client's :meth:`~fednas.paradigms.base.Paradigm.client_round`,
+FedAvg weighted by ``num-examples``, replies in partition order, as the server does) for
+tests, and :func:`search_alone` one client's search on given data (the attacker's searched
 shadow, which mimics the target's paradigm).
 """
 
@@ -14,62 +14,14 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
-from fednas.data import ClientSplit, ImageSet, client_data, dataset_from_config, make_pools, partition_clients
+from fednas.data import ClientSplit, ImageSet, dataset_from_config, partition_clients
 from fednas.noise import input_noise_from_config
 from fednas.paradigms import paradigm_of
-from fednas.paradigms.base import Arrays, as_numpy, as_tensors
-from fednas.search import evaluate
+from fednas.paradigms.base import as_numpy
 from fednas.stats import weighted_mean
-from fednas.spaces import Genotype, InputSpec
-
-
-def initial_arrays(cfg: Any) -> dict[str, torch.Tensor]:
-    """Round 1's arrays, as torch tensors (what ``ArrayRecord`` takes)."""
-    return as_tensors(paradigm_of(cfg).initial_arrays(cfg, dataset_from_config(cfg.data, cfg.run.seed).spec))
-
-
-def client_train(cfg: Any, settings: Any, arrays: Arrays, *, partition_id: int, num_clients: int, server_round: int,
-                 local_theta: Arrays | None = None, alpha_gradient: Any = None) -> Any:
-    """One client's round of the configured paradigm on its own partition."""
-    from fednas.federated import pick_device, round_seed
-
-    dataset, split = client_data(cfg.data, cfg.run.seed, partition_id, num_clients)
-    return paradigm_of(cfg).client_round(
-        cfg, settings, arrays, dataset, split, seed=round_seed(cfg, server_round, partition_id),
-        device=pick_device(cfg.run.device), local_theta=local_theta, alpha_gradient=alpha_gradient,
-        input_noise=input_noise_from_config(cfg), partition_id=partition_id, server_round=server_round)
-
-
-def _evaluate(cfg: Any, spec: InputSpec, arrays: Arrays, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    from fednas.federated import pick_device
-
-    device = pick_device(cfg.run.device)
-    return evaluate(paradigm_of(cfg).model(cfg, spec, arrays).to(device), x, y, device)
-
-
-def client_evaluate(cfg: Any, arrays: Arrays, *, partition_id: int, num_clients: int,
-                    local_theta: Arrays | None = None) -> dict[str, float]:
-    dataset, split = client_data(cfg.data, cfg.run.seed, partition_id, num_clients)
-    idx = split.test if len(split.test) else split.alpha
-    res = _evaluate(cfg, dataset.spec, {**(local_theta or {}), **arrays}, dataset.x[idx], dataset.y[idx])
-    return {"eval-loss": res["loss"], "eval-acc": res["acc"], "num-examples": int(res["n"])}
-
-
-def central_evaluate(cfg: Any, arrays: Arrays) -> dict[str, float]:
-    dataset = dataset_from_config(cfg.data, cfg.run.seed)
-    test = make_pools(len(dataset), cfg.data, cfg.run.seed).test
-    res = _evaluate(cfg, dataset.spec, arrays, dataset.x[test], dataset.y[test])
-    return {"central-loss": res["loss"], "central-acc": res["acc"]}
-
-
-def genotype_of(cfg: Any, arrays: Arrays) -> Genotype:
-    return paradigm_of(cfg).genotype(cfg, dataset_from_config(cfg.data, cfg.run.seed).spec, arrays)
-
-
-# --------------------------------------------------------------------------- in one process
+from fednas.spaces import Genotype
 
 
 def fedavg(replies: Sequence[tuple[Mapping[str, Any], float]]) -> dict[str, np.ndarray]:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from fednas.data import ClientSplit, ImageSet, batches
 from fednas.paradigms.arch import Arch, arch_genotype
-from fednas.paradigms.base import ALPHA_PREFIX, Arrays, Paradigm, as_tensors, split_state
+from fednas.paradigms.base import ALPHA_PREFIX, Arrays, ClientRound, Paradigm, as_tensors, split_state
 from fednas.paradigms.darts import load_matching
 from fednas.paradigms.ranking import SCORES, best_candidate, candidates_of, rank_metrics, score_candidates
 from fednas.spaces import Genotype, InputSpec, Supernet
@@ -68,10 +68,8 @@ class OneShot(Paradigm):
 
     def ranked_reply(self, cfg: Any, model: Supernet, arrays: Arrays, dataset: ImageSet, split: ClientSplit,
                      device: Any, metrics: dict[str, Any], audit: dict[str, Any], t0: float,
-                     extra: Mapping[str, torch.Tensor] | None = None) -> Any:
+                     extra: Mapping[str, torch.Tensor] | None = None) -> ClientRound:
         """Score the candidates on D^α and build the reply: architecture state, scores, θ when shared."""
-        from fednas.federated import ClientRound
-
         archs = candidates_of(split_state(arrays)[1], cfg.space.dag_nodes, cfg.space.genotype_k)
         scores = score_candidates(model, model, archs, dataset.x[split.alpha].to(device),
                                   dataset.y[split.alpha].to(device))

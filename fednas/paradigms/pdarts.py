@@ -108,6 +108,9 @@ class PDarts(Darts):
     """Progressive DARTS (module docstring)."""
 
     name = "pdarts"
+    server_state = True
+    supernet_search = False  # a stage's own network: pruned α, more cells than the configured supernet
+    recalibrates_statistics = False  # replies the θ steps' moving averages (the config refuses bn-statistics = client)
 
     def kinds(self, cfg: Any) -> tuple[str, ...]:
         return ("dag",) if cfg.space.space == "dag" else ("normal", "reduce")

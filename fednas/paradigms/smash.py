@@ -23,7 +23,7 @@ import torch
 
 from fednas.data import ClientSplit, ImageSet
 from fednas.paradigms.arch import random_arch
-from fednas.paradigms.base import Arrays
+from fednas.paradigms.base import Arrays, ClientRound, refuse_proximal
 from fednas.paradigms.hypernet import SmashDag
 from fednas.paradigms.oneshot import OneShot, train_shared
 from fednas.paradigms.ranking import SCORES, candidates_state
@@ -80,7 +80,8 @@ class Smash(OneShot):
     def client_round(self, cfg: Any, settings: Any, arrays: Arrays, dataset: ImageSet, split: ClientSplit, *,
                      seed: Any, device: torch.device | str = "cpu", local_theta: Arrays | None = None,
                      alpha_gradient: Any = None, input_noise: Any = None, partition_id: int = 0,
-                     server_round: int = 0) -> Any:
+                     server_round: int = 0, proximal_mu: float | None = None) -> ClientRound:
+        refuse_proximal(self, proximal_mu)
         t0 = time.perf_counter()
         model, _ = self.load(cfg, dataset.spec, arrays, local_theta)
         model = model.to(device).train()

@@ -1,4 +1,5 @@
-"""The paradigm registry, its config keys, and DARTS through the paradigm interface."""
+"""The paradigm registry, its config keys, and every paradigm through fednas.federated's helpers
+(the DARTS round itself: test_darts_round.py)."""
 
 import numpy as np
 import pytest
@@ -42,19 +43,6 @@ def test_an_unknown_paradigm_is_a_clear_error():
 def test_impossible_combinations_fail_when_the_config_is_parsed(flat, message):
     with pytest.raises(ConfigError, match=message):
         parse_config(flat)
-
-
-def test_the_darts_paradigm_is_the_projects_darts_round():
-    cfg = parse_config(TINY)
-    dataset, split = client_data(cfg.data, cfg.run.seed, 1, 2)
-    arrays = get_paradigm("darts").initial_arrays(cfg, dataset.spec)
-    ours = get_paradigm("darts").client_round(cfg, cfg.search, arrays, dataset, split, seed=round_seed(cfg, 1, 1),
-                                              partition_id=1, server_round=1)
-    project = client_train(cfg, cfg.search, arrays, partition_id=1, num_clients=2, server_round=1)
-    assert ours.arrays.keys() == project.arrays.keys()
-    for k in ours.arrays:
-        torch.testing.assert_close(ours.arrays[k], project.arrays[k], rtol=0, atol=0)
-    assert ours.audit == project.audit
 
 
 def test_fedavg_weights_replies_by_examples():
@@ -118,3 +106,12 @@ def test_a_client_keeping_its_own_weights_restarts_them_at_a_stage_change():
     model_arrays, _ = split_state(arrays)
     assert model_arrays["alpha"].shape == (3, 5)
     assert all(rep.theta for rep in seen[-1])
+
+
+@pytest.mark.parametrize("name", ["enas", "smash"])
+def test_a_round_without_a_proximal_term_refuses_fedprox(name):
+    cfg = parse_config({**TINY, "paradigm": name})
+    dataset, split = client_data(cfg.data, cfg.run.seed, 0, 2)
+    arrays = get_paradigm(name).initial_arrays(cfg, dataset.spec)
+    with pytest.raises(ValueError, match=f"paradigm '{name}' has no proximal term"):
+        get_paradigm(name).client_round(cfg, cfg.search, arrays, dataset, split, seed=0, proximal_mu=0.1)
