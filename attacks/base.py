@@ -1,22 +1,28 @@
 """The attack interface: captures and public knowledge in, reconstructions out.
 
-An attack is an object with one method, ``reconstruct(captures, knowledge)``. What it may
-use is exactly what its arguments hold: the captures (what crossed the wire) and
-:class:`Knowledge` (the run's public configuration, and the attacker's own auxiliary
+An attack is an :class:`Attack`, with one method, ``reconstruct(captures, knowledge)``.
+What it may use is exactly what its arguments hold: the captures (what crossed the wire)
+and :class:`Knowledge` (the run's public configuration, and the attacker's own auxiliary
 data). Neither holds, nor can reach, the truth of which samples a client used: that lives
 in the run directory's ``truth/`` folder, read only by the scoring (``attacks.report``).
+
+Attacks are registered by name in :data:`fednas.registry.ATTACKS` (``attack`` in the
+config). The generic runner and report know an attack only through this class: what it
+adds to the leakage report (its columns, settings, figures and scoring job) is its
+:class:`AttackReport` (``Attack.report``).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Sequence
+import abc
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 
-from attacks.captures import Capture
+from fednas.captures import Capture
+from fednas.registry import ATTACKS
 
 
 @dataclass(frozen=True)
@@ -85,25 +91,76 @@ class Reconstruction:
         return cls(capture_id, "failed", reason, seconds=seconds, details=dict(details))
 
 
-class Attack(Protocol):
-    """An attack on captures (see the module docstring)."""
+ScoreJob = Callable[[str, str, Mapping[str, Any], Any], dict[str, Any]]  # (run dir, capture id, flat, truth)
 
-    name: str
 
+class AttackReport:
+    """What an attack adds to the generic leakage report (:mod:`attacks.report`); the base adds nothing.
+
+    Attributes
+    ----------
+    setting_keys : tuple of str
+        Config keys listed under the report's settings (beside ``attack`` and ``device``).
+    detail_columns : tuple of str
+        Keys of :attr:`Reconstruction.details` copied into every ``clients.csv`` row of the capture.
+    score_columns : tuple of str
+        Keys of the scoring job's result (:meth:`score_job`) copied into the capture's rows.
+    summary_keys : tuple of str
+        Keys :meth:`summarize` adds to the summary (and to the run's ``summary.json`` ``leakage``).
+    table_columns : tuple of (heading, summary key, as percent)
+        Columns the report's tables show beside the generic ones.
+    """
+
+    setting_keys: tuple[str, ...] = ()
+    detail_columns: tuple[str, ...] = ()
+    score_columns: tuple[str, ...] = ()
+    summary_keys: tuple[str, ...] = ()
+    table_columns: tuple[tuple[str, str, bool], ...] = ()
+
+    def score_job(self, flat: Mapping[str, Any]) -> ScoreJob | str | None:
+        """A module-level (picklable) ``f(run_dir, capture_id, flat, truth) -> dict``, or its
+        ``"module:attr"`` name, run beside each attack on the capture's truth (a figure of the capture,
+        not of the attack; the scoring reads the truth and hands it over: ``attacks.report.run_score_job``);
+        None: no such job. Its result's :attr:`score_columns` go into the capture's rows."""
+        return None
+
+    def summarize(self, rows: Sequence[Mapping[str, Any]], attacked: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The attack's own figures over some rows (all of a run, or one client's); ``attacked``: those of
+        attacked captures. Keys: :attr:`summary_keys`."""
+        return {}
+
+    def notes(self, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Markdown lines the report shows after its overall table."""
+        return []
+
+
+class Attack(abc.ABC):
+    """An attack on captures (see the module docstring), built as ``cls(settings, seed=seed)``.
+
+    ``settings`` is the config's ``attack`` section; an attack reads its own keys there.
+    """
+
+    name: ClassVar[str] = ""
+    report: ClassVar[AttackReport] = AttackReport()
+
+    def __init__(self, settings: Any, seed: int = 0) -> None:
+        self.settings, self.seed = settings, seed
+
+    @abc.abstractmethod
     def reconstruct(self, captures: Sequence[Capture], knowledge: Knowledge) -> list[Reconstruction]:
         """One reconstruction per capture, in order; never raises for a bad capture."""
-        ...
+
+    @classmethod
+    def wants_aux(cls, config: Any) -> bool:
+        """Whether the attacker's auxiliary pool must be loaded into :class:`Knowledge` for this run."""
+        return True
 
 
-# name -> "module:Class"; imported on first use (attacks pull in torch and the supernets)
-ATTACKS: dict[str, str] = {"adra": "attacks.adra.attack:ADRA"}
+def attack_class(name: str) -> type[Attack]:
+    """The attack registered as ``name`` (a clear error naming the attacks otherwise)."""
+    return ATTACKS.get(name)
 
 
 def make_attack(name: str, settings: Any, seed: int = 0) -> Attack:
     """The attack registered as ``name``, built from the ``attack`` config section."""
-    try:
-        target = ATTACKS[name]
-    except KeyError:
-        raise ValueError(f"unknown attack {name!r}; choose one of: {', '.join(ATTACKS)}") from None
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)(settings, seed=seed)
+    return attack_class(name)(settings, seed=seed)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from attacks.base import Knowledge
-from attacks.captures import CaptureStore, Manifest
+from fednas.captures import CaptureStore, Manifest
 from fednas.schema import SchemaError
 from fednas.truth import TruthRecord, read_truth
 

@@ -11,16 +11,17 @@ The federated run it belongs to still completes.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from attacks.base import Reconstruction
-from attacks.captures import CaptureStore
-from attacks.report import (COLUMNS, ScoringContext, identifiability_job, leakage_dict, per_client, score_run,
+from attacks.report import (COLUMNS, ScoringContext, leakage_dict, per_client, report_of, run_score_job, score_run,
                             summary_table, write_report)
 from attacks.runner import AttackRunner
+from fednas.captures import CaptureStore
 from fednas.rundir import atomic_write_csv, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,15 @@ class LeakageAudit:
         self.store = CaptureStore(self.run_dir)
         self.target = target
         self.workers = int(self.flat.get("attack-workers", 1) if workers is None else workers)
-        # identifiability needs the run's own dataset and supernet
-        self.score_job = identifiability_job if self.flat.get("attack-identifiability", True) and target is None else None
+        self.report = report_of(self.flat)  # what the attack adds to the report
+        # its scoring job (ADRA's identifiability) needs the run's own dataset and supernet
+        job = self.report.score_job(self.flat) if target is None else None
+        self.score_job = functools.partial(run_score_job, job) if job is not None else None
         self.runner = AttackRunner(self.run_dir, self.flat, self.out_dir, self.workers, target, bars=bars)
         self.skipped: dict[str, Reconstruction] = {}  # captures whose files cannot be read: never attacked
 
     def submit(self, capture_id: str) -> None:
-        """Schedule one capture's attack (and identifiability) now; an unreadable capture is skipped."""
+        """Schedule one capture's attack (and its scoring job) now; an unreadable capture is skipped."""
         problem = self.store.problem(capture_id)
         if problem is not None:
             log.warning("leakage: capture %s skipped: %s", capture_id, problem)
@@ -91,11 +94,12 @@ class LeakageAudit:
         except Exception as err:  # the report must never take the run down, and is still written
             log.exception("the leakage report failed; writing it plain")
             return self._plain_report(rows, f"{type(err).__name__}: {err}")
-        emit("leakage per client (" + str(self.out_dir) + "):\n" + summary_table(summary, per_client(rows)))
+        emit("leakage per client (" + str(self.out_dir) + "):\n"
+             + summary_table(summary, per_client(rows, self.report), self.report))
         if summary["unscored"]:
             emit(f"leakage: {summary['unscored']} rebuilt images are unscored: which samples the clients used "
                  "is not known here (a deployment keeps it on the clients); see report.md")
-        return leakage_dict(summary)
+        return leakage_dict(summary, self.report)
 
     def _scoring_context(self) -> Any:
         """The truth side; when it cannot be built (data, truth, model), a context that scores nothing, saying why."""

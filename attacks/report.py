@@ -7,11 +7,14 @@ match) is reported, how well it matches the client's data cannot be. Output, in 
 ``leakage-N/`` for offline re-runs): ``clients.csv`` (one row per captured (round,
 client, sample)), ``report.md``, ``client-<id>.png`` and ``summary.json``. Metric
 definitions: :mod:`attacks.metrics`.
+
+Nothing here is one attack's: what an attack adds (its columns, settings, figures and a
+scoring job such as ADRA's identifiability) comes from its :class:`attacks.base.AttackReport`
+(:func:`report_of`; ADRA's is :mod:`attacks.adra.report`).
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import logging
@@ -24,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from attacks import metrics as M
-from attacks.base import Reconstruction
-from attacks.captures import CaptureStore
+from attacks.base import AttackReport, Reconstruction, attack_class
 from attacks.privacy_report import dp_section
-from fednas.config import parse_config
+from fednas.captures import CaptureStore
+from fednas.config import KEY_BY_NAME, parse_config
+from fednas.registry import resolve
 from fednas.rundir import (atomic_write_bytes, atomic_write_csv, atomic_write_json, atomic_write_text,
                            federation_size)
 from fednas.schema import SchemaError
@@ -35,17 +39,14 @@ from fednas.truth import UNSCORED_REASON, TruthRecord, read_truth
 
 log = logging.getLogger(__name__)
 
+# clients.csv's columns every attack has; an attack's own (AttackReport) and the rest follow
 COLUMNS = (
     "round", "partition-id", "node-id", "capture", "sample", "step", "position", "attacked", "status", "reason",
-    "theta-knowledge", "fidelity", "success", "identified", "identified-dataset", "rank", "rank-dataset", "psnr",
-    "ssim", "mse", "label-correct", "true-label", "predicted-label", "oracle-label", "nearest-sample",
-    "nearest-dataset", "pool-size", "attack-seconds", "identifiability", "identifiability-rank", "input-size",
-    "match", "dp-epsilon",
+    "success", "identified", "identified-dataset", "rank", "rank-dataset", "psnr", "ssim", "mse", "label-correct",
+    "true-label", "predicted-label", "oracle-label", "nearest-sample", "nearest-dataset", "pool-size",
+    "attack-seconds", "match", "dp-epsilon",
 )
-SETTING_KEYS = ("attack", "adra-mode", "knows-weights", "theta-prior", "surrogate-draws", "adra-iterations",
-                "adra-restarts", "adra-optimizer", "adra-lr", "adra-distance", "adra-labels", "adra-unroll", "adra-tv",
-                "adra-prior", "adra-prior-components", "adra-method", "adra-inverse-pairs", "adra-inverse-epochs",
-                "adra-inverse-polish", "device")
+SETTING_KEYS = ("attack", "device")  # beside the attack's own (AttackReport.setting_keys)
 SPACE_KEYS = ("dag-nodes", "head", "activation", "channels", "dataset")
 NO_PARTITION_REASON = ("the client's reply carried no partition-id (a 'client' ConfigRecord holding 'partition-id': "
                        "clients.plugin.tag_reply), so its truth record cannot be found and its rows are kept apart "
@@ -93,50 +94,22 @@ def truth_samples(truth: TruthRecord) -> list[tuple[int, int, int]]:
     return truth.samples()
 
 
-# ---------------------------------------------------------------------------- identifiability
+def report_of(flat: Mapping[str, Any]) -> AttackReport:
+    """The report hooks of the run's attack (``attack``; the generic ones for a name not registered)."""
+    try:
+        return attack_class(str(flat.get("attack", KEY_BY_NAME["attack"].default))).report
+    except ValueError:  # an unknown attack failed every capture already: report what is generic
+        log.warning("no attack %r is registered: its own report columns are left out", flat.get("attack"))
+        return AttackReport()
 
 
-def identifiability_job(run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Numerical rank of ∂(∇_α L)/∂x at the true first-step batch, over the input's size."""
-    from attacks.runner import one_thread
-
-    with one_thread():
-        return _identifiability(run_dir, capture_id, flat)
-
-
-def _identifiability(run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> dict[str, Any]:
-    import torch
-
-    from attacks.adra.attack import ADRA, CaptureError
-    from attacks.adra.identifiability import jacobian_rank
-    from attacks.runner import knowledge_for
-
-    knowledge = knowledge_for(flat)
-    store = CaptureStore(run_dir)
-    truth = read_truth(run_dir, store.meta(capture_id))
+def run_score_job(job: Any, run_dir: str, capture_id: str, flat: Mapping[str, Any]) -> dict[str, Any]:
+    """An attack's scoring job (``AttackReport.score_job``: a function or its ``"module:attr"``) on one
+    capture, handed the capture's truth, read here: the scoring is the truth's one reader."""
+    truth = read_truth(run_dir, CaptureStore(run_dir).meta(capture_id))
     if truth is None:
         return {"error": "no truth record"}
-    capture = store.load(capture_id)
-    try:
-        problem, _ = ADRA(knowledge.config.attack, seed=knowledge.config.run.seed).problem(capture, knowledge)
-    except CaptureError as err:
-        return {"error": str(err)}
-    ctx_x, ctx_y = _dataset_arrays(tuple(sorted(flat.items())))
-    first = [i for step, _, i in truth_samples(truth) if step == 0]
-    dev = problem.victim.device
-    x = torch.as_tensor(ctx_x[first]).to(dev)
-    y = torch.nn.functional.one_hot(torch.as_tensor(ctx_y[first]), knowledge.spec.num_classes).float().to(dev)
-    rank, size = jacobian_rank(problem.victim, x, y)
-    return {"identifiability": rank / size, "identifiability-rank": rank, "input-size": size}
-
-
-@functools.lru_cache(maxsize=2)
-def _dataset_arrays(flat_items: tuple) -> tuple[np.ndarray, np.ndarray]:
-    from fednas.data import dataset_from_config
-
-    cfg = parse_config(dict(flat_items))
-    d = dataset_from_config(cfg.data, cfg.run.seed)
-    return d.x.numpy(), d.y.numpy()
+    return resolve(job)(run_dir, capture_id, flat, truth)
 
 
 # ---------------------------------------------------------------------------- scoring
@@ -180,8 +153,7 @@ def score_capture(ctx: ScoringContext, cid: str, rec: Reconstruction | None, ext
     # attacked: the attack produced a reconstruction; otherwise the capture could not be
     # attacked (rejected by the server, malformed, the attack refused or crashed): its rows
     # are counted apart, never as a failed attack
-    base.update({"attacked": rec.status == "ok", "attack-seconds": round(rec.seconds, 3), "match": rec.match,
-                 "theta-knowledge": rec.details.get("theta-knowledge"), "fidelity": rec.details.get("fidelity")})
+    base.update({"attacked": rec.status == "ok", "attack-seconds": round(rec.seconds, 3), "match": rec.match})
     try:
         truth, unscored = ctx.truth(cid), ctx.unscored_reason
         if truth is not None:
@@ -240,22 +212,22 @@ def settings_of(flat: Mapping[str, Any], model: Mapping[str, Any] | None = None)
     """The attack's settings and the attacked model: ``model`` describes another app's (its factory, input,
     classes, α arrays: ``ForeignScoringContext.model``); without it, this project's search-space keys."""
     described = dict(model) if model is not None else {k: flat.get(k) for k in SPACE_KEYS}
-    return {**{k: flat.get(k) for k in SETTING_KEYS}, **described}
+    keys = (*SETTING_KEYS[:1], *report_of(flat).setting_keys, *SETTING_KEYS[1:])
+    return {**{k: flat.get(k) for k in keys}, **described}
 
 
 def score_run(ctx: ScoringContext, capture_ids: Sequence[str], recs: Mapping[str, Reconstruction],
               scores: Mapping[str, Any], flat: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every row of clients.csv, in capture order (every capture appears)."""
     settings = settings_of(flat, getattr(ctx, "model", None))
+    report = report_of(flat)
     rows = []
     for cid in capture_ids:
         rec = recs.get(cid)
-        ident = scores.get(cid) or {}
-        extra = {**{k: ident.get(k) for k in ("identifiability", "identifiability-rank", "input-size")},
-                 **settings}
+        score = scores.get(cid) or {}
+        extra = {**{k: score.get(k) for k in report.score_columns}, **settings}
         if rec is not None:
-            extra.update({"B": rec.details.get("B"), "local-steps": rec.details.get("local-steps"),
-                          "alpha-optimizer": rec.details.get("alpha-optimizer")})
+            extra.update({k: rec.details.get(k) for k in report.detail_columns})
         try:
             rows.extend(score_capture(ctx, cid, rec, extra))
         except (OSError, ValueError, KeyError, IndexError) as err:  # one bad capture must not lose the report
@@ -298,19 +270,14 @@ def _median(values: Sequence[Any]) -> float | None:
     return float(np.median(vals)) if vals else None
 
 
-def _values(values: Sequence[Any]) -> str:
-    """The distinct values of a column, most frequent first ("a; b")."""
-    counts = Counter(v for v in values if v)
-    return "; ".join(v for v, _ in counts.most_common())
-
-
-def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def summarize(rows: Sequence[Mapping[str, Any]], report: AttackReport | None = None) -> dict[str, Any]:
     """Overall figures over the attacked captures only: rates count every scored sample of
     an attacked capture (a sample it did not rebuild is no success), means are over rebuilt
     samples, seconds are per attacked capture. Captures that could not be attacked are
     counted beside them (``not-attacked``), never as 0 % success. ``failed`` counts the
     samples of attacked captures that were not rebuilt; ``unscored`` the images rebuilt from
-    captures whose truth is not known (a deployment): they enter no rate or mean."""
+    captures whose truth is not known (a deployment): they enter no rate or mean. ``report``: the
+    attack's own figures (:meth:`attacks.base.AttackReport.summarize`) are added."""
     attacked = [r for r in rows if r.get("attacked")]
     known = [r for r in attacked if r.get("sample") is not None]
     ok = [r for r in known if r.get("status") == "ok"]
@@ -328,18 +295,16 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "identified-rate": _mean([bool(r.get("identified")) for r in known]),
         "identified-dataset-rate": _mean([bool(r.get("identified-dataset")) for r in known]),
         "median-rank-dataset": _median([r.get("rank-dataset") for r in ok]),
-        "theta-knowledge": _values([r.get("theta-knowledge") for r in rows]),
-        "fidelity": _values([r.get("fidelity") for r in rows]),
         "label-accuracy": _mean([bool(r.get("label-correct")) for r in ok]),
         "mean-psnr": _mean([r.get("psnr") for r in ok]),
         "mean-ssim": _mean([r.get("ssim") for r in ok]),
         "mean-mse": _mean([r.get("mse") for r in ok]),
-        "mean-identifiability": _mean([r.get("identifiability") for r in attacked]),
         "attack-seconds-per-capture": _mean(list(seconds.values())),
+        **(report.summarize(rows, attacked) if report is not None else {}),
     }
 
 
-def per_client(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+def per_client(rows: Sequence[Mapping[str, Any]], report: AttackReport | None = None) -> list[dict[str, Any]]:
     """One summary per client (partition-id, else node: :func:`client_of`), ranked by leakage (success,
     identified, PSNR)."""
     groups: dict[Any, list] = defaultdict(list)
@@ -347,7 +312,7 @@ def per_client(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         groups[client_of(r)].append(r)
     out = []
     for client, rs in groups.items():
-        s = summarize(rs)
+        s = summarize(rs, report)
         eps = [r.get("dp-epsilon") for r in rs if r.get("dp-epsilon") is not None]
         out.append({"client": client, "partition-id": rs[0].get("partition-id"), **s,
                     "dp-epsilon": max(eps) if eps else None})
@@ -364,22 +329,24 @@ def _fmt(v: Any, pct: bool = False) -> str:
     return str(v)
 
 
-def summary_table(summary: Mapping[str, Any], clients: Sequence[Mapping[str, Any]]) -> str:
-    """The end-of-run table (Markdown, also readable in a log)."""
-    lines = ["| client | attacked captures | samples | θ known as | success | identified (D^α / dataset) | PSNR dB | "
-             "SSIM | label acc | identifiability | dp-epsilon | could not be attacked |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for c in clients:
-        lines.append(f"| {c['client']} | {c['attacked']} | {c['samples']} | {c['theta-knowledge'] or '–'} | "
-                     f"{_fmt(c['success-rate'], True)} | {_fmt(c['identified-rate'], True)} / "
-                     f"{_fmt(c['identified-dataset-rate'], True)} | {_fmt(c['mean-psnr'])} | {_fmt(c['mean-ssim'])} | "
-                     f"{_fmt(c['label-accuracy'], True)} | {_fmt(c['mean-identifiability'])} | {_fmt(c['dp-epsilon'])} | "
-                     f"{c['not-attacked']} |")
-    s = summary
-    lines.append(f"| **all** | {s['attacked']} | {s['samples']} | {s['theta-knowledge'] or '–'} | "
-                 f"{_fmt(s['success-rate'], True)} | {_fmt(s['identified-rate'], True)} / "
-                 f"{_fmt(s['identified-dataset-rate'], True)} | {_fmt(s['mean-psnr'])} | {_fmt(s['mean-ssim'])} | "
-                 f"{_fmt(s['label-accuracy'], True)} | {_fmt(s['mean-identifiability'])} | | {s['not-attacked']} |")
+def _cell(v: Any, pct: bool = False) -> str:
+    return "–" if v is None or v == "" else _fmt(v, pct)
+
+
+def summary_table(summary: Mapping[str, Any], clients: Sequence[Mapping[str, Any]],
+                  report: AttackReport | None = None) -> str:
+    """The end-of-run table (Markdown, also readable in a log); ``report``: the attack's own columns."""
+    extra = report.table_columns if report is not None else ()
+    head = ["client", "attacked captures", "samples", "success", "identified (D^α / dataset)", "PSNR dB", "SSIM",
+            "label acc", *(h for h, _, _ in extra), "dp-epsilon", "could not be attacked"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for c in [*clients, {**summary, "client": "**all**", "dp-epsilon": None}]:
+        cells = [c["client"], c["attacked"], c["samples"], _fmt(c["success-rate"], True),
+                 f"{_fmt(c['identified-rate'], True)} / {_fmt(c['identified-dataset-rate'], True)}",
+                 _fmt(c["mean-psnr"]), _fmt(c["mean-ssim"]), _fmt(c["label-accuracy"], True),
+                 *(_cell(c.get(k), pct) for _, k, pct in extra),
+                 "" if c["client"] == "**all**" else _fmt(c["dp-epsilon"]), c["not-attacked"]]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
 
@@ -415,8 +382,9 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
     """Write clients.csv, report.md, client-<id>.png, summary.json; return the summary."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = summarize(rows)
-    clients = per_client(rows)
+    report = report_of(flat)
+    summary = summarize(rows, report)
+    clients = per_client(rows, report)
     columns = list(COLUMNS) + [k for k in dict.fromkeys(k for r in rows for k in r) if k not in COLUMNS and not k.startswith("_")]
     atomic_write_csv(out_dir / "clients.csv", rows, columns)
     by_client: dict[Any, list] = defaultdict(list)
@@ -441,11 +409,8 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
                f"not known here, so nothing below measures how well it rebuilt them ({summary['unscored']} rebuilt "
                "images, labels and match in `clients.csv`, arrays in `reconstructions/`).\n",
                *[f"- {reason} ({n} rows)" for reason, n in unscored.most_common()], ""]
-    md += ["## Overall\n", _overall_table(summary), "",
-           "How faithfully the attack modelled the clients' rounds (`fidelity`): "
-           + ("; ".join(f"{v} ({n} rows)" for v, n in Counter(r.get("fidelity") for r in rows
-                                                              if r.get("fidelity")).most_common()) or "–"), "",
-          "## Per client, ranked by leakage\n", summary_table(summary, clients), "",
+    md += ["## Overall\n", _overall_table(summary, report), "", *report.notes(rows),
+           "## Per client, ranked by leakage\n", summary_table(summary, clients, report), "",
           *dp_section(rows),
           "## Settings\n", "\n".join(f"- `{k}` = `{v}`" for k, v in settings.items()), "",
           "## Definitions\n", M.DEFINITIONS, "",
@@ -467,24 +432,23 @@ def write_report(out_dir: str | Path, ctx: ScoringContext, rows: list[dict[str, 
     return full
 
 
-def _overall_table(s: Mapping[str, Any]) -> str:
-    return ("| captures | attacked | could not be attacked | samples | failed | unscored | θ known as | success | "
-            "identified (D^α) | identified (dataset) | median rank (dataset) | mean PSNR dB | mean SSIM | label acc | "
-            "identifiability | attack s/capture |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-            f"| {s['captures']} | {s['attacked']} | {s['not-attacked']} | {s['samples']} | {s['failed']} | "
-            f"{s['unscored']} | {s['theta-knowledge'] or '–'} | {_fmt(s['success-rate'], True)} | "
-            f"{_fmt(s['identified-rate'], True)} | {_fmt(s['identified-dataset-rate'], True)} | "
-            f"{_fmt(s['median-rank-dataset'])} | {_fmt(s['mean-psnr'])} | {_fmt(s['mean-ssim'])} | "
-            f"{_fmt(s['label-accuracy'], True)} | {_fmt(s['mean-identifiability'])} | "
-            f"{_fmt(s['attack-seconds-per-capture'])} |")
+def _overall_table(s: Mapping[str, Any], report: AttackReport) -> str:
+    head = ["captures", "attacked", "could not be attacked", "samples", "failed", "unscored", "success",
+            "identified (D^α)", "identified (dataset)", "median rank (dataset)", "mean PSNR dB", "mean SSIM",
+            "label acc", *(h for h, _, _ in report.table_columns), "attack s/capture"]
+    cells = [s["captures"], s["attacked"], s["not-attacked"], s["samples"], s["failed"], s["unscored"],
+             _fmt(s["success-rate"], True), _fmt(s["identified-rate"], True), _fmt(s["identified-dataset-rate"], True),
+             _fmt(s["median-rank-dataset"]), _fmt(s["mean-psnr"]), _fmt(s["mean-ssim"]),
+             _fmt(s["label-accuracy"], True), *(_cell(s.get(k), pct) for _, k, pct in report.table_columns),
+             _fmt(s["attack-seconds-per-capture"])]
+    return "| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n| " + " | ".join(map(str, cells)) + " |"
 
 
-def leakage_dict(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``leakage`` entry of the run's summary.json."""
+def leakage_dict(summary: Mapping[str, Any], report: AttackReport | None = None) -> dict[str, Any]:
+    """The ``leakage`` entry of the run's summary.json (with the attack's own figures, ``report``)."""
     keys = ("success-rate", "identified-rate", "identified-dataset-rate", "median-rank-dataset", "mean-psnr",
             "label-accuracy", "mean-ssim", "mean-mse", "captures", "attacked", "not-attacked", "samples", "failed",
-            "unscored", "mean-identifiability", "attack-seconds-per-capture", "theta-knowledge", "fidelity", "dir")
+            "unscored", "attack-seconds-per-capture", *(report.summary_keys if report is not None else ()), "dir")
     out = {k: summary.get(k) for k in keys}
     out["scored"] = bool(summary.get("samples"))  # some sample's truth was known (false in a deployment)
     return out

@@ -7,7 +7,7 @@ iteration, best match, ETA) goes to an :class:`attacks.progress.Board`: log line
 run's log, or tqdm bars for the offline CLI. A
 worker only ever gets the run directory and a capture id: it loads the capture (never the
 truth) and the public knowledge itself. The identifiability figure, which needs the
-truth, is a separate scoring job (``attacks.report.identifiability_job``) run in the same
+truth, is a separate scoring job (the attack's ``AttackReport.score_job``) run in the same
 pool. A capture whose attack raises or whose worker dies comes back as a failed
 reconstruction: nothing here stops the federation.
 """
@@ -24,9 +24,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from attacks.base import Knowledge, Reconstruction, make_attack
-from attacks.captures import CaptureStore
+from attacks.base import Knowledge, Reconstruction, attack_class, make_attack
 from attacks.progress import Board, CaptureTracker, Listener, QueueSink
+from fednas.captures import CaptureStore
 from fednas.config import parse_config
 from fednas.rundir import atomic_save_npz, atomic_write_json
 
@@ -47,7 +47,7 @@ def _knowledge(flat_items: tuple, target: Any = None) -> Knowledge:
         return target.knowledge(cfg)
     dataset = dataset_from_config(cfg.data, cfg.run.seed)
     aux_x = aux_y = None
-    if cfg.attack.adra_prior != "none" or cfg.attack.adra_init == "aux" or cfg.attack.theta_prior == "shadow":
+    if attack_class(cfg.attack.attack).wants_aux(cfg):
         aux = make_pools(len(dataset), cfg.data, cfg.run.seed).aux
         aux_x, aux_y = dataset.x[aux].numpy(), dataset.y[aux].numpy()
     return Knowledge(cfg, dataset.spec, aux_x, aux_y)

@@ -21,6 +21,7 @@ import torch
 from benchmarks import federation, supernet
 from benchmarks.common import RESULTS, machine, resolve_device, write_results
 from fednas.overrides import DeprecatedOption, dag_nodes_option
+from fednas.registry import SPACES
 
 
 def _ints(text: str) -> list[int]:
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "second OpenMP thread mostly waits; try 2 on an idle one)")
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results (default benchmarks/results)")
     s = p.add_argument_group("supernet")
-    s.add_argument("--space", default="dag", choices=("dag", "darts"))
+    s.add_argument("--space", default="dag", choices=tuple(SPACES))
     dag_nodes_option(s, type=_ints, default=[8, 16, 32, 64], help="P values (dag), e.g. 8,16,32,64")
     s.add_argument("--sizes", type=_ints, default=[8, 28], help="image sizes, e.g. 8,28")
     s.add_argument("--batches", type=_ints, default=[1, 8], help="batch sizes B, e.g. 1,8")

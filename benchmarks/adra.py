@@ -43,11 +43,11 @@ from attacks.adra.attack import ADRA
 from attacks.adra.pairs import theta_spread
 from attacks.adra.solver import match_at
 from attacks.base import Knowledge
-from attacks.captures import Capture
-from attacks.report import pairs_by_step
 from attacks.nulls import NULL_KINDS, null_reconstruction
+from attacks.report import pairs_by_step
 from benchmarks.common import RESULTS, machine, resolve_device, t_interval, table, timed, write_results
 from fednas import stats
+from fednas.captures import Capture
 from fednas.config import parse_config, search_to_record
 from fednas.data import client_data, make_pools
 from fednas.federated import client_train, initial_arrays

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from scipy.optimize import brentq
 from scipy.special import log_ndtr, ndtr
 
 from fednas.privacy import check_delta
+from fednas.registry import ACCOUNTANTS
 
 # Opacus's RDPAccountant.DEFAULT_ALPHAS (a test checks they agree), then a few larger orders. Opacus is
 # imported where it accounts, not here: it pulls in torch.distributed (~2 s), and every ClientApp
@@ -59,7 +60,8 @@ class GaussianEvent:
             raise ValueError(f"steps must be an integer >= 0, got {self.steps!r}")
 
 
-def _rdp(events: list[GaussianEvent], delta: float) -> float:
+def rdp_epsilon(events: list[GaussianEvent], delta: float) -> float:
+    """ε by Opacus's RDP accountant (``ACCOUNTANTS["rdp"]``; an upper bound)."""
     from opacus.accountants import RDPAccountant
 
     acc = RDPAccountant()
@@ -88,7 +90,8 @@ def gaussian_epsilon(mu: float, delta: float) -> float:
     return float(brentq(lambda e: profile(e) - delta, 0.0, high, xtol=1e-12, rtol=1e-12))
 
 
-def _prv(events: list[GaussianEvent], delta: float) -> float:
+def prv_epsilon(events: list[GaussianEvent], delta: float) -> float:
+    """ε by the tight accountant (``ACCOUNTANTS["prv"]``): the Gaussian's closed form, else Opacus's PRV."""
     if all(e.sample_rate == 1.0 for e in events):  # one Gaussian: the closed form, exactly
         return gaussian_epsilon(math.sqrt(sum(e.steps / e.noise_multiplier**2 for e in events)), delta)
     from opacus.accountants import PRVAccountant
@@ -98,12 +101,6 @@ def _prv(events: list[GaussianEvent], delta: float) -> float:
     with warnings.catch_warnings(), np.errstate(all="ignore"):  # its grid's log(0) and overflows are handled
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(acc.get_epsilon(delta, eps_error=0.01))
-
-
-ACCOUNTANTS: dict[str, Callable[[list[GaussianEvent], float], float]] = {"rdp": _rdp, "prv": _prv}
-ACCOUNTANT_NAMES = {"rdp": "Opacus RDPAccountant (Renyi DP, Poisson-subsampled Gaussian; an upper bound)",
-                    "prv": "tight: the Gaussian's exact epsilon without subsampling (Balle & Wang 2018), "
-                           "Opacus PRVAccountant with it (eps_error 0.01)"}
 
 
 def merged(events: Iterable[GaussianEvent]) -> list[GaussianEvent]:
@@ -121,10 +118,7 @@ def epsilon(events: Iterable[GaussianEvent], delta: float, accountant: str = "rd
     0 for no event (nothing released), ∞ when any event has z = 0 (clipping alone).
     """
     check_delta(delta)
-    try:
-        compute = ACCOUNTANTS[accountant]
-    except KeyError:
-        raise ValueError(f"unknown accountant {accountant!r}; choose one of: {', '.join(ACCOUNTANTS)}") from None
+    compute = ACCOUNTANTS.get(accountant)  # a clear error naming the accountants on an unknown one
     events = [e for e in merged(events) if e.steps > 0]
     if not events:
         return 0.0
@@ -189,6 +183,6 @@ def dp_summary(dp: Any) -> dict[str, Any]:
     noise = ("os-entropy: not reproducible" if dp.dp_secure_rng else
              "seeded from (seed, round, partition) (dp-secure-rng = false): reproducible, and removable by "
              "anyone who knows the seed")
-    return {"delta": dp.dp_delta, "accountant": ACCOUNTANT_NAMES[dp.dp_accountant],
-            "also-reported": {name: ACCOUNTANT_NAMES[name] for name in other},
+    return {"delta": dp.dp_delta, "accountant": ACCOUNTANTS.entry(dp.dp_accountant).doc,
+            "also-reported": {name: ACCOUNTANTS.entry(name).doc for name in other},
             "noise": noise, "secure-rng": bool(dp.dp_secure_rng), "mechanisms": mechanisms}

@@ -1,7 +1,7 @@
 """The plugin contract's files, checked: a versioned schema for captures, truth records and the manifest.
 
 Three kinds of JSON cross from one program to another: the eavesdropper's capture records
-and manifest (``attacks.captures``), and the clients' truth records (``fednas.truth``),
+and manifest (``fednas.captures``), and the clients' truth records (``fednas.truth``),
 which another Flower app's ClientApp may write itself. Each carries ``schema-version``
 (:data:`SCHEMA_VERSION`) when written by this version; a file without it is an older run's
 and is read as version 0 (the same fields, older names accepted). A file that breaks the

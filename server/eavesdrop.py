@@ -17,7 +17,7 @@ When the train config asks for updates (``reply = "delta"``, :mod:`fednas.update
 reply carries Δα; the eavesdropper, which recorded α_t1 going out, stores α_t2 = α_t1 + Δα,
 so a capture means the same with either reply form.
 
-The captures describe themselves (``captures/manifest.json``, :class:`attacks.captures.Manifest`):
+The captures describe themselves (``captures/manifest.json``, :class:`fednas.captures.Manifest`):
 the victim's model, which arrays are α, and per capture the client's α settings as far as
 the wire shows them. For another Flower app, :func:`server.plugin.eavesdrop` is the entry
 point (docs/plugin.md).
@@ -35,7 +35,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from attacks.captures import CaptureStore, Manifest, split_arrays
+from fednas.captures import CaptureStore, Manifest, split_arrays
 from fednas.schema import CLIENT_RECORD, PARTITION_KEY
 from fednas.updates import REPLY_KEY, apply_update
 from server.wrapping import StrategyWrapper

@@ -18,7 +18,7 @@ from typing import Any
 
 from flwr.serverapp.strategy import Strategy
 
-from attacks.captures import CaptureStore, Manifest
+from fednas.captures import CaptureStore, Manifest
 from server.eavesdrop import Eavesdropper
 
 

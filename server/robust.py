@@ -1,4 +1,7 @@
-"""Flower's Byzantine-robust aggregators, by name, with their settings from the config.
+"""The settings of Flower's Byzantine-robust aggregators, from the config.
+
+Their names and classes are registered in ``fednas.registry.STRATEGIES`` (``robust=True``,
+``args=`` the functions below).
 
 None of them is written here: FedMedian (coordinate-wise median), FedTrimmedAvg
 (coordinate-wise trimmed mean, ``trimmed-fraction`` cut off each tail), Krum and MultiKrum
@@ -11,28 +14,20 @@ minority of well-formed but poisoned replies can do; malformed ones never reach 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from flwr.serverapp.strategy import Bulyan, FedAvg, FedMedian, FedTrimmedAvg, Krum, MultiKrum
 
-from fednas.config import ROBUST_STRATEGIES
-
-ROBUST: dict[str, type[FedAvg]] = {
-    "fedmedian": FedMedian, "fedtrimmedavg": FedTrimmedAvg, "krum": Krum, "multikrum": MultiKrum, "bulyan": Bulyan,
-}
-assert tuple(ROBUST) == ROBUST_STRATEGIES, "fednas.config.ROBUST_STRATEGIES and server.robust disagree"
+def trimmed_args(fed: Any, sampled: int) -> dict[str, Any]:
+    """FedTrimmedAvg: the share cut off each tail."""
+    return {"beta": fed.trimmed_fraction}
 
 
-def _krum_select(fed: Any, sampled: int) -> int:
-    return fed.krum_select or max(sampled - fed.byzantine_clients, 1)
+def krum_args(fed: Any, sampled: int) -> dict[str, Any]:
+    """Krum and Bulyan: f, the poisoned clients tolerated."""
+    return {"num_malicious_nodes": fed.byzantine_clients}
 
 
-# name -> constructor keywords beyond FedAvg's, from the fed config and the clients sampled per round
-ROBUST_ARGS: dict[str, Callable[[Any, int], dict[str, Any]]] = {
-    "fedtrimmedavg": lambda fed, sampled: {"beta": fed.trimmed_fraction},
-    "krum": lambda fed, sampled: {"num_malicious_nodes": fed.byzantine_clients},
-    "multikrum": lambda fed, sampled: {"num_malicious_nodes": fed.byzantine_clients,
-                                       "num_nodes_to_select": _krum_select(fed, sampled)},
-    "bulyan": lambda fed, sampled: {"num_malicious_nodes": fed.byzantine_clients},
-}
+def multikrum_args(fed: Any, sampled: int) -> dict[str, Any]:
+    """MultiKrum: f, and the replies kept (krum-select, else the sampled clients minus f)."""
+    return {"num_malicious_nodes": fed.byzantine_clients,
+            "num_nodes_to_select": fed.krum_select or max(sampled - fed.byzantine_clients, 1)}

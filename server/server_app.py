@@ -110,8 +110,8 @@ def _make_evaluate_fn(cfg: Config, book: RoundBook, runlog: RunLog):
 def eavesdropping(cfg: Config, run_dir, strategy, judge=None):
     """Wrap ``strategy`` with the eavesdropper; attack online when asked (see attacks.leakage).
     ``judge`` marks the replies the server rejects (the guard's)."""
-    from attacks.captures import CaptureStore, Manifest
     from attacks.leakage import LeakageAudit
+    from fednas.captures import CaptureStore, Manifest
 
     audit = LeakageAudit(run_dir, cfg.flat()) if cfg.attack.attack_online else None
     store = CaptureStore(run_dir)

@@ -1,30 +1,28 @@
-"""Strategies by name, node counts capped at the federation's size, and the round book."""
+"""Strategies by name (``fednas.registry.STRATEGIES``), node counts capped at the federation's size, the round
+book."""
 
 from __future__ import annotations
 
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedAvgM, FedProx, Strategy
+from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, Strategy
 
 from fednas.config import sampled_per_round
-from server.robust import ROBUST, ROBUST_ARGS
+from fednas.registry import STRATEGIES, resolve
 from server.wrapping import StrategyWrapper
 
 log = logging.getLogger(__name__)
 
-STRATEGIES: dict[str, type[FedAvg]] = {"fedavg": FedAvg, "fedavgm": FedAvgM, "fedprox": FedProx}
-STRATEGIES.update(ROBUST)
-# name -> constructor keywords beyond FedAvg's: f(fed config, clients sampled per round)
-STRATEGY_ARGS: dict[str, Callable[[Any, int], dict[str, Any]]] = {
-    "fedprox": lambda fed, sampled: {"proximal_mu": fed.proximal_mu},  # sent to clients as "proximal-mu"
-}
-STRATEGY_ARGS.update(ROBUST_ARGS)
+
+def fedprox_args(fed: Any, sampled: int) -> dict[str, Any]:
+    """FedProx's mu (sent to the clients as ``proximal-mu``)."""
+    return {"proximal_mu": fed.proximal_mu}
 
 
 def build_strategy(fed: Any, num_nodes: int, dp: Any = None) -> Strategy:
@@ -35,10 +33,8 @@ def build_strategy(fed: Any, num_nodes: int, dp: Any = None) -> Strategy:
     With ``dp.dp_server`` the strategy is wrapped in Flower's
     ``DifferentialPrivacyClientSideFixedClipping`` (clients clip with the update mod).
     """
-    try:
-        cls = STRATEGIES[fed.strategy]
-    except KeyError:
-        raise ValueError(f"unknown strategy {fed.strategy!r}; choose one of: {', '.join(STRATEGIES)}") from None
+    cls = STRATEGIES.get(fed.strategy)  # a clear error naming the strategies on an unknown one
+    args = STRATEGIES.info(fed.strategy, "args")  # f(fed, sampled) -> keywords beyond FedAvg's, or None
     min_train = min(fed.min_train_clients, num_nodes)
     min_eval = min(fed.min_evaluate_clients, num_nodes)
     if (min_train, min_eval) != (fed.min_train_clients, fed.min_evaluate_clients):
@@ -50,7 +46,7 @@ def build_strategy(fed: Any, num_nodes: int, dp: Any = None) -> Strategy:
         min_train_nodes=min_train,
         min_evaluate_nodes=min_eval,
         min_available_nodes=min(max(min_train, min_eval, 1), num_nodes),
-        **STRATEGY_ARGS.get(fed.strategy, lambda fed, sampled: {})(fed, sampled),
+        **(resolve(args)(fed, sampled) if args is not None else {}),
     )
     if dp is not None and dp.dp_server:
         strategy = DifferentialPrivacyClientSideFixedClipping(

@@ -53,8 +53,8 @@ def capture_run(key: str, sets: list[str], runs: dict[str, str], out: Path, clie
 def attack(run_dir: Path, sets: dict[str, Any], limit: int, workers: int) -> dict[str, Any]:
     """Attack a run's captures offline with ``sets``; return the leakage summary."""
     from attacks.adra.__main__ import load_settings
-    from attacks.captures import CaptureStore
     from attacks.leakage import LeakageAudit
+    from fednas.captures import CaptureStore
 
     flat = load_settings(run_dir, [f"{k}={v}" for k, v in sets.items()])
     ids = CaptureStore(run_dir).ids()

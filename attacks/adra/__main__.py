@@ -104,8 +104,8 @@ def _check_device(name: str) -> None:
 
 def foreign_target(run_dir: Path, args: argparse.Namespace):
     """The other app's target when ``--model`` is given or the manifest names a model; else None."""
-    from attacks.captures import CaptureStore
     from attacks.foreign import ForeignTarget, load_callable
+    from fednas.captures import CaptureStore
 
     manifest = CaptureStore(run_dir).manifest()
     if args.model is None and (manifest is None or manifest.model is None):
@@ -123,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     run_dir = Path(args.run_dir).resolve()
-    from attacks.captures import CaptureStore
     from attacks.foreign import TargetError
     from attacks.leakage import LeakageAudit
+    from fednas.captures import CaptureStore
     from fednas.schema import SchemaError
 
     try:

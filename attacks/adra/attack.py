@@ -12,26 +12,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from attacks.adra.client_model import AlphaProcedure, data_free_update
+from attacks.adra.client_model import AlphaProcedure, CaptureError, data_free_update, local_alpha_steps
 from attacks.adra.inverse import MAX_PERMUTED_BATCH, solve_inverse
 from attacks.adra.paper import paper_optimizer, solve_paper
 from attacks.adra.solver import Problem, Report, solve_strong, strong_optimizer
 from attacks.adra.surfaces import NoArchitectureGradient, attack_surface
 from attacks.adra.theta import attacker_theta, searches_supernet, theta_path
-from attacks.base import Knowledge, Reconstruction
-from attacks.captures import Capture, missing_client_settings
+from attacks.adra.report import ADRAReport
+from attacks.base import Attack, Knowledge, Reconstruction
+from fednas.captures import Capture, missing_client_settings
 from fednas.config import ConfigError, search_from_record
 from fednas.federated import pick_device
-from fednas.search import num_local_steps
 
 log = logging.getLogger(__name__)
 
 
 DATA_FREE_RTOL = 1e-3  # |Δα − the data-free update| below this share of |Δα|: no information in the capture
-
-
-class CaptureError(ValueError):
-    """A capture the attack cannot use; the message is the reason reported."""
 
 
 def _check_arrays(what: str, arrays: dict[str, np.ndarray], names: list[str], shapes: list[tuple[int, ...]]) -> None:
@@ -44,15 +40,6 @@ def _check_arrays(what: str, arrays: dict[str, np.ndarray], names: list[str], sh
             raise CaptureError(f"{what} {n!r} has shape {tuple(a.shape)}, the search space has {tuple(shape)}")
         if not np.all(np.isfinite(a)):
             raise CaptureError(f"{what} {n!r} holds NaN or Inf")
-
-
-def local_alpha_steps(search: Any, metrics: dict[str, Any]) -> int:
-    """How many α steps the client took: its reply says so, else the train config does."""
-    if "local-steps" in metrics:
-        return int(metrics["local-steps"])
-    if search.local_epochs > 0:
-        raise CaptureError("local-epochs > 0 and the reply does not say how many local steps were taken")
-    return num_local_steps(search, 0)
 
 
 # What an app that does not say otherwise is taken to use (torch's defaults; no penalty).
@@ -83,7 +70,7 @@ def client_procedure(capture: Capture, foreign: bool = False) -> tuple[Any, dict
         raise CaptureError(f"the client's settings (train config) cannot be read: {err}") from None
 
 
-class ADRA:
+class ADRA(Attack):
     """The architectural dataset reconstruction attack, in ``paper`` or ``strong`` mode.
 
     Parameters
@@ -95,8 +82,10 @@ class ADRA:
     """
 
     name = "adra"
+    report = ADRAReport()
 
     def __init__(self, settings: Any, seed: int = 0, device: torch.device | str | None = None) -> None:
+        super().__init__(settings, seed)
         if settings.adra_mode not in ("paper", "strong"):
             raise ValueError(f"unknown adra-mode {settings.adra_mode!r}; choose paper or strong")
         if settings.adra_mode == "strong":
@@ -104,6 +93,12 @@ class ADRA:
         self.s, self.seed = settings, seed
         self.device = device  # None: the run's ``device`` key (auto: CUDA when this process sees a GPU)
         self.progress: Report | None = None  # (stage, iteration, iterations, best match)
+
+    @classmethod
+    def wants_aux(cls, config: Any) -> bool:
+        """The aux pool is read by the learned prior, aux-screened starts and the shadow θ."""
+        a = config.attack
+        return a.adra_prior != "none" or a.adra_init == "aux" or a.theta_prior == "shadow"
 
     def reconstruct(self, captures: Sequence[Capture], knowledge: Knowledge) -> list[Reconstruction]:
         """One reconstruction per capture; a capture it cannot use comes back ``failed``."""

@@ -23,8 +23,23 @@ from typing import Any
 
 import torch
 
+from fednas.search import num_local_steps
+
 ADAM_BETA2 = 0.999
 ADAM_EPS = 1e-8
+
+
+class CaptureError(ValueError):
+    """A capture the attack cannot use; the message is the reason reported."""
+
+
+def local_alpha_steps(search: Any, metrics: dict[str, Any]) -> int:
+    """How many α steps the client took: its reply says so, else the train config does."""
+    if "local-steps" in metrics:
+        return int(metrics["local-steps"])
+    if search.local_epochs > 0:
+        raise CaptureError("local-epochs > 0 and the reply does not say how many local steps were taken")
+    return num_local_steps(search, 0)
 
 
 @dataclass(frozen=True)

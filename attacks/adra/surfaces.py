@@ -28,11 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad
 
-from attacks.adra.client_model import AlphaProcedure
+from attacks.adra.client_model import AlphaProcedure, local_alpha_steps
 from attacks.adra.victim import Victim
 from fednas.paradigms import STATE_PREFIX, get_paradigm
 from fednas.paradigms.controller import ADAM_BETAS, ADAM_EPS
 from fednas.paradigms.enas import build_enas
+from fednas.registry import Registry
 from fednas.spaces import InputSpec, Supernet, build_supernet
 
 
@@ -61,8 +62,6 @@ def _theta(capture: Any) -> dict[str, np.ndarray]:
 
 
 def _alpha_steps(search: Any, metrics: dict) -> int:
-    from attacks.adra.attack import local_alpha_steps
-
     return local_alpha_steps(search, metrics)
 
 
@@ -111,9 +110,13 @@ def smash_surface(cfg: Any, spec: InputSpec, capture: Any) -> Surface:
         "input); nothing for gradient matching to invert (docs/paradigms.md)")
 
 
-SURFACES: dict[str, Callable[[Any, InputSpec, Any], Surface]] = {
-    "darts": darts_surface, "pdarts": pdarts_surface, "enas": enas_surface, "smash": smash_surface,
-}
+# ADRA's own extension point: what it attacks in each paradigm (fednas.registry.PARADIGMS), as
+# f(config, InputSpec, capture) -> Surface. A paradigm added without one is refused by name.
+SURFACES = Registry("ADRA surface (paradigm)")
+SURFACES.register("darts", darts_surface, "alpha by gradient: the supernet's alpha gradient")
+SURFACES.register("pdarts", pdarts_surface, "the stage's pruned network, as the server state says")
+SURFACES.register("enas", enas_surface, "the controller's REINFORCE update")
+SURFACES.register("smash", smash_surface, "none: SMASH sends no architecture gradient")
 
 
 def attack_surface(knowledge: Any, capture: Any) -> Surface:
@@ -122,11 +125,7 @@ def attack_surface(knowledge: Any, capture: Any) -> Surface:
     cfg, spec = knowledge.config, knowledge.spec
     if knowledge.target is not None:
         return _gradient_surface(cfg, spec, knowledge.build_model(0), capture, knowledge.split_parameters)
-    try:
-        build = SURFACES[cfg.paradigm.paradigm]
-    except KeyError:
-        raise ValueError(f"no ADRA surface for paradigm {cfg.paradigm.paradigm!r}; known: {', '.join(SURFACES)}") from None
-    return build(cfg, spec, capture)
+    return SURFACES.get(cfg.paradigm.paradigm)(cfg, spec, capture)  # unknown: an error naming the known ones
 
 
 class ControllerVictim(Victim):

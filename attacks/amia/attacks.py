@@ -154,16 +154,19 @@ class LiRAOffline:
         return np.nan_to_num(z, nan=0.0)
 
 
-ATTACKS: dict[str, Callable[..., object]] = {
+# AMIA's membership-inference variants (``amia-attacks``), not attacks on captures
+# (those are fednas.registry.ATTACKS); fednas.config.AMIA_ATTACKS lists the same names.
+MIA_VARIANTS: dict[str, Callable[..., object]] = {
     "mlp": lambda cfg, seed: MLPAttack(cfg.amia.amia_mlp_epochs, cfg.amia.amia_mlp_lr, seed=seed),
     "lira": lambda cfg, seed: LiRAOffline(),
     "loss": lambda cfg, seed: LossAttack(),
 }
 
 
-def make_attack(name: str, cfg: object, seed: int) -> object:
-    """An unfitted attack by name."""
+def make_variant(name: str, cfg: object, seed: int) -> object:
+    """An unfitted membership-inference variant by name."""
     try:
-        return ATTACKS[name](cfg, seed)
+        return MIA_VARIANTS[name](cfg, seed)
     except KeyError:
-        raise ValueError(f"unknown attack {name!r}; choose one of: {', '.join(ATTACKS)}") from None
+        raise ValueError(f"unknown membership-inference attack {name!r}; choose one of: "
+                         f"{', '.join(MIA_VARIANTS)}") from None

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from attacks.amia.api import PredictionAPI
-from attacks.amia.attacks import make_attack
+from attacks.amia.attacks import make_variant
 from attacks.amia.data import AttackerData, MembershipSets, attacker_data, membership_sets
 from attacks.amia.metrics import membership_metrics, roc_curve
 from attacks.amia.report import write_outputs
@@ -112,7 +112,7 @@ def shadow_attacks(run: Run, attacker: AttackerData, queries: dict[str, np.ndarr
                              a.amia_top_k, seed)
         shadows[kind] = bank.info
         shadow_q = {k: bank.outputs_on(x[idx], a.amia_output, a.amia_top_k, mim.device) for k, idx in queries.items()}
-        attacks = [make_attack(name, cfg, seed).fit(bank) for name in split_names(a.amia_attacks)]
+        attacks = [make_variant(name, cfg, seed).fit(bank) for name in split_names(a.amia_attacks)]
         new_rows, new_curves = score_attacks(attacks, outputs, ys, shadow_q)
         rows += [{"shadow": kind, **r} for r in new_rows]
         curves.update({(m, kind, name): c for (m, name), c in new_curves.items()})

@@ -16,7 +16,7 @@ from fednas.config.data import DATASETS, PARTITIONERS
 from fednas.config.defense import MD_KEYS
 from fednas.config.fault import FAULT_MODES, fault_partitions, fault_plan, parse_fault_partitions
 from fednas.config.fed import ROBUST_STRATEGIES
-from fednas.config.paradigm import PARADIGM_IGNORES, PARADIGM_SPACES, PARADIGMS
+from fednas.config.paradigm import PARADIGM_IGNORES, PARADIGMS, paradigm_spaces
 from fednas.config.parser import (
     GROUP_KEYS,
     GROUPS,
@@ -37,13 +37,14 @@ from fednas.config.parser import (
     toml_value,
 )
 from fednas.config.schema import ConfigError, Key, number_list, split_names
-from fednas.config.space import ACTIVATIONS, HEADS, SPACES
+from fednas.config.space import ACTIVATIONS, HEADS
+from fednas.registry import SPACES
 
 __all__ = [
     "ACTIVATIONS", "AMIA_ATTACKS", "AMIA_SHADOW_KINDS", "DATASETS", "FAULT_MODES", "GROUPS", "GROUP_KEYS",
-    "HEADS", "KEYS", "KEY_BY_NAME", "MD_KEYS", "PARADIGMS", "PARADIGM_IGNORES", "PARADIGM_SPACES",
+    "HEADS", "KEYS", "KEY_BY_NAME", "MD_KEYS", "PARADIGMS", "PARADIGM_IGNORES",
     "PARTITIONERS", "RENAMED_KEYS", "ROBUST_STRATEGIES", "SECTION_CLASSES", "SPACES", "Config", "ConfigError",
     "Key", "SearchConfig", "SpaceConfig", "canonical_keys", "check_against_federation", "fault_partitions",
-    "fault_plan", "markdown_table", "number_list", "parse_config", "parse_fault_partitions",
+    "fault_plan", "markdown_table", "number_list", "paradigm_spaces", "parse_config", "parse_fault_partitions",
     "sampled_per_round", "search_from_record", "search_to_record", "split_names", "toml_value",
 ]

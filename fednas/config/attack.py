@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fednas.config.schema import Key, in_unit, keys_of, non_negative, positive
+from fednas.registry import ATTACKS
 
 _k = keys_of("attack")
 
@@ -15,8 +16,8 @@ KEYS: tuple[Key, ...] = (
        "Wrap the server's strategy with the eavesdropper: record each client's alpha before/after its round "
        "(captures/), attack it, write leakage/."),
     _k("attack", "adra",
-       "Attack run on every capture, by name (attacks.ATTACKS).",
-       choices=("adra",)),
+       "Attack run on every capture, by name (fednas.registry.ATTACKS).",
+       choices=ATTACKS),
     _k("attack-online", True,
        "Attack captures while the run goes on (worker processes) and report at its end. Off: only record "
        "captures; attack later with python -m attacks.adra RUN_DIR."),

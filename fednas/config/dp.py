@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fednas.config.schema import Key, keys_of, non_negative, positive
+from fednas.registry import ACCOUNTANTS
 
 _k = keys_of("dp")
 
@@ -44,8 +45,9 @@ KEYS: tuple[Key, ...] = (
        "delta at which epsilon is reported.",
        check=lambda x: 0.0 < x < 1.0, rule="in (0, 1)"),
     _k("dp-accountant", "rdp",
-       "Privacy accountant: rdp (Opacus RDPAccountant) or prv (Opacus PRVAccountant).",
-       choices=("rdp", "prv")),
+       "Privacy accountant, by name (fednas.registry.ACCOUNTANTS): rdp (Opacus RDPAccountant) or prv (Opacus "
+       "PRVAccountant).",
+       choices=ACCOUNTANTS),
     _k("dp-secure-rng", False,
        "Draw DP noise and sampling from OS entropy (not reproducible; what a deployment needs). Off: seeded from "
        "(seed, round, partition) for reproducible simulations."),

@@ -6,9 +6,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from fednas.config.schema import Key, in_unit, keys_of, non_negative, positive
+from fednas.registry import STRATEGIES
 
-# Names of the robust strategies (server.robust.ROBUST holds them).
-ROBUST_STRATEGIES = ("fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")
+# The Byzantine-robust ones among the registered strategies (server.robust gives their settings).
+ROBUST_STRATEGIES = STRATEGIES.names(robust=True)
 
 _k = keys_of("fed")
 
@@ -18,10 +19,10 @@ KEYS: tuple[Key, ...] = (
        "Federated rounds.",
        check=positive, rule="> 0"),
     _k("strategy", "fedavg",
-       "Server strategy (Flower built-ins). Robust to a minority of poisoned replies: fedmedian, fedtrimmedavg "
-       "(trimmed-fraction), krum, multikrum (krum-select), bulyan (needs 4 byzantine-clients + 3 replies); "
-       "byzantine-clients sets f for the last three.",
-       choices=("fedavg", "fedavgm", "fedprox") + ROBUST_STRATEGIES),
+       "Server strategy, by name (fednas.registry.STRATEGIES; Flower built-ins). Robust to a minority of "
+       "poisoned replies: fedmedian, fedtrimmedavg (trimmed-fraction), krum, multikrum (krum-select), bulyan "
+       "(needs 4 byzantine-clients + 3 replies); byzantine-clients sets f for the last three.",
+       choices=STRATEGIES),
     _k("proximal-mu", 0.0,
        "FedProx's mu (strategy = fedprox, which sends it to the clients as proximal-mu): clients add mu/2 "
        "||theta - theta_global||^2 to theta's loss (0: FedAvg).",

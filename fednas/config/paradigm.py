@@ -6,20 +6,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fednas.config.schema import Key, in_unit0, keys_of, non_negative, number_list, positive
-from fednas.config.space import SPACES
-
-# Names the NAS-paradigm registry holds (fednas.paradigms.PARADIGMS; a test checks they agree).
-PARADIGMS = ("darts", "pdarts", "enas", "smash")
+from fednas.registry import PARADIGMS, SPACES
 
 _k = keys_of("paradigm")
 
 # fmt: off
 KEYS: tuple[Key, ...] = (
     _k("paradigm", "darts",
-       "NAS paradigm: what a client searches and sends. darts (alpha by gradient), pdarts (progressive stages: "
-       "deeper search network, fewer candidate ops, decided by the server), enas (an LSTM controller trained "
-       "with REINFORCE, shared child weights), smash (a hypernetwork generates the weights of random "
-       "architectures; clients rank candidates).",
+       "NAS paradigm, by name (fednas.registry.PARADIGMS): what a client searches and sends. darts (alpha by "
+       "gradient), pdarts (progressive stages: deeper search network, fewer candidate ops, decided by the "
+       "server), enas (an LSTM controller trained with REINFORCE, shared child weights), smash (a hypernetwork "
+       "generates the weights of random architectures; clients rank candidates).",
        choices=PARADIGMS),
     _k("pdarts-keep", "5,3,1",
        "pdarts: candidate ops kept per edge after each stage (the reference's 8 -> 5 -> 3 -> 1); the number of "
@@ -82,15 +79,17 @@ KEYS: tuple[Key, ...] = (
 # fmt: on
 
 
-# Which spaces each paradigm builds, and what it cannot combine with (why, for the error).
-PARADIGM_SPACES = {"darts": SPACES, "pdarts": SPACES, "enas": ("dag",), "smash": ("dag",)}
+def paradigm_spaces(name: str) -> tuple[str, ...]:
+    """The search spaces a paradigm builds (its registration's ``spaces``; None there: every space)."""
+    spaces = PARADIGMS.info(name, "spaces")
+    return tuple(SPACES) if spaces is None else tuple(spaces)
 
 
 def paradigm_checks(flat: Mapping[str, Any]) -> list[str]:
     name = flat["paradigm"]
     errors = []
-    if flat["space"] not in PARADIGM_SPACES[name]:
-        errors.append(f"'paradigm' = {name!r} is built for 'space' = {', '.join(PARADIGM_SPACES[name])} only "
+    if flat["space"] not in paradigm_spaces(name):
+        errors.append(f"'paradigm' = {name!r} is built for 'space' = {', '.join(paradigm_spaces(name))} only "
                       f"(got {flat['space']!r})")
     lists = {}
     for key, kind in (("pdarts-keep", int), ("pdarts-add-layers", int), ("pdarts-dag-cells", int),

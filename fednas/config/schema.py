@@ -6,7 +6,7 @@ Each group's module (``fednas.config.run``, ``.space``, ...) lists its keys with
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,9 @@ class Key:
     group: str
     default: Any
     help: str
-    choices: tuple[Any, ...] | None = None
+    # allowed values: a tuple, or a fednas.registry.Registry whose names are read at each check
+    # (a name registered after the schema was built is accepted)
+    choices: Collection[Any] | None = None
     check: Callable[[Any], bool] | None = None
     rule: str = ""  # human-readable form of ``check``
 
@@ -39,7 +41,7 @@ class Key:
 def keys_of(group: str) -> Callable[..., Key]:
     """A maker of ``group``'s keys: ``_k(name, default, help, choices=, check=, rule=)``."""
 
-    def make(name: str, default: Any, help: str, choices: tuple[Any, ...] | None = None,  # noqa: A002
+    def make(name: str, default: Any, help: str, choices: Collection[Any] | None = None,  # noqa: A002
              check: Callable[[Any], bool] | None = None, rule: str = "") -> Key:
         return Key(name, group, default, help, choices, check, rule)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fednas.config.schema import Key, keys_of, non_negative, positive
+from fednas.registry import SPACES
 
 ACTIVATIONS = ("elu", "tanh", "sigmoid", "relu")
-SPACES = ("dag", "darts")
 HEADS = ("gap", "flatten")
 
 _k = keys_of("space")
@@ -13,7 +13,8 @@ _k = keys_of("space")
 # fmt: off
 KEYS: tuple[Key, ...] = (
     _k("space", "dag",
-       "Search space: dag (the paper's P-node DAG) or darts (stacked DARTS cells).",
+       "Search space, by name (fednas.registry.SPACES): dag (the paper's P-node DAG) or darts (stacked DARTS "
+       "cells).",
        choices=SPACES),
     _k("dag-nodes", 8,
        "dag: P, nodes after the stem (node 0 is the stem's output); alpha has P(P-1)/2 x 8 entries.",

@@ -16,16 +16,12 @@ from fednas.paradigms.darts import Darts
 from fednas.paradigms.enas import Enas
 from fednas.paradigms.pdarts import PDarts
 from fednas.paradigms.smash import Smash
-
-PARADIGMS: dict[str, type[Paradigm]] = {"darts": Darts, "pdarts": PDarts, "enas": Enas, "smash": Smash}
+from fednas.registry import PARADIGMS
 
 
 def get_paradigm(name: str) -> Paradigm:
     """The paradigm registered as ``name``; a clear error naming the choices otherwise."""
-    try:
-        return PARADIGMS[name]()
-    except KeyError:
-        raise ValueError(f"unknown paradigm {name!r}; choose one of: {', '.join(PARADIGMS)}") from None
+    return PARADIGMS.get(name)()
 
 
 def paradigm_of(cfg: Any) -> Paradigm:

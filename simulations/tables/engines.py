@@ -73,9 +73,10 @@ def dataset_reason(name: str, data_root: str = "") -> str:
 
 def paradigm_reasons(names: Sequence[str]) -> dict[str, str]:
     """Per NAS paradigm: empty when this checkout's config accepts ``paradigm = name``
-    (DARTS, the search this project has always had, needs no key), else why it cannot run."""
+    (DARTS, the search this project has always had, needs no key), else why it cannot run (the
+    config's own message: a name its paradigm registry lacks, a paradigm it refuses)."""
     out = {}
-    for name in dict.fromkeys(["darts", "enas", "pdarts", "smash", *names]):
+    for name in dict.fromkeys(["darts", *names]):
         if not has_key("paradigm"):
             out[name] = "" if name == "darts" else "paradigm not built: this checkout has no 'paradigm' config key"
         else:
@@ -89,7 +90,7 @@ def paradigm_reasons(names: Sequence[str]) -> dict[str, str]:
 
 def usable_captures(run_dir: str | Path) -> list[str]:
     """Ids of a run's captures an attack can use (status ``ok``: not rejected, not failed)."""
-    from attacks.captures import CaptureStore
+    from fednas.captures import CaptureStore
 
     store = CaptureStore(run_dir)
     return [cid for cid in store.ids() if store.meta(cid).get("status") == "ok"]
@@ -97,7 +98,7 @@ def usable_captures(run_dir: str | Path) -> list[str]:
 
 def capture_metrics(run_dir: str | Path) -> Iterator[dict[str, Any]]:
     """The metrics each captured reply carried (DP mechanisms report their ε there)."""
-    from attacks.captures import CaptureStore
+    from fednas.captures import CaptureStore
 
     store = CaptureStore(run_dir)
     for cid in store.ids():
@@ -131,8 +132,8 @@ def attack_captures(run_dirs: Sequence[str | Path], attack: Mapping[str, Any], p
     Each run's leakage folder ``<run>/<out_name>`` is rebuilt from scratch (a folder left
     by a killed attempt is removed first). Raises RuntimeError when the audit fails.
     """
-    from attacks.captures import CaptureStore
     from attacks.leakage import LeakageAudit
+    from fednas.captures import CaptureStore
     from fednas.rundir import read_rows
 
     samples: dict[str, list[Any]] = {k: [] for k in SAMPLE_FIELDS}

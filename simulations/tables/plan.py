@@ -82,7 +82,8 @@ class Planner:
         self.tasks: dict[str, Task] = {}
         wanted = set(self.datasets) | {"cifar10", "cifar100"}
         self.absent = {d: r for d in sorted(wanted) if (r := engines.dataset_reason(d, data_root))}
-        self.paradigms = engines.paradigm_reasons(scale.amia.paradigms)
+        # the paper's paradigms (Table 4) and this scale's, each asked of this checkout's config
+        self.paradigms = engines.paradigm_reasons([*self.paper["table4"]["paradigm"], *scale.amia.paradigms])
 
     # -------------------------------------------------------------- datasets
     @staticmethod

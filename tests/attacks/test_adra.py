@@ -10,13 +10,13 @@ import torch
 
 from attacks import metrics as M
 from attacks.adra.attack import ADRA
+from attacks.adra.victim import Victim
 from attacks.base import Knowledge
-from attacks.captures import Capture
+from fednas.captures import Capture
 from fednas.config import parse_config, search_to_record
 from fednas.data import ClientSplit, ImageSet
 from fednas.search import local_search
 from fednas.spaces import InputSpec, build_supernet
-from attacks.adra.victim import Victim
 
 SPEC = InputSpec(1, 4, 4)  # small images (4x4), four classes
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from attacks.amia.api import PredictionAPI
-from attacks.amia.attacks import (ATTACKS, LiRAOffline, LossAttack, MLPAttack, logit_confidence, sorted_probs,
+from attacks.amia.attacks import (MIA_VARIANTS, LiRAOffline, LossAttack, MLPAttack, logit_confidence, sorted_probs,
                                   true_class_confidence)
 from attacks.amia.data import AttackerData
 from attacks.amia.models import fixed_architecture
@@ -20,7 +20,7 @@ RECIPE = Recipe(0, 32, 0.05, momentum=0.9, weight_decay=0.0, grad_clip=0.0)
 
 
 def test_the_config_knows_exactly_the_registered_names():
-    assert set(ATTACKS) == set(AMIA_ATTACKS)
+    assert set(MIA_VARIANTS) == set(AMIA_ATTACKS)
     assert set(SHADOW_KINDS) == set(AMIA_SHADOW_KINDS)
 
 

@@ -9,8 +9,8 @@ from flwr.app import ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import FedAvg
 
 from attacks.adra.__main__ import main as adra_cli
-from attacks.captures import CaptureStore
 from clients.client_app import train
+from fednas.captures import CaptureStore
 from fednas.config import parse_config, search_to_record
 from fednas.federated import initial_arrays
 from fednas.runlog import RunLog

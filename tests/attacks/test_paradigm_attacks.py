@@ -13,7 +13,7 @@ from attacks.adra.client_model import replay
 from attacks.adra.identifiability import jacobian_rank
 from attacks.amia.runner import run_amia
 from attacks.base import Knowledge
-from attacks.captures import Capture
+from fednas.captures import Capture
 from fednas.config import parse_config
 from fednas.data import client_data
 from fednas.paradigms import get_paradigm

@@ -9,8 +9,8 @@ from flwr.serverapp.strategy import FedAvg, FedMedian
 from attacks.adra.__main__ import main as adra_main
 from attacks.adra.attack import ADRA
 from attacks.adra.client_model import replay
-from attacks.captures import CaptureStore
 from attacks.foreign import ForeignTarget, TargetError
+from fednas.captures import CaptureStore
 from fednas.config import parse_config
 from fednas.truth import read_truth
 from server.plugin import eavesdrop

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from attacks.adra.__main__ import main as adra_main
-from attacks.captures import CaptureStore
+from fednas.captures import CaptureStore
 from simulations.launcher import SuperLink, run_status
 from tests.examples.conftest import EXAMPLE
 

@@ -15,7 +15,7 @@ import torch
 from flwr.app import Context, RecordDict
 
 from attacks.adra.__main__ import main as adra_main
-from attacks.captures import CaptureStore
+from fednas.captures import CaptureStore
 from fednas.truth import read_truth
 from server.inprocess import InProcessGrid, through
 from tests.plugin.conftest import APP

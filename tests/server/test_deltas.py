@@ -8,8 +8,8 @@ import torch
 from flwr.app import Array, ArrayRecord
 from flwr.serverapp.strategy import FedAvg, FedAvgM
 
-from attacks.captures import CaptureStore
 from clients.client_app import app
+from fednas.captures import CaptureStore
 from fednas.config import parse_config
 from fednas.federated import client_train, initial_arrays
 from server.deltas import DeltaReplies

@@ -9,8 +9,8 @@ import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedAvgM
 
-from attacks.captures import CaptureStore
 from clients.client_app import app, train
+from fednas.captures import CaptureStore
 from fednas.config import parse_config, search_to_record
 from fednas.federated import client_train, initial_arrays
 from fednas.truth import read_truth

@@ -5,10 +5,10 @@ import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
 
-from attacks.captures import CaptureStore
 from clients.client_app import train
 from clients.dp_mods import dp_sgd_mod, update_dp_mod
 from fednas.accounting import RDP_ORDERS
+from fednas.captures import CaptureStore
 from fednas.config import parse_config, search_to_record
 from fednas.data import client_data
 from fednas.federated import initial_arrays

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from attacks.captures import CaptureStore
+from fednas.captures import CaptureStore
 from simulations.__main__ import main
 from simulations.deployment import CONNECTION, connection_toml, launch_deployment
 from simulations.processes import still_running

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
-from attacks.captures import CaptureStore
 from fednas.batchnorm import is_statistic
+from fednas.captures import CaptureStore
 from fednas.config import ConfigError, parse_config
 from fednas.federated import client_train, initial_arrays
 from simulations.launcher import PROJECT_ROOT, launch, prepare

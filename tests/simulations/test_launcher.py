@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from attacks.amia.__main__ import main as amia_main
-from attacks.captures import CaptureStore
+from fednas.captures import CaptureStore
 from fednas.config import ConfigError, parse_config
 from fednas.data import dataset_from_config, make_pools
 from simulations.__main__ import main

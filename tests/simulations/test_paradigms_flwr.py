@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attacks.captures import CaptureStore
+from fednas.captures import CaptureStore
 from simulations.launcher import launch
 
 SETS = ["num-server-rounds=2", "dag-nodes=3", "channels=4", "local-steps=1", "max-samples=200", "alpha-batch-size=1",

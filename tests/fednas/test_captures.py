@@ -7,7 +7,7 @@ import numpy as np
 
 import pytest
 
-from attacks.captures import CaptureStore, Manifest, capture_id, split_arrays
+from fednas.captures import CaptureStore, Manifest, capture_id, split_arrays
 from fednas.schema import SCHEMA_VERSION, SchemaError
 from fednas.truth import read_truth, write_truth
 
@@ -81,7 +81,7 @@ def test_split_arrays_by_pattern():
 def test_the_store_loads_without_flower(tmp_path):
     store = CaptureStore(tmp_path)
     cid, _ = _write(store)
-    code = ("import sys; from attacks.captures import CaptureStore; "
+    code = ("import sys; from fednas.captures import CaptureStore; "
             f"c = CaptureStore({str(tmp_path)!r}).load({cid!r}); assert c.status == 'ok'; "
             "assert not any(m == 'flwr' or m.startswith('flwr.') for m in sys.modules), 'flwr imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
