@@ -100,10 +100,11 @@ KEYS: tuple[Key, ...] = (
     _k("adra-method", "auto",
        "strong: how a capture is read: inverse (a network trained on (delta-alpha, image) pairs the attacker "
        "makes from its aux pool as the capture was made, read once, then polished: attacks/adra/inverse.py), "
-       "search (screen the aux pool, then refine images until their predicted update matches delta-alpha), or "
-       "auto: inverse where it reads the capture (B <= 4 and an aux pool), search otherwise; generative (the inverse's reading, then a latent search of a VAE "
-       "trained on the aux pool: Adam restarts and CMA-ES, then the polish; the candidate that matches "
-       "delta-alpha best: attacks/adra/generative.py). Paper mode: the paper's recipe whatever this says.",
+       "search (screen the aux pool, then refine images until their predicted update matches delta-alpha), "
+       "generative (the inverse's reading, then a latent search of a VAE trained on the aux pool: Adam "
+       "restarts and CMA-ES, then the polish; whichever candidate matches delta-alpha best: "
+       "attacks/adra/generative.py), or auto: inverse where it reads the capture (B <= 4 and an aux pool), "
+       "search otherwise. Paper mode: the paper's recipe whatever this says.",
        choices=("auto", "inverse", "search", "generative")),
     _k("adra-inverse-pairs", 4096,
        "inverse: (delta-alpha, image) pairs made per round from the aux pool (each image randomly shifted, "
