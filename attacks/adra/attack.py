@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from attacks.adra.client_model import AlphaProcedure, CaptureError, data_free_update, local_alpha_steps
+from attacks.adra.generative import solve_generative
 from attacks.adra.inverse import MAX_PERMUTED_BATCH, solve_inverse
 from attacks.adra.paper import paper_optimizer, solve_paper
 from attacks.adra.solver import Problem, Report, solve_strong, strong_optimizer
@@ -184,15 +185,16 @@ class ADRA(Attack):
         if self.s.adra_mode == "paper":
             optimizer = paper_optimizer(self.s)
             sol = solve_paper(problem, self.s, gen, self.progress)
-        elif self._reads_by_inverse(problem, knowledge):
-            optimizer = "inverse" + (f"+lm{self.s.adra_inverse_polish}" if self.s.adra_inverse_polish else "")
+        elif (method := self._reader(problem, knowledge)) != "search":
+            optimizer = method + (f"+lm{self.s.adra_inverse_polish}" if self.s.adra_inverse_polish else "")
             if knowledge.aux_images is None:
-                raise CaptureError("adra-method = 'inverse' needs the attacker's aux pool (Knowledge.aux_images)")
+                raise CaptureError(f"adra-method = '{method}' needs the attacker's aux pool (Knowledge.aux_images)")
             if problem.batch > MAX_PERMUTED_BATCH:
-                raise CaptureError(f"adra-method = 'inverse' reads B <= {MAX_PERMUTED_BATCH}; this capture has "
+                raise CaptureError(f"adra-method = '{method}' reads B <= {MAX_PERMUTED_BATCH}; this capture has "
                                    f"B = {problem.batch} (use adra-method = 'search')")
-            sol, figures = solve_inverse(problem, self.s, knowledge.aux_images, knowledge.aux_labels, self.progress,
-                                         seed=self.seed)
+            solve = solve_generative if method == "generative" else solve_inverse
+            sol, figures = solve(problem, self.s, knowledge.aux_images, knowledge.aux_labels, self.progress,
+                                 seed=self.seed)
             extra = {f"inverse-{k}" if not k.startswith("inverse") else k: v for k, v in figures.items()}
         else:
             optimizer = strong_optimizer(self.s)
@@ -217,11 +219,11 @@ class ADRA(Attack):
                      "device": str(problem.victim.device), **extra},
         )
 
-    def _reads_by_inverse(self, problem: Problem, knowledge: Knowledge) -> bool:
-        """``adra-method``: inverse, search, or auto (the inverse where it reads the capture)."""
+    def _reader(self, problem: Problem, knowledge: Knowledge) -> str:
+        """``adra-method``: inverse, generative, search, or auto (the inverse where it reads the capture)."""
         if self.s.adra_method != "auto":
-            return self.s.adra_method == "inverse"
-        return knowledge.aux_images is not None and problem.batch <= MAX_PERMUTED_BATCH
+            return self.s.adra_method
+        return "inverse" if knowledge.aux_images is not None and problem.batch <= MAX_PERMUTED_BATCH else "search"
 
     def _seed(self, capture: Capture) -> int:
         return (self.seed * 1_000_003 + zlib.crc32(capture.id.encode())) % (2**31)

@@ -101,10 +101,12 @@ KEYS: tuple[Key, ...] = (
     _k("adra-method", "auto",
        "strong: how a capture is read: inverse (a network trained on (delta-alpha, image) pairs the attacker "
        "makes from its aux pool as the capture was made, read once, then polished: attacks/adra/inverse.py), "
-       "search (screen the aux pool, then refine images until their predicted update matches delta-alpha), or "
-       "auto: inverse where it reads the capture (B <= 4 and an aux pool), search otherwise (paper mode: "
-       "the paper's recipe whatever this says).",
-       choices=("auto", "inverse", "search")),
+       "search (screen the aux pool, then refine images until their predicted update matches delta-alpha), "
+       "generative (the inverse's reading, then a latent search of a VAE trained on the aux pool: Adam "
+       "restarts and CMA-ES, then the polish; whichever candidate matches delta-alpha best: "
+       "attacks/adra/generative.py), or auto: inverse where it reads the capture (B <= 4 and an aux pool), "
+       "search otherwise. Paper mode: the paper's recipe whatever this says.",
+       choices=("auto", "inverse", "search", "generative")),
     _k("adra-inverse-pairs", 4096,
        "inverse: (delta-alpha, image) pairs made per round from the aux pool (each image randomly shifted, "
        "rotated and scaled when adra-inverse-augment).",
@@ -122,6 +124,21 @@ KEYS: tuple[Key, ...] = (
        "inverse: Levenberg-Marquardt iterations refining the inverse's image on the match; the polished image "
        "is kept only where it lowers the match (0: off).",
        check=non_negative, rule=">= 0"),
+    _k("adra-generative-latent", 16,
+       "generative: latent dimensions of the VAE trained on the aux pool.",
+       check=positive, rule="> 0"),
+    _k("adra-generative-epochs", 300,
+       "generative: the VAE's training epochs over the (augmented) aux pool.",
+       check=positive, rule="> 0"),
+    _k("adra-generative-restarts", 8,
+       "generative: random latent starts beside the inverse's image encoded, searched together by Adam.",
+       check=non_negative, rule=">= 0"),
+    _k("adra-generative-steps", 60,
+       "generative: Adam steps on the latents (each a batched match and its gradient).",
+       check=non_negative, rule=">= 0"),
+    _k("adra-generative-generations", 30,
+       "generative: CMA-ES generations on the latent from the best Adam latent (0: none).",
+       check=non_negative, rule=">= 0"),
     _k("adra-cache-dir", "",
        "inverse: folder of the cached pairs and networks, keyed by everything that determines them (empty: "
        "$FEDNAS_CACHE, else $XDG_CACHE_HOME/fednas-privacy, else ~/.cache/fednas-privacy; then adra/)."),
@@ -133,8 +150,8 @@ KEYS: tuple[Key, ...] = (
 
 
 def attack_checks(flat: Mapping[str, Any]) -> list[str]:
-    if flat["adra-mode"] == "paper" and flat["adra-method"] == "inverse":
-        return ["'adra-method' = \"inverse\" is for adra-mode = \"strong\": paper mode is the paper's own recipe"]
+    if flat["adra-mode"] == "paper" and flat["adra-method"] in ("inverse", "generative"):
+        return [f"'adra-method' = \"{flat['adra-method']}\" is for adra-mode = \"strong\": paper mode is the paper's own recipe"]
     if flat["adra-mode"] == "strong" and flat["adra-optimizer"] == "lbfgs":
         return ["'adra-optimizer' = \"lbfgs\" is for adra-mode = \"paper\" only: strong mode refines batched "
                 "hypotheses in the pixel box, for which it has lm (the default) and adam"]
