@@ -151,7 +151,8 @@ KEYS: tuple[Key, ...] = (
 
 def attack_checks(flat: Mapping[str, Any]) -> list[str]:
     if flat["adra-mode"] == "paper" and flat["adra-method"] in ("inverse", "generative"):
-        return [f"'adra-method' = \"{flat['adra-method']}\" is for adra-mode = \"strong\": paper mode is the paper's own recipe"]
+        return [f"'adra-method' = \"{flat['adra-method']}\" is for adra-mode = \"strong\": paper mode is the "
+                "paper's own recipe"]
     if flat["adra-mode"] == "strong" and flat["adra-optimizer"] == "lbfgs":
         return ["'adra-optimizer' = \"lbfgs\" is for adra-mode = \"paper\" only: strong mode refines batched "
                 "hypotheses in the pixel box, for which it has lm (the default) and adam"]
