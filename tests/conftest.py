@@ -54,7 +54,7 @@ def server_identity():
 # first under pytest-xdist (--dist loadfile --no-loadscope-reorder hands out whole files in
 # the order their first test comes): the longest end-to-end files, then every file with a
 # slow test, so that neither worker is left with a long one at the end while the other idles
-LONGEST_FIRST = ("tests.simulations.test_deployment", "tests.simulations.test_tables_run")
+LONGEST_FIRST = ("tests.simulations.test_tables_run", "tests.server.test_server_app", "tests.simulations.test_deployment")
 
 
 def pytest_collection_modifyitems(config, items):

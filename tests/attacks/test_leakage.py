@@ -18,11 +18,12 @@ from fednas.federated import initial_arrays
 from fednas.rundir import atomic_save_npz, load_npz
 from fednas.runlog import RunLog
 from server.eavesdrop import Eavesdropper
+from tests.scales import TINY_INVERSE
 from tests.server.inprocess_grid import InProcessGrid
 
 CLIENTS = 2
 FLAT = {"dag-nodes": 3, "channels": 4, "head": "flatten", "local-steps": 1, "alpha-batch-size": 1, "max-samples": 300,
-        "eavesdrop": True, "adra-iterations": 2, "adra-restarts": 1, "attack-workers": 0}
+        "eavesdrop": True, "adra-iterations": 2, "adra-restarts": 1, "attack-workers": 0, **TINY_INVERSE}
 
 
 @pytest.fixture(scope="module")

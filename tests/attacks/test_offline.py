@@ -15,13 +15,14 @@ from fednas.config import parse_config, search_to_record
 from fednas.federated import initial_arrays
 from fednas.runlog import RunLog
 from server.eavesdrop import Eavesdropper
+from tests.scales import TINY_INVERSE, as_cli
 from tests.server.inprocess_grid import InProcessGrid
 
 CLIENTS = 2
 FLAT = {"dag-nodes": 3, "channels": 4, "head": "flatten", "local-steps": 1, "alpha-batch-size": 1, "max-samples": 300,
         "eavesdrop": True}
 ATTACK = ["--workers", "0", "--set", "adra-iterations=2", "--set", "adra-restarts=1",
-          "--set", "attack-identifiability=false"]
+          "--set", "attack-identifiability=false", *as_cli(TINY_INVERSE)]
 
 
 @pytest.fixture(scope="module")

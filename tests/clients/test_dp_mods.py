@@ -1,9 +1,7 @@
-"""The DP mods around the real ClientApp functions, beside Flower's server wrapper, and end to end."""
+"""The DP mods around the real ClientApp functions, beside Flower's server wrapper (end to end, in a real
+run with every mod on: tests/simulations/test_deployment.py)."""
 
-import json
 import math
-import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
@@ -218,31 +216,3 @@ def test_update_mod_beside_flowers_client_side_fixed_clipping_wrapper(monkeypatc
     aggregated, metrics = wrapper.aggregate_train(1, replies)
     assert aggregated is not None and set(aggregated.keys()) == set(arrays.keys())
     assert "dp-epsilon" in metrics
-
-
-@pytest.mark.slow
-def test_a_run_with_the_mods_on_reports_epsilon(tmp_path):
-    run_dir = tmp_path / "run"
-    sets = [f"{k}={v}" for k, v in {**TINY, "num-server-rounds": 2, "dp-sgd": "true", "dp-update": "true",
-                                   "dp-server": "true", "dp-server-noise-multiplier": 0.1, "bn-statistics": "client",
-                                   "run-dir": f'"{run_dir}"', "central-eval": "true"}.items()]
-    cmd = [sys.executable, "-m", "simulations", "run", "--clients", "2"] + [a for s in sets for a in ("--set", s)]
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=420)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = json.loads((run_dir / "summary.json").read_text())
-    dp = summary["dp"]
-    assert dp["delta"] == 1e-5 and set(dp["mechanisms"]) == {"dp-sgd", "dp-update"}
-    assert dp["secure-rng"] is False and "removable by anyone who knows the seed" in dp["noise"]
-    assert 0 < dp["epsilon"] < math.inf and len(dp["epsilon-by-client"]) == 2
-    # both accountants side by side, for the reply and per mechanism; PRV is the tighter
-    assert dp["epsilon-by-accountant"]["rdp"] == dp["epsilon"]
-    for eps in (dp["epsilon-by-accountant"], dp["mechanisms"]["dp-sgd"]["epsilon-by-accountant"]):
-        assert 0 < eps["prv"] < eps["rdp"] < math.inf
-    assert set(dp["mechanisms"]["dp-update"]["epsilon-by-accountant"]) == {"rdp", "prv"}
-    rows = (run_dir / "rounds.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    last = dict(zip(header, rows[-1].split(",")))
-    assert float(last["dp-epsilon-max"]) == pytest.approx(dp["epsilon"], rel=1e-5)
-    assert float(last["dp-epsilon-prv-max"]) == pytest.approx(dp["epsilon-by-accountant"]["prv"], rel=1e-5)
-    first = dict(zip(header, rows[1].split(",")))
-    assert float(first["dp-epsilon-max"]) < float(last["dp-epsilon-max"])  # ε accumulates

@@ -11,6 +11,7 @@ from attacks.adra.__main__ import main as adra_main
 from fednas.captures import CaptureStore
 from simulations.launcher import SuperLink, run_status
 from tests.examples.conftest import EXAMPLE
+from tests.scales import TINY_INVERSE, as_cli
 
 
 def flwr_run(link: SuperLink, run_config: str, clients: int = 2) -> str:
@@ -42,7 +43,8 @@ def test_the_example_app_is_captured_under_flwr_run_and_attacked_offline(tmp_pat
     assert meta["client-settings-source"]["alpha-lr"] == "train-config:lr-arch"
     # offline, on the app's own network (named by the manifest), scored with the app's data
     code = adra_main([str(out), "--data", "tinynas.data:load_all", "--aux", "tinynas.data:public_pool",
-                      "--workers", "0", "--rounds", "1", "--set", "adra-iterations=20", "--set", "adra-restarts=1"])
+                      "--workers", "0", "--rounds", "1", "--set", "adra-iterations=20", "--set", "adra-restarts=1",
+                      *as_cli(TINY_INVERSE)])
     assert code == 0
     report = json.loads((out / "leakage" / "summary.json").read_text())
     assert report["captures"] == 2 and report["samples"] == 2 and report["failed"] == 0

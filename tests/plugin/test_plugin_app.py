@@ -19,9 +19,10 @@ from fednas.captures import CaptureStore
 from fednas.truth import read_truth
 from server.inprocess import InProcessGrid, through
 from tests.plugin.conftest import APP
+from tests.scales import TINY_INVERSE, as_cli
 
 CLIENTS, ROUNDS = 2, 2
-ATTACK = ["--workers", "0", "--set", "adra-iterations=10", "--set", "adra-restarts=1"]
+ATTACK = ["--workers", "0", "--set", "adra-iterations=10", "--set", "adra-restarts=1", *as_cli(TINY_INVERSE)]
 DATA = ["--data", "cellsearch.data:images", "--aux", "cellsearch.data:public_images"]
 
 

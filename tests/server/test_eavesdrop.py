@@ -16,6 +16,7 @@ from fednas.federated import client_train, initial_arrays
 from fednas.truth import read_truth
 from server.eavesdrop import Eavesdropper
 from server.strategies import RoundBook
+from tests.scales import TINY_INVERSE
 from tests.server.inprocess_grid import InProcessGrid, through
 
 FLAT = {"dag-nodes": 3, "channels": 4, "local-steps": 2, "batch-size": 8, "alpha-batch-size": 2, "max-samples": 200,
@@ -173,7 +174,7 @@ def test_replies_without_partition_id_are_named_once_and_kept_apart_in_the_repor
     assert len(said) == 1  # two nodes, two rounds: one line
     assert all(store.meta(c)["partition-id"] is None for c in store.ids()) and len(store.ids()) == 2 * CLIENTS
     flat = {**cfg.flat(), "adra-iterations": 1, "adra-restarts": 1, "attack-workers": 0,
-            "attack-identifiability": False}
+            "attack-identifiability": False, **TINY_INVERSE}
     summary = LeakageAudit(tmp_path, flat, tmp_path / "leakage").finish()
     out = tmp_path / "leakage"
     full = json.loads((out / "summary.json").read_text())

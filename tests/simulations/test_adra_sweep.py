@@ -14,6 +14,7 @@ from fednas.federated import initial_arrays
 from fednas.runlog import RunLog
 from server.eavesdrop import Eavesdropper
 from simulations.adra_sweep import main
+from tests.scales import TINY_INVERSE, as_cli
 from tests.server.inprocess_grid import InProcessGrid
 
 FLAT = {"dag-nodes": 3, "channels": 4, "local-steps": 1, "alpha-batch-size": 1, "batch-size": 8, "max-samples": 200,
@@ -42,7 +43,7 @@ def test_the_sweep_attacks_a_reused_run_and_replaces_a_repeated_row(tmp_path, ca
     out.mkdir()
     (out / "runs.json").write_text(json.dumps({"sgd-p3-b1": str(run)}))  # the capture run is reused, not relaunched
     quick = ["--set", "adra-iterations=3", "--set", "adra-restarts=1", "--set", "attack-identifiability=false",
-             "--set", "adra-init=noise"]
+             "--set", "adra-init=noise", *as_cli(TINY_INVERSE)]
     args = ["--dag-nodes", "3", "--batches", "1", "--knows", "true", "--workers", "0", "--out", str(out), *quick]
     assert main([*args, "--modes", "paper,strong"]) == 0
     rows = _rows(out)

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import math
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from fednas.captures import CaptureStore
 from simulations.__main__ import main
 from simulations.deployment import CONNECTION, connection_toml, launch_deployment
 from simulations.processes import still_running
+from tests.scales import TINY_INVERSE, as_sets
 
 
 def test_the_superlinks_keep_their_state_in_flowers_in_memory_store():
@@ -54,9 +56,9 @@ HOGS = 3  # busy-looping processes beside the run: more runnable processes than 
 HOG_SECONDS = 900  # each ends by itself after this, whatever happens to the test
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cpu_hogs():
-    """``HOGS`` processes spinning on the CPU for the test's duration (a user's other work beside
+    """``HOGS`` processes spinning on the CPU for the run's duration (a user's other work beside
     a run), each bounded in time and stopped by its pid at the end."""
     spin = f"import time\nend = time.monotonic() + {HOG_SECONDS}\nwhile time.monotonic() < end:\n    pass\n"
     hogs = [subprocess.Popen([sys.executable, "-c", spin], stdin=subprocess.DEVNULL) for _ in range(HOGS)]
@@ -68,21 +70,32 @@ def cpu_hogs():
             hog.wait(timeout=10)
 
 
-@pytest.mark.slow
-def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds_beside_cpu_hogs(tmp_path, cpu_hogs):
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory, cpu_hogs):
+    """One eavesdropped run on a real SuperLink and two SuperNodes beside the CPU hogs, with every
+    DP mod on (DP-SGD, the update mechanism, Flower's server-side wrapper): each test below reads
+    its run directory. The hogs' states are taken as the run ends."""
+    out = tmp_path_factory.mktemp("deployment")
     result = launch_deployment(None, [
         "num-server-rounds=2", "dag-nodes=3", "channels=4", "max-samples=300", "head=flatten", "local-steps=1",
         "alpha-batch-size=1", "fraction-evaluate=0.0", "min-evaluate-clients=0", "eavesdrop=true",
         "attack-online=true", "attack-workers=0", "adra-iterations=2", "adra-restarts=1",
-        "attack-identifiability=false", "dp-sgd=true", f"output-dir={tmp_path}", "run-name=deploy",
+        "attack-identifiability=false", "dp-sgd=true", "dp-update=true", "dp-server=true",
+        "dp-server-noise-multiplier=0.1", "central-eval=true", f"output-dir={out}", "run-name=deploy",
         # every message starts a ClientApp process on the SuperNode (~30 s on 2 busy cores): no
         # statistics query per round here (the Ray runs and tests/server cover "pooled")
-        "bn-statistics=client"],
+        "bn-statistics=client", *as_sets(TINY_INVERSE)],
         clients=2, timeout=600)
-    assert all(hog.poll() is None for hog in cpu_hogs)  # they were busy for the whole run
+    return result, out, [hog.poll() is None for hog in cpu_hogs]
+
+
+@pytest.mark.slow
+def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds_beside_cpu_hogs(deployed):
+    result, out, hogs_busy = deployed
+    assert all(hogs_busy)  # they were busy for the whole run
     assert result.returncode == 0 and result.status == "finished:completed", result.status
     run = result.run_dir
-    assert run.parent == tmp_path
+    assert run.parent == out
     for name in ("config.json", "rounds.csv", "genotype.json", "summary.json", "model.npz"):
         assert (run / name).is_file(), name
     summary = json.loads((run / "summary.json").read_text())
@@ -106,6 +119,32 @@ def test_a_real_superlink_and_two_supernodes_run_two_eavesdropped_rounds_beside_
     # their SuperExecs and the ServerApp at least
     assert len(result.processes) >= 6
     assert still_running(result.processes) == []
+
+
+@pytest.mark.slow
+def test_a_run_with_the_mods_on_reports_epsilon(deployed):
+    """ε of both client mechanisms, by both accountants, in summary.json and each round's row
+    (the mods themselves around the real ClientApp functions: tests/clients/test_dp_mods.py)."""
+    result, _, _ = deployed
+    assert result.returncode == 0, result.status
+    run_dir = result.run_dir
+    summary = json.loads((run_dir / "summary.json").read_text())
+    dp = summary["dp"]
+    assert dp["delta"] == 1e-5 and set(dp["mechanisms"]) == {"dp-sgd", "dp-update"}
+    assert dp["secure-rng"] is False and "removable by anyone who knows the seed" in dp["noise"]
+    assert 0 < dp["epsilon"] < math.inf and len(dp["epsilon-by-client"]) == 2
+    # both accountants side by side, for the reply and per mechanism; PRV is the tighter
+    assert dp["epsilon-by-accountant"]["rdp"] == dp["epsilon"]
+    for eps in (dp["epsilon-by-accountant"], dp["mechanisms"]["dp-sgd"]["epsilon-by-accountant"]):
+        assert 0 < eps["prv"] < eps["rdp"] < math.inf
+    assert set(dp["mechanisms"]["dp-update"]["epsilon-by-accountant"]) == {"rdp", "prv"}
+    rows = (run_dir / "rounds.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    last = dict(zip(header, rows[-1].split(",")))
+    assert float(last["dp-epsilon-max"]) == pytest.approx(dp["epsilon"], rel=1e-5)
+    assert float(last["dp-epsilon-prv-max"]) == pytest.approx(dp["epsilon-by-accountant"]["prv"], rel=1e-5)
+    first = dict(zip(header, rows[1].split(",")))
+    assert float(first["dp-epsilon-max"]) < float(last["dp-epsilon-max"])  # ε accumulates
 
 
 def _tls_files(folder, nodes):

@@ -14,6 +14,7 @@ from fednas.data import dataset_from_config, make_pools
 from simulations.__main__ import main
 from simulations.launcher import PROJECT_ROOT, Federation, clients_at_once, launch, load_experiment, prepare
 from tests import reference
+from tests.scales import TINY_INVERSE, as_sets
 
 
 @pytest.mark.parametrize("sets, words", [
@@ -87,7 +88,8 @@ def test_one_eavesdropped_run_through_flwr_writes_every_file_and_both_attacks(tm
                            "fault-partitions=2", "derive=true", "derive-rounds=1", "derive-random=1",
                            "eavesdrop=true", "attack-online=true", "attack-workers=1", "adra-iterations=3",
                            "adra-restarts=1", "amia=true", "amia-shadows=cnn,searched", "amia-num-shadows=2",
-                           "amia-shadow-steps=3", "amia-mlp-epochs=5", "amia-members=40"], clients=3)
+                           "amia-shadow-steps=3", "amia-mlp-epochs=5", "amia-members=40",
+                           *as_sets(TINY_INVERSE)], clients=3)
     assert result.returncode == 0, result.status
     run = result.run_dir
     assert run.is_absolute() and run.parent == tmp_path

@@ -8,12 +8,13 @@ import pytest
 
 from fednas.captures import CaptureStore
 from simulations.launcher import launch
+from tests.scales import TINY_INVERSE, as_sets
 
 SETS = ["num-server-rounds=2", "dag-nodes=3", "channels=4", "local-steps=1", "max-samples=200", "alpha-batch-size=1",
         "head=flatten", "alpha-optimizer=sgd", "central-eval=true", "fraction-evaluate=0.0", "min-evaluate-clients=0",
         "eavesdrop=true", "attack-workers=0", "adra-iterations=5", "adra-restarts=1", "enas-controller-steps=1",
         "enas-num-aggregate=1", "enas-derive-samples=3", "enas-lstm-size=8", "smash-candidates=4",
-        "smash-hyper-channels=8"]
+        "smash-hyper-channels=8", *as_sets(TINY_INVERSE)]
 
 
 @pytest.mark.slow
