@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.adra.inverse import InverseCache, _exclusive, _save, default_cache_dir, invert, settings_of
+from attacks.adra.inverse import InverseCache, _exclusive, _save, default_cache_dir, invert, polish, settings_of
 from attacks.adra.pairs import Augment, digest
 
 log = logging.getLogger(__name__)
@@ -190,8 +190,7 @@ def solve_generative(problem, s, aux_images, aux_labels, progress=None, seed: in
     """``adra-method = "generative"``: the inverse's reading, then a latent search of the
     generative prior (Adam restarts, CMA-ES) and a free-pixel polish; the candidate that
     matches Δα best. Returns the ``solver.Solution`` and figures (each stage's match, seconds)."""
-    from attacks.adra.solver import (ADAM_TEMPERATURE_LM, LABEL_CONFIDENCE, Solution, _refine_lm, make_param,
-                                     match_at)
+    from attacks.adra.solver import ADAM_TEMPERATURE_LM, Solution, match_at
 
     report = progress or (lambda *a: None)
     settings = generative_settings(s, seed)
@@ -226,15 +225,7 @@ def solve_generative(problem, s, aux_images, aux_labels, progress=None, seed: in
         decoded = _decode(vae, z[None], problem)[0].cpu()
     candidates.append(("generative", decoded, match))
     if s.adra_inverse_polish > 0:
-        one = problem.steps * problem.batch == 1
-        fixed = labels.view(1, 1, 1).to(problem.victim.device) if one else None
-        logits0 = None if one else (LABEL_CONFIDENCE * F.one_hot(labels, problem.classes).float()[None]
-                                    .to(problem.victim.device))
-        polish = replace(s, adra_iterations=s.adra_inverse_polish)
-        starts = torch.stack([images, decoded]).to(problem.victim.device)
-        sol = _refine_lm(problem, polish, make_param(problem, polish, aux_images), starts,
-                         None if fixed is None else fixed.expand(2, *fixed.shape[1:]),
-                         None if logits0 is None else logits0.expand(2, *logits0.shape[1:]), report, aux_images)
+        sol = polish(problem, s, torch.stack([images, decoded]), labels, aux_images, report)
         candidates.append(("polish", sol.images, sol.match))
         figures["polish-match"] = sol.match
     name, best_images, best = min(candidates, key=lambda c: c[2] if math.isfinite(c[2]) else math.inf)

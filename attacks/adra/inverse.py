@@ -243,7 +243,7 @@ def solve_inverse(problem, s, aux_images, aux_labels, progress=None, seed: int =
     Returns the ``solver.Solution`` and the inverse's figures (held-out loss, label
     accuracy, pair and training seconds, whether it came from the cache).
     """
-    from attacks.adra.solver import LABEL_CONFIDENCE, Solution, _refine_lm, make_param, match_at
+    from attacks.adra.solver import Solution, match_at
 
     if aux_images is None:
         raise ValueError("adra-method = 'inverse' needs the attacker's aux pool (Knowledge.aux_images)")
@@ -258,14 +258,24 @@ def solve_inverse(problem, s, aux_images, aux_labels, progress=None, seed: int =
     report("inverse", 1, 1, match)
     best = Solution(images, labels, match, 1, 0)
     if s.adra_inverse_polish > 0:
-        one = problem.steps * problem.batch == 1
-        fixed = labels.view(1, 1, 1).to(problem.victim.device) if one else None
-        logits0 = None if one else LABEL_CONFIDENCE * F.one_hot(labels, problem.classes).float()[None].to(problem.victim.device)
-        polish = replace(s, adra_iterations=s.adra_inverse_polish)
-        sol = _refine_lm(problem, polish, make_param(problem, polish, aux_images), images[None].to(problem.victim.device),
-                         fixed, logits0, report, aux_images)
+        sol = polish(problem, s, images[None], labels, aux_images, report)
         figures["polish-match"] = sol.match
         if sol.match < match:
             best = Solution(sol.images, sol.labels, sol.match, 2, sol.iterations)
     figures["inverse-match"] = match
     return best, figures
+
+
+def polish(problem, s, starts: torch.Tensor, labels: torch.Tensor, aux_images, report):
+    """``adra-inverse-polish`` Levenberg–Marquardt iterations on the match from each start
+    (H, K, B, C, h, w) under the reader's labels (K, B); the best polished ``solver.Solution``."""
+    from attacks.adra.solver import LABEL_CONFIDENCE, _refine_lm, make_param
+
+    dev, h = problem.victim.device, len(starts)
+    one = problem.steps * problem.batch == 1
+    fixed = labels.view(1, 1, 1).expand(h, 1, 1).to(dev) if one else None
+    logits0 = None if one else (LABEL_CONFIDENCE * F.one_hot(labels, problem.classes).float()[None]
+                                .expand(h, *labels.shape, problem.classes).to(dev))
+    settings = replace(s, adra_iterations=s.adra_inverse_polish)
+    return _refine_lm(problem, settings, make_param(problem, settings, aux_images), starts.to(dev), fixed, logits0,
+                      report, aux_images)
