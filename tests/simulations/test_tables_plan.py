@@ -26,7 +26,9 @@ def _paper_cells(paper: dict, table: int) -> int:
         return sum(len(v) for v in paper["table1"]["sr"].values())
     if table == 2:
         return sum(len(r) for r in paper["table2"]["sr"])
-    if table in (3, 4, 5):
+    if table == 3:  # and the improved-AMIA gain, once per dataset of Table 3
+        return sum(len(v) + 1 for v in paper["table3"]["acc"].values())
+    if table in (4, 5):
         return sum(len(v) for v in paper[f"table{table}"]["acc"].values())
     adra = sum(len(v) for v in paper["table6"]["adra"]["sr"].values())
     return adra + sum(len(r) for v in paper["table6"]["amia"]["acc"].values() for r in v)
@@ -97,6 +99,26 @@ def test_reasons_name_the_dataset_the_paradigm_and_the_budget(root):
         assert table4[name].reason.startswith("out of this scale's budget" if built else "paradigm not built")
     big = [r for r in plan.rows[1] if r.labels["P"] == 256]
     assert big and all(r.reason.startswith("out of this scale's budget (P in [3])") for r in big)
+
+
+def test_improved_amia_rows_attack_the_primary_rows_target_with_both_shadow_kinds(root):
+    plan = make_plan(SMOKE, (3,), ("mnist-5k",), data_root=root)
+    rows = {(r.labels["P"], r.labels["shadow"]): r for r in plan.rows[3] if r.labels["dataset"] == "mnist-5k"}
+    fixed, improved = rows[(3, "cnn")], rows[(3, "searched")]
+    [fk], [ik] = fixed.cells["ours"], improved.cells["ours"]
+    f, i = plan.tasks[fk], plan.tasks[ik]
+    assert fk != ik and f.deps == i.deps  # one target, attacked twice
+    assert (f.spec["shadow"], i.spec["shadow"]) == ("cnn", "searched")
+    assert i.spec["attack"]["amia-shadows"] == "cnn,searched" and f.spec["attack"]["amia-shadows"] == "cnn"
+    # the paper's gain (P = 32, three datasets averaged) stands on a row of its own, out of this budget
+    paper = rows[(32, "searched")]
+    assert paper.paper == {"dacc": 0.13, "df1": 0.17} and paper.reason.startswith("out of this scale's budget")
+    bad = SMOKE.path.read_text().replace('primary-shadow = "cnn"', 'primary-shadow = "searched"').replace(
+        'amia-shadows = "cnn"', 'amia-shadows = "searched"')
+    path = Path(root) / "searched-primary.toml"
+    path.write_text(bad)
+    with pytest.raises(ScaleError, match="improved-P"):
+        load_scale(str(path))
 
 
 def test_a_cell_shared_by_tables_is_one_task(root):
