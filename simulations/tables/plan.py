@@ -41,7 +41,7 @@ class Task:
     def cost_class(self) -> tuple:
         """Tasks of the same class take about as long (for the ETA)."""
         s = self.spec
-        return (self.kind, s.get("dataset"), s.get("P"), s.get("B"), s.get("recipe"), s.get("mode"))
+        return (self.kind, s.get("dataset"), s.get("P"), s.get("B"), s.get("recipe"), s.get("mode"), s.get("shadow"))
 
 
 @dataclass

@@ -194,6 +194,21 @@ def test_the_estimate_is_per_capture_scaled_by_p_and_reads_other_folders(tmp_pat
     assert costs.seconds(bigger) == pytest.approx(40.0 * 2 ** P_EXPONENT)
 
 
+def test_a_searched_shadow_cell_is_not_estimated_from_fixed_shadow_cells(tmp_path, root):
+    from simulations.tables.runner import PRIORS, CostModel
+
+    plan = make_plan(SMOKE, (3,), ("mnist-5k",), data_root=root)
+    cells = {t.spec["shadow"]: t for t in plan.tasks.values() if t.kind == "amia" and t.spec["P"] == 3}
+    fixed, searched = cells["cnn"], cells["searched"]
+    path = result_path(tmp_path, fixed.key)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"key": fixed.key, "kind": "amia", "status": "ok", "spec": fixed.spec,
+                                "seconds": 30.0, "cpu-seconds": 20.0}))
+    costs = CostModel(tmp_path, plan.tasks.values())
+    assert costs.seconds(fixed) == pytest.approx(20.0) and not costs.measured(searched)
+    assert costs.seconds(searched) == pytest.approx(PRIORS["amia-searched"] * (3 / 8) ** 1.8)
+
+
 def test_published_text_names_paths_from_the_project_root(tmp_path, monkeypatch):
     from simulations.tables.__main__ import publish
     from simulations.tables.render import portable
