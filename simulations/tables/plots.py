@@ -118,7 +118,8 @@ def sr_vs(rows: Rows, x: str, line: str, table: int, path: Path) -> Path | None:
 
 
 def amia_vs(rows: Rows, x: str, table: int, path: Path) -> Path | None:
-    groups = _group(rows, ("dataset",), "attack-acc")
+    # the primary shadow's rows only: Table 3's improved-AMIA rows are a comparison of their own
+    groups = _group([r for r in rows if r.get("shadow") != "searched"], ("dataset",), "attack-acc")
 
     def draw(ax: Any, rs: Rows) -> None:
         _series(ax, rs, x, "attack-acc", "attack acc", "paper-acc", 1.0, {})

@@ -40,8 +40,9 @@ log = logging.getLogger(__name__)
 # settings: 28x28 mnist-5k, 4 channels, one torch thread, a loaded machine): an ADRA capture
 # with the engine's default attack (300 iterations) 110-117 s; a capture run 8 s; a target
 # searched 20 epochs by 2 clients over 2,000 images 181 s at P = 4 (so ~630 s at P = 8);
-# an AMIA cell with 4 CNN shadows 23-24 s.
-PRIORS = {"captures": 8.0, "target": 630.0, "adra": 115.0, "amia": 24.0}
+# an AMIA cell with 4 CNN shadows 23-24 s; one with 4 searched shadows beside them (800 search
+# steps each) 16 min at P = 4 (so ~55 min at P = 8).
+PRIORS = {"captures": 8.0, "target": 630.0, "adra": 115.0, "amia": 24.0, "amia-searched": 3300.0}
 P_EXPONENT = 1.8  # cost ~ P^1.8 when a size was not measured (attack: 93, 315, 962 s at P = 8, 16, 32)
 
 
@@ -207,7 +208,8 @@ class CostModel:
         if same and p:
             (k, per_unit) = same[0]
             return units(task) * per_unit * (p / k[2]) ** P_EXPONENT
-        return units(task) * PRIORS[kind] * ((p or 8) / 8) ** P_EXPONENT
+        prior = PRIORS.get(f"{kind}-{c[6]}", PRIORS[kind])  # c[6]: an AMIA cell's shadow kind
+        return units(task) * prior * ((p or 8) / 8) ** P_EXPONENT
 
 
 def human(seconds: float) -> str:

@@ -51,6 +51,7 @@ class AmiaGrid:
     datasets: tuple[str, ...] | None  # None: the scale's
     clients: int
     nodes: tuple[int, ...]  # Table 3 columns (P)
+    improved_nodes: tuple[int, ...]  # Table 3's improved-AMIA rows (searched shadows beside the primary's), by P
     paradigm_nodes: int  # Table 4's P (the paper's 64)
     paradigms: tuple[str, ...]
     paradigm_attack: dict[str, Any]  # amia-group keys of Table 4's cells on top of ``attack`` (e.g. a derived target)
@@ -262,7 +263,8 @@ def _amia(sec: _Section) -> AmiaGrid:
     for d, source in shift.items():
         check_config({"amia-shift-source": source}, f"{sec.path}: [amia.shift-source] {d}")
     grid = AmiaGrid(
-        datasets=_datasets(sec), clients=sec.positive("clients"), nodes=t3.ints("P"), paradigm_nodes=t4.positive("P"),
+        datasets=_datasets(sec), clients=sec.positive("clients"), nodes=t3.ints("P"),
+        improved_nodes=t3.ints("improved-P", []), paradigm_nodes=t4.positive("P"),
         paradigms=t4.strings("paradigms"), paradigm_attack=t4.config("attack", AMIA_KEYS), eta_nodes=t5.positive("P"), etas=tuple(float(e) for e in etas),
         target=sec.config("target"), attack=sec.config("attack", AMIA_KEYS), shift_source=dict(shift),
         primary_shadow=sec.get("primary-shadow", str), primary_attack=sec.get("primary-attack", str, "mlp"),
@@ -270,6 +272,9 @@ def _amia(sec: _Section) -> AmiaGrid:
     shadows = [s.strip() for s in str(grid.attack.get("amia-shadows", "resnet18,searched")).split(",")]
     if grid.primary_shadow not in shadows:
         raise ScaleError(f"{sec.path}: 'amia.primary-shadow' = {grid.primary_shadow!r} is not among amia-shadows {shadows}")
+    if grid.improved_nodes and grid.primary_shadow == "searched":
+        raise ScaleError(f"{sec.path}: 'amia.table3.improved-P' compares searched shadows with the primary "
+                         f"ones, but 'amia.primary-shadow' is already 'searched'")
     for s in (t3, t4, t5, sec):
         s.done()
     return grid

@@ -26,7 +26,9 @@ def _paper_cells(paper: dict, table: int) -> int:
         return sum(len(v) for v in paper["table1"]["sr"].values())
     if table == 2:
         return sum(len(r) for r in paper["table2"]["sr"])
-    if table in (3, 4, 5):
+    if table == 3:  # and the improved-AMIA gain, once per dataset of Table 3
+        return sum(len(v) + 1 for v in paper["table3"]["acc"].values())
+    if table in (4, 5):
         return sum(len(v) for v in paper[f"table{table}"]["acc"].values())
     adra = sum(len(v) for v in paper["table6"]["adra"]["sr"].values())
     return adra + sum(len(r) for v in paper["table6"]["amia"]["acc"].values() for r in v)
@@ -97,6 +99,26 @@ def test_reasons_name_the_dataset_the_paradigm_and_the_budget(root):
         assert table4[name].reason.startswith("out of this scale's budget" if built else "paradigm not built")
     big = [r for r in plan.rows[1] if r.labels["P"] == 256]
     assert big and all(r.reason.startswith("out of this scale's budget (P in [3])") for r in big)
+
+
+def test_improved_amia_rows_attack_the_primary_rows_target_with_both_shadow_kinds(root):
+    plan = make_plan(SMOKE, (3,), ("mnist-5k",), data_root=root)
+    rows = {(r.labels["P"], r.labels["shadow"]): r for r in plan.rows[3] if r.labels["dataset"] == "mnist-5k"}
+    fixed, improved = rows[(3, "cnn")], rows[(3, "searched")]
+    [fk], [ik] = fixed.cells["ours"], improved.cells["ours"]
+    f, i = plan.tasks[fk], plan.tasks[ik]
+    assert fk != ik and f.deps == i.deps  # one target, attacked twice
+    assert (f.spec["shadow"], i.spec["shadow"]) == ("cnn", "searched")
+    assert i.spec["attack"]["amia-shadows"] == "cnn,searched" and f.spec["attack"]["amia-shadows"] == "cnn"
+    # the paper's gain (P = 32, three datasets averaged) stands on a row of its own, out of this budget
+    paper = rows[(32, "searched")]
+    assert paper.paper == {"dacc": 0.13, "df1": 0.17} and paper.reason.startswith("out of this scale's budget")
+    bad = SMOKE.path.read_text().replace('primary-shadow = "cnn"', 'primary-shadow = "searched"').replace(
+        'amia-shadows = "cnn"', 'amia-shadows = "searched"')
+    path = Path(root) / "searched-primary.toml"
+    path.write_text(bad)
+    with pytest.raises(ScaleError, match="improved-P"):
+        load_scale(str(path))
 
 
 def test_a_cell_shared_by_tables_is_one_task(root):
@@ -170,6 +192,21 @@ def test_the_estimate_is_per_capture_scaled_by_p_and_reads_other_folders(tmp_pat
     assert costs.seconds(other) == pytest.approx(per_capture * units(other))  # B = 2: half the captures
     bigger = type(measured)(measured.key + "-P6", "adra", {**measured.spec, "P": 6}, measured.deps)
     assert costs.seconds(bigger) == pytest.approx(40.0 * 2 ** P_EXPONENT)
+
+
+def test_a_searched_shadow_cell_is_not_estimated_from_fixed_shadow_cells(tmp_path, root):
+    from simulations.tables.runner import PRIORS, CostModel
+
+    plan = make_plan(SMOKE, (3,), ("mnist-5k",), data_root=root)
+    cells = {t.spec["shadow"]: t for t in plan.tasks.values() if t.kind == "amia" and t.spec["P"] == 3}
+    fixed, searched = cells["cnn"], cells["searched"]
+    path = result_path(tmp_path, fixed.key)
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"key": fixed.key, "kind": "amia", "status": "ok", "spec": fixed.spec,
+                                "seconds": 30.0, "cpu-seconds": 20.0}))
+    costs = CostModel(tmp_path, plan.tasks.values())
+    assert costs.seconds(fixed) == pytest.approx(20.0) and not costs.measured(searched)
+    assert costs.seconds(searched) == pytest.approx(PRIORS["amia-searched"] * (3 / 8) ** 1.8)
 
 
 def test_published_text_names_paths_from_the_project_root(tmp_path, monkeypatch):

@@ -98,6 +98,9 @@ def test_the_smoke_scale_writes_every_table_with_both_columns(resumed):
         m, n = int(r["n"]), int(r["n-nonmembers"])
         assert float(r["all-member-f1"]) == pytest.approx(2 * m / (2 * m + n))
         assert float(r["chance-f1-lo"]) < float(r["all-member-f1"]) and float(r["chance-acc-lo"]) < 0 < float(r["chance-acc-hi"])
+    improved = [r for r in t3 if r["shadow"] == "searched"]  # the paper's improved AMIA beside the fixed shadows
+    assert improved and all(r["dattack-acc"] and float(r["dattack-acc-lo"]) <= float(r["dattack-acc"]) for r in improved)
+    assert "searched minus cnn shadows on the same target" in md
     assert "as 2P − 1" in md and "✓" in md
     assert "--scale smoke --workers 2" in md and "invocation(s)" in md  # the command, commit and wall time
 
