@@ -22,11 +22,17 @@ alike, e.g. ``alpha-batch-size=8``, ``local-steps=5 alpha-optimizer=adam`` (the 
 client procedure), ``knows-weights=false theta-prior=init`` or ``surrogate-draws=4``. With
 several samples per capture each is scored (reconstructions matched to the step's samples
 by least MSE, as the leakage report does) and the rates count samples.
+
+``--merge A.json B.json ...`` runs nothing: it prints one table over result files of the
+same settings run in separate processes (one seed each, so that each seed's JSON lands as
+it ends), as ``--seeds`` would have, and writes it as one JSON; files that differ in a
+setting other than the seed, or that hold the same capture twice, are refused by name.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import statistics
@@ -287,6 +293,33 @@ def merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
+# settings that may differ between the files --merge joins (everything else must match)
+MERGE_FREE = frozenset({"seed", "seeds", "results", "budget", "threads", "merge"})
+
+
+def load_merged(paths: list[Path]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the common args, the rows as one run over all seeds) of benchmark result files."""
+    loaded = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+            loaded.append((path, data["args"], data["rows"]))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise SystemExit(f"--merge: {path} is not a benchmarks.adra result ({type(err).__name__}: {err})") from err
+    first_path, first, _ = loaded[0]
+    for path, args, _ in loaded[1:]:
+        for key in sorted((set(first) | set(args)) - MERGE_FREE):
+            if first.get(key) != args.get(key):
+                raise SystemExit(f"--merge: {path} has {key} = {args.get(key)!r}, {first_path} has {first.get(key)!r}")
+    seen: dict[str, Path] = {}
+    for path, _, rows in loaded:
+        for cid in dict.fromkeys(c for r in rows for c in r.get("capture", [])):
+            if cid in seen:
+                raise SystemExit(f"--merge: capture {cid} is in both {seen[cid]} and {path}")
+            seen[cid] = path
+    return first, merge_seeds([r for _, _, rows in loaded for r in rows])
+
+
 def _medians(row: dict[str, Any]) -> str:
     """Median match of the reconstructions and of the true samples (older rows have neither)."""
     # a refused capture has none (NaN; null once written to JSON)
@@ -388,7 +421,11 @@ def main(argv: list[str] | None = None) -> int:
                         "draws against across this many aux images, per seed (0: off)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config key for the clients and the attack (repeatable), e.g. alpha-batch-size=8")
+    p.add_argument("--merge", nargs="+", type=Path, default=[], metavar="JSON",
+                   help="run nothing: one table over these result files (the same settings, other seeds)")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge_main(args)
     for name in args.solvers.split(","):
         variant(name)  # an unknown name fails here, before any capture is made
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()] or [args.seed]
@@ -404,6 +441,20 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     print("results:", write_results(f"adra-{device.type}", {"machine": machine(), "args": {**vars(args), "results": str(args.results)},
                                                            "rows": rows}, args.results))
+    return 0
+
+
+def merge_main(args: argparse.Namespace) -> int:
+    """``--merge``: print and write one result over several files' rows."""
+    common, rows = load_merged(args.merge)
+    seeds = sorted({c.split("-", 1)[0] for r in rows for c in r.get("capture", [])})
+    print(f"\nADRA strong, {common.get('dataset')}, merged from {len(args.merge)} file(s), seeds {', '.join(seeds)}; "
+          f"changed: {' '.join(common.get('set') or []) or 'nothing'}")
+    print(report(rows, common.get("reference", "lm")))  # the files' own reference solver
+    for line in spread_lines(rows):
+        print(line)
+    merged = {**common, "merged": [p.name for p in args.merge], "seeds": ",".join(s.lstrip("s") for s in seeds)}
+    print("results:", write_results("adra-merged", {"machine": machine(), "args": merged, "rows": rows}, args.results))
     return 0
 
 

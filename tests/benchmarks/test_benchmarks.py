@@ -254,6 +254,28 @@ def test_adra_benchmark_compares_the_inverse_with_the_search_beside_the_nulls(tm
     # the class-mean null names the true label by construction (a refused capture counts as missed)
     refused = [m is None for m in rows["lm"]["match"]]
     assert [lab or no for lab, no in zip(rows["null: aux-mean"]["label"], refused)] == [True] * 4
+    # the same rows split into one file per seed, as separate processes write them, merge back into them
+    payload = json.loads(path.read_text())
+    parts = []
+    for seed in (1, 0):
+        rows_s = []
+        for r in payload["rows"]:
+            keep = [c.startswith(f"s{seed}-") for c in r["capture"]]
+            rows_s.append({k: [x for x, ok in zip(v, keep) if ok] if isinstance(v, list) and len(v) == len(keep)
+                           else v for k, v in r.items()})
+        part = tmp_path / f"seed{seed}.json"
+        part.write_text(json.dumps({**payload, "args": {**payload["args"], "seeds": str(seed)}, "rows": rows_s}))
+        parts.append(part)
+    out = tmp_path / "merged"
+    assert adra_main(["--merge", str(parts[1]), str(parts[0]), "--results", str(out)]) == 0
+    (merged,) = out.glob("adra-merged-*.json")
+    assert json.loads(merged.read_text())["rows"] == payload["rows"]
+    with pytest.raises(SystemExit, match="capture s0-r001-n0 is in both"):
+        adra_main(["--merge", str(parts[1]), str(parts[1]), "--results", str(out)])
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({**payload, "args": {**payload["args"], "captures": 9}}))
+    with pytest.raises(SystemExit, match="other.json has captures = 9"):
+        adra_main(["--merge", str(parts[0]), str(other), "--results", str(out)])
 
 
 def test_an_unknown_adra_benchmark_solver_is_refused_before_any_work():
