@@ -1,4 +1,4 @@
-"""``python -m benchmarks.adra [--device cpu|cuda] [--dataset D] [--dag-nodes 8,32] [--captures N] [--solvers lm,adam]``:
+"""``python -m benchmarks.adra [--device cpu|cuda] [--dataset D] [--dag-nodes 8,32] [--captures N] [--solvers ...]``:
 ADRA's seconds per capture and what it rebuilt, per solver, side by side with the reference.
 
 For each P it builds the captures of round 1 in this process, as the eavesdropper would
@@ -32,10 +32,8 @@ setting other than the seed, or that hold the same capture twice, are refused by
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,8 +49,8 @@ from attacks.adra.solver import match_at
 from attacks.base import Knowledge
 from attacks.nulls import NULL_KINDS, null_reconstruction
 from attacks.report import pairs_by_step
-from benchmarks.common import RESULTS, machine, resolve_device, t_interval, table, timed, write_results
-from fednas import stats
+from benchmarks.adra_table import load_merged, merge_seeds, report, spread_lines
+from benchmarks.common import RESULTS, machine, resolve_device, timed, write_results
 from fednas.captures import Capture
 from fednas.config import parse_config, search_to_record
 from fednas.data import client_data, make_pools
@@ -126,8 +124,8 @@ def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: to
         rec = box[0]
         fresh = not rec.details.get("inverse-cached", 1.0)
         fresh_prior = not rec.details.get("inverse-prior-cached", 1.0)  # the generative prior's VAE
-        trained = (fresh * (rec.details.get("inverse-pair-seconds", 0.0) + rec.details.get("inverse-train-seconds", 0.0))
-                   + fresh_prior * rec.details.get("inverse-prior-train-seconds", 0.0))
+        spent = rec.details.get("inverse-pair-seconds", 0.0) + rec.details.get("inverse-train-seconds", 0.0)
+        trained = fresh * spent + fresh_prior * rec.details.get("inverse-prior-train-seconds", 0.0)
         trained_cpu = (fresh * (rec.details.get("inverse-pair-cpu-seconds", 0.0)
                                 + rec.details.get("inverse-train-cpu-seconds", 0.0))
                        + fresh_prior * rec.details.get("inverse-prior-train-cpu-seconds", 0.0))
@@ -206,11 +204,6 @@ def matched(rec: Any, used: list[int], train_config: dict[str, Any], x_all) -> l
     return [(used[t], r) for t, r in sorted(pairs.items())]
 
 
-def _mean(values: list[float]) -> str:
-    m, lo, hi = t_interval(values) if values else (math.nan, math.nan, math.nan)
-    return f"{m:.1f} [{lo:.1f}, {hi:.1f}]" if math.isfinite(lo) else f"{m:.1f}"
-
-
 # what each --solvers name sets: the search's two refinement optimizers, and the learned inverse
 # alone or polished by LM on the match (kept only where it lowers the match)
 VARIANTS = {"lm": {"adra-method": "search", "adra-optimizer": "lm"},
@@ -266,134 +259,6 @@ def measure_spread(cfg: Any, capture: Capture, knowledge: Knowledge, images: int
     return theta_spread(problem, x, torch.as_tensor(knowledge.aux_labels)[pick].long())
 
 
-def spread_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per P whose attack measured the spread (θ unknown): means over the seeds."""
-    out = []
-    for r in rows:
-        if s := r.get("spread"):
-            mean = lambda k: sum(x[k] for x in s) / len(s)  # noqa: E731
-            out.append(f"P={r['nodes']}: Δα's unit direction moves {mean('ratio'):.2f}x as far across "
-                       f"{s[0]['draws']} θ draws as across {s[0]['images']} images; the nearest image under another draw is the same "
-                       f"image {100 * mean('retrieval'):.1f} % of the time (chance {100 * mean('chance'):.1f} %), "
-                       f"{len(s)} seed(s)")
-    return out
-
-
-def merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of several seeds as one row per (P, solver), their lists joined in seed order."""
-    out: dict[tuple[int, str], dict[str, Any]] = {}
-    for r in rows:
-        key = (r["nodes"], r["solver"])
-        if key not in out:
-            out[key] = {k: list(v) if isinstance(v, list) else v for k, v in r.items()}
-        else:
-            for k, v in r.items():
-                if isinstance(v, list):
-                    out[key].setdefault(k, []).extend(v)
-    return list(out.values())
-
-
-# settings that may differ between the files --merge joins (everything else must match)
-MERGE_FREE = frozenset({"seed", "seeds", "results", "budget", "threads", "merge"})
-
-
-def load_merged(paths: list[Path]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(the common args, the rows as one run over all seeds) of benchmark result files."""
-    loaded = []
-    for path in paths:
-        try:
-            data = json.loads(path.read_text())
-            loaded.append((path, data["args"], data["rows"]))
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise SystemExit(f"--merge: {path} is not a benchmarks.adra result ({type(err).__name__}: {err})") from err
-    first_path, first, _ = loaded[0]
-    for path, args, _ in loaded[1:]:
-        for key in sorted((set(first) | set(args)) - MERGE_FREE):
-            if first.get(key) != args.get(key):
-                raise SystemExit(f"--merge: {path} has {key} = {args.get(key)!r}, {first_path} has {first.get(key)!r}")
-    seen: dict[str, Path] = {}
-    for path, _, rows in loaded:
-        for cid in dict.fromkeys(c for r in rows for c in r.get("capture", [])):
-            if cid in seen:
-                raise SystemExit(f"--merge: capture {cid} is in both {seen[cid]} and {path}")
-            seen[cid] = path
-    return first, merge_seeds([r for _, _, rows in loaded for r in rows])
-
-
-def _medians(row: dict[str, Any]) -> str:
-    """Median match of the reconstructions and of the true samples (older rows have neither)."""
-    # a refused capture has none (NaN; null once written to JSON)
-    got = [v for v in row.get("match", []) if v is not None and math.isfinite(v)]
-    truth = [v for v in row.get("truth-match", []) if v is not None and math.isfinite(v)]
-    return f"{statistics.median(got):.2g} / {statistics.median(truth):.2g}" if got and truth else "–"
-
-
-def _ratio(reference: list[float], this: list[float]) -> float:
-    return (sum(reference) / len(reference)) / (sum(this) / len(this))
-
-
-def _rate(flags: list[bool], clusters: list[str] | None = None) -> str:
-    """k/n and the 95 % interval that counts captures (``fednas.stats.cluster_rate``)."""
-    if not flags:
-        return "–"
-    p, lo, hi, _ = stats.cluster_rate(flags, clusters if clusters and len(clusters) == len(flags) else None)
-    return f"{sum(flags)}/{len(flags)} [{100 * lo:.0f}, {100 * hi:.0f}] %"
-
-
-def _trained(row: dict[str, Any]) -> str:
-    """Mean seconds of the inverse's pairs and fit over the rounds it was trained for."""
-    t = [v for v in row.get("train", []) if v]
-    return f"{sum(t) / len(t):.0f} (n = {len(t)})" if t else "–"
-
-
-def informative(row: dict[str, Any]) -> set[str]:
-    """The captures of ``row`` that carry information: those the attack did not refuse (a
-    refused capture has no match: Δα was weight decay alone, the sample's loss gradient 0)."""
-    ids = list(dict.fromkeys(row.get("capture", [])))
-    return {c for c, m in zip(ids, row.get("match", [])) if m is not None and math.isfinite(m)}
-
-
-def _informative_rate(r: dict[str, Any], keep: set[str] | None) -> str:
-    """identified-dataset over the captures that carry information (the attack row's, for a null)."""
-    c = r.get("capture")
-    if not c or keep is None or len(c) != len(r["identified-dataset"]):
-        return "–"
-    pairs = [(f, cid) for f, cid in zip(r["identified-dataset"], c) if cid in keep]
-    return _rate([f for f, _ in pairs], [cid for _, cid in pairs]) if pairs else "–"
-
-
-def report(rows: list[dict[str, Any]], reference: str) -> str:
-    ref = {r["nodes"]: r for r in rows if r["solver"] == reference}
-    first = {}  # the first attack row of each P: its captures are the nulls' captures
-    for r in rows:
-        if not r["solver"].startswith("null") and r.get("match"):
-            first.setdefault(r["nodes"], informative(r))
-    lines = []
-    for r in rows:
-        base = ref.get(r["nodes"])
-        null = r["solver"].startswith("null")
-        keep = first.get(r["nodes"]) if null else (informative(r) if r.get("match") else None)
-        # ratio of the mean seconds per capture (the two may have attacked different counts)
-        ratio = (f"{_ratio(base['wall'], r['wall']):.2f}x / {_ratio(base['cpu'], r['cpu']):.2f}x"
-                 if base is not None and not null and r.get("wall") else "–")
-        c = r.get("capture")
-        lines.append([r["nodes"], r["solver"], _theta(r), len(set(c)) if c else len(r.get("wall", [])),
-                      _rate(r["identified-dataset"], c), _informative_rate(r, keep), _rate(r["identified"], c),
-                      _rate(r["success"], c) if "success" in r else "–", _rate(r["label"], c),
-                      _mean(r["psnr"]) if r["psnr"] else "–", "–" if null else _mean(r["wall"]),
-                      "–" if null else _mean(r["cpu"]), _trained(r), ratio, "–" if null else _medians(r)])
-    return table(lines, ["P", "solver", "θ known to the attacker", "captures", "identified dataset [95]",
-                         "of those with information [95]", "identified D^α [95]", "success (SR) [95]", "label correct [95]", "PSNR dB [t95]",
-                         "wall s/capture [t95]", "CPU s/capture [t95]", "inverse training s/round",
-                         f"{reference} s / this s (wall / CPU)", "match / at truth (medians)"])
-
-
-def _theta(row: dict[str, Any]) -> str:
-    """What the attacker knew of θ, over the row's attacked captures (older rows do not say)."""
-    seen = sorted({t for t in row.get("theta", []) if t != "–"})
-    return ", ".join(seen) or "–"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.adra", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -408,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="adra-iterations of the reference (0: its own default, 300 for adam)")
     p.add_argument("--budget", type=float, default=0.0,
                    help="wall seconds per P and solver after which no further capture starts (0: no bound)")
-    p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results (default benchmarks/results)")
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help="folder of the JSON results (default benchmarks/results)")
     p.add_argument("--seed", type=int, default=0, help="one seed (see --seeds)")
     p.add_argument("--seeds", default="",
                    help="comma-separated seeds, one row per P and solver over all their captures (tune on 0-4; "
@@ -434,12 +300,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     rows = merge_seeds([r for n in args.dag_nodes.split(",") if n.strip() for seed in seeds
                         for r in run_nodes(int(n), argparse.Namespace(**{**vars(args), "seed": seed}), device)])
-    print(f"\nADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seeds {seeds}, {device.type}, "
-          f"{args.threads} thread(s); changed: {' '.join(args.set) or 'nothing'}")
+    print(f"\nADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seeds {seeds}, "
+          f"{device.type}, {args.threads} thread(s); changed: {' '.join(args.set) or 'nothing'}")
     print(report(rows, args.reference))
     for line in spread_lines(rows):
         print(line)
-    print("results:", write_results(f"adra-{device.type}", {"machine": machine(), "args": {**vars(args), "results": str(args.results)},
+    run_args = {**vars(args), "results": str(args.results), "merge": []}
+    print("results:", write_results(f"adra-{device.type}", {"machine": machine(), "args": run_args,
                                                            "rows": rows}, args.results))
     return 0
 

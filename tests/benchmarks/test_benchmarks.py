@@ -190,7 +190,8 @@ def test_adra_benchmark_scores_every_sample_of_a_capture_with_set_keys():
 def test_adra_benchmark_says_what_the_attacker_knew_of_theta():
     import argparse
 
-    from benchmarks.adra import report, run_nodes
+    from benchmarks.adra import run_nodes
+    from benchmarks.adra_table import report
 
     args = argparse.Namespace(dataset="digits", captures=1, solvers="lm", reference="lm", reference_iterations=0,
                               seed=0, budget=0.0, set=["knows-weights=false", "theta-prior=init",
@@ -205,7 +206,8 @@ def test_adra_benchmark_says_what_the_attacker_knew_of_theta():
 def test_adra_benchmark_measures_theta_spread_when_theta_is_unknown():
     import argparse
 
-    from benchmarks.adra import run_nodes, spread_lines
+    from benchmarks.adra import run_nodes
+    from benchmarks.adra_table import spread_lines
 
     base = dict(dataset="digits", captures=1, solvers="lm", reference="lm", reference_iterations=0, seed=0,
                 budget=0.0, spread=8)
@@ -286,7 +288,7 @@ def test_an_unknown_adra_benchmark_solver_is_refused_before_any_work():
 
 
 def test_adra_report_rates_the_captures_that_carry_information_apart():
-    from benchmarks.adra import informative, report
+    from benchmarks.adra_table import informative, report
 
     nan = float("nan")
     attack = {"nodes": 16, "solver": "inverse", "capture": ["a", "b", "c", "d"], "match": [0.1, nan, 0.2, None],
