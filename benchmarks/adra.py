@@ -314,13 +314,13 @@ def main(argv: list[str] | None = None) -> int:
 def merge_main(args: argparse.Namespace) -> int:
     """``--merge``: print and write one result over several files' rows."""
     common, rows = load_merged(args.merge)
-    seeds = sorted({c.split("-", 1)[0] for r in rows for c in r.get("capture", [])})
+    seeds = sorted({c.split("-", 1)[0].removeprefix("s") for r in rows for c in r.get("capture", [])}, key=int)
     print(f"\nADRA strong, {common.get('dataset')}, merged from {len(args.merge)} file(s), seeds {', '.join(seeds)}; "
           f"changed: {' '.join(common.get('set') or []) or 'nothing'}")
     print(report(rows, common.get("reference", "lm")))  # the files' own reference solver
     for line in spread_lines(rows):
         print(line)
-    merged = {**common, "merged": [p.name for p in args.merge], "seeds": ",".join(s.lstrip("s") for s in seeds)}
+    merged = {**common, "merged": [p.name for p in args.merge], "seeds": ",".join(seeds)}
     print("results:", write_results("adra-merged", {"machine": machine(), "args": merged, "rows": rows}, args.results))
     return 0
 
