@@ -300,14 +300,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     rows = merge_seeds([r for n in args.dag_nodes.split(",") if n.strip() for seed in seeds
                         for r in run_nodes(int(n), argparse.Namespace(**{**vars(args), "seed": seed}), device)])
-    print(f"\nADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seeds {seeds}, "
-          f"{device.type}, {args.threads} thread(s); changed: {' '.join(args.set) or 'nothing'}")
-    print(report(rows, args.reference))
+    return publish(f"ADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seeds {seeds}, "
+                   f"{device.type}, {args.threads} thread(s); changed: {' '.join(args.set) or 'nothing'}",
+                   rows, args.reference, f"adra-{device.type}", {**vars(args), "results": str(args.results)},
+                   args.results)
+
+
+def publish(header: str, rows: list[dict[str, Any]], reference: str, kind: str, record: dict[str, Any],
+            results: Path) -> int:
+    """Print the table (and the θ spread) under ``header`` and write the rows with ``record`` as their args."""
+    print(f"\n{header}")
+    print(report(rows, reference))
     for line in spread_lines(rows):
         print(line)
-    run_args = {**vars(args), "results": str(args.results), "merge": []}
-    print("results:", write_results(f"adra-{device.type}", {"machine": machine(), "args": run_args,
-                                                           "rows": rows}, args.results))
+    print("results:", write_results(kind, {"machine": machine(), "args": record, "rows": rows}, results))
     return 0
 
 
@@ -315,14 +321,11 @@ def merge_main(args: argparse.Namespace) -> int:
     """``--merge``: print and write one result over several files' rows."""
     common, rows = load_merged(args.merge)
     seeds = sorted({c.split("-", 1)[0].removeprefix("s") for r in rows for c in r.get("capture", [])}, key=int)
-    print(f"\nADRA strong, {common.get('dataset')}, merged from {len(args.merge)} file(s), seeds {', '.join(seeds)}; "
-          f"changed: {' '.join(common.get('set') or []) or 'nothing'}")
-    print(report(rows, common.get("reference", "lm")))  # the files' own reference solver
-    for line in spread_lines(rows):
-        print(line)
+    header = (f"ADRA strong, {common.get('dataset')}, merged from {len(args.merge)} file(s), seeds {', '.join(seeds)}; "
+              f"changed: {' '.join(common.get('set') or []) or 'nothing'}")
     merged = {**common, "merged": [p.name for p in args.merge], "seeds": ",".join(seeds)}
-    print("results:", write_results("adra-merged", {"machine": machine(), "args": merged, "rows": rows}, args.results))
-    return 0
+    # the files' own reference solver, not this invocation's --reference
+    return publish(header, rows, common.get("reference", "lm"), "adra-merged", merged, args.results)
 
 
 if __name__ == "__main__":
