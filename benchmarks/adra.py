@@ -23,6 +23,12 @@ client procedure), ``knows-weights=false theta-prior=init`` or ``surrogate-draws
 several samples per capture each is scored (reconstructions matched to the step's samples
 by least MSE, as the leakage report does) and the rates count samples.
 
+``--spread-only`` (θ unknown: ``--set knows-weights=false --set surrogate-draws=N``) attacks
+nothing and trains nothing: per seed it builds the first capture's round and measures how far
+Δα's unit direction moves across θ draws against across ``--spread`` aux images, and whether
+the nearest image under another draw is the same image (the cheap test of whether an update
+can tell images apart without θ, at a P where training the θ-unknown inverse costs too much).
+
 ``--merge A.json B.json ...`` runs nothing: it prints one table over result files of the
 same settings run in separate processes (one seed each, so that each seed's JSON lands as
 it ends), as ``--seeds`` would have, and writes it as one JSON; files that differ in a
@@ -232,6 +238,8 @@ def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> lis
     aux = make_pools(len(dataset), cfg.data, cfg.run.seed).aux
     knowledge = Knowledge(cfg, dataset.spec, dataset.x[aux].numpy(), dataset.y[aux].numpy())
     caps = Captures(cfg, args.captures)
+    if getattr(args, "spread_only", False):
+        return [spread_row(nodes, args, base, caps, knowledge, device)]
     rows = []
     for i, solver in enumerate(args.solvers.split(",")):
         attack = {**variant(solver), **parse_overrides(args.set)}  # --set wins: e.g. adra-inverse-pairs
@@ -245,6 +253,17 @@ def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> lis
             if (spread := measure_spread(scfg, caps[0][0], knowledge, args.spread, device)) is not None:
                 rows[0]["spread"] = [spread]  # a list: several seeds' join
     return rows
+
+
+def spread_row(nodes: int, args: argparse.Namespace, base: dict[str, Any], caps: Captures, knowledge: Knowledge,
+               device: torch.device) -> dict[str, Any]:
+    """``--spread-only``: the θ spread of the first capture's round, no attack (nothing is trained)."""
+    scfg = parse_config({**base, **variant(args.solvers.split(",")[0]), **parse_overrides(args.set)})
+    got: list[dict[str, float] | None] = []
+    wall, cpu = timed(lambda: got.append(measure_spread(scfg, caps[0][0], knowledge, args.spread, device)), device)
+    if got[0] is None:
+        raise SystemExit("--spread-only: this round is not one sample under several θ draws")
+    return {"nodes": nodes, "solver": "spread", "seed": [args.seed], "spread": got, "wall": [wall], "cpu": [cpu]}
 
 
 def measure_spread(cfg: Any, capture: Capture, knowledge: Knowledge, images: int,
@@ -289,9 +308,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="a config key for the clients and the attack (repeatable), e.g. alpha-batch-size=8")
     p.add_argument("--merge", nargs="+", type=Path, default=[], metavar="JSON",
                    help="run nothing: one table over these result files (the same settings, other seeds)")
+    p.add_argument("--spread-only", action="store_true",
+                   help="measure the theta spread (--spread images) of each seed's first capture and attack nothing; "
+                        "needs --set knows-weights=false --set surrogate-draws=N with N >= 2")
     args = p.parse_args(argv)
     if args.merge:
         return merge_main(args)
+    if args.spread_only:
+        check_spread_only(args)
     for name in args.solvers.split(","):
         variant(name)  # an unknown name fails here, before any capture is made
     seeds = [int(x) for x in args.seeds.split(",") if x.strip()] or [args.seed]
@@ -300,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     rows = merge_seeds([r for n in args.dag_nodes.split(",") if n.strip() for seed in seeds
                         for r in run_nodes(int(n), argparse.Namespace(**{**vars(args), "seed": seed}), device)])
+    if args.spread_only:
+        return publish_spread(f"theta spread, {args.dataset}, seeds {seeds}, changed: {' '.join(args.set)}", rows,
+                              {**vars(args), "results": str(args.results)}, args.results)
     return publish(f"ADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seeds {seeds}, "
                    f"{device.type}, {args.threads} thread(s); changed: {' '.join(args.set) or 'nothing'}",
                    rows, args.reference, f"adra-{device.type}", {**vars(args), "results": str(args.results)},
@@ -314,6 +341,28 @@ def publish(header: str, rows: list[dict[str, Any]], reference: str, kind: str, 
     for line in spread_lines(rows):
         print(line)
     print("results:", write_results(kind, {"machine": machine(), "args": record, "rows": rows}, results))
+    return 0
+
+
+def check_spread_only(args: argparse.Namespace) -> None:
+    """``--spread-only`` needs θ unknown under several draws and ``--spread`` images: an error before any work."""
+    cfg = parse_config({**EXPERIMENT, "dataset": args.dataset, **parse_overrides(args.set)})
+    if cfg.attack.knows_weights or cfg.attack.surrogate_draws < 2 or args.spread < 2:
+        raise SystemExit("--spread-only needs --set knows-weights=false, --set surrogate-draws=N (N >= 2) and "
+                         f"--spread >= 2 (got knows-weights={cfg.attack.knows_weights}, "
+                         f"surrogate-draws={cfg.attack.surrogate_draws}, --spread {args.spread})")
+
+
+def publish_spread(header: str, rows: list[dict[str, Any]], record: dict[str, Any], results: Path) -> int:
+    """Print each seed's spread and their means, and write them."""
+    print(f"\n{header}")
+    for r in rows:
+        for seed, s, wall in zip(r["seed"], r["spread"], r["wall"]):
+            print(f"P={r['nodes']} seed {seed}: ratio {s['ratio']:.3f}, retrieval {100 * s['retrieval']:.2f} % "
+                  f"(chance {100 * s['chance']:.2f} %), {s['images']} images x {s['draws']} draws, {wall:.0f} s")
+    for line in spread_lines(rows):
+        print(line)
+    print("results:", write_results("adra-spread", {"machine": machine(), "args": record, "rows": rows}, results))
     return 0
 
 

@@ -222,6 +222,30 @@ def test_adra_benchmark_measures_theta_spread_when_theta_is_unknown():
     assert "spread" not in known  # one θ: nothing to spread over
 
 
+def test_adra_benchmark_spread_only_measures_each_seed_and_trains_nothing(tmp_path, capsys):
+    import json
+
+    from benchmarks.adra import main as adra_main
+
+    adra_main(["--dataset", "digits", "--dag-nodes", "2", "--spread-only", "--spread", "6", "--seeds", "0,1",
+               "--results", str(tmp_path), "--set", "knows-weights=false", "--set", "surrogate-draws=3"])
+    (path,) = tmp_path.glob("adra-spread-*.json")
+    (row,) = json.loads(path.read_text())["rows"]
+    assert row["solver"] == "spread" and row["seed"] == [0, 1] and len(row["spread"]) == 2
+    assert all(s["draws"] == 3 and s["images"] == 6 for s in row["spread"])
+    assert "identified" not in row  # no capture was attacked
+    out = capsys.readouterr().out
+    assert "P=2 seed 0: ratio" in out and "P=2 seed 1: ratio" in out and "2 seed(s)" in out
+
+
+def test_adra_benchmark_spread_only_with_theta_known_is_refused_before_any_work(tmp_path):
+    from benchmarks.adra import main as adra_main
+
+    with pytest.raises(SystemExit, match="knows-weights=false.*got knows-weights=True"):
+        adra_main(["--dataset", "digits", "--dag-nodes", "2", "--spread-only", "--results", str(tmp_path)])
+    assert not list(tmp_path.iterdir())
+
+
 def test_adra_benchmark_starts_no_capture_once_its_budget_is_spent(tmp_path):
     from benchmarks.adra import main as adra_main
 
