@@ -50,6 +50,7 @@ import torch
 
 from attacks import metrics as M
 from attacks.adra.attack import ADRA
+from attacks.adra.client_model import CaptureError
 from attacks.adra.pairs import theta_spread
 from attacks.adra.solver import match_at
 from attacks.base import Knowledge
@@ -250,27 +251,40 @@ def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> lis
                          nulls=getattr(args, "nulls", False) and i == 0)
         rows += [{"nodes": nodes, "solver": solver, **got[0]}, *({"nodes": nodes, **r} for r in got[1:])]
         if i == 0 and getattr(args, "spread", 0) and len(caps):
-            if (spread := measure_spread(scfg, caps[0][0], knowledge, args.spread, device)) is not None:
+            if (spread := measure_spread(scfg, caps, knowledge, args.spread, device)) is not None:
                 rows[0]["spread"] = [spread]  # a list: several seeds' join
     return rows
 
 
 def spread_row(nodes: int, args: argparse.Namespace, base: dict[str, Any], caps: Captures, knowledge: Knowledge,
                device: torch.device) -> dict[str, Any]:
-    """``--spread-only``: the θ spread of the first capture's round, no attack (nothing is trained)."""
+    """``--spread-only``: the θ spread of the captures' round, no attack (nothing is trained)."""
     scfg = parse_config({**base, **variant(args.solvers.split(",")[0]), **parse_overrides(args.set)})
     got: list[dict[str, float] | None] = []
-    wall, cpu = timed(lambda: got.append(measure_spread(scfg, caps[0][0], knowledge, args.spread, device)), device)
+    wall, cpu = timed(lambda: got.append(measure_spread(scfg, caps, knowledge, args.spread, device)), device)
     if got[0] is None:
-        raise SystemExit("--spread-only: this round is not one sample under several θ draws")
+        raise SystemExit("--spread-only: this round is not one sample under several θ draws, or every capture of "
+                         "it is weight decay alone")
     return {"nodes": nodes, "solver": "spread", "seed": [args.seed], "spread": got, "wall": [wall], "cpu": [cpu]}
 
 
-def measure_spread(cfg: Any, capture: Capture, knowledge: Knowledge, images: int,
+def measure_spread(cfg: Any, caps: Captures, knowledge: Knowledge, images: int,
                    device: torch.device) -> dict[str, float] | None:
-    """``pairs.theta_spread`` of the capture's round on ``images`` seeded aux images, where the
-    attack does not know θ (several draws) and the round holds one sample; else None."""
-    problem, _ = ADRA(cfg.attack, seed=cfg.run.seed, device=device).problem(capture, knowledge)
+    """``pairs.theta_spread`` of the captures' round on ``images`` seeded aux images, where the
+    attack does not know θ (several draws) and the round holds one sample; else None.
+
+    The spread reads only the round (α_t1, the θ draws) and aux images, so any capture of the
+    round serves: one whose Δα is weight decay alone (refused by the attack) is passed over.
+    """
+    attack = ADRA(cfg.attack, seed=cfg.run.seed, device=device)
+    for pid in range(len(caps)):
+        try:
+            problem, _ = attack.problem(caps[pid][0], knowledge)
+            break
+        except CaptureError as e:
+            log.info("spread: capture %d passed over (%s)", pid, e)
+    else:
+        return None
     if problem.victim.draws < 2 or problem.steps * problem.batch != 1:
         return None
     pick = torch.randperm(len(knowledge.aux_images), generator=torch.Generator().manual_seed(cfg.run.seed))[:images]

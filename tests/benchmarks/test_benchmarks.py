@@ -238,6 +238,31 @@ def test_adra_benchmark_spread_only_measures_each_seed_and_trains_nothing(tmp_pa
     assert "P=2 seed 0: ratio" in out and "P=2 seed 1: ratio" in out and "2 seed(s)" in out
 
 
+def test_adra_benchmark_spread_passes_over_a_capture_that_is_weight_decay_alone(tmp_path, monkeypatch):
+    import json
+
+    from attacks.adra.attack import ADRA
+    from attacks.adra.client_model import CaptureError
+    from benchmarks.adra import main as adra_main
+
+    real = ADRA.problem
+
+    def first_is_weight_decay(self, capture, knowledge):  # as the attack refuses a zero-gradient capture
+        if capture.node_id == 0:
+            raise CaptureError("delta-alpha is the client's weight decay alone")
+        return real(self, capture, knowledge)
+
+    monkeypatch.setattr(ADRA, "problem", first_is_weight_decay)
+    adra_main(["--dataset", "digits", "--dag-nodes", "2", "--spread-only", "--spread", "4", "--captures", "2",
+               "--results", str(tmp_path), "--set", "knows-weights=false", "--set", "surrogate-draws=2"])
+    (path,) = tmp_path.glob("adra-spread-*.json")
+    (row,) = json.loads(path.read_text())["rows"]
+    assert row["spread"][0]["draws"] == 2  # measured on the round through its second capture
+    with pytest.raises(SystemExit, match="weight decay alone"):  # one capture, and it carries nothing
+        adra_main(["--dataset", "digits", "--dag-nodes", "2", "--spread-only", "--spread", "4", "--captures", "1",
+                   "--results", str(tmp_path), "--set", "knows-weights=false", "--set", "surrogate-draws=2"])
+
+
 def test_adra_benchmark_spread_only_with_theta_known_is_refused_before_any_work(tmp_path):
     from benchmarks.adra import main as adra_main
 
