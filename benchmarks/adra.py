@@ -24,7 +24,7 @@ several samples per capture each is scored (reconstructions matched to the step'
 by least MSE, as the leakage report does) and the rates count samples.
 
 ``--spread-only`` (θ unknown: ``--set knows-weights=false --set surrogate-draws=N``) attacks
-nothing and trains nothing: per seed it builds the first capture's round and measures how far
+nothing and trains nothing: per seed it builds the captures' round and measures how far
 Δα's unit direction moves across θ draws against across ``--spread`` aux images, and whether
 the nearest image under another draw is the same image (the cheap test of whether an update
 can tell images apart without θ, at a P where training the θ-unknown inverse costs too much).
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", nargs="+", type=Path, default=[], metavar="JSON",
                    help="run nothing: one table over these result files (the same settings, other seeds)")
     p.add_argument("--spread-only", action="store_true",
-                   help="measure the theta spread (--spread images) of each seed's first capture and attack nothing; "
+                   help="measure the theta spread (--spread images) of each seed's round and attack nothing; "
                         "needs --set knows-weights=false --set surrogate-draws=N with N >= 2")
     args = p.parse_args(argv)
     if args.merge:
@@ -338,21 +338,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     rows = merge_seeds([r for n in args.dag_nodes.split(",") if n.strip() for seed in seeds
                         for r in run_nodes(int(n), argparse.Namespace(**{**vars(args), "seed": seed}), device)])
+    record = {**vars(args), "results": str(args.results)}
     if args.spread_only:
-        return publish_spread(f"theta spread, {args.dataset}, seeds {seeds}, changed: {' '.join(args.set)}", rows,
-                              {**vars(args), "results": str(args.results)}, args.results)
+        return publish(f"theta spread, {args.dataset}, seeds {seeds}, changed: {' '.join(args.set)}",
+                       [*seed_spread_lines(rows), *spread_lines(rows)], "adra-spread", rows, record, args.results)
     return publish(f"ADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seeds {seeds}, "
                    f"{device.type}, {args.threads} thread(s); changed: {' '.join(args.set) or 'nothing'}",
-                   rows, args.reference, f"adra-{device.type}", {**vars(args), "results": str(args.results)},
+                   [report(rows, args.reference), *spread_lines(rows)], f"adra-{device.type}", rows, record,
                    args.results)
 
 
-def publish(header: str, rows: list[dict[str, Any]], reference: str, kind: str, record: dict[str, Any],
+def publish(header: str, lines: list[str], kind: str, rows: list[dict[str, Any]], record: dict[str, Any],
             results: Path) -> int:
-    """Print the table (and the θ spread) under ``header`` and write the rows with ``record`` as their args."""
+    """Print ``lines`` (a table, the θ spread) under ``header`` and write the rows with ``record`` as their args."""
     print(f"\n{header}")
-    print(report(rows, reference))
-    for line in spread_lines(rows):
+    for line in lines:
         print(line)
     print("results:", write_results(kind, {"machine": machine(), "args": record, "rows": rows}, results))
     return 0
@@ -367,17 +367,11 @@ def check_spread_only(args: argparse.Namespace) -> None:
                          f"surrogate-draws={cfg.attack.surrogate_draws}, --spread {args.spread})")
 
 
-def publish_spread(header: str, rows: list[dict[str, Any]], record: dict[str, Any], results: Path) -> int:
-    """Print each seed's spread and their means, and write them."""
-    print(f"\n{header}")
-    for r in rows:
-        for seed, s, wall in zip(r["seed"], r["spread"], r["wall"]):
-            print(f"P={r['nodes']} seed {seed}: ratio {s['ratio']:.3f}, retrieval {100 * s['retrieval']:.2f} % "
-                  f"(chance {100 * s['chance']:.2f} %), {s['images']} images x {s['draws']} draws, {wall:.0f} s")
-    for line in spread_lines(rows):
-        print(line)
-    print("results:", write_results("adra-spread", {"machine": machine(), "args": record, "rows": rows}, results))
-    return 0
+def seed_spread_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """``--spread-only``: one line per P and seed (their means follow from ``spread_lines``)."""
+    return [f"P={r['nodes']} seed {seed}: ratio {s['ratio']:.3f}, retrieval {100 * s['retrieval']:.2f} % "
+            f"(chance {100 * s['chance']:.2f} %), {s['images']} images x {s['draws']} draws, {wall:.0f} s"
+            for r in rows for seed, s, wall in zip(r["seed"], r["spread"], r["wall"])]
 
 
 def merge_main(args: argparse.Namespace) -> int:
@@ -388,7 +382,8 @@ def merge_main(args: argparse.Namespace) -> int:
               f"changed: {' '.join(common.get('set') or []) or 'nothing'}")
     merged = {**common, "merged": [p.name for p in args.merge], "seeds": ",".join(seeds)}
     # the files' own reference solver, not this invocation's --reference
-    return publish(header, rows, common.get("reference", "lm"), "adra-merged", merged, args.results)
+    return publish(header, [report(rows, common.get("reference", "lm")), *spread_lines(rows)], "adra-merged", rows,
+                   merged, args.results)
 
 
 if __name__ == "__main__":
