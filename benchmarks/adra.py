@@ -276,6 +276,8 @@ def measure_spread(cfg: Any, caps: Captures, knowledge: Knowledge, images: int,
     The spread reads only the round (α_t1, the θ draws) and aux images, so any capture of the
     round serves: one whose Δα is weight decay alone (refused by the attack) is passed over.
     """
+    if not several_theta_draws(cfg.attack):
+        return None  # θ known or one draw: nothing to spread over, and no round worth building
     attack = ADRA(cfg.attack, seed=cfg.run.seed, device=device)
     for pid in range(len(caps)):
         try:
@@ -358,10 +360,15 @@ def publish(header: str, lines: list[str], kind: str, rows: list[dict[str, Any]]
     return 0
 
 
+def several_theta_draws(attack: Any) -> bool:
+    """Whether the attack config believes θ through several draws (θ unknown, ``surrogate-draws`` ≥ 2)."""
+    return not attack.knows_weights and attack.surrogate_draws >= 2
+
+
 def check_spread_only(args: argparse.Namespace) -> None:
     """``--spread-only`` needs θ unknown under several draws and ``--spread`` images: an error before any work."""
     cfg = parse_config({**EXPERIMENT, "dataset": args.dataset, **parse_overrides(args.set)})
-    if cfg.attack.knows_weights or cfg.attack.surrogate_draws < 2 or args.spread < 2:
+    if not several_theta_draws(cfg.attack) or args.spread < 2:
         raise SystemExit("--spread-only needs --set knows-weights=false, --set surrogate-draws=N (N >= 2) and "
                          f"--spread >= 2 (got knows-weights={cfg.attack.knows_weights}, "
                          f"surrogate-draws={cfg.attack.surrogate_draws}, --spread {args.spread})")
