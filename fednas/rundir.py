@@ -139,8 +139,9 @@ def federation_size(meta: Mapping[str, Any]) -> int | None:
     return size if isinstance(size, int) and not isinstance(size, bool) and size >= 1 else None
 
 
-# an absolute path in text: not the tail of a word, a URL or a relative path
-_ABSOLUTE = re.compile(r"(?<![\w.~/:\\…-])/(?:[\w.@+-]+/)*[\w.@+-]+/?")
+# an absolute path in text: not the tail of a word, a URL or a relative path; glob characters
+# (``*``, ``?``, ``[...]``) are part of a path, so a pattern such as ``amia/*/P32`` stays whole
+_ABSOLUTE = re.compile(r"(?<![\w.~/:\\…*?\]-])/(?:[\w.@+*?\[\]-]+/)*[\w.@+*?\[\]-]+/?")
 
 
 def portable_paths(text: str, root: str | Path) -> str:
