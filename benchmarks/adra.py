@@ -63,6 +63,8 @@ from fednas.config import parse_config, search_to_record
 from fednas.data import client_data, make_pools
 from fednas.federated import client_train, initial_arrays
 from fednas.memory import memory_warning
+from fednas.paradigms import paradigm_of
+from fednas.paradigms.federation import run_federation
 from fednas.overrides import dag_nodes_option, parse_overrides
 
 log = logging.getLogger(__name__)
@@ -72,12 +74,17 @@ EXPERIMENT = {"head": "flatten", "activation": "elu", "local-steps": 1, "alpha-b
 
 
 class Captures:
-    """Round-1 captures of clients 0..count-1 (a federation of ``count`` clients) and their
-    samples, built on first use and kept: a run whose budget ends early builds no more."""
+    """Round-``round`` captures of clients 0..count-1 (a federation of ``count`` clients) and their
+    samples, built on first use and kept: a run whose budget ends early builds no more.
 
-    def __init__(self, cfg: Any, count: int) -> None:
-        self.cfg, self.count = cfg, count
-        self.arrays = initial_arrays(cfg)
+    A later round (``round`` > 1) starts from the global arrays after ``round`` − 1 earlier rounds
+    of every client, each of ``warm_steps`` local steps (0: the run's ``local-steps``), FedAvg'd
+    as the server does: θ and α have moved, and θ_0 is no longer the client's θ.
+    """
+
+    def __init__(self, cfg: Any, count: int, round: int = 1, warm_steps: int = 0) -> None:
+        self.cfg, self.count, self.round = cfg, count, round
+        self.arrays = initial_arrays(cfg) if round == 1 else warm_arrays(cfg, count, round - 1, warm_steps)
         self.built: list[tuple[Capture, list[int]]] = []
 
     def __len__(self) -> int:
@@ -94,12 +101,22 @@ class Captures:
         cfg, arrays = self.cfg, self.arrays
         alpha = {k: v.numpy() for k, v in arrays.items() if k.startswith("alpha")}
         theta = {k: v.numpy() for k, v in arrays.items() if not k.startswith("alpha")}
-        reply = client_train(cfg, cfg.search, arrays, partition_id=pid, num_clients=self.count, server_round=1)
-        cap = Capture(id=f"r001-n{pid}", round=1, node_id=pid, partition_id=pid, alpha_t1=alpha,
+        r = self.round
+        reply = client_train(cfg, cfg.search, arrays, partition_id=pid, num_clients=self.count, server_round=r)
+        cap = Capture(id=f"r{r:03d}-n{pid}", round=r, node_id=pid, partition_id=pid, alpha_t1=alpha,
                       alpha_t2={k: v.numpy() for k, v in reply.arrays.items() if k.startswith("alpha")},
-                      theta_t1=theta, train_config={**search_to_record(cfg.search), "server-round": 1},
+                      theta_t1=theta, train_config={**search_to_record(cfg.search), "server-round": r},
                       metrics=dict(reply.metrics))
         return cap, list(reply.audit["alpha-indices"])
+
+
+def warm_arrays(cfg: Any, count: int, rounds: int, steps: int) -> dict[str, torch.Tensor]:
+    """The global arrays the server sends after ``rounds`` rounds of ``count`` clients, each of
+    ``steps`` local steps (0: the run's own), computed in this process as under Flower."""
+    warm = cfg.replace(num_server_rounds=rounds, **({"local_steps": steps} if steps else {}))
+    arrays = run_federation(warm, count)
+    model_arrays, state = paradigm_of(cfg).server_configure(cfg, rounds + 1, arrays)
+    return {k: torch.as_tensor(np.asarray(v)) for k, v in {**model_arrays, **state}.items()}
 
 
 def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: torch.device, label: str,
@@ -150,7 +167,8 @@ def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: to
         else:
             _score(out, rec, used, cap, split, x_all, y_all, oracle, cid)
             print(f"  {label} {cap.id}: {wall - trained:.1f} s wall, {cpu - trained_cpu:.1f} s CPU (capture; "
-                  f"{trained:.0f} s training), identified dataset {out['identified-dataset'][-len(used):]}, label "
+                  f"{trained:.0f} s training; the inverse's held-out label accuracy on its own pairs "
+                  f"{rec.details.get('inverse-val-label-acc', math.nan):.2f}), identified dataset {out['identified-dataset'][-len(used):]}, label "
                   f"{out['label'][-len(used):]}, PSNR {out['psnr'][-1]:.1f} dB; match {rec.match:.3g} (at the "
                   f"truth {out['truth-match'][-1]:.3g})", flush=True)
         b = max(1, int(cap.train_config.get("alpha-batch-size", 1)))
@@ -231,14 +249,14 @@ def run_nodes(nodes: int, args: argparse.Namespace, device: torch.device) -> lis
     """Rows of one P and one seed (``args.seed``): each solver, then (``args.nulls``) the nulls
     of the first solver's captures."""
     base = {**EXPERIMENT, "dataset": args.dataset, "dag-nodes": nodes, "seed": args.seed, "device": device.type,
-            **parse_overrides(args.set)}
+            "num-server-rounds": getattr(args, "round", 1), **parse_overrides(args.set)}
     cfg = parse_config(base)
     dataset, _ = client_data(cfg.data, cfg.run.seed, 0, args.captures)
     if device.type == "cpu" and (warning := memory_warning(cfg, dataset.spec, 1, psutil.virtual_memory().available)):
         log.warning("P=%d: %s", nodes, warning)  # the captures' local search comes first
     aux = make_pools(len(dataset), cfg.data, cfg.run.seed).aux
     knowledge = Knowledge(cfg, dataset.spec, dataset.x[aux].numpy(), dataset.y[aux].numpy())
-    caps = Captures(cfg, args.captures)
+    caps = Captures(cfg, args.captures, getattr(args, "round", 1), getattr(args, "warm_steps", 0))
     if getattr(args, "spread_only", False):
         return [spread_row(nodes, args, base, caps, knowledge, device)]
     rows = []
@@ -320,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spread", type=int, default=64,
                    help="with theta unknown (several draws): also measure how far delta-alpha moves across theta "
                         "draws against across this many aux images, per seed (0: off)")
+    p.add_argument("--round", type=int, default=1,
+                   help="attack this round's captures: the earlier rounds run first, every client, FedAvg'd")
+    p.add_argument("--warm-steps", type=int, default=0,
+                   help="local steps of each client in the rounds before --round (0: the run's local-steps)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a config key for the clients and the attack (repeatable), e.g. alpha-batch-size=8")
     p.add_argument("--merge", nargs="+", type=Path, default=[], metavar="JSON",
@@ -328,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="measure the theta spread (--spread images) of each seed's round and attack nothing; "
                         "needs --set knows-weights=false --set surrogate-draws=N with N >= 2")
     args = p.parse_args(argv)
+    if args.round < 1 or args.warm_steps < 0:
+        raise SystemExit(f"--round must be >= 1 and --warm-steps >= 0 (got {args.round}, {args.warm_steps})")
     if args.merge:
         return merge_main(args)
     if args.spread_only:
@@ -345,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         return publish(f"theta spread, {args.dataset}, seeds {seeds}, changed: {' '.join(args.set)}",
                        [*seed_spread_lines(rows), *spread_lines(rows)], "adra-spread", rows, record, args.results)
     return publish(f"ADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seeds {seeds}, "
+                   f"round {args.round}{f' after {args.warm_steps}-step rounds' if args.round > 1 and args.warm_steps else ''}, "
                    f"{device.type}, {args.threads} thread(s); changed: {' '.join(args.set) or 'nothing'}",
                    [report(rows, args.reference), *spread_lines(rows)], f"adra-{device.type}", rows, record,
                    args.results)

@@ -203,6 +203,36 @@ def test_adra_benchmark_says_what_the_attacker_knew_of_theta():
     assert "server θ_0" in report([{**row, "match": [None], "truth-match": [math.nan]}], "lm")
 
 
+def test_adra_benchmark_later_round_starts_from_the_fedavg_of_the_earlier_rounds():
+    import argparse
+
+    from benchmarks.adra import EXPERIMENT, Captures, run_nodes
+    from fednas.config import parse_config
+    from fednas.federated import client_train, initial_arrays
+
+    cfg = parse_config({**EXPERIMENT, "dataset": "digits", "dag-nodes": 2, "num-server-rounds": 2})
+    caps = Captures(cfg, 2, round=2, warm_steps=3)
+    # the reference: round 1 of both clients by hand, 3 local steps each, weighted by num-examples
+    warm = cfg.replace(local_steps=3, num_server_rounds=1)
+    replies = [client_train(warm, warm.search, initial_arrays(cfg), partition_id=i, num_clients=2, server_round=1)
+               for i in range(2)]
+    n = [float(r.metrics["num-examples"]) for r in replies]
+    for key, value in caps.arrays.items():
+        want = sum(w * torch.as_tensor(r.arrays[key]).double() for w, r in zip(n, replies)) / sum(n)
+        torch.testing.assert_close(value.double(), want, rtol=1e-5, atol=1e-6)
+    cap, _ = caps[1]
+    assert cap.round == 2 and cap.id == "r002-n1" and cap.train_config["server-round"] == 2
+    theta_0 = {k: v for k, v in initial_arrays(cfg).items() if not k.startswith("alpha")}
+    assert any(not torch.allclose(torch.as_tensor(cap.theta_t1[k]), theta_0[k]) for k in theta_0)  # θ has moved from θ_0
+
+    args = argparse.Namespace(dataset="digits", captures=1, solvers="lm", reference="lm", reference_iterations=0,
+                              seed=0, budget=0.0, round=2, warm_steps=3,
+                              set=["knows-weights=false", "theta-prior=init", "adra-iterations=2", "adra-restarts=1"])
+    (row,) = run_nodes(2, args, torch.device("cpu"))
+    assert row["theta"] == ["server θ_0 (prior: round 2)"]
+    assert row["truth-match"][0] > 1e-6  # θ_0 is no longer the client's θ: the replay is off at the truth
+
+
 def test_adra_benchmark_measures_theta_spread_when_theta_is_unknown():
     import argparse
 
