@@ -18,7 +18,7 @@ from attacks.adra.inverse import MAX_PERMUTED_BATCH, solve_inverse
 from attacks.adra.paper import paper_optimizer, solve_paper
 from attacks.adra.solver import Problem, Report, solve_strong, strong_optimizer
 from attacks.adra.surfaces import NoArchitectureGradient, attack_surface
-from attacks.adra.theta import attacker_theta, searches_supernet, theta_path
+from attacks.adra.theta import attacker_theta, sampled_theta_paths, searches_supernet, theta_path
 from attacks.adra.report import ADRAReport
 from attacks.base import Attack, Knowledge, Reconstruction
 from fednas.captures import Capture, missing_client_settings
@@ -155,11 +155,15 @@ class ADRA(Attack):
         alpha_t1 = {k: torch.as_tensor(v) for k, v in capture.alpha_t1.items()}
         moved = self._moves_theta(knowledge, proc)
         thetas = theta.thetas
-        if moved:  # θ at each local step, every draw
+        if moved:  # θ at each local step, every draw (sampled: theta-paths paths per draw)
             aux_x, aux_y = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels).long()
-            thetas = [t for th in theta.thetas for t in theta_path(cfg, knowledge.spec, search, alpha_t1, th,
-                                                                  proc.steps, aux_x, aux_y,
-                                                                  self._round_seed(capture))]
+            args = (cfg, knowledge.spec, search, alpha_t1)
+            rest = (proc.steps, aux_x, aux_y, self._round_seed(capture))
+            if self.s.theta_between_steps == "sampled":
+                paths = [p for th in theta.thetas for p in sampled_theta_paths(*args, th, *rest, self.s.theta_paths)]
+            else:
+                paths = [theta_path(*args, th, *rest) for th in theta.thetas]
+            thetas = [t for path in paths for t in path]
         victim = surface.victim(alpha_t1, thetas, search.alpha_l2, device)
         if moved:
             victim.per_step(proc.steps)
@@ -173,9 +177,9 @@ class ADRA(Attack):
         return problem, {"theta-knowledge": theta.knowledge, "fidelity": how, "distance": distance}
 
     def _moves_theta(self, knowledge: Knowledge, proc: AlphaProcedure) -> bool:
-        """Whether the replay moves θ between unrolled α steps (``theta-between-steps = aux``):
+        """Whether the replay moves θ between unrolled α steps (``theta-between-steps`` aux or sampled):
         this project's supernet (a paradigm that searches it), an aux pool, and more than one step modelled."""
-        return (proc.steps > 1 and self.s.theta_between_steps == "aux" and knowledge.aux_images is not None
+        return (proc.steps > 1 and self.s.theta_between_steps != "held" and knowledge.aux_images is not None
                 and knowledge.target is None and searches_supernet(knowledge.config))
 
     def _one(self, capture: Capture, knowledge: Knowledge, t0: float) -> Reconstruction:
@@ -255,6 +259,10 @@ def fidelity(settings: Any, search: Any, proc: AlphaProcedure, steps: int, moved
         return f"approximate: paper mode reads {steps} {search.alpha_optimizer} step(s) as one SGD step"
     if proc.steps < steps:
         return f"approximate: {steps} local steps read as one (adra-unroll = false)"
+    if steps > 1 and moved and settings.theta_between_steps == "sampled":
+        return ("approximate: theta moves between the client's alpha steps (theta steps on its D^theta batches); "
+                f"the replay draws {settings.theta_paths} paths, each step the client's theta optimizer on a random "
+                "aux batch")
     if steps > 1 and moved:
         return ("approximate: theta moves between the client's alpha steps (theta steps on its D^theta batches); "
                 "the replay moves it by the client's theta optimizer on the aux pool's mean gradient")

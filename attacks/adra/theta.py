@@ -96,6 +96,31 @@ def shadow_theta(config: Any, spec: Any, search: Any, alpha: dict[str, torch.Ten
     return {n: p.detach().clone() for n, p in model.named_weight_parameters()}
 
 
+def _walk(config: Any, spec: Any, search: Any, alpha: dict[str, torch.Tensor], theta: ThetaDict, steps: int,
+          gradient: Callable[[torch.nn.Module, list[torch.Tensor]], Sequence[torch.Tensor]]) -> list[ThetaDict]:
+    """θ at each of ``steps`` α steps: ``theta``, then moved by the client's θ optimizer (SGD with
+    momentum, weight decay, clipping) on ``gradient(model, weights)`` before each further step."""
+    model = build_supernet(config.space, spec, config.run.seed)
+    model.load_arrays(alpha)
+    named = model.named_weight_parameters()
+    with torch.no_grad():
+        for n, p in named:
+            p.copy_(torch.as_tensor(theta[n], dtype=p.dtype))
+    model.train()
+    weights = [p for _, p in named]
+    opt = torch.optim.SGD(weights, lr=search.theta_lr, momentum=search.theta_momentum,
+                          weight_decay=search.theta_weight_decay)
+    path = [{n: p.detach().clone() for n, p in named}]
+    for _ in range(steps - 1):
+        for p, g in zip(weights, gradient(model, weights)):
+            p.grad = g
+        if search.theta_grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(weights, search.theta_grad_clip)
+        opt.step()
+        path.append({n: p.detach().clone() for n, p in named})
+    return path
+
+
 def theta_path(config: Any, spec: Any, search: Any, alpha: dict[str, torch.Tensor], theta: ThetaDict, steps: int,
                aux_x: torch.Tensor, aux_y: torch.Tensor, seed: int) -> list[ThetaDict]:
     """θ at each of the client's ``steps`` α steps: ``theta`` first, then moved by the client's θ
@@ -106,34 +131,39 @@ def theta_path(config: Any, spec: Any, search: Any, alpha: dict[str, torch.Tenso
     its batches) is the expected step on such a batch: a population estimate, from up to
     ``PATH_IMAGES`` seeded aux images. α is held at ``alpha``.
     """
-    model = build_supernet(config.space, spec, config.run.seed)
-    model.load_arrays(alpha)
-    named = model.named_weight_parameters()
-    with torch.no_grad():
-        for n, p in named:
-            p.copy_(torch.as_tensor(theta[n], dtype=p.dtype))
-    model.train()
-    weights = [p for _, p in named]
     if len(aux_x) > PATH_IMAGES:
         keep = torch.randperm(len(aux_x), generator=torch.Generator().manual_seed(seed))[:PATH_IMAGES]
         aux_x, aux_y = aux_x[keep], aux_y[keep]
-    opt = torch.optim.SGD(weights, lr=search.theta_lr, momentum=search.theta_momentum,
-                          weight_decay=search.theta_weight_decay)
-    path = [{n: p.detach().clone() for n, p in named}]
     size = max(1, int(search.batch_size))
-    for _ in range(steps - 1):
+
+    def mean_gradient(model: torch.nn.Module, weights: list[torch.Tensor]) -> list[torch.Tensor]:
         total = [torch.zeros_like(p) for p in weights]
         for i in range(0, len(aux_x), size):  # batches of the client's size: its BatchNorm statistics
-            xb, yb = aux_x[i : i + size], aux_y[i : i + size]
-            loss = F.cross_entropy(model(xb), yb, reduction="sum") / len(aux_x)
+            loss = F.cross_entropy(model(aux_x[i : i + size]), aux_y[i : i + size], reduction="sum") / len(aux_x)
             total = [t + g for t, g in zip(total, torch.autograd.grad(loss, weights))]
-        for p, g in zip(weights, total):
-            p.grad = g
-        if search.theta_grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(weights, search.theta_grad_clip)
-        opt.step()
-        path.append({n: p.detach().clone() for n, p in named})
-    return path
+        return total
+
+    return _walk(config, spec, search, alpha, theta, steps, mean_gradient)
+
+
+def sampled_theta_paths(config: Any, spec: Any, search: Any, alpha: dict[str, torch.Tensor], theta: ThetaDict,
+                        steps: int, aux_x: torch.Tensor, aux_y: torch.Tensor, seed: int,
+                        draws: int) -> list[list[ThetaDict]]:
+    """``draws`` paths of θ over the client's ``steps`` α steps, each moved as the client moves
+    it: one θ step on a random aux batch of the client's ``batch-size`` between two α steps.
+
+    Where :func:`theta_path` takes the expected step, these paths draw the batch, so the
+    spread of the client's own path (its D^θ batches are unknown) is in them: an inverse
+    trained across them learns what survives not knowing the batches. α is held at ``alpha``.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    size = min(max(1, int(search.batch_size)), len(aux_x))
+
+    def batch_gradient(model: torch.nn.Module, weights: list[torch.Tensor]) -> Sequence[torch.Tensor]:
+        idx = torch.randperm(len(aux_x), generator=gen)[:size]
+        return torch.autograd.grad(F.cross_entropy(model(aux_x[idx]), aux_y[idx]), weights)
+
+    return [_walk(config, spec, search, alpha, theta, steps, batch_gradient) for _ in range(draws)]
 
 
 PATH_IMAGES = 256  # aux images whose mean gradient moves θ between α steps

@@ -50,8 +50,13 @@ KEYS: tuple[Key, ...] = (
     _k("theta-between-steps", "aux",
        "strong, several local steps: how the replay moves theta between the client's alpha steps (the client's "
        "theta steps on D^theta batches the attacker never sees): aux (the client's theta optimizer on the aux "
-       "pool's mean gradient, a stand-in for its batches) or held (theta_t1 throughout).",
-       choices=("aux", "held")),
+       "pool's mean gradient, a stand-in for its batches), sampled (theta-paths paths, each theta step on a random "
+       "aux batch of the client's batch-size: the spread of the client's own path) or held (theta_t1 throughout).",
+       choices=("aux", "sampled", "held")),
+    _k("theta-paths", 8,
+       "theta-between-steps = sampled: theta paths drawn per theta belief (the match averages over them, the "
+       "learned inverse trains across them).",
+       check=positive, rule="> 0"),
     _k("surrogate-draws", 1,
        "theta draws whose matching losses are averaged when theta is not known (surrogate: independent draws; "
        "shadow: trajectories on different aux batches).",

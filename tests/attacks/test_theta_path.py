@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from attacks.adra.attack import ADRA
 from attacks.adra.solver import match_at
-from attacks.adra.theta import PATH_IMAGES, server_init_theta, theta_path
+from attacks.adra.theta import PATH_IMAGES, sampled_theta_paths, server_init_theta, theta_path
 from attacks.adra.victim import Victim
 from attacks.base import Knowledge
 from fednas.config import parse_config
@@ -95,3 +95,44 @@ def test_moving_theta_between_adam_steps_brings_the_truth_nearer_its_capture(set
             shape = (problem.steps, problem.batch, *problem.image_shape)
             out.append(match_at(problem, data.x[used].reshape(shape), data.y[used].reshape(shape[:2])))
     assert all(m < h for m, h in zip(moved, held)), (moved, held)
+
+
+def test_sampled_paths_take_the_clients_theta_step_on_one_random_aux_batch_each(setup):
+    cfg, _, _, knowledge = setup
+    s = cfg.search
+    model = build_supernet(cfg.space, SPEC, cfg.run.seed)
+    alpha = {k: v.clone() for k, v in model.arch_state().items()}
+    theta0 = server_init_theta(cfg, SPEC)
+    ax, ay = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels)
+    paths = sampled_theta_paths(cfg, SPEC, s, alpha, theta0, 3, ax, ay, seed=5, draws=2)
+    assert len(paths) == 2 and all(len(p) == 3 for p in paths)
+    # reference: the client's loop written out, its D^θ batches drawn from the aux pool by the same generator
+    gen = torch.Generator().manual_seed(5)
+    for path in paths:
+        model = build_supernet(cfg.space, SPEC, cfg.run.seed)
+        model.load_arrays(alpha)
+        model.train()
+        named = model.named_weight_parameters()
+        weights = [p for _, p in named]
+        opt = torch.optim.SGD(weights, lr=s.theta_lr, momentum=s.theta_momentum, weight_decay=s.theta_weight_decay)
+        assert all(torch.equal(path[0][n], theta0[n]) for n in theta0)
+        for k in (1, 2):
+            idx = torch.randperm(len(ax), generator=gen)[:s.batch_size]
+            g = torch.autograd.grad(F.cross_entropy(model(ax[idx]), ay[idx]), weights)
+            for p, gp in zip(weights, g):
+                p.grad = gp
+            if s.theta_grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(weights, s.theta_grad_clip)
+            opt.step()
+            for n, p in named:
+                assert torch.allclose(path[k][n], p.detach(), rtol=1e-4, atol=1e-6), (k, n)
+    assert any(not torch.equal(paths[0][2][n], paths[1][2][n]) for n in theta0)  # the batches differ
+
+
+def test_sampled_paths_are_the_victims_draws_and_the_report_says_so(setup):
+    cfg, data, split, knowledge = setup
+    cap, _ = make_capture(cfg, data, split, seed=0)
+    run = parse_config({**BASE, "theta-between-steps": "sampled", "theta-paths": 3})
+    problem, known = ADRA(run.attack).problem(cap, dataclasses.replace(knowledge, config=run))
+    assert (problem.victim.draws, problem.victim.steps) == (3, 3)
+    assert "draws 3 paths" in known["fidelity"]
