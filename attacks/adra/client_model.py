@@ -7,8 +7,9 @@ steps, B. ADRA in strong mode replays exactly that, step after step, on K dummy 
 so that the predicted Δα is comparable to the observed one whatever the optimizer. θ between the client's α steps
 moves by θ steps on data the attacker never sees: the victim holds one θ per step, moved
 by the client's θ optimizer on the aux pool's mean gradient (``theta.theta_path``,
-``theta-between-steps = "aux"``), or θ_t1 throughout (``held``). That is the one
-approximation left; one local step is exact.
+``theta-between-steps = "aux"``), on random aux batches of the client's size, several
+paths (``theta.sampled_theta_paths``, ``sampled``), or θ_t1 throughout (``held``). That is
+the one approximation left; one local step is exact.
 
 Adam's first step is lr·g/(|g| + ε): a sign, whose derivative is zero. The replay
 replaces ε by ``temperature`` × the mean |g| of the dummy's own gradient, a smooth sign
