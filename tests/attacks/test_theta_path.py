@@ -34,13 +34,27 @@ def setup():
     return cfg, data, split, Knowledge(cfg, SPEC, data.x[aux].numpy(), data.y[aux].numpy())
 
 
+def _path_inputs(cfg, knowledge):
+    """The supernet at its seeded start, its α, θ_0 and the aux pool as tensors."""
+    model = build_supernet(cfg.space, SPEC, cfg.run.seed)
+    alpha = {k: v.clone() for k, v in model.arch_state().items()}
+    return (model, alpha, server_init_theta(cfg, SPEC), torch.as_tensor(knowledge.aux_images),
+            torch.as_tensor(knowledge.aux_labels))
+
+
+def _client_theta_step(weights, grads, opt, s) -> None:
+    """The client's θ step as fednas.search takes it: set the gradients, clip, step."""
+    for p, g in zip(weights, grads):
+        p.grad = g
+    if s.theta_grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(weights, s.theta_grad_clip)
+    opt.step()
+
+
 def test_the_path_takes_the_clients_theta_steps_on_the_aux_pools_mean_batch_gradient(setup):
     cfg, _, _, knowledge = setup
     s = cfg.search
-    model = build_supernet(cfg.space, SPEC, cfg.run.seed)
-    alpha = {k: v.clone() for k, v in model.arch_state().items()}
-    theta0 = server_init_theta(cfg, SPEC)
-    ax, ay = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels)
+    model, alpha, theta0, ax, ay = _path_inputs(cfg, knowledge)
     path = theta_path(cfg, SPEC, s, alpha, theta0, 3, ax, ay, seed=0)
     assert len(path) == 3 and all(torch.equal(path[0][n], theta0[n]) for n in theta0)
     # reference: the same steps written out, each gradient the size-weighted mean over client-sized batches
@@ -55,11 +69,7 @@ def test_the_path_takes_the_clients_theta_steps_on_the_aux_pools_mean_batch_grad
             xb, yb = ax[i : i + s.batch_size], ay[i : i + s.batch_size]
             g = torch.autograd.grad(F.cross_entropy(model(xb), yb), weights)
             grads = [a + len(xb) / len(ax) * b for a, b in zip(grads, g)]
-        for p, g in zip(weights, grads):
-            p.grad = g
-        if s.theta_grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(weights, s.theta_grad_clip)
-        opt.step()
+        _client_theta_step(weights, grads, opt, s)
         for n, p in named:
             assert torch.allclose(path[k][n], p.detach(), rtol=1e-4, atol=1e-6), (k, n)
     assert any(not torch.equal(path[1][n], path[0][n]) for n in theta0)
@@ -100,10 +110,7 @@ def test_moving_theta_between_adam_steps_brings_the_truth_nearer_its_capture(set
 def test_sampled_paths_take_the_clients_theta_step_on_one_random_aux_batch_each(setup):
     cfg, _, _, knowledge = setup
     s = cfg.search
-    model = build_supernet(cfg.space, SPEC, cfg.run.seed)
-    alpha = {k: v.clone() for k, v in model.arch_state().items()}
-    theta0 = server_init_theta(cfg, SPEC)
-    ax, ay = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels)
+    model, alpha, theta0, ax, ay = _path_inputs(cfg, knowledge)
     paths = sampled_theta_paths(cfg, SPEC, s, alpha, theta0, 3, ax, ay, seed=5, draws=2)
     assert len(paths) == 2 and all(len(p) == 3 for p in paths)
     # reference: the client's loop written out, its D^θ batches drawn from the aux pool by the same generator
@@ -119,11 +126,7 @@ def test_sampled_paths_take_the_clients_theta_step_on_one_random_aux_batch_each(
         for k in (1, 2):
             idx = torch.randperm(len(ax), generator=gen)[:s.batch_size]
             g = torch.autograd.grad(F.cross_entropy(model(ax[idx]), ay[idx]), weights)
-            for p, gp in zip(weights, g):
-                p.grad = gp
-            if s.theta_grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(weights, s.theta_grad_clip)
-            opt.step()
+            _client_theta_step(weights, g, opt, s)
             for n, p in named:
                 assert torch.allclose(path[k][n], p.detach(), rtol=1e-4, atol=1e-6), (k, n)
     assert any(not torch.equal(paths[0][2][n], paths[1][2][n]) for n in theta0)  # the batches differ
