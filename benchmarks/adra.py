@@ -23,6 +23,9 @@ client procedure), ``knows-weights=false theta-prior=init`` or ``surrogate-draws
 several samples per capture each is scored (reconstructions matched to the step's samples
 by least MSE, as the leakage report does) and the rates count samples.
 
+``--round R`` attacks round R's captures after R − 1 warm-up rounds of every client
+(``--warm-steps`` local steps each), FedAvg'd; the warm-up's arrays are cached (``warm_arrays``).
+
 ``--spread-only`` (θ unknown: ``--set knows-weights=false --set surrogate-draws=N``) attacks
 nothing and trains nothing: per seed it builds the captures' round and measures how far
 Δα's unit direction moves across θ draws against across ``--spread`` aux images, and whether
@@ -51,7 +54,8 @@ import torch
 from attacks import metrics as M
 from attacks.adra.attack import ADRA
 from attacks.adra.client_model import CaptureError
-from attacks.adra.pairs import theta_spread
+from attacks.adra.inverse import default_cache_dir, exclusive_lock, save_atomic
+from attacks.adra.pairs import digest, theta_spread
 from attacks.adra.solver import match_at
 from attacks.base import Knowledge
 from attacks.nulls import NULL_KINDS, null_reconstruction
@@ -59,7 +63,7 @@ from attacks.report import pairs_by_step
 from benchmarks.adra_table import load_merged, merge_seeds, report, spread_lines
 from benchmarks.common import RESULTS, machine, resolve_device, timed, write_results
 from fednas.captures import Capture
-from fednas.config import parse_config, search_to_record
+from fednas.config import GROUP_KEYS, parse_config, search_to_record
 from fednas.data import client_data, make_pools
 from fednas.federated import client_train, initial_arrays
 from fednas.memory import memory_warning
@@ -69,6 +73,7 @@ from fednas.overrides import dag_nodes_option, parse_overrides
 
 log = logging.getLogger(__name__)
 
+WARM_VERSION = 1  # bump when the warm-up rounds change meaning: old cached arrays are then never read
 EXPERIMENT = {"head": "flatten", "activation": "elu", "local-steps": 1, "alpha-batch-size": 1,
               "alpha-optimizer": "sgd", "num-server-rounds": 1}
 
@@ -110,13 +115,33 @@ class Captures:
         return cap, list(reply.audit["alpha-indices"])
 
 
-def warm_arrays(cfg: Any, count: int, rounds: int, steps: int) -> dict[str, torch.Tensor]:
+def warm_arrays(cfg: Any, count: int, rounds: int, steps: int,
+                cache: Path | None = None) -> dict[str, torch.Tensor]:
     """The global arrays the server sends after ``rounds`` rounds of ``count`` clients, each of
-    ``steps`` local steps (0: the run's own), computed in this process as under Flower."""
+    ``steps`` local steps (0: the run's own), computed in this process as under Flower.
+
+    They are kept in the ADRA cache (``cache``, else ``attacks.adra.inverse.default_cache_dir``)
+    under a key of every setting that shapes the federation (all but the attack's and AMIA's
+    keys), ``count`` and ``rounds``: the processes of one seed (θ_0 and the wire reference, one
+    seed a process) run the warm-up rounds once, and one waits while another computes them.
+    """
     warm = cfg.replace(num_server_rounds=rounds, **({"local_steps": steps} if steps else {}))
-    arrays = run_federation(warm, count)
-    model_arrays, state = paradigm_of(cfg).server_configure(cfg, rounds + 1, arrays)
-    return {k: torch.as_tensor(np.asarray(v)) for k, v in {**model_arrays, **state}.items()}
+    path = (cache or default_cache_dir()) / f"warm-{warm_key(warm, count)[:24]}.pt"
+    with exclusive_lock(path.with_suffix(".lock")):
+        if path.exists():
+            return torch.load(path, weights_only=True)
+        arrays = run_federation(warm, count)
+        model_arrays, state = paradigm_of(cfg).server_configure(cfg, rounds + 1, arrays)
+        out = {k: torch.as_tensor(np.asarray(v)) for k, v in {**model_arrays, **state}.items()}
+        save_atomic(out, path)
+        return out
+
+
+def warm_key(warm: Any, count: int) -> str:
+    """The warm-up's cache key: the federation's settings (the attack's and AMIA's keys left
+    out: they change no client's training) and the number of clients."""
+    skip = {key.name for group in ("attack", "amia") for key in GROUP_KEYS[group]}
+    return digest(WARM_VERSION, sorted((k, v) for k, v in warm.flat().items() if k not in skip), count)
 
 
 def attack_all(cfg: Any, caps: Captures | list, knowledge: Knowledge, device: torch.device, label: str,

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.adra.inverse import InverseCache, _exclusive, _save, default_cache_dir, invert, polish, settings_of
+from attacks.adra.inverse import InverseCache, exclusive_lock, save_atomic, default_cache_dir, invert, polish, settings_of
 from attacks.adra.pairs import Augment, digest
 
 log = logging.getLogger(__name__)
@@ -114,14 +114,14 @@ def cached_prior(aux_x: torch.Tensor, settings: PriorSettings, root: str | Path 
     """The VAE for these aux images and settings: from the cache (``$FEDNAS_CACHE``), else trained and stored."""
     key = digest(VERSION, aux_x, settings.training())
     path = (Path(root) if root else default_cache_dir()) / f"prior-{key[:24]}.pt"
-    with _exclusive(path.with_suffix(".lock")):
+    with exclusive_lock(path.with_suffix(".lock")):
         if path.exists():
             saved = torch.load(path, weights_only=True)
             vae = ImageVAE(tuple(aux_x.shape[1:]), settings.latent, settings.hidden)
             vae.load_state_dict(saved["state"])
             return vae.eval(), {**saved["figures"], "cached": 1.0}
         vae, figures = train_prior(aux_x, settings)
-        _save({"state": vae.state_dict(), "figures": figures}, path)
+        save_atomic({"state": vae.state_dict(), "figures": figures}, path)
         log.info("generative prior trained (%d aux images, %.0f s): %s", len(aux_x), figures["train-seconds"], path)
         return vae, {**figures, "cached": 0.0}
 

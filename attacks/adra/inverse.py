@@ -143,7 +143,7 @@ def train_inverse(pairs: Pairs, steps: int, batch: int, image_shape: tuple[int, 
                  "train-cpu-seconds": time.process_time() - c0, "pairs": len(pairs)}
 
 
-def _save(obj, path: Path) -> None:
+def save_atomic(obj, path: Path) -> None:
     """Atomically (``fednas.rundir.atomic_write_bytes``): a reader finds the whole file or none."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
@@ -151,7 +151,7 @@ def _save(obj, path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _exclusive(path: Path):
+def exclusive_lock(path: Path):
     """Hold an exclusive lock on ``path`` (created): the attack's worker processes reading
     captures of one round wait for the one that trains its inverse, then read the cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +188,7 @@ class InverseCache:
         nkey = self.net_key(pkey, settings)
         shape = (problem.steps, problem.batch, problem.image_shape, problem.classes)
         net_path = self.root / f"inverse-{nkey[:24]}.pt"
-        with _exclusive(self.root / f"inverse-{nkey[:24]}.lock"):
+        with exclusive_lock(self.root / f"inverse-{nkey[:24]}.lock"):
             return self._inverse(problem, aux_x, aux_y, settings, pkey, net_path, shape)
 
     def _inverse(self, problem, aux_x, aux_y, settings: InverseSettings, pkey: str, net_path: Path,
@@ -201,7 +201,7 @@ class InverseCache:
         pairs = self._pairs(problem, aux_x, aux_y, settings, pkey)
         net, figures = train_inverse(pairs, *shape, settings)
         figures = {**figures, "pair-seconds": pairs.seconds, "pair-cpu-seconds": pairs.cpu_seconds}
-        _save({"state": net.state_dict(), "n-features": pairs.features.shape[1], "figures": figures}, net_path)
+        save_atomic({"state": net.state_dict(), "n-features": pairs.features.shape[1], "figures": figures}, net_path)
         log.info("learned inverse trained (%d pairs in %.0f s, training %.0f s): %s", len(pairs), pairs.seconds,
                  figures["train-seconds"], net_path)
         return net.eval(), {**figures, "cached": 0.0}
@@ -216,7 +216,7 @@ class InverseCache:
         gen = torch.Generator().manual_seed(settings.seed)
         pairs = make_pairs(problem, aux_x, aux_y, settings.pairs, gen, settings.augmentation())
         pairs.seconds, pairs.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-        _save({"features": pairs.features, "images": pairs.images, "labels": pairs.labels, "seconds": pairs.seconds,
+        save_atomic({"features": pairs.features, "images": pairs.images, "labels": pairs.labels, "seconds": pairs.seconds,
                "cpu-seconds": pairs.cpu_seconds}, path)
         return pairs
 

@@ -203,7 +203,7 @@ def test_adra_benchmark_says_what_the_attacker_knew_of_theta():
     assert "server θ_0" in report([{**row, "match": [None], "truth-match": [math.nan]}], "lm")
 
 
-def test_adra_benchmark_later_round_starts_from_the_fedavg_of_the_earlier_rounds():
+def test_adra_benchmark_later_round_starts_from_the_fedavg_of_the_earlier_rounds(monkeypatch):
     import argparse
 
     from benchmarks.adra import EXPERIMENT, Captures, run_nodes
@@ -220,6 +220,19 @@ def test_adra_benchmark_later_round_starts_from_the_fedavg_of_the_earlier_rounds
     for key, value in caps.arrays.items():
         want = sum(w * torch.as_tensor(r.arrays[key]).double() for w, r in zip(n, replies)) / sum(n)
         torch.testing.assert_close(value.double(), want, rtol=1e-5, atol=1e-6)
+    # the warm-up rounds are cached: another process of the seed with other attack settings reads them
+    import benchmarks.adra as bench
+
+    def no_federation(*a, **k):
+        raise AssertionError("the cached warm-up arrays should have been read")
+
+    monkeypatch.setattr(bench, "run_federation", no_federation)
+    again = Captures(cfg.replace(knows_weights=False, theta_prior="init"), 2, round=2, warm_steps=3)
+    for key, value in caps.arrays.items():
+        torch.testing.assert_close(again.arrays[key], value, rtol=0, atol=0)
+    with pytest.raises(AssertionError, match="cached warm-up"):  # a changed client setting is a new key
+        Captures(cfg.replace(alpha_lr=1e-3), 2, round=2, warm_steps=3)
+    monkeypatch.undo()
     cap, _ = caps[1]
     assert cap.round == 2 and cap.id == "r002-n1" and cap.train_config["server-round"] == 2
     theta_0 = {k: v for k, v in initial_arrays(cfg).items() if not k.startswith("alpha")}
@@ -231,6 +244,18 @@ def test_adra_benchmark_later_round_starts_from_the_fedavg_of_the_earlier_rounds
     (row,) = run_nodes(2, args, torch.device("cpu"))
     assert row["theta"] == ["server θ_0 (prior: round 2)"]
     assert row["truth-match"][0] > 1e-6  # θ_0 is no longer the client's θ: the replay is off at the truth
+
+
+def test_warm_key_changes_with_the_federation_not_with_the_attack():
+    from benchmarks.adra import EXPERIMENT, warm_key
+    from fednas.config import parse_config
+
+    cfg = parse_config({**EXPERIMENT, "dataset": "digits", "dag-nodes": 2})
+    key = warm_key(cfg, 2)
+    assert warm_key(cfg.replace(knows_weights=False, surrogate_draws=4), 2) == key
+    assert warm_key(cfg, 3) != key
+    for change in ({"alpha_lr": 1e-3}, {"local_steps": 2}, {"seed": 1}, {"num_server_rounds": 2}):
+        assert warm_key(cfg.replace(**change), 2) != key, change
 
 
 def test_adra_benchmark_measures_theta_spread_when_theta_is_unknown():
