@@ -30,9 +30,11 @@ NORM_FLOOR = 1e-30  # a saturated sample has no loss gradient: its unit directio
 
 @dataclass(frozen=True)
 class Augment:
-    """Random affine moves of the attacker's images (pixels, degrees, relative scale)."""
+    """Random affine moves of the attacker's images: shift as a fraction of the image's side
+    (2 px at 28×28; a fixed pixel count would move an 8×8 digit by a quarter of its frame),
+    rotation in degrees, relative scale."""
 
-    shift: float = 2.0
+    shift: float = 2 / 28
     rotate: float = 12.0
     scale: float = 0.1
 
@@ -40,11 +42,11 @@ class Augment:
         """Moved copies of images x (N, C, H, W); zero moves return x unchanged."""
         if self.shift == 0 and self.rotate == 0 and self.scale == 0:
             return x
-        n, _, h, w = x.shape
+        n = len(x)
         u = lambda: 2 * torch.rand(n, generator=generator) - 1  # noqa: E731 - one uniform draw per image
         angle = u() * math.radians(self.rotate)
         s = 1 + u() * self.scale
-        tx, ty = u() * self.shift * 2 / w, u() * self.shift * 2 / h  # pixels in grid units ([-1, 1] spans the image)
+        tx, ty = u() * self.shift * 2, u() * self.shift * 2  # grid units: [-1, 1] spans the image
         cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
         theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
         grid = F.affine_grid(theta.to(x), list(x.shape), align_corners=False)

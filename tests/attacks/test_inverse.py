@@ -98,6 +98,23 @@ def test_augment_keeps_images_in_the_box_and_moves_them():
     assert torch.equal(Augment(0, 0, 0).apply(x, torch.Generator()), x)
 
 
+@pytest.mark.parametrize("side", [8, 28])
+def test_augment_shift_is_a_fraction_of_the_side(side):
+    # a wide smooth blob in the middle: its centroid moves as the image does
+    r = torch.arange(side, dtype=torch.float32) - (side - 1) / 2
+    blob = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * (side / 8) ** 2))
+    x = blob.expand(256, 1, side, side).clone()
+    moved = Augment(shift=0.1, rotate=0, scale=0).apply(x, torch.Generator().manual_seed(0))
+
+    def centroid(im):
+        w = im[:, 0]
+        return torch.stack([(w.sum(2) * r).sum(1), (w.sum(1) * r).sum(1)], 1) / w.sum((1, 2))[:, None]
+
+    move = (centroid(moved) - centroid(x)).abs()
+    assert float(move.max()) <= 0.1 * side + 0.05  # at most a tenth of the side, at any size
+    assert float(move.max()) >= 0.08 * side  # and the draws reach near it
+
+
 def test_the_set_loss_takes_the_best_assignment_within_a_step():
     x = torch.rand(1, 1, 2, 1, 4, 4)
     y = torch.tensor([[[0, 1]]])
