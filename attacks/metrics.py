@@ -96,6 +96,24 @@ def rank(image: np.ndarray, pool: np.ndarray, true: int) -> int:
     return int((d < d[true]).sum()) + 1
 
 
+def nearest_other_psnr(pool: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Per image of ``pool`` (N, ...), the PSNR of the nearest other image of the pool.
+
+    How close a reconstruction must come before "identified in the whole dataset" can hold:
+    a read farther from its sample than the sample's nearest rival may land nearer the rival.
+    Exact duplicates give the PSNR floor's value (100 dB).
+    """
+    flat = pool.reshape(len(pool), -1).astype(np.float64)
+    sq = (flat**2).sum(1)
+    best = np.empty(len(flat))
+    for start in range(0, len(flat), chunk):
+        rows = slice(start, start + chunk)
+        d = sq[rows, None] + sq[None, :] - 2.0 * flat[rows] @ flat.T  # squared distances, one block
+        d[np.arange(d.shape[0]), np.arange(start, start + d.shape[0])] = np.inf  # not the image itself
+        best[rows] = np.maximum(d.min(1), 0.0) / flat.shape[1]
+    return np.array([psnr(m) for m in best])
+
+
 def is_success(identified: bool, oracle_correct: bool, ssim_value: float) -> bool:
     """The success rule: identified, or the oracle's label is right and ssim >= 0.3."""
     return bool(identified or (oracle_correct and math.isfinite(ssim_value) and ssim_value >= SUCCESS_SSIM))

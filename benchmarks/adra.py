@@ -396,8 +396,20 @@ def main(argv: list[str] | None = None) -> int:
     return publish(f"ADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seeds {seeds}, "
                    f"round {args.round}{f' after {args.warm_steps}-step rounds' if args.round > 1 and args.warm_steps else ''}, "
                    f"{device.type}, {args.threads} thread(s); changed: {' '.join(args.set) or 'nothing'}",
-                   [report(rows, args.reference), *spread_lines(rows)], f"adra-{device.type}", rows, record,
-                   args.results)
+                   [report(rows, args.reference), *spread_lines(rows), rival_line(record, args, seeds[0])],
+                   f"adra-{device.type}", rows, record, args.results)
+
+
+def rival_line(record: dict[str, Any], args: argparse.Namespace, seed: int) -> str:
+    """How near a read must come for the whole-dataset check: each image's nearest other image
+    in the dataset (``attacks.metrics.nearest_other_psnr``), summarised into ``record`` and a line."""
+    cfg = parse_config({**EXPERIMENT, "dataset": args.dataset, "seed": seed, **parse_overrides(args.set)})
+    dataset, _ = client_data(cfg.data, cfg.run.seed, 0, args.captures)
+    rival = M.nearest_other_psnr(dataset.x.numpy())
+    q10, q50, q90 = (float(np.percentile(rival, q)) for q in (10, 50, 90))
+    record["nearest-other-psnr"] = {"images": len(rival), "median": q50, "q10": q10, "q90": q90}
+    return (f"whole-dataset check over {len(rival)} images: an image's nearest other image is at PSNR {q50:.1f} dB "
+            f"(median; 10-90 %: {q10:.1f}-{q90:.1f}); a read much farther than that from its sample rarely lands on it")
 
 
 def publish(header: str, lines: list[str], kind: str, rows: list[dict[str, Any]], record: dict[str, Any],

@@ -49,8 +49,9 @@ def merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 
-# settings that may differ between the files --merge joins (everything else must match)
-MERGE_FREE = frozenset({"seed", "seeds", "results", "budget", "threads", "merge"})
+# what may differ between the files --merge joins (everything else must match); the rival
+# figure is the dataset's, not a setting, and older files lack it
+MERGE_FREE = frozenset({"seed", "seeds", "results", "budget", "threads", "merge", "nearest-other-psnr"})
 
 
 

@@ -109,3 +109,16 @@ def test_oracle_classifies_digits_it_never_saw():
     x, y = (d.images / 16.0)[:, None], d.target
     oracle = M.Oracle(x[:1000], y[:1000])
     assert (oracle.predict(x[1000:1300]) == y[1000:1300]).mean() > 0.85
+
+
+def test_nearest_other_psnr_against_a_loop_over_the_pool():
+    rng = np.random.default_rng(0)
+    pool = rng.random((300, 1, 5, 5))
+    pool[7] = pool[3]  # an exact duplicate: its nearest other image is at the PSNR floor
+    got = M.nearest_other_psnr(pool, chunk=64)  # several blocks, the last one short
+    for i in range(len(pool)):
+        d = M.distances(pool[i], pool)
+        d[i] = np.inf
+        j = int(np.argmin(d))
+        assert got[i] == pytest.approx(M.psnr(M.mse(pool[i], pool[j])), abs=1e-6)
+    assert got[3] == got[7] == pytest.approx(M.psnr(0.0))

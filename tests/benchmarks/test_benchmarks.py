@@ -326,7 +326,7 @@ def test_adra_benchmark_spread_only_with_theta_known_is_refused_before_any_work(
     assert not list(tmp_path.iterdir())
 
 
-def test_adra_benchmark_starts_no_capture_once_its_budget_is_spent(tmp_path):
+def test_adra_benchmark_starts_no_capture_once_its_budget_is_spent(tmp_path, capsys):
     from benchmarks.adra import main as adra_main
 
     adra_main(["--dataset", "digits", "--dag-nodes", "2", "--captures", "3", "--solvers", "lm", "--budget", "1e-6",
@@ -339,6 +339,10 @@ def test_adra_benchmark_starts_no_capture_once_its_budget_is_spent(tmp_path):
     assert len(row["identified"]) == 1
     # θ known and one SGD step: the replay is exact, so the client's own sample explains Δα to rounding
     assert row["truth-match"][0] < 1e-8 and math.isfinite(row["match"][0])
+    # how near a read must come for the whole-dataset check, beside the table and in the record
+    rival = json.loads(path.read_text())["args"]["nearest-other-psnr"]
+    assert rival["images"] == 1797 and rival["q10"] <= rival["median"] <= rival["q90"]
+    assert f"nearest other image is at PSNR {rival['median']:.1f} dB" in capsys.readouterr().out
 
 
 def test_adra_benchmark_compares_the_inverse_with_the_search_beside_the_nulls(tmp_path):
