@@ -54,7 +54,7 @@ import torch
 from attacks import metrics as M
 from attacks.adra.attack import ADRA
 from attacks.adra.client_model import CaptureError
-from attacks.adra.inverse import default_cache_dir, exclusive_lock, save_atomic
+from attacks.adra.inverse import InverseCache, exclusive_lock, save_atomic
 from attacks.adra.pairs import digest, theta_spread
 from attacks.adra.solver import match_at
 from attacks.base import Knowledge
@@ -115,18 +115,17 @@ class Captures:
         return cap, list(reply.audit["alpha-indices"])
 
 
-def warm_arrays(cfg: Any, count: int, rounds: int, steps: int,
-                cache: Path | None = None) -> dict[str, torch.Tensor]:
+def warm_arrays(cfg: Any, count: int, rounds: int, steps: int) -> dict[str, torch.Tensor]:
     """The global arrays the server sends after ``rounds`` rounds of ``count`` clients, each of
     ``steps`` local steps (0: the run's own), computed in this process as under Flower.
 
-    They are kept in the ADRA cache (``cache``, else ``attacks.adra.inverse.default_cache_dir``)
+    They are kept beside the round's inverses (``adra-cache-dir``, else ``default_cache_dir``)
     under a key of every setting that shapes the federation (all but the attack's and AMIA's
     keys), ``count`` and ``rounds``: the processes of one seed (θ_0 and the wire reference, one
     seed a process) run the warm-up rounds once, and one waits while another computes them.
     """
     warm = cfg.replace(num_server_rounds=rounds, **({"local_steps": steps} if steps else {}))
-    path = (cache or default_cache_dir()) / f"warm-{warm_key(warm, count)[:24]}.pt"
+    path = InverseCache(cfg.attack.adra_cache_dir or None).root / f"warm-{warm_key(warm, count)[:24]}.pt"
     with exclusive_lock(path.with_suffix(".lock")):
         if path.exists():
             return torch.load(path, weights_only=True)
@@ -390,26 +389,32 @@ def main(argv: list[str] | None = None) -> int:
     rows = merge_seeds([r for n in args.dag_nodes.split(",") if n.strip() for seed in seeds
                         for r in run_nodes(int(n), argparse.Namespace(**{**vars(args), "seed": seed}), device)])
     record = {**vars(args), "results": str(args.results)}
+    if not args.spread_only:
+        record["nearest-other-psnr"] = dataset_rivals(args, seeds[0])
     if args.spread_only:
         return publish(f"theta spread, {args.dataset}, seeds {seeds}, changed: {' '.join(args.set)}",
                        [*seed_spread_lines(rows), *spread_lines(rows)], "adra-spread", rows, record, args.results)
     return publish(f"ADRA strong, {args.dataset}, by default B = 1, theta known (wire), one SGD step, seeds {seeds}, "
                    f"round {args.round}{f' after {args.warm_steps}-step rounds' if args.round > 1 and args.warm_steps else ''}, "
                    f"{device.type}, {args.threads} thread(s); changed: {' '.join(args.set) or 'nothing'}",
-                   [report(rows, args.reference), *spread_lines(rows), rival_line(record, args, seeds[0])],
+                   [report(rows, args.reference), *spread_lines(rows), rival_line(record["nearest-other-psnr"])],
                    f"adra-{device.type}", rows, record, args.results)
 
 
-def rival_line(record: dict[str, Any], args: argparse.Namespace, seed: int) -> str:
-    """How near a read must come for the whole-dataset check: each image's nearest other image
-    in the dataset (``attacks.metrics.nearest_other_psnr``), summarised into ``record`` and a line."""
+def dataset_rivals(args: argparse.Namespace, seed: int) -> dict[str, float]:
+    """How near a read must come for the whole-dataset check: the PSNR of each image's nearest
+    other image in the dataset (``attacks.metrics.nearest_other_psnr``), summarised."""
     cfg = parse_config({**EXPERIMENT, "dataset": args.dataset, "seed": seed, **parse_overrides(args.set)})
     dataset, _ = client_data(cfg.data, cfg.run.seed, 0, args.captures)
     rival = M.nearest_other_psnr(dataset.x.numpy())
     q10, q50, q90 = (float(np.percentile(rival, q)) for q in (10, 50, 90))
-    record["nearest-other-psnr"] = {"images": len(rival), "median": q50, "q10": q10, "q90": q90}
-    return (f"whole-dataset check over {len(rival)} images: an image's nearest other image is at PSNR {q50:.1f} dB "
-            f"(median; 10-90 %: {q10:.1f}-{q90:.1f}); a read much farther than that from its sample rarely lands on it")
+    return {"images": len(rival), "median": q50, "q10": q10, "q90": q90}
+
+
+def rival_line(r: dict[str, float]) -> str:
+    return (f"whole-dataset check over {r['images']} images: an image's nearest other image is at PSNR "
+            f"{r['median']:.1f} dB (median; 10-90 %: {r['q10']:.1f}-{r['q90']:.1f}); a read much farther than that "
+            "from its sample rarely lands on it")
 
 
 def publish(header: str, lines: list[str], kind: str, rows: list[dict[str, Any]], record: dict[str, Any],

@@ -23,24 +23,22 @@ from pathlib import Path
 
 import torch
 
-from attacks.adra.inverse import InverseSettings, train_inverse
+from attacks.adra.inverse import InverseSettings, read_pairs, train_inverse
 from attacks.adra.pairs import Pairs
 from benchmarks.common import RESULTS, machine, write_results
 
-log = logging.getLogger(__name__)
-
 
 def load_pairs(path: Path) -> Pairs:
-    """A cached pairs file; a clear error when it is not one."""
+    """A cached pairs file (``attacks.adra.inverse.read_pairs``); a clear error when it is not one."""
     if not path.is_file():
         raise SystemExit(f"error: no pairs file {path}")
-    d = torch.load(path, weights_only=True)
-    if not isinstance(d, dict) or not {"features", "images", "labels"} <= d.keys():
-        raise SystemExit(f"error: {path} is not a pairs file of the ADRA cache (needs features, images, labels)")
-    return Pairs(d["features"], d["images"], d["labels"])
+    try:
+        return read_pairs(path)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
 
 
-def step_figures(net, pairs: Pairs, classes: int) -> dict[str, list[float]]:
+def step_figures(net, pairs: Pairs) -> dict[str, list[float]]:
     """Per local step on ``pairs``: label accuracy, pixel MSE and PSNR (B = 1: the outputs are in step order)."""
     with torch.no_grad():
         images, logits = net(pairs.features)
@@ -80,7 +78,7 @@ def run(path: Path, sizes: list[int], settings: InverseSettings, classes: int) -
         net, figures = train_inverse(subset(pool, torch.arange(size)), k, b, tuple(pairs.images.shape[3:]),
                                      classes, settings)
         net.eval()
-        rows.append({"pairs": size, **step_figures(net, test, classes), "val-label-acc": figures["val-label-acc"],
+        rows.append({"pairs": size, **step_figures(net, test), "val-label-acc": figures["val-label-acc"],
                      "seconds": time.perf_counter() - t0, "cpu-seconds": time.process_time() - c0})
         r = rows[-1]
         print(f"{size:6d} pairs: label acc by step {[round(a, 2) for a in r['label-acc']]} "

@@ -165,6 +165,15 @@ def exclusive_lock(path: Path):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def read_pairs(path: Path) -> Pairs:
+    """A pairs file of the cache (``pairs-<key>.pt``); a clear error naming it when it is not one."""
+    d = torch.load(path, weights_only=True)
+    if not isinstance(d, dict) or not {"features", "images", "labels"} <= d.keys():
+        raise ValueError(f"{path} is not a pairs file of the ADRA cache (needs features, images, labels)")
+    return Pairs(d["features"], d["images"], d["labels"], float(d.get("seconds", 0.0)),
+                 float(d.get("cpu-seconds", 0.0)))
+
+
 class InverseCache:
     """Pairs and trained inverses on disk, each under the key of what determines it."""
 
@@ -209,9 +218,7 @@ class InverseCache:
     def _pairs(self, problem, aux_x, aux_y, settings: InverseSettings, key: str) -> Pairs:
         path = self.root / f"pairs-{key[:24]}.pt"
         if path.exists():
-            d = torch.load(path, weights_only=True)
-            return Pairs(d["features"], d["images"], d["labels"], float(d["seconds"]),
-                         float(d.get("cpu-seconds", 0.0)))
+            return read_pairs(path)
         t0, c0 = time.perf_counter(), time.process_time()
         gen = torch.Generator().manual_seed(settings.seed)
         pairs = make_pairs(problem, aux_x, aux_y, settings.pairs, gen, settings.augmentation())
