@@ -26,11 +26,14 @@ by least MSE, as the leakage report does) and the rates count samples.
 ``--round R`` attacks round R's captures after R − 1 warm-up rounds of every client
 (``--warm-steps`` local steps each), FedAvg'd; the warm-up's arrays are cached (``warm_arrays``).
 
-``--spread-only`` (θ unknown: ``--set knows-weights=false --set surrogate-draws=N``) attacks
-nothing and trains nothing: per seed it builds the captures' round and measures how far
-Δα's unit direction moves across θ draws against across ``--spread`` aux images, and whether
-the nearest image under another draw is the same image (the cheap test of whether an update
-can tell images apart without θ, at a P where training the θ-unknown inverse costs too much).
+``--spread-only`` (θ unknown: ``--set knows-weights=false --set surrogate-draws=N``; or a
+K-step round whose θ path between steps the attacker samples: ``--set local-steps=5 --set
+theta-between-steps=sampled``) attacks nothing and trains nothing: per seed it builds the
+captures' round and measures how far Δα's unit direction moves across θ draws against across
+``--spread`` sets of aux images, and whether the nearest set under another draw is the same
+set (the cheap test of whether an update can tell images apart without θ, at a P where
+training the θ-unknown inverse costs too much). In a K-step round it does the same per local
+step for sets that differ at that step alone, the other steps' images known.
 
 ``--merge A.json B.json ...`` runs nothing: it prints one table over result files of the
 same settings run in separate processes (one seed each, so that each seed's JSON lands as
@@ -55,7 +58,7 @@ from attacks import metrics as M
 from attacks.adra.attack import ADRA
 from attacks.adra.client_model import CaptureError
 from attacks.adra.inverse import InverseCache, exclusive_lock, save_atomic
-from attacks.adra.pairs import digest, theta_spread
+from attacks.adra.pairs import digest, one_step_varied, theta_spread
 from attacks.adra.solver import match_at
 from attacks.base import Knowledge
 from attacks.nulls import NULL_KINDS, null_reconstruction
@@ -303,22 +306,26 @@ def spread_row(nodes: int, args: argparse.Namespace, base: dict[str, Any], caps:
     """``--spread-only``: the θ spread of the captures' round, no attack (nothing is trained)."""
     scfg = parse_config({**base, **variant(args.solvers.split(",")[0]), **parse_overrides(args.set)})
     got: list[dict[str, float] | None] = []
-    wall, cpu = timed(lambda: got.append(measure_spread(scfg, caps, knowledge, args.spread, device)), device)
+    wall, cpu = timed(lambda: got.append(measure_spread(scfg, caps, knowledge, args.spread, device, steps=True)),
+                      device)
     if got[0] is None:
-        raise SystemExit("--spread-only: this round is not one sample under several θ draws, or every capture of "
-                         "it is weight decay alone")
+        raise SystemExit("--spread-only: this round is not under several θ draws (one local step with θ known, or "
+                         "adra-unroll off), or every capture of it is weight decay alone")
     return {"nodes": nodes, "solver": "spread", "seed": [args.seed], "spread": got, "wall": [wall], "cpu": [cpu]}
 
 
-def measure_spread(cfg: Any, caps: Captures, knowledge: Knowledge, images: int,
-                   device: torch.device) -> dict[str, float] | None:
-    """``pairs.theta_spread`` of the captures' round on ``images`` seeded aux images, where the
-    attack does not know θ (several draws) and the round holds one sample; else None.
+def measure_spread(cfg: Any, caps: Captures, knowledge: Knowledge, images: int, device: torch.device,
+                   steps: bool = False) -> dict[str, Any] | None:
+    """``pairs.theta_spread`` of the captures' round on ``images`` seeded sets of aux images,
+    where the attack believes θ through several draws; else None.
 
-    The spread reads only the round (α_t1, the θ draws) and aux images, so any capture of the
-    round serves: one whose Δα is weight decay alone (refused by the attack) is passed over.
+    A one-sample round (K = B = 1, θ unknown) is always measured. A K-step round (θ drawn or
+    its path between steps sampled) only where ``steps`` (``--spread-only``): the whole sets,
+    and per local step the sets that differ at that step alone (``per-step``). The spread reads
+    only the round (α_t1, the θ draws) and aux images, so any capture of the round serves: one
+    whose Δα is weight decay alone (refused by the attack) is passed over.
     """
-    if not several_theta_draws(cfg.attack):
+    if not several_theta_draws(cfg.attack, steps):
         return None  # θ known or one draw: nothing to spread over, and no round worth building
     attack = ADRA(cfg.attack, seed=cfg.run.seed, device=device)
     for pid in range(len(caps)):
@@ -329,11 +336,18 @@ def measure_spread(cfg: Any, caps: Captures, knowledge: Knowledge, images: int,
             log.info("spread: capture %d passed over (%s)", pid, e)
     else:
         return None
-    if problem.victim.draws < 2 or problem.steps * problem.batch != 1:
+    k, b = problem.steps, problem.batch
+    if problem.victim.draws < 2 or (k * b != 1 and not steps):
         return None
-    pick = torch.randperm(len(knowledge.aux_images), generator=torch.Generator().manual_seed(cfg.run.seed))[:images]
+    pool, n = len(knowledge.aux_images), images * k * b
+    gen = torch.Generator().manual_seed(cfg.run.seed)
+    pick = torch.randperm(pool, generator=gen)[:n] if n <= pool else torch.randint(pool, (n,), generator=gen)
     x = torch.as_tensor(knowledge.aux_images)[pick].float()
-    return theta_spread(problem, x, torch.as_tensor(knowledge.aux_labels)[pick].long())
+    x, y = x.view(images, k, b, *x.shape[1:]), torch.as_tensor(knowledge.aux_labels)[pick].long().view(images, k, b)
+    out: dict[str, Any] = theta_spread(problem, x, y)
+    if k > 1:
+        out["per-step"] = [theta_spread(problem, *one_step_varied(x, y, s)) for s in range(k)]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -371,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--merge", nargs="+", type=Path, default=[], metavar="JSON",
                    help="run nothing: one table over these result files (the same settings, other seeds)")
     p.add_argument("--spread-only", action="store_true",
-                   help="measure the theta spread (--spread images) of each seed's round and attack nothing; "
-                        "needs --set knows-weights=false --set surrogate-draws=N with N >= 2")
+                   help="measure the theta spread (--spread image sets) of each seed's round and attack nothing; "
+                        "needs --set knows-weights=false --set surrogate-draws=N with N >= 2, or a K-step round "
+                        "with --set theta-between-steps=sampled")
     args = p.parse_args(argv)
     if args.round < 1 or args.warm_steps < 0:
         raise SystemExit(f"--round must be >= 1 and --warm-steps >= 0 (got {args.round}, {args.warm_steps})")
@@ -427,25 +442,36 @@ def publish(header: str, lines: list[str], kind: str, rows: list[dict[str, Any]]
     return 0
 
 
-def several_theta_draws(attack: Any) -> bool:
-    """Whether the attack config believes θ through several draws (θ unknown, ``surrogate-draws`` ≥ 2)."""
-    return not attack.knows_weights and attack.surrogate_draws >= 2
+def several_theta_draws(attack: Any, paths: bool = False) -> bool:
+    """Whether the attack config believes θ through several draws: θ unknown under
+    ``surrogate-draws`` ≥ 2, or (``paths``) the θ path between local steps sampled
+    (``theta-between-steps = sampled``, ``theta-paths`` ≥ 2: a K-step round)."""
+    drawn = not attack.knows_weights and attack.surrogate_draws >= 2
+    return drawn or (paths and attack.theta_between_steps == "sampled" and attack.theta_paths >= 2)
 
 
 def check_spread_only(args: argparse.Namespace) -> None:
     """``--spread-only`` needs θ unknown under several draws and ``--spread`` images: an error before any work."""
     cfg = parse_config({**EXPERIMENT, "dataset": args.dataset, **parse_overrides(args.set)})
-    if not several_theta_draws(cfg.attack) or args.spread < 2:
-        raise SystemExit("--spread-only needs --set knows-weights=false, --set surrogate-draws=N (N >= 2) and "
+    if not several_theta_draws(cfg.attack, paths=True) or args.spread < 2:
+        raise SystemExit("--spread-only needs several theta draws: --set knows-weights=false --set surrogate-draws=N "
+                         "(N >= 2), or a K-step round with --set theta-between-steps=sampled (theta-paths >= 2); and "
                          f"--spread >= 2 (got knows-weights={cfg.attack.knows_weights}, "
-                         f"surrogate-draws={cfg.attack.surrogate_draws}, --spread {args.spread})")
+                         f"surrogate-draws={cfg.attack.surrogate_draws}, theta-between-steps="
+                         f"{cfg.attack.theta_between_steps}, theta-paths={cfg.attack.theta_paths}, --spread {args.spread})")
 
 
 def seed_spread_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """``--spread-only``: one line per P and seed (their means follow from ``spread_lines``)."""
-    return [f"P={r['nodes']} seed {seed}: ratio {s['ratio']:.3f}, retrieval {100 * s['retrieval']:.2f} % "
-            f"(chance {100 * s['chance']:.2f} %), {s['images']} images x {s['draws']} draws, {wall:.0f} s"
-            for r in rows for seed, s, wall in zip(r["seed"], r["spread"], r["wall"])]
+    """``--spread-only``: one line per P and seed, and per local step of a K-step round (their
+    means follow from ``spread_lines``)."""
+    out = []
+    for r in rows:
+        for seed, s, wall in zip(r["seed"], r["spread"], r["wall"]):
+            out.append(f"P={r['nodes']} seed {seed}: ratio {s['ratio']:.3f}, retrieval {100 * s['retrieval']:.2f} % "
+                       f"(chance {100 * s['chance']:.2f} %), {s['images']} sets x {s['draws']} draws, {wall:.0f} s")
+            out += [f"  step {k + 1} alone: ratio {t['ratio']:.3f}, retrieval {100 * t['retrieval']:.2f} %"
+                    for k, t in enumerate(s.get("per-step", []))]
+    return out
 
 
 def merge_main(args: argparse.Namespace) -> int:

@@ -20,18 +20,23 @@ def _mean(values: list[float]) -> str:
 
 
 def spread_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """One line per P whose attack measured the spread (θ unknown): means over the seeds."""
+    """One line per P whose attack measured the spread (θ drawn): means over the seeds; one
+    more per local step of a K-step round."""
     out = []
     for r in rows:
         if s := r.get("spread"):
-            mean = lambda k: sum(x[k] for x in s) / len(s)  # noqa: E731
+            mean = lambda k, ss=s: sum(x[k] for x in ss) / len(ss)  # noqa: E731
             out.append(f"P={r['nodes']}: Δα's unit direction moves {mean('ratio'):.2f}x as far across "
-                       f"{s[0]['draws']} θ draws as across {s[0]['images']} images; the nearest image under another "
+                       f"{s[0]['draws']} θ draws as across {s[0]['images']} image sets; the nearest set under another "
                        "draw is the same "
-                       f"image {100 * mean('retrieval'):.1f} % of the time (chance {100 * mean('chance'):.1f} %), "
+                       f"set {100 * mean('retrieval'):.1f} % of the time (chance {100 * mean('chance'):.1f} %), "
                        f"{len(s)} seed(s)")
+            for k in range(min(len(x.get("per-step", [])) for x in s)):
+                step = [x["per-step"][k] for x in s]
+                out.append(f"  step {k + 1} alone (the other steps' images known): ratio "
+                           f"{sum(t['ratio'] for t in step) / len(step):.2f}, the same image "
+                           f"{100 * sum(t['retrieval'] for t in step) / len(step):.1f} % of the time")
     return out
-
 
 
 def merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

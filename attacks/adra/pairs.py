@@ -156,28 +156,30 @@ def problem_key(problem) -> str:
 
 @torch.no_grad()
 def theta_spread(problem, x: torch.Tensor, y: torch.Tensor, max_draws: int = 16) -> dict[str, float]:
-    """How much of Δα is the image and how much the θ draw, for images x (M, C, H, W) with
-    labels y (M,) under each of the problem's θ draws (K = B = 1 rounds).
+    """How much of Δα is the images and how much the θ draw, for M sets of a round's images
+    x (M, K, B, C, H, W) with labels y (M, K, B) under each of the problem's θ draws (surrogate
+    draws, or the sampled θ paths of a K-step round).
 
     Returns
     -------
     dict
-        ``across-theta``: mean squared distance of an image's unit data feature from its mean
-        over the draws; ``across-images``: the same over the images under one draw; ``ratio``:
-        their quotient (near 1 or above: not knowing θ moves Δα as far as changing the image);
-        ``retrieval``: the share of (image, draw, other draw) where the nearest feature under
-        the other draw is the same image's, and ``chance`` = 1/M. Draws with no loss gradient
+        ``across-theta``: mean squared distance of a set's unit data feature from its mean
+        over the draws; ``across-images``: the same over the sets under one draw; ``ratio``:
+        their quotient (near 1 or above: not knowing θ moves Δα as far as changing the images);
+        ``retrieval``: the share of (set, draw, other draw) where the nearest feature under
+        the other draw is the same set's, and ``chance`` = 1/M. Draws with no loss gradient
         (a saturated softmax) are left out of neither: their unit feature is 0.
     """
     m, d = len(x), min(problem.victim.draws, max_draws)
-    if problem.steps * problem.batch != 1 or d < 2:
-        raise ValueError("theta_spread reads one-sample rounds (K = B = 1) under at least 2 θ draws")
+    if tuple(x.shape[1:3]) != (problem.steps, problem.batch) or d < 2:
+        raise ValueError(f"theta_spread reads sets of the round's K x B = {problem.steps} x {problem.batch} images "
+                         f"(got {tuple(x.shape[1:3])}) under at least 2 θ draws (got {d})")
     free = free_update(problem)
+    dev = problem.victim.device
     feats = []
     for j in range(d):
-        draw = torch.full((m,), j, dtype=torch.long, device=problem.victim.device)
-        delta = predicted_updates(problem, x[:, None, None].to(problem.victim.device),
-                                  y[:, None, None].to(problem.victim.device), draw)
+        draw = torch.full((m,), j, dtype=torch.long, device=dev)
+        delta = predicted_updates(problem, x.to(dev), y.to(dev), draw)
         feats.append(features(delta.float(), free)[:, :-1].cpu())  # unit direction only
     f = torch.stack(feats, 1)  # (M, D, n)
     across_theta = float(((f - f.mean(1, keepdim=True)) ** 2).sum(-1).mean())
@@ -192,3 +194,12 @@ def theta_spread(problem, x: torch.Tensor, y: torch.Tensor, max_draws: int = 16)
     return {"across-theta": across_theta, "across-images": across_images,
             "ratio": across_theta / max(across_images, 1e-30), "retrieval": hits / total, "chance": 1.0 / m,
             "images": m, "draws": d}
+
+
+def one_step_varied(x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sets (M, K, B, ...) that share the first set's images at every local step but ``step``,
+    where each keeps its own: ``theta_spread`` of these asks whether that step's images alone
+    can be told apart under θ draws, the other steps' images known (an upper reference)."""
+    xs, ys = x[:1].repeat_interleave(len(x), 0), y[:1].repeat_interleave(len(y), 0)
+    xs[:, step], ys[:, step] = x[:, step], y[:, step]
+    return xs, ys

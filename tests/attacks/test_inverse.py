@@ -206,6 +206,7 @@ def test_theta_spread_is_zero_across_identical_draws_and_grows_when_they_differ(
     cap, _ = make_capture(cfg, data, split, seed=0, theta=False)
     problem, _ = ADRA(cfg.attack).problem(cap, knowledge)
     x, y = torch.as_tensor(knowledge.aux_images[:12]).float(), torch.as_tensor(knowledge.aux_labels[:12]).long()
+    x, y = x[:, None, None], y[:, None, None]  # sets of one step, one image
     differ = theta_spread(problem, x, y)
     assert differ["draws"] == 3 and differ["across-theta"] > 0 and differ["chance"] == 1 / 12
     for t in problem.victim.thetas.values():  # every draw made the first: θ no longer matters

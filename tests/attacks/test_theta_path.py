@@ -139,3 +139,26 @@ def test_sampled_paths_are_the_victims_draws_and_the_report_says_so(setup):
     problem, known = ADRA(run.attack).problem(cap, dataclasses.replace(knowledge, config=run))
     assert (problem.victim.draws, problem.victim.steps) == (3, 3)
     assert "draws 3 paths" in known["fidelity"]
+
+
+def test_spread_across_sampled_paths_per_step_vanishes_when_the_paths_are_one(setup):
+    from attacks.adra.pairs import one_step_varied, theta_spread
+
+    cfg, data, split, knowledge = setup
+    cap, _ = make_capture(cfg, data, split, seed=0)
+    run = parse_config({**BASE, "theta-between-steps": "sampled", "theta-paths": 3})
+    problem, _ = ADRA(run.attack).problem(cap, dataclasses.replace(knowledge, config=run))
+    x = torch.as_tensor(knowledge.aux_images[:18]).float().view(6, 3, 1, SPEC.channels, SPEC.image_size, SPEC.image_size)
+    y = torch.as_tensor(knowledge.aux_labels[:18]).long().view(6, 3, 1)
+    xs, ys = one_step_varied(x, y, 2)
+    assert torch.equal(xs[:, :2], x[:1, :2].expand(6, -1, -1, -1, -1, -1)) and torch.equal(xs[:, 2], x[:, 2])
+    assert torch.equal(ys[:, 2], y[:, 2]) and (ys[:, :2] == y[:1, :2]).all()
+    whole, last = theta_spread(problem, x, y), theta_spread(problem, xs, ys)
+    assert whole["draws"] == last["draws"] == 3 and whole["images"] == 6 and whole["across-theta"] > 0
+    with pytest.raises(ValueError, match="K x B = 3 x 1"):
+        theta_spread(problem, x[:, :2], y[:, :2])
+    v = problem.victim
+    for t in v.thetas.values():  # every path made the first (draw d's step k is entry d * steps + k)
+        t.copy_(t[: v.steps].repeat(v.draws, *[1] * (t.dim() - 1)))
+    same = theta_spread(problem, xs, ys)
+    assert same["across-theta"] < 1e-10 and same["retrieval"] == 1.0

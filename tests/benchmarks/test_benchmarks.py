@@ -272,7 +272,7 @@ def test_adra_benchmark_measures_theta_spread_when_theta_is_unknown():
     (spread,) = row["spread"]
     assert spread["draws"] == 3 and spread["images"] == 8 and spread["chance"] == 1 / 8
     assert 0.0 <= spread["retrieval"] <= 1.0 and spread["ratio"] > 0
-    assert "3 θ draws as across 8 images" in spread_lines([row])[0]
+    assert "3 θ draws as across 8 image sets" in spread_lines([row])[0]
     (known, *_) = run_nodes(2, argparse.Namespace(**base, set=sets), torch.device("cpu"))
     assert "spread" not in known  # one θ: nothing to spread over
 
@@ -291,6 +291,22 @@ def test_adra_benchmark_spread_only_measures_each_seed_and_trains_nothing(tmp_pa
     assert "identified" not in row  # no capture was attacked
     out = capsys.readouterr().out
     assert "P=2 seed 0: ratio" in out and "P=2 seed 1: ratio" in out and "2 seed(s)" in out
+
+
+def test_adra_benchmark_spread_only_reads_sampled_theta_paths_of_a_k_step_round_per_step(tmp_path, capsys):
+    import json
+
+    from benchmarks.adra import main as adra_main
+
+    adra_main(["--dataset", "digits", "--dag-nodes", "2", "--spread-only", "--spread", "5", "--results", str(tmp_path),
+               "--set", "local-steps=2", "--set", "alpha-optimizer=adam", "--set", "theta-between-steps=sampled",
+               "--set", "theta-paths=3"])  # θ known (the wire): only its path between the two steps is drawn
+    (path,) = tmp_path.glob("adra-spread-*.json")
+    ((spread,),) = [row["spread"] for row in json.loads(path.read_text())["rows"]]
+    assert spread["draws"] == 3 and spread["images"] == 5 and len(spread["per-step"]) == 2
+    assert all(0.0 <= s["retrieval"] <= 1.0 and s["images"] == 5 for s in spread["per-step"])
+    out = capsys.readouterr().out
+    assert "  step 2 alone: ratio" in out and "step 2 alone (the other steps' images known)" in out
 
 
 def test_adra_benchmark_spread_passes_over_a_capture_that_is_weight_decay_alone(tmp_path, monkeypatch):
