@@ -19,16 +19,9 @@ from pathlib import Path
 import torch
 
 from benchmarks import federation, supernet
-from benchmarks.common import RESULTS, machine, resolve_device, write_results
+from benchmarks.common import RESULTS, int_list, machine, resolve_device, write_results
 from fednas.overrides import DeprecatedOption, dag_nodes_option
 from fednas.registry import SPACES
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=RESULTS, help="folder of the JSON results (default benchmarks/results)")
     s = p.add_argument_group("supernet")
     s.add_argument("--space", default="dag", choices=tuple(SPACES))
-    dag_nodes_option(s, type=_ints, default=[8, 16, 32, 64], help="P values (dag), e.g. 8,16,32,64")
-    s.add_argument("--sizes", type=_ints, default=[8, 28], help="image sizes, e.g. 8,28")
-    s.add_argument("--batches", type=_ints, default=[1, 8], help="batch sizes B, e.g. 1,8")
+    dag_nodes_option(s, type=int_list, default=[8, 16, 32, 64], help="P values (dag), e.g. 8,16,32,64")
+    s.add_argument("--sizes", type=int_list, default=[8, 28], help="image sizes, e.g. 8,28")
+    s.add_argument("--batches", type=int_list, default=[1, 8], help="batch sizes B, e.g. 1,8")
     s.add_argument("--modes", default="forward,backward,inner", help="comma-separated: forward,backward,inner")
     s.add_argument("--channels", type=int, default=8, help="channels C of every node")
     s.add_argument("--repeats", type=int, default=3, help="timed calls per form and case (after one warm-up)")

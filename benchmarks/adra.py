@@ -482,8 +482,10 @@ def merge_main(args: argparse.Namespace) -> int:
               f"changed: {' '.join(common.get('set') or []) or 'nothing'}")
     merged = {**common, "merged": [p.name for p in args.merge], "seeds": ",".join(seeds)}
     # the files' own reference solver, not this invocation's --reference
-    return publish(header, [report(rows, common.get("reference", "lm")), *spread_lines(rows)], "adra-merged", rows,
-                   merged, args.results)
+    lines = [report(rows, common.get("reference", "lm")), *spread_lines(rows)]
+    if rival := common.get("nearest-other-psnr"):  # the first file's (older files have none)
+        lines.append(rival_line(rival))
+    return publish(header, lines, "adra-merged", rows, merged, args.results)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ is counted once.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -28,6 +29,14 @@ from fednas.rundir import atomic_write_json, portable_paths, unique_path
 RESULTS = Path(__file__).resolve().parent / "results"
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def int_list(text: str) -> list[int]:
+    """An argparse type: comma-separated integers (``8,16,32``)."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def resolve_device(name: str) -> torch.device:

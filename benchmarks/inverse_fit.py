@@ -25,7 +25,7 @@ import torch
 
 from attacks.adra.inverse import InverseSettings, read_pairs, train_inverse
 from attacks.adra.pairs import Pairs
-from benchmarks.common import RESULTS, machine, write_results
+from benchmarks.common import RESULTS, int_list, machine, write_results
 
 
 def load_pairs(path: Path) -> Pairs:
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.inverse_fit", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     p.add_argument("pairs", type=Path, help="a pairs-<key>.pt file of the ADRA cache")
-    p.add_argument("--sizes", default="1024,2048,4096",
+    p.add_argument("--sizes", type=int_list, default=[1024, 2048, 4096],
                    help="training-set sizes, comma-separated (each at most nine tenths of the file)")
     p.add_argument("--hidden", type=int, default=InverseSettings.hidden)
     p.add_argument("--epochs", type=int, default=InverseSettings.epochs)
@@ -99,12 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--results", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    try:
-        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    except ValueError:
-        raise SystemExit(f"error: --sizes must be comma-separated integers, got {args.sizes!r}") from None
+    sizes = args.sizes
     if not sizes or min(sizes) < 16:
-        raise SystemExit(f"error: --sizes must hold sizes of at least 16 pairs, got {args.sizes!r}")
+        p.error(f"--sizes must hold sizes of at least 16 pairs, got {','.join(map(str, sizes))}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     settings = InverseSettings(pairs=max(sizes), epochs=args.epochs, hidden=args.hidden)

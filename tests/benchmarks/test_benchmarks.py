@@ -361,7 +361,7 @@ def test_adra_benchmark_starts_no_capture_once_its_budget_is_spent(tmp_path, cap
     assert f"nearest other image is at PSNR {rival['median']:.1f} dB" in capsys.readouterr().out
 
 
-def test_adra_benchmark_compares_the_inverse_with_the_search_beside_the_nulls(tmp_path):
+def test_adra_benchmark_compares_the_inverse_with_the_search_beside_the_nulls(tmp_path, capsys):
     from benchmarks.adra import main as adra_main
 
     adra_main(["--dataset", "digits", "--dag-nodes", "3", "--captures", "2", "--solvers", "inverse,lm",
@@ -393,7 +393,9 @@ def test_adra_benchmark_compares_the_inverse_with_the_search_beside_the_nulls(tm
         part.write_text(json.dumps({**payload, "args": {**payload["args"], "seeds": str(seed)}, "rows": rows_s}))
         parts.append(part)
     out = tmp_path / "merged"
+    capsys.readouterr()
     assert adra_main(["--merge", str(parts[1]), str(parts[0]), "--results", str(out)]) == 0
+    assert "nearest other image is at PSNR" in capsys.readouterr().out  # the rival line, as the runs printed it
     (merged,) = out.glob("adra-merged-*.json")
     assert json.loads(merged.read_text())["rows"] == payload["rows"]
     with pytest.raises(SystemExit, match="capture s0-r001-n0 is in both"):

@@ -37,7 +37,7 @@ def test_fit_curve_reads_a_pairs_file_and_beats_the_class_mean_on_a_learnable_ma
     assert min(big["label-acc"]) > 0.9
 
 
-def test_fit_curve_refuses_a_file_that_is_not_pairs_and_sizes_it_cannot_hold(tmp_path):
+def test_fit_curve_refuses_a_file_that_is_not_pairs_and_sizes_it_cannot_hold(tmp_path, capsys):
     other = tmp_path / "inverse-x.pt"
     torch.save({"state": {}}, other)
     with pytest.raises(SystemExit, match="inverse-x.pt is not a pairs file"):
@@ -45,6 +45,8 @@ def test_fit_curve_refuses_a_file_that_is_not_pairs_and_sizes_it_cannot_hold(tmp
     pairs = _pairs_file(tmp_path / "pairs-x.pt")
     with pytest.raises(SystemExit, match="--sizes up to 4096"):
         main([str(pairs), "--results", str(tmp_path)])
-    with pytest.raises(SystemExit, match="--sizes must be"):
-        main([str(pairs), "--sizes", "a,b", "--results", str(tmp_path)])
+    for bad, why in (("a,b", "expected comma-separated integers, got 'a,b'"), ("8", "at least 16 pairs, got 8")):
+        with pytest.raises(SystemExit):
+            main([str(pairs), "--sizes", bad, "--results", str(tmp_path)])
+        assert why in capsys.readouterr().err
     assert not list(tmp_path.glob("inverse-fit-*.json"))  # nothing written for a refused run
