@@ -468,10 +468,18 @@ def seed_spread_lines(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         for seed, s, wall in zip(r["seed"], r["spread"], r["wall"]):
             out.append(f"P={r['nodes']} seed {seed}: ratio {s['ratio']:.3f}, retrieval {100 * s['retrieval']:.2f} % "
-                       f"(chance {100 * s['chance']:.2f} %), {s['images']} sets x {s['draws']} draws, {wall:.0f} s")
-            out += [f"  step {k + 1} alone: ratio {t['ratio']:.3f}, retrieval {100 * t['retrieval']:.2f} %"
+                       f"(chance {100 * s['chance']:.2f} %), {s['images']} sets x {s['draws']} draws, {wall:.0f} s"
+                       f"{_curve(s)}")
+            out += [f"  step {k + 1} alone: ratio {t['ratio']:.3f}, retrieval {100 * t['retrieval']:.2f} %{_curve(t)}"
                     for k, t in enumerate(s.get("per-step", []))]
     return out
+
+
+def _curve(spread: dict[str, Any]) -> str:
+    """The retrieval among 2, 4, ... candidates (older results have none)."""
+    among = spread.get("retrieval-among")
+    return (f"; among {', '.join(among)} candidates: {', '.join(f'{100 * v:.0f}' for v in among.values())} %"
+            if among else "")
 
 
 def merge_main(args: argparse.Namespace) -> int:

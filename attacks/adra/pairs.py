@@ -167,7 +167,9 @@ def theta_spread(problem, x: torch.Tensor, y: torch.Tensor, max_draws: int = 16)
         over the draws; ``across-images``: the same over the sets under one draw; ``ratio``:
         their quotient (near 1 or above: not knowing θ moves Δα as far as changing the images);
         ``retrieval``: the share of (set, draw, other draw) where the nearest feature under
-        the other draw is the same set's, and ``chance`` = 1/M. Draws with no loss gradient
+        the other draw is the same set's, and ``chance`` = 1/M; ``retrieval-among``: the same
+        among random subsets of 2, 4, ... candidates (the curve that says how fast it falls as
+        the candidates grow towards a whole dataset's). Draws with no loss gradient
         (a saturated softmax) are left out of neither: their unit feature is 0.
     """
     m, d = len(x), min(problem.victim.draws, max_draws)
@@ -184,16 +186,24 @@ def theta_spread(problem, x: torch.Tensor, y: torch.Tensor, max_draws: int = 16)
     f = torch.stack(feats, 1)  # (M, D, n)
     across_theta = float(((f - f.mean(1, keepdim=True)) ** 2).sum(-1).mean())
     across_images = float(((f - f.mean(0, keepdim=True)) ** 2).sum(-1).mean())
-    hits, total = 0, 0
-    for a in range(d):
-        for b in range(d):
-            if a != b:
-                nearest = torch.cdist(f[:, a], f[:, b]).argmin(1)
-                hits += int((nearest == torch.arange(m)).sum())
-                total += m
+    # distances between every set under draw a and every set under draw b, for all a != b
+    dist = torch.stack([torch.cdist(f[:, a], f[:, b]) for a in range(d) for b in range(d) if a != b])
+    gen = torch.Generator().manual_seed(0)
+    by_size = {}
+    for size in [2**j for j in range(1, m.bit_length()) if 2**j < m] + [m]:
+        picks = [torch.arange(m)] if size == m else [torch.randperm(m, generator=gen)[:size] for _ in range(SUBSETS)]
+        by_size[str(size)] = sum(_retrieval(dist[:, p][:, :, p]) for p in picks) / len(picks)
     return {"across-theta": across_theta, "across-images": across_images,
-            "ratio": across_theta / max(across_images, 1e-30), "retrieval": hits / total, "chance": 1.0 / m,
-            "images": m, "draws": d}
+            "ratio": across_theta / max(across_images, 1e-30), "retrieval": by_size[str(m)], "chance": 1.0 / m,
+            "images": m, "draws": d, "retrieval-among": by_size}
+
+
+SUBSETS = 16  # random candidate subsets per smaller size in theta_spread's retrieval curve
+
+
+def _retrieval(dist: torch.Tensor) -> float:
+    """Share of queries (rows) whose nearest candidate (column) is themselves; dist (pairs, M, M)."""
+    return float((dist.argmin(-1) == torch.arange(dist.shape[-1])).float().mean())
 
 
 def one_step_varied(x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:

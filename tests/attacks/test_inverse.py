@@ -214,6 +214,9 @@ def test_theta_spread_is_zero_across_identical_draws_and_grows_when_they_differ(
     same = theta_spread(problem, x, y)
     assert same["across-theta"] < 1e-10 and same["ratio"] < 1e-8
     assert same["retrieval"] == 1.0 and differ["retrieval"] < 1.0
+    # the retrieval curve: among 2, 4, 8 random candidates and all 12 (the last is the retrieval itself)
+    assert list(differ["retrieval-among"]) == ["2", "4", "8", "12"] and differ["retrieval-among"]["12"] == differ["retrieval"]
+    assert set(same["retrieval-among"].values()) == {1.0} and differ["retrieval-among"]["2"] >= 0.5
 
 
 def test_auto_reads_by_the_inverse_where_it_can_and_searches_elsewhere(tmp_path):
