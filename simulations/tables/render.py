@@ -193,15 +193,16 @@ ADRA_HEAD = ["paper SR %", "paper MSE", "success [95% CI]", "identified in D^α 
              "note"]
 
 
-def _improved_gain(ev: Evaluator, res: list[dict[str, Any]], searched: dict[str, Any], out: dict[str, Any]) -> str:
-    """The improved-AMIA row's gain: searched minus primary shadows on the same results (into ``out``); its note."""
+def _improved_gain(ev: Evaluator, res: list[dict[str, Any]], searched: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The improved-AMIA row's gain, searched minus primary shadows on the same results: its
+    fields (none where it cannot be computed) and its note."""
     gain, err = _guard(lambda: F.amia_delta(searched, ev.amia(res)))
     if not gain:
-        return err
-    out.update({**_fields("dattack-acc", gain["attack-acc"]), **_fields("df1", gain["f1"])})
-    return (f"searched minus {ev.m.primary_shadow} shadows on the same target and members: attack acc "
-            f"{num(gain['attack-acc'], signed=True)}, F1 {num(gain['f1'], signed=True)} (Newcombe, unpaired: wider "
-            "than a paired interval); the paper's gain is averaged over its three datasets")
+        return {}, err
+    fields = {**_fields("dattack-acc", gain["attack-acc"]), **_fields("df1", gain["f1"])}
+    return fields, (f"searched minus {ev.m.primary_shadow} shadows on the same target and members: attack acc "
+                    f"{num(gain['attack-acc'], signed=True)}, F1 {num(gain['f1'], signed=True)} (Newcombe, unpaired: "
+                    "wider than a paired interval); the paper's gain is averaged over its three datasets")
 
 
 def amia_row(ev: Evaluator, row: Row) -> dict[str, Any]:
@@ -215,7 +216,8 @@ def amia_row(ev: Evaluator, row: Row) -> dict[str, Any]:
     if improved:
         out.update({"paper-dacc": paper.get("dacc"), "paper-df1": paper.get("df1")})
         if fig:
-            gain_note = _improved_gain(ev, got["ours"], fig, out)
+            gain, gain_note = _improved_gain(ev, got["ours"], fig)
+            out.update(gain)
     md = ["–"] * 12
     if fig:
         p, th = fig["primary"], fig["theta"]
