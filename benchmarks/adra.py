@@ -39,6 +39,7 @@ step for sets that differ at that step alone, the other steps' images known.
 same settings run in separate processes (one seed each, so that each seed's JSON lands as
 it ends), as ``--seeds`` would have, and writes it as one JSON; files that differ in a
 setting other than the seed, or that hold the same capture twice, are refused by name.
+``--spread-only`` files merge the same way, one seed per file.
 """
 
 from __future__ import annotations
@@ -485,6 +486,14 @@ def _curve(spread: dict[str, Any]) -> str:
 def merge_main(args: argparse.Namespace) -> int:
     """``--merge``: print and write one result over several files' rows."""
     common, rows = load_merged(args.merge)
+    if common.get("spread_only"):  # --spread-only files: rows of seeds, no captures
+        seeds = [s for r in rows for s in r["seed"]]
+        if len(set(seeds)) < len(seeds):
+            raise SystemExit(f"--merge: a seed is in more than one file (seeds {seeds})")
+        merged = {**common, "merged": [p.name for p in args.merge], "seeds": ",".join(map(str, seeds))}
+        return publish(f"theta spread, {common.get('dataset')}, merged from {len(args.merge)} file(s), seeds {seeds}, "
+                       f"changed: {' '.join(common.get('set') or [])}", [*seed_spread_lines(rows), *spread_lines(rows)],
+                       "adra-spread", rows, merged, args.results)
     seeds = sorted({c.split("-", 1)[0].removeprefix("s") for r in rows for c in r.get("capture", [])}, key=int)
     header = (f"ADRA strong, {common.get('dataset')}, merged from {len(args.merge)} file(s), seeds {', '.join(seeds)}; "
               f"changed: {' '.join(common.get('set') or []) or 'nothing'}")

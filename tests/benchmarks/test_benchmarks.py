@@ -291,6 +291,19 @@ def test_adra_benchmark_spread_only_measures_each_seed_and_trains_nothing(tmp_pa
     assert "identified" not in row  # no capture was attacked
     out = capsys.readouterr().out
     assert "P=2 seed 0: ratio" in out and "P=2 seed 1: ratio" in out and "2 seed(s)" in out
+    # one file a seed, as separate processes write them, merges back into the same rows
+    (tmp_path / "parts").mkdir()
+    for seed in ("0", "1"):
+        adra_main(["--dataset", "digits", "--dag-nodes", "2", "--spread-only", "--spread", "6", "--seeds", seed,
+                   "--results", str(tmp_path / "parts" / seed), "--set", "knows-weights=false",
+                   "--set", "surrogate-draws=3"])
+    parts = sorted((tmp_path / "parts").glob("*/adra-spread-*.json"))
+    adra_main(["--merge", *map(str, parts), "--results", str(tmp_path / "merged")])
+    (merged,) = (tmp_path / "merged").glob("adra-spread-*.json")
+    (again,) = json.loads(merged.read_text())["rows"]
+    assert again["seed"] == [0, 1] and again["spread"] == row["spread"]
+    with pytest.raises(SystemExit, match="a seed is in more than one file"):
+        adra_main(["--merge", str(parts[0]), str(parts[0]), "--results", str(tmp_path / "merged")])
 
 
 def test_adra_benchmark_spread_only_reads_sampled_theta_paths_of_a_k_step_round_per_step(tmp_path, capsys):
