@@ -477,10 +477,13 @@ def seed_spread_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _curve(spread: dict[str, Any]) -> str:
-    """The retrieval among 2, 4, ... candidates (older results have none)."""
-    among = spread.get("retrieval-among")
-    return (f"; among {', '.join(among)} candidates: {', '.join(f'{100 * v:.0f}' for v in among.values())} %"
-            if among else "")
+    """The retrieval among 2, 4, ... candidates, each a draw's or its mean over the other
+    draws (older results have neither)."""
+    out = ""
+    for key, words in (("retrieval-among", "among"), ("retrieval-mean-among", "against the mean over draws")):
+        if among := spread.get(key):
+            out += f"; {words} {', '.join(among)}: {', '.join(f'{100 * v:.0f}' for v in among.values())} %"
+    return out
 
 
 def merge_main(args: argparse.Namespace) -> int:

@@ -169,7 +169,9 @@ def theta_spread(problem, x: torch.Tensor, y: torch.Tensor, max_draws: int = 16)
         ``retrieval``: the share of (set, draw, other draw) where the nearest feature under
         the other draw is the same set's, and ``chance`` = 1/M; ``retrieval-among``: the same
         among random subsets of 2, 4, ... candidates (the curve that says how fast it falls as
-        the candidates grow towards a whole dataset's). Draws with no loss gradient
+        the candidates grow towards a whole dataset's); ``retrieval-mean-among``: the same
+        curve where each candidate is its mean feature over the other draws (as the attack's
+        match averages over its draws). Draws with no loss gradient
         (a saturated softmax) are left out of neither: their unit feature is 0.
     """
     m, d = len(x), min(problem.victim.draws, max_draws)
@@ -187,15 +189,13 @@ def theta_spread(problem, x: torch.Tensor, y: torch.Tensor, max_draws: int = 16)
     across_theta = float(((f - f.mean(1, keepdim=True)) ** 2).sum(-1).mean())
     across_images = float(((f - f.mean(0, keepdim=True)) ** 2).sum(-1).mean())
     # distances between every set under draw a and every set under draw b, for all a != b
-    dist = torch.stack([torch.cdist(f[:, a], f[:, b]) for a in range(d) for b in range(d) if a != b])
-    gen = torch.Generator().manual_seed(0)
-    by_size = {}
-    for size in [2**j for j in range(1, m.bit_length()) if 2**j < m] + [m]:
-        picks = [torch.arange(m)] if size == m else [torch.randperm(m, generator=gen)[:size] for _ in range(SUBSETS)]
-        by_size[str(size)] = sum(_retrieval(dist[:, p][:, :, p]) for p in picks) / len(picks)
+    pairwise = torch.stack([torch.cdist(f[:, a], f[:, b]) for a in range(d) for b in range(d) if a != b])
+    # and to every set's mean feature over the other draws (the attacker's prediction averaged over its draws)
+    mean_of_others = torch.stack([torch.cdist(f[:, a], (f.sum(1) - f[:, a]) / (d - 1)) for a in range(d)])
+    by_size, by_size_mean = _retrieval_curve(pairwise), _retrieval_curve(mean_of_others)
     return {"across-theta": across_theta, "across-images": across_images,
             "ratio": across_theta / max(across_images, 1e-30), "retrieval": by_size[str(m)], "chance": 1.0 / m,
-            "images": m, "draws": d, "retrieval-among": by_size}
+            "images": m, "draws": d, "retrieval-among": by_size, "retrieval-mean-among": by_size_mean}
 
 
 SUBSETS = 16  # random candidate subsets per smaller size in theta_spread's retrieval curve
@@ -204,6 +204,17 @@ SUBSETS = 16  # random candidate subsets per smaller size in theta_spread's retr
 def _retrieval(dist: torch.Tensor) -> float:
     """Share of queries (rows) whose nearest candidate (column) is themselves; dist (pairs, M, M)."""
     return float((dist.argmin(-1) == torch.arange(dist.shape[-1])).float().mean())
+
+
+def _retrieval_curve(dist: torch.Tensor) -> dict[str, float]:
+    """``_retrieval`` among random subsets of 2, 4, ... of the M candidates, and among all M."""
+    m = dist.shape[-1]
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for size in [2**j for j in range(1, m.bit_length()) if 2**j < m] + [m]:
+        picks = [torch.arange(m)] if size == m else [torch.randperm(m, generator=gen)[:size] for _ in range(SUBSETS)]
+        out[str(size)] = sum(_retrieval(dist[:, p][:, :, p]) for p in picks) / len(picks)
+    return out
 
 
 def one_step_varied(x: torch.Tensor, y: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -217,6 +217,7 @@ def test_theta_spread_is_zero_across_identical_draws_and_grows_when_they_differ(
     # the retrieval curve: among 2, 4, 8 random candidates and all 12 (the last is the retrieval itself)
     assert list(differ["retrieval-among"]) == ["2", "4", "8", "12"] and differ["retrieval-among"]["12"] == differ["retrieval"]
     assert set(same["retrieval-among"].values()) == {1.0} and differ["retrieval-among"]["2"] >= 0.5
+    assert set(same["retrieval-mean-among"].values()) == {1.0} and list(differ["retrieval-mean-among"]) == ["2", "4", "8", "12"]
 
 
 def test_auto_reads_by_the_inverse_where_it_can_and_searches_elsewhere(tmp_path):
