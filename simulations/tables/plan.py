@@ -16,7 +16,7 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from simulations.tables import engines
 from simulations.tables.scale import AMIA_KEYS, SIMULATIONS, Scale
@@ -26,6 +26,18 @@ PAPER_VALUES = SIMULATIONS / "paper_values.toml"
 PAPER_DATASET = {"mnist-5k": "mnist", "mnist": "mnist", "cifar10": "cifar10", "cifar100": "cifar100"}
 TABLES = (1, 2, 3, 4, 5, 6)
 THETA_PAPER = "the paper's threat model: θ unknown"
+
+
+class CostClass(NamedTuple):
+    """What a task's time depends on: tasks of one class take about as long (for the ETA)."""
+
+    kind: str
+    dataset: str | None
+    P: int | None
+    B: int | None
+    recipe: Any
+    mode: Any
+    shadow: Any  # an AMIA cell's shadow kind
 
 
 @dataclass(frozen=True)
@@ -38,10 +50,11 @@ class Task:
     deps: tuple[str, ...] = ()
 
     @property
-    def cost_class(self) -> tuple:
+    def cost_class(self) -> CostClass:
         """Tasks of the same class take about as long (for the ETA)."""
         s = self.spec
-        return (self.kind, s.get("dataset"), s.get("P"), s.get("B"), s.get("recipe"), s.get("mode"), s.get("shadow"))
+        return CostClass(self.kind, s.get("dataset"), s.get("P"), s.get("B"), s.get("recipe"), s.get("mode"),
+                         s.get("shadow"))
 
 
 @dataclass

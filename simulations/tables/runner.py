@@ -31,7 +31,7 @@ from typing import Any
 from fednas.config import RENAMED_KEYS
 from fednas.rundir import atomic_write_json
 from simulations.tables.fingerprint import matches
-from simulations.tables.plan import Task
+from simulations.tables.plan import CostClass, Task
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class CostModel:
     """Expected seconds of a task, from results already measured (same class, else scaled)."""
 
     def __init__(self, out: Path, tasks: Iterable[Task], also: Iterable[Path] = ()) -> None:
-        self.by_class: dict[tuple, list[float]] = defaultdict(list)  # CPU seconds per unit
+        self.by_class: dict[CostClass, list[float]] = defaultdict(list)  # CPU seconds per unit
         for t in tasks:
             r = current(out, t)
             if r and r.get("status") == "ok" and cost_of(r):
@@ -202,13 +202,14 @@ class CostModel:
         c = task.cost_class
         if c in self.by_class:
             return units(task) * sum(self.by_class[c]) / len(self.by_class[c])
-        kind, dataset, p, b = c[:4]
-        same = [(k, sum(v) / len(v)) for k, v in self.by_class.items() if k[0] == kind and k[4:] == c[4:] and k[2]]
-        same.sort(key=lambda kv: (kv[0][1] != dataset, kv[0][3] != b, abs(math.log((kv[0][2] or 1) / (p or 1)))))
+        p = c.P
+        alike = lambda k: k.kind == c.kind and (k.recipe, k.mode, k.shadow) == (c.recipe, c.mode, c.shadow)  # noqa: E731
+        same = [(k, sum(v) / len(v)) for k, v in self.by_class.items() if alike(k) and k.P]
+        same.sort(key=lambda kv: (kv[0].dataset != c.dataset, kv[0].B != c.B, abs(math.log(kv[0].P / (p or 1)))))
         if same and p:
             (k, per_unit) = same[0]
-            return units(task) * per_unit * (p / k[2]) ** P_EXPONENT
-        prior = PRIORS.get(f"{kind}-{c[6]}", PRIORS[kind])  # c[6]: an AMIA cell's shadow kind
+            return units(task) * per_unit * (p / k.P) ** P_EXPONENT
+        prior = PRIORS.get(f"{c.kind}-{c.shadow}", PRIORS[c.kind])
         return units(task) * prior * ((p or 8) / 8) ** P_EXPONENT
 
 
