@@ -64,7 +64,7 @@ from attacks.adra.solver import match_at
 from attacks.base import Knowledge
 from attacks.nulls import NULL_KINDS, null_reconstruction
 from attacks.report import pairs_by_step
-from benchmarks.adra_table import load_merged, merge_seeds, report, spread_lines
+from benchmarks.adra_table import load_merged, merge_seeds, report, seed_spread_lines, spread_lines
 from benchmarks.common import RESULTS, machine, resolve_device, timed, write_results
 from fednas.captures import Capture
 from fednas.config import GROUP_KEYS, parse_config, search_to_record
@@ -460,30 +460,6 @@ def check_spread_only(args: argparse.Namespace) -> None:
                          f"--spread >= 2 (got knows-weights={cfg.attack.knows_weights}, "
                          f"surrogate-draws={cfg.attack.surrogate_draws}, theta-between-steps="
                          f"{cfg.attack.theta_between_steps}, theta-paths={cfg.attack.theta_paths}, --spread {args.spread})")
-
-
-def seed_spread_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """``--spread-only``: one line per P and seed, and per local step of a K-step round (their
-    means follow from ``spread_lines``)."""
-    out = []
-    for r in rows:
-        for seed, s, wall in zip(r["seed"], r["spread"], r["wall"]):
-            out.append(f"P={r['nodes']} seed {seed}: ratio {s['ratio']:.3f}, retrieval {100 * s['retrieval']:.2f} % "
-                       f"(chance {100 * s['chance']:.2f} %), {s['images']} sets x {s['draws']} draws, {wall:.0f} s"
-                       f"{_curve(s)}")
-            out += [f"  step {k + 1} alone: ratio {t['ratio']:.3f}, retrieval {100 * t['retrieval']:.2f} %{_curve(t)}"
-                    for k, t in enumerate(s.get("per-step", []))]
-    return out
-
-
-def _curve(spread: dict[str, Any]) -> str:
-    """The retrieval among 2, 4, ... candidates, each a draw's or its mean over the other
-    draws (older results have neither)."""
-    out = ""
-    for key, words in (("retrieval-among", "among"), ("retrieval-mean-among", "against the mean over draws")):
-        if among := spread.get(key):
-            out += f"; {words} {', '.join(among)}: {', '.join(f'{100 * v:.0f}' for v in among.values())} %"
-    return out
 
 
 def merge_main(args: argparse.Namespace) -> int:

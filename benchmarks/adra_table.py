@@ -39,6 +39,30 @@ def spread_lines(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def seed_spread_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """``--spread-only``: one line per P and seed, and per local step of a K-step round (their
+    means follow from ``spread_lines``)."""
+    out = []
+    for r in rows:
+        for seed, s, wall in zip(r["seed"], r["spread"], r["wall"]):
+            out.append(f"P={r['nodes']} seed {seed}: ratio {s['ratio']:.3f}, retrieval {100 * s['retrieval']:.2f} % "
+                       f"(chance {100 * s['chance']:.2f} %), {s['images']} sets x {s['draws']} draws, {wall:.0f} s"
+                       f"{_curve(s)}")
+            out += [f"  step {k + 1} alone: ratio {t['ratio']:.3f}, retrieval {100 * t['retrieval']:.2f} %{_curve(t)}"
+                    for k, t in enumerate(s.get("per-step", []))]
+    return out
+
+
+def _curve(spread: dict[str, Any]) -> str:
+    """The retrieval among 2, 4, ... candidates, each a draw's or its mean over the other
+    draws (older results have neither)."""
+    out = ""
+    for key, words in (("retrieval-among", "among"), ("retrieval-mean-among", "against the mean over draws")):
+        if among := spread.get(key):
+            out += f"; {words} {', '.join(among)}: {', '.join(f'{100 * v:.0f}' for v in among.values())} %"
+    return out
+
+
 def merge_seeds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows of several seeds as one row per (P, solver), their lists joined in seed order."""
     out: dict[tuple[int, str], dict[str, Any]] = {}
