@@ -90,6 +90,14 @@ def predicted_updates(problem, x: torch.Tensor, y: torch.Tensor, draw: torch.Ten
     return replay(problem.proc, alpha0, lambda k, a: v.grads(x[:, k], onehot[:, k], a, draw, step=k), 0.0)
 
 
+def _updates_in_parts(problem, x: torch.Tensor, y: torch.Tensor, draw: torch.Tensor, per_call: int) -> torch.Tensor:
+    """``predicted_updates`` over at most ``per_call`` batches a call: the batched gradient holds
+    every sample's activations at once, so B > 1 would multiply the memory of a chunk by B
+    (9.6 GB at 28×28, P = 16, B = 4); the pairs' draws and θ stay the chunk's (the same pairs)."""
+    return torch.cat([predicted_updates(problem, x[i:i + per_call], y[i:i + per_call], draw[i:i + per_call])
+                      for i in range(0, len(x), per_call)])
+
+
 def make_pairs(problem, pool_x: torch.Tensor, pool_y: torch.Tensor, count: int, generator: torch.Generator,
                augment: Augment | None = Augment(), chunk: int = 64) -> Pairs:
     """``count`` pairs for ``problem``'s round from the pool (the attacker's images), each
@@ -105,7 +113,7 @@ def make_pairs(problem, pool_x: torch.Tensor, pool_y: torch.Tensor, count: int, 
     generator : torch.Generator
         Seeds which images, their moves and θ draws (pairs are reproducible).
     chunk : int
-        Pairs per batched gradient call (bounds memory).
+        Pairs a θ draw takes in turn; samples per batched gradient call (bounds memory).
     """
     k, b, v = problem.steps, problem.batch, problem.victim
     free = free_update(problem)
@@ -121,7 +129,7 @@ def make_pairs(problem, pool_x: torch.Tensor, pool_y: torch.Tensor, count: int, 
         # one θ draw per chunk, in turn: the batched gradient is one pass per draw it meets, so
         # pairs of one draw together keep it one pass (and every draw gets its share of pairs)
         draw = torch.full((n,), (start // chunk) % v.draws, dtype=torch.long)
-        delta = predicted_updates(problem, x.to(v.device), y.to(v.device), draw.to(v.device))
+        delta = _updates_in_parts(problem, x.to(v.device), y.to(v.device), draw.to(v.device), max(1, chunk // b))
         feats.append(features(delta.float(), free).cpu())
         images.append(x)
         labels.append(y)

@@ -74,6 +74,17 @@ def test_batched_pairs_match_a_per_client_loop(over):
         assert torch.allclose(batched[i], ref, rtol=1e-4, atol=1e-9 + 1e-4 * float(ref.abs().max())), i
 
 
+def test_pairs_of_several_samples_are_the_same_made_in_parts():
+    # B > 1 splits a chunk's gradient call to bound memory; the pairs must not change
+    cfg, data, split, knowledge = _setup(**{"alpha-batch-size": 2})
+    problem, _, _ = _problem(cfg, data, split, knowledge)
+    ax, ay = torch.as_tensor(knowledge.aux_images), torch.as_tensor(knowledge.aux_labels)
+    whole = make_pairs(problem, ax, ay, 24, torch.Generator().manual_seed(3), chunk=2 * 24)
+    parts = make_pairs(problem, ax, ay, 24, torch.Generator().manual_seed(3), chunk=24)
+    assert torch.equal(whole.images[:24], parts.images[:24])
+    assert torch.allclose(whole.features, parts.features, atol=1e-5)
+
+
 def test_the_update_at_the_clients_own_sample_is_the_capture():
     # pairs are made as the capture was: at the client's true sample the prediction is its Δα
     cfg, data, split, knowledge = _setup()
