@@ -465,24 +465,24 @@ def check_spread_only(args: argparse.Namespace) -> None:
 def merge_main(args: argparse.Namespace) -> int:
     """``--merge``: print and write one result over several files' rows."""
     common, rows = load_merged(args.merge)
-    if common.get("spread_only"):  # --spread-only files: rows of seeds, no captures
-        seeds = [s for r in rows for s in r["seed"]]
+    spread = bool(common.get("spread_only"))  # --spread-only files: rows of seeds, no captures
+    if spread:
+        seeds = [str(s) for r in rows for s in r["seed"]]
         if len(set(seeds)) < len(seeds):
-            raise SystemExit(f"--merge: a seed is in more than one file (seeds {seeds})")
-        merged = {**common, "merged": [p.name for p in args.merge], "seeds": ",".join(map(str, seeds))}
-        return publish(f"theta spread, {common.get('dataset')}, merged from {len(args.merge)} file(s), seeds {seeds}, "
-                       f"changed: {' '.join(common.get('set') or [])}", [*seed_spread_lines(rows), *spread_lines(rows)],
-                       "adra-spread", rows, merged, args.results)
-    seeds = sorted({c.split("-", 1)[0].removeprefix("s") for r in rows for c in r.get("capture", [])}, key=int)
-    header = (f"ADRA strong, {common.get('dataset')}, merged from {len(args.merge)} file(s), seeds {', '.join(seeds)}; "
-              f"changed: {' '.join(common.get('set') or []) or 'nothing'}")
+            raise SystemExit(f"--merge: a seed is in more than one file (seeds {', '.join(seeds)})")
+    else:
+        seeds = sorted({c.split("-", 1)[0].removeprefix("s") for r in rows for c in r.get("capture", [])}, key=int)
+    header = (f"{'theta spread' if spread else 'ADRA strong'}, {common.get('dataset')}, merged from "
+              f"{len(args.merge)} file(s), seeds {', '.join(seeds)}; changed: {' '.join(common.get('set') or []) or 'nothing'}")
     merged = {**common, "merged": [p.name for p in args.merge], "seeds": ",".join(seeds)}
+    if spread:
+        return publish(header, [*seed_spread_lines(rows), *spread_lines(rows)], "adra-spread", rows, merged,
+                       args.results)
     # the files' own reference solver, not this invocation's --reference
     lines = [report(rows, common.get("reference", "lm")), *spread_lines(rows)]
     if rival := common.get("nearest-other-psnr"):  # the first file's (older files have none)
         lines.append(rival_line(rival))
     return publish(header, lines, "adra-merged", rows, merged, args.results)
-
 
 if __name__ == "__main__":
     sys.exit(main())
