@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from attacks import metrics as M
 from attacks.adra.attack import ADRA
-from attacks.adra.inverse import InverseCache, InverseSettings, invert, set_loss
+from attacks.adra.inverse import InverseCache, InverseSettings, invert, label_agreement, set_loss
 from attacks.adra.pairs import Augment, features, make_pairs, predicted_updates, theta_spread
 from attacks.base import Knowledge
 from fednas.config import parse_config
@@ -133,6 +133,18 @@ def test_the_set_loss_takes_the_best_assignment_within_a_step():
     swapped_x, swapped_logits = x[:, :, [1, 0]], logits[:, :, [1, 0]]
     assert torch.allclose(set_loss(swapped_x, swapped_logits, x, y, 1.0), set_loss(x, logits, x, y, 1.0))
     assert float(set_loss(x, logits, x, y, 0.0)) == 0.0
+
+
+def test_label_agreement_is_accuracy_at_one_sample_and_order_free_within_a_step():
+    gen = torch.Generator().manual_seed(0)
+    y1 = torch.randint(0, 5, (50, 3, 1), generator=gen)
+    logits1 = torch.randn(50, 3, 1, 5, generator=gen)
+    assert torch.allclose(label_agreement(logits1, y1), (logits1.argmax(-1) == y1).float().mean((1, 2)))
+    y = torch.tensor([[[0, 1, 1, 2]]])
+    logits = 10 * F.one_hot(y[..., [2, 0, 3, 1]], 4).float()  # the same labels in another order
+    assert float(label_agreement(logits, y)) == 1.0
+    wrong = 10 * F.one_hot(torch.tensor([[[1, 1, 1, 3]]]), 4).float()  # only two of the 1s right
+    assert float(label_agreement(wrong, y)) == 0.5
 
 
 def test_the_cache_key_changes_with_everything_that_makes_the_pairs(tmp_path):
