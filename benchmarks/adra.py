@@ -484,5 +484,6 @@ def merge_main(args: argparse.Namespace) -> int:
         lines.append(rival_line(rival))
     return publish(header, lines, "adra-merged", rows, merged, args.results)
 
+
 if __name__ == "__main__":
     sys.exit(main())
