@@ -80,22 +80,24 @@ def free_update(problem) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predicted_updates(problem, x: torch.Tensor, y: torch.Tensor, draw: torch.Tensor) -> torch.Tensor:
+def predicted_updates(problem, x: torch.Tensor, y: torch.Tensor, draw: torch.Tensor,
+                      samples_per_call: int = 64) -> torch.Tensor:
     """Δα a client holding batches x (N, K, B, C, H, W) with labels y (N, K, B) would send,
-    each under its θ draw, its K local steps replayed as ``problem.proc`` makes them."""
+    each under its θ draw, its K local steps replayed as ``problem.proc`` makes them.
+
+    The batched gradient holds every sample's activations at once, so the N batches go
+    through in calls of about ``samples_per_call`` samples (B = 4 at 28×28, P = 16: 64 pairs in
+    one call took 9.6 GB); the result does not depend on it.
+    """
+    per_call = max(1, samples_per_call // problem.batch)
+    if len(x) > per_call:
+        return torch.cat([predicted_updates(problem, x[i:i + per_call], y[i:i + per_call], draw[i:i + per_call],
+                                            samples_per_call) for i in range(0, len(x), per_call)])
     v = problem.victim
     onehot = F.one_hot(y.long(), problem.classes).float()
     alpha0 = v.alpha_flat.expand(len(x), -1)
     # Adam's first step is an exact sign here (temperature 0): pairs are made as the client makes them
     return replay(problem.proc, alpha0, lambda k, a: v.grads(x[:, k], onehot[:, k], a, draw, step=k), 0.0)
-
-
-def _updates_in_parts(problem, x: torch.Tensor, y: torch.Tensor, draw: torch.Tensor, per_call: int) -> torch.Tensor:
-    """``predicted_updates`` over at most ``per_call`` batches a call: the batched gradient holds
-    every sample's activations at once, so B > 1 would multiply the memory of a chunk by B
-    (9.6 GB at 28×28, P = 16, B = 4); the pairs' draws and θ stay the chunk's (the same pairs)."""
-    return torch.cat([predicted_updates(problem, x[i:i + per_call], y[i:i + per_call], draw[i:i + per_call])
-                      for i in range(0, len(x), per_call)])
 
 
 def make_pairs(problem, pool_x: torch.Tensor, pool_y: torch.Tensor, count: int, generator: torch.Generator,
@@ -129,7 +131,7 @@ def make_pairs(problem, pool_x: torch.Tensor, pool_y: torch.Tensor, count: int, 
         # one θ draw per chunk, in turn: the batched gradient is one pass per draw it meets, so
         # pairs of one draw together keep it one pass (and every draw gets its share of pairs)
         draw = torch.full((n,), (start // chunk) % v.draws, dtype=torch.long)
-        delta = _updates_in_parts(problem, x.to(v.device), y.to(v.device), draw.to(v.device), max(1, chunk // b))
+        delta = predicted_updates(problem, x.to(v.device), y.to(v.device), draw.to(v.device), chunk)
         feats.append(features(delta.float(), free).cpu())
         images.append(x)
         labels.append(y)
