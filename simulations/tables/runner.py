@@ -203,8 +203,8 @@ class CostModel:
         if c in self.by_class:
             return units(task) * sum(self.by_class[c]) / len(self.by_class[c])
         p = c.P
-        alike = lambda k: k.kind == c.kind and (k.recipe, k.mode, k.shadow) == (c.recipe, c.mode, c.shadow)  # noqa: E731
-        same = [(k, sum(v) / len(v)) for k, v in self.by_class.items() if alike(k) and k.P]
+        same = [(k, sum(v) / len(v)) for k, v in self.by_class.items()
+                if k.P and (k.kind, k.recipe, k.mode, k.shadow) == (c.kind, c.recipe, c.mode, c.shadow)]
         same.sort(key=lambda kv: (kv[0].dataset != c.dataset, kv[0].B != c.B, abs(math.log(kv[0].P / (p or 1)))))
         if same and p:
             (k, per_unit) = same[0]
