@@ -1,4 +1,5 @@
-"""``python -m attacks.adra RUN_DIR [--set key=value ...] [--workers N] [--limit N] [--device D] [--model pkg.mod:factory]``.
+"""``python -m attacks.adra RUN_DIR [--set key=value ...] [--workers N] [--limit N] [--device D]
+[--model pkg.mod:factory]``.
 
 Re-runs an attack configuration on a run's stored captures and writes a new leakage
 folder beside the run's (``leakage``, else ``leakage-1``, ``leakage-2``...: an existing
@@ -30,7 +31,7 @@ from fednas.rundir import unique_path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m attacks.adra", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m attacks.adra", description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("run_dir", help="a run directory holding captures/ (made with eavesdrop = true)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="change one attack key (repeatable), e.g. --set adra-mode=paper")
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where the attack runs (default: the run's device key; auto: CUDA when torch sees a GPU)")
     p.add_argument("--limit", type=int, default=0, help="attack only the first N captures (0: all)")
     p.add_argument("--rounds", default="", help="comma-separated rounds to attack (default: all)")
-    p.add_argument("--out", default="leakage", help="name of the new folder inside the run directory (suffixed when taken)")
+    p.add_argument("--out", default="leakage",
+                   help="name of the new folder inside the run directory (suffixed when taken)")
     g = p.add_argument_group("another app's captures (server.plugin.eavesdrop; docs/plugin.md)")
     g.add_argument("--model", help="package.module:factory returning the victim's torch network with named alpha "
                                    "parameters (default: the model the captures' manifest names)")

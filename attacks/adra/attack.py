@@ -150,7 +150,8 @@ class ADRA(Attack):
             proc = dataclasses.replace(proc, steps=1)  # Δα read as one step
         if holds_only_decay(capture, names, proc, search.alpha_l2, delta):
             raise CaptureError("delta-alpha is the client's weight decay alone: its loss gradient was zero (a "
-                               "saturated softmax on the right class, loss 0), so the update holds nothing of its samples")
+                               "saturated softmax on the right class, loss 0), so the update holds nothing of "
+                               "its samples")
         device = pick_device(cfg.run.device) if self.device is None else torch.device(self.device)
         alpha_t1 = {k: torch.as_tensor(v) for k, v in capture.alpha_t1.items()}
         moved = self._moves_theta(knowledge, proc)

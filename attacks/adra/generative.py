@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.adra.inverse import InverseCache, exclusive_lock, save_atomic, default_cache_dir, invert, polish, settings_of
+from attacks.adra.inverse import (InverseCache, default_cache_dir, exclusive_lock, invert, polish, save_atomic,
+                                  settings_of)
 from attacks.adra.pairs import Augment, digest
 
 log = logging.getLogger(__name__)

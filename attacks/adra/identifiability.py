@@ -41,7 +41,8 @@ def jacobian(victim: Victim, x: torch.Tensor, y: torch.Tensor, draw: int = 0) ->
     return jac.reshape(jac.shape[0], -1)
 
 
-def jacobian_rank(victim: Victim, x: torch.Tensor, y: torch.Tensor, rtol: float = RTOL, atol: float = ATOL) -> tuple[int, int]:
+def jacobian_rank(victim: Victim, x: torch.Tensor, y: torch.Tensor, rtol: float = RTOL,
+                  atol: float = ATOL) -> tuple[int, int]:
     """(numerical rank, input size) of the Jacobian at the batch (see the module docstring)."""
     jac = jacobian(victim, x, y).double().cpu()
     s = torch.linalg.svdvals(jac)

@@ -60,7 +60,8 @@ class InverseSettings:
 
 def default_cache_dir() -> Path:
     """``$FEDNAS_CACHE``, else ``$XDG_CACHE_HOME/fednas-privacy``, else ``~/.cache/fednas-privacy``; then ``adra/``."""
-    root = os.environ.get("FEDNAS_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fednas-privacy"
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    root = os.environ.get("FEDNAS_CACHE") or xdg / "fednas-privacy"
     return Path(root) / "adra"
 
 
@@ -118,7 +119,8 @@ def train_inverse(pairs: Pairs, steps: int, batch: int, image_shape: tuple[int, 
     """Fit an ``InverseNet`` on ``pairs`` (a tenth held out; the epoch with the lowest held-out
     loss is kept). Returns the network and its held-out figures."""
     if batch > MAX_PERMUTED_BATCH:
-        raise ValueError(f"the learned inverse handles B <= {MAX_PERMUTED_BATCH} (B! assignments); this capture has B = {batch}")
+        raise ValueError(f"the learned inverse handles B <= {MAX_PERMUTED_BATCH} (B! assignments); "
+                         f"this capture has B = {batch}")
     gen = torch.Generator().manual_seed(settings.seed)
     order = torch.randperm(len(pairs), generator=gen)
     n_val = max(1, len(pairs) // 10)
@@ -128,7 +130,8 @@ def train_inverse(pairs: Pairs, steps: int, batch: int, image_shape: tuple[int, 
     net.mean.copy_(f[tr].mean(0))
     net.scale.copy_(f[tr].std(0).clamp_min(1e-8))
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=settings.epochs * math.ceil(len(tr) / 128))
+    total = settings.epochs * math.ceil(len(tr) / 128)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=total)
     best, best_state, t0, c0 = math.inf, None, time.perf_counter(), time.process_time()
     for _ in range(settings.epochs):
         net.train()
@@ -232,8 +235,8 @@ class InverseCache:
         gen = torch.Generator().manual_seed(settings.seed)
         pairs = make_pairs(problem, aux_x, aux_y, settings.pairs, gen, settings.augmentation())
         pairs.seconds, pairs.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
-        save_atomic({"features": pairs.features, "images": pairs.images, "labels": pairs.labels, "seconds": pairs.seconds,
-               "cpu-seconds": pairs.cpu_seconds}, path)
+        save_atomic({"features": pairs.features, "images": pairs.images, "labels": pairs.labels,
+                     "seconds": pairs.seconds, "cpu-seconds": pairs.cpu_seconds}, path)
         return pairs
 
 

@@ -58,7 +58,8 @@ class PCA:
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Least-squares coefficients of images (..., C, H, W) in the basis."""
         flat = images.reshape(*images.shape[:-3], -1) - self.mean
-        return torch.linalg.lstsq(self.basis.T, flat.reshape(-1, flat.shape[-1]).T).solution.T.reshape(*flat.shape[:-1], self.k)
+        coef = torch.linalg.lstsq(self.basis.T, flat.reshape(-1, flat.shape[-1]).T).solution.T
+        return coef.reshape(*flat.shape[:-1], self.k)
 
     def offsets(self, params: torch.Tensor) -> torch.Tensor:
         """Σ c_i σ_i v_i as images (no mean, no clamp): moves away from a given image."""

@@ -108,7 +108,8 @@ def _pursuit(proc, table, observed, aux_x, aux_y, steps, batch, restarts, genera
         chosen: list[int] = []
         score = torch.tensor(0.0, device=table.device)
         for slot in range(n):
-            s = F.cosine_similarity(_slot_updates(proc, table, chosen, slot, steps, batch, temp), observed[None], dim=-1)
+            updates = _slot_updates(proc, table, chosen, slot, steps, batch, temp)
+            s = F.cosine_similarity(updates, observed[None], dim=-1)
             if chosen:
                 s[torch.tensor(chosen, device=s.device)] = -2.0  # each aux image once
             top = torch.argsort(s, descending=True)[:3]

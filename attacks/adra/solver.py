@@ -87,14 +87,16 @@ def _match(problem: Problem, x: torch.Tensor, y: torch.Tensor, distance: str, te
     return _distance(distance, pred, problem.observed).view(x.shape[0], problem.victim.draws).mean(1)
 
 
-def _starts(problem: Problem, s: Any, generator: torch.Generator, aux_images, aux_labels) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+def _starts(problem: Problem, s: Any, generator: torch.Generator, aux_images,
+            aux_labels) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Initial images (H, K, B, C, h, w), and fixed labels (H, K, B) or label logits (H, K, B, classes)."""
     k, b, c = problem.steps, problem.batch, problem.classes
     labels_mode = s.adra_labels
     if labels_mode == "auto":
         labels_mode = "try-all" if k * b == 1 else "joint"
     if labels_mode == "try-all" and k * b != 1:
-        raise ValueError(f"adra-labels = 'try-all' needs one sample per capture, this one has {k} steps x B={b}; use joint or auto")
+        raise ValueError(f"adra-labels = 'try-all' needs one sample per capture, this one has {k} steps x B={b}; "
+                         "use joint or auto")
     if s.adra_init == "aux":
         if aux_images is None:
             raise ValueError("adra-init = 'aux' needs the attacker's aux pool (Knowledge.aux_images)")
@@ -347,8 +349,10 @@ def _lm_stage(problem: Problem, param, x0, fixed, logits0, temp: float, stage: s
         param.project(head)
         return torch.cat([head.reshape(len(u), -1), u[:, n_img:]], 1)
 
-    res = levenberg_marquardt(residual, jacobian, u0, project, iterations=total, keep=keep,
-                              report=lambda it, tot, best: report(stage, it, tot, _cost_to_match(best, problem, distance)))
+    def progress(it: int, tot: int, best: float) -> None:
+        report(stage, it, tot, _cost_to_match(best, problem, distance))
+
+    res = levenberg_marquardt(residual, jacobian, u0, project, iterations=total, keep=keep, report=progress)
     with torch.no_grad():
         u_img = res.u[:, :n_img].reshape(len(res.u), *coeffs.shape[1:])
         x = (base[res.rows] + param.offsets(u_img)).clamp(0.0, 1.0) if around else param.images(u_img)

@@ -229,7 +229,8 @@ def attacker_theta(capture: Any, knowledge: Any, settings: Any, search: Any,
     try:
         prior = THETA_PRIORS[settings.theta_prior]
     except KeyError:
-        raise ValueError(f"unknown theta-prior {settings.theta_prior!r}; choose one of: {', '.join(THETA_PRIORS)}") from None
+        raise ValueError(f"unknown theta-prior {settings.theta_prior!r}; "
+                         f"choose one of: {', '.join(THETA_PRIORS)}") from None
     if not searches_supernet(knowledge.config) and settings.theta_prior != "surrogate":
         raise ValueError(f"theta-prior = {settings.theta_prior!r} rebuilds the darts supernet's θ_0; paradigm "
                          f"{paradigm_of(knowledge.config)!r} takes theta-prior = 'surrogate'")
