@@ -1,5 +1,4 @@
-"""``python -m attacks.adra RUN_DIR [--set key=value ...] [--workers N] [--limit N] [--device D]
-[--model pkg.mod:factory]``.
+"""``python -m attacks.adra RUN_DIR [--set key=value ...] [options]``: re-attack a run's stored captures.
 
 Re-runs an attack configuration on a run's stored captures and writes a new leakage
 folder beside the run's (``leakage``, else ``leakage-1``, ``leakage-2``...: an existing
@@ -31,7 +30,7 @@ from fednas.rundir import unique_path
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m attacks.adra", description=" ".join(__doc__.split("\n\n")[0].split()))
+    p = argparse.ArgumentParser(prog="python -m attacks.adra", description=__doc__.splitlines()[0])
     p.add_argument("run_dir", help="a run directory holding captures/ (made with eavesdrop = true)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="change one attack key (repeatable), e.g. --set adra-mode=paper")
